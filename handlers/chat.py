@@ -1,0 +1,482 @@
+"""/chat: direct and group threads, messages, receipts, typing."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from handlers.context import Context
+from handlers.errors import Forbidden, NotFound, ValidationFailed
+from handlers.registry import namespace, operation, server_event
+from handlers.schema import Empty, Input, Output
+from storage import chat as store
+from storage import users as users_store
+from storage.base import aware, utcnow
+
+CHAT = "/chat"
+namespace(CHAT, "Direct and group messaging between users.", roles={"user", "operator", "admin"})
+
+
+# --- models ------------------------------------------------------------------
+
+class AttachmentOut(Output):
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    url: str
+
+
+class MessageOut(Output):
+    id: int
+    thread_id: int
+    sender_id: int
+    recipient_id: int | None
+    message: str
+    booking_id: int | None
+    attachments: list[AttachmentOut]
+    is_read: bool
+    created_at: datetime
+    edited_at: datetime | None
+    client_msg_id: str | None
+
+
+class ThreadOut(Output):
+    thread_id: int
+    kind: str
+    title: str | None
+    member_ids: list[int]
+    created_at: datetime
+
+
+class ThreadSummary(Output):
+    thread_id: int
+    kind: str
+    other_user_id: int | None
+    other_user_name: str | None
+    title: str | None
+    last_message: str | None
+    last_message_at: datetime | None
+    unread_count: int
+
+
+class History(Output):
+    messages: list[MessageOut]
+    total: int
+    page: int
+
+
+class Updated(Output):
+    updated: int
+
+
+class UnreadCount(Output):
+    unread_count: int
+
+
+class Deleted(Output):
+    message_id: int
+    deleted_at: datetime
+
+
+class Nothing(Output):
+    pass
+
+
+class ThreadRef(Input):
+    """Either a thread id or the other user of a direct thread."""
+
+    thread_id: int | None = Field(None, ge=1)
+    other_user_id: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.thread_id is None) == (self.other_user_id is None):
+            raise ValueError("give exactly one of thread_id and other_user_id")
+        return self
+
+
+class SendMessage(Input):
+    recipient_id: int | None = Field(None, ge=1)
+    thread_id: int | None = Field(None, ge=1)
+    message: str = ""
+    booking_id: int | None = None
+    attachment_ids: list[int] = Field(default_factory=list, max_length=10)
+    client_msg_id: str | None = Field(None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.thread_id is None) == (self.recipient_id is None):
+            raise ValueError("give exactly one of recipient_id and thread_id")
+        if not self.message.strip() and not self.attachment_ids:
+            raise ValueError("message is empty")
+        return self
+
+
+class CreateThread(Input):
+    member_ids: list[int] = Field(min_length=1, max_length=100)
+    title: str | None = Field(None, max_length=200)
+
+
+class ListThreads(Input):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class ThreadHistory(ThreadRef):
+    page: int = Field(1, ge=1)
+    page_size: int = Field(50, ge=1, le=200)
+
+
+class SearchMessages(Input):
+    query: str = Field(min_length=1, max_length=200)
+    user_id: int | None = Field(None, ge=1)
+
+
+class MessageRef(Input):
+    message_id: int = Field(ge=1)
+
+
+class EditMessage(MessageRef):
+    message: str = Field(min_length=1)
+
+
+class SetTyping(ThreadRef):
+    is_typing: bool
+
+
+# --- server events -------------------------------------------------------------
+
+@server_event(CHAT, "message:new")
+class MessageNew(Output):
+    """A message arrived in one of the user's threads."""
+
+    message_id: int
+    thread_id: int
+    sender_id: int
+    content: str
+    timestamp: datetime
+    message: MessageOut
+
+
+@server_event(CHAT, "message:sent")
+class MessageSent(MessageNew):
+    """A message the user sent from another of their devices."""
+
+
+@server_event(CHAT, "message:edited")
+class MessageEdited(Output):
+    """A message was edited by its sender."""
+
+    message_id: int
+    thread_id: int
+    new_content: str
+    edited_at: datetime
+
+
+@server_event(CHAT, "message:deleted")
+class MessageDeleted(Output):
+    """A message was deleted by its sender."""
+
+    message_id: int
+    thread_id: int
+    deleted_at: datetime
+
+
+@server_event(CHAT, "message:read")
+class MessageRead(Output):
+    """A member read a message."""
+
+    message_id: int
+    thread_id: int
+    reader_id: int
+    read_at: datetime
+
+
+@server_event(CHAT, "typing:indicator")
+class TypingIndicator(Output):
+    """A member started or stopped typing. Not stored."""
+
+    thread_id: int
+    user_id: int
+    is_typing: bool
+
+
+@server_event(CHAT, "thread:created")
+class ThreadCreated(Output):
+    """The user became a member of a new thread."""
+
+    thread_id: int
+    first_message_id: int | None
+    kind: str
+    title: str | None
+    member_ids: list[int]
+
+
+@server_event(CHAT, "thread:updated")
+class ThreadUpdated(Output):
+    """A thread of the user got a new message."""
+
+    thread_id: int
+    message_count: int
+
+
+# --- helpers ---------------------------------------------------------------------
+
+def _check_length(ctx: Context, text: str) -> None:
+    limit = ctx.settings.max_message_chars
+    if len(text) > limit:
+        raise ValidationFailed(
+            f"message is longer than {limit} characters",
+            details=[{"loc": ["message"], "msg": f"at most {limit} characters", "type": "string_too_long"}],
+        )
+
+
+async def _messages_out(tx, messages: list[store.Message], viewer: int) -> list[MessageOut]:
+    ids = [m.id for m in messages]
+    atts = await store.attachments_of(tx, ids)
+    read_by = await store.readers(tx, ids)
+    out = []
+    for m in messages:
+        readers = read_by[m.id]
+        is_read = bool(readers - {viewer}) if m.sender_id == viewer else viewer in readers
+        out.append(MessageOut(
+            id=m.id, thread_id=m.thread_id, sender_id=m.sender_id, recipient_id=m.recipient_id,
+            message=m.body, booking_id=m.booking_id, is_read=is_read,
+            created_at=aware(m.created_at), edited_at=aware(m.edited_at), client_msg_id=m.client_msg_id,
+            attachments=[AttachmentOut(id=a.id, filename=a.filename, content_type=a.content_type,
+                                       size=a.size, url=f"/api/attachments/{a.id}") for a in atts[m.id]],
+        ))
+    return out
+
+
+async def _message_out(tx, message: store.Message, viewer: int) -> MessageOut:
+    return (await _messages_out(tx, [message], viewer))[0]
+
+
+async def _member_thread(tx, ctx: Context, ref: ThreadRef) -> store.Thread:
+    """The referenced thread, which the actor must be a member of."""
+    me = ctx.actor.id
+    if ref.thread_id is not None:
+        thread = await store.get_thread(tx, ref.thread_id)
+        if thread is None:
+            raise NotFound("no such thread")
+        if not await store.is_member(tx, thread.id, me):
+            raise Forbidden("you are not a member of this thread")
+        return thread
+    thread = await store.find_direct(tx, me, ref.other_user_id)
+    if thread is None:
+        raise NotFound("no conversation with this user")
+    return thread
+
+
+async def _visible_message(tx, ctx: Context, message_id: int) -> store.Message:
+    """A live message of one of the actor's threads; anything else is not found."""
+    msg = await store.get_message(tx, message_id)
+    if msg is None or msg.deleted_at is not None or not await store.is_member(tx, msg.thread_id, ctx.actor.id):
+        raise NotFound("no such message")
+    return msg
+
+
+def _thread_out(thread: store.Thread, members: list[int]) -> ThreadOut:
+    return ThreadOut(thread_id=thread.id, kind=thread.kind, title=thread.title, member_ids=members,
+                     created_at=aware(thread.created_at))
+
+
+# --- operations -----------------------------------------------------------------
+
+@operation(CHAT, "message:send")
+async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
+    """Send a message to a user (direct thread, created on first message) or a thread."""
+    me = ctx.actor.id
+    _check_length(ctx, req.message)
+    async with ctx.db.transaction() as tx:
+        if req.client_msg_id:
+            earlier = await store.by_client_msg_id(tx, me, req.client_msg_id)
+            if earlier is not None:
+                return await _message_out(tx, earlier, me)
+        created = False
+        recipient_id = None
+        if req.recipient_id is not None:
+            if req.recipient_id == me:
+                raise ValidationFailed("you cannot message yourself",
+                                       details=[{"loc": ["recipient_id"], "msg": "is yourself", "type": "value_error"}])
+            if await users_store.get(tx, req.recipient_id) is None:
+                raise NotFound("no such user")
+            thread, created = await store.get_or_create_direct(tx, me, req.recipient_id)
+            recipient_id = req.recipient_id
+        else:
+            thread = await _member_thread(tx, ctx, ThreadRef(thread_id=req.thread_id))
+            if thread.kind == "direct":
+                recipient_id = next(u for u in await store.member_ids(tx, thread.id) if u != me)
+        try:
+            msg = await store.add_message(tx, thread, sender_id=me, recipient_id=recipient_id, body=req.message,
+                                          booking_id=req.booking_id, client_msg_id=req.client_msg_id)
+        except store.DuplicateClientId:
+            # A concurrent retry of the same request won the race: answer with its message.
+            return await _message_out(tx, await store.by_client_msg_id(tx, me, req.client_msg_id), me)
+        wanted = set(req.attachment_ids)
+        if wanted and await store.claim_attachments(tx, list(wanted), me, msg.id) != len(wanted):
+            raise ValidationFailed("attachment_ids must be your own uploads, not yet attached to a message",
+                                   details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
+                                             "type": "value_error"}])
+        out = await _message_out(tx, msg, me)
+        members = await store.member_ids(tx, thread.id)
+        count = thread.message_count
+    if created:
+        ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=msg.id, kind=thread.kind,
+                               title=thread.title, member_ids=members), users=members)
+    fields: dict[str, Any] = dict(message_id=out.id, thread_id=out.thread_id, sender_id=me,
+                                  content=out.message, timestamp=out.created_at, message=out)
+    ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
+    ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
+    ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=count), users=members)
+    return out
+
+
+@operation(CHAT, "thread:create")
+async def create_thread(ctx: Context, req: CreateThread) -> ThreadOut:
+    """Create a group thread with the given members (the creator is always one)."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        found = await users_store.by_ids(tx, req.member_ids)
+        missing = sorted(set(req.member_ids) - set(found))
+        if missing:
+            raise NotFound("no such users", details={"member_ids": missing})
+        thread = await store.create_group(tx, me, req.member_ids, req.title)
+        members = await store.member_ids(tx, thread.id)
+    ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=None, kind="group", title=thread.title,
+                           member_ids=members), users=members)
+    return _thread_out(thread, members)
+
+
+@operation(CHAT, "threads:list")
+async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
+    """The user's threads, most recently active first, with unread counts."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        threads = await store.threads_of(tx, me, req.limit, req.offset)
+        ids = [t.id for t in threads]
+        last = await store.last_messages(tx, ids)
+        unread = await store.unread_by_thread(tx, me, ids)
+        members = await store.members_of(tx, ids)
+        others = {t.id: next((u for u in members[t.id] if u != me), None) for t in threads if t.kind == "direct"}
+        names = await users_store.by_ids(tx, [u for u in others.values() if u])
+    out = []
+    for t in threads:
+        other = others.get(t.id)
+        msg = last.get(t.id)
+        out.append(ThreadSummary(
+            thread_id=t.id, kind=t.kind, other_user_id=other,
+            other_user_name=names[other].display_name if other in names else None,
+            title=t.title, last_message=msg.body if msg else None,
+            last_message_at=aware(t.last_message_at), unread_count=unread.get(t.id, 0),
+        ))
+    return out
+
+
+@operation(CHAT, "thread:history")
+async def thread_history(ctx: Context, req: ThreadHistory) -> History:
+    """A page of a thread's messages: page 1 is the newest, each page oldest first."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        if req.other_user_id is not None:
+            if await users_store.get(tx, req.other_user_id) is None:
+                raise NotFound("no such user")
+            thread = await store.find_direct(tx, me, req.other_user_id)
+            if thread is None:
+                return History(messages=[], total=0, page=req.page)
+        else:
+            thread = await _member_thread(tx, ctx, req)
+        rows, total = await store.history(tx, thread.id, req.page, req.page_size)
+        return History(messages=await _messages_out(tx, rows, me), total=total, page=req.page)
+
+
+@operation(CHAT, "messages:search")
+async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]:
+    """Search the user's messages (newest first, at most 50), optionally with one user."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        rows = await store.search(tx, me, req.query, req.user_id, 50)
+        return await _messages_out(tx, rows, me)
+
+
+@operation(CHAT, "message:read")
+async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
+    """Mark a message someone else sent as read by the user."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        msg = await _visible_message(tx, ctx, req.message_id)
+        read_at = await store.mark_read(tx, msg, me) if msg.sender_id != me else None
+        out = await _message_out(tx, msg, me)
+        members = await store.member_ids(tx, msg.thread_id)
+    if read_at is not None:
+        ctx.emit(MessageRead(message_id=msg.id, thread_id=msg.thread_id, reader_id=me, read_at=read_at),
+                 users=members)
+    return out
+
+
+@operation(CHAT, "thread:read-all")
+async def read_all(ctx: Context, req: ThreadRef) -> Updated:
+    """Mark every unread message of a thread as read."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        thread = await _member_thread(tx, ctx, req)
+        ids = await store.read_all(tx, thread.id, me)
+        members = await store.member_ids(tx, thread.id) if ids else []
+    now = utcnow()
+    for mid in ids:
+        ctx.emit(MessageRead(message_id=mid, thread_id=thread.id, reader_id=me, read_at=now), users=members)
+    return Updated(updated=len(ids))
+
+
+@operation(CHAT, "unread:count")
+async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
+    """How many messages others sent the user that the user has not read."""
+    async with ctx.db.transaction() as tx:
+        return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
+
+
+@operation(CHAT, "message:edit")
+async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
+    """Change the text of a message; only its sender may."""
+    me = ctx.actor.id
+    _check_length(ctx, req.message)
+    async with ctx.db.transaction() as tx:
+        msg = await _visible_message(tx, ctx, req.message_id)
+        if msg.sender_id != me:
+            raise Forbidden("only the sender can edit a message")
+        await store.edit_message(tx, msg, req.message)
+        out = await _message_out(tx, msg, me)
+        members = await store.member_ids(tx, msg.thread_id)
+    ctx.emit(MessageEdited(message_id=msg.id, thread_id=msg.thread_id, new_content=msg.body,
+                           edited_at=out.edited_at), users=members)
+    return out
+
+
+@operation(CHAT, "message:delete")
+async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
+    """Delete a message; only its sender may. It disappears from history and search."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        msg = await _visible_message(tx, ctx, req.message_id)
+        if msg.sender_id != me:
+            raise Forbidden("only the sender can delete a message")
+        await store.delete_message(tx, msg)
+        members = await store.member_ids(tx, msg.thread_id)
+    deleted_at = aware(msg.deleted_at)
+    ctx.emit(MessageDeleted(message_id=msg.id, thread_id=msg.thread_id, deleted_at=deleted_at), users=members)
+    return Deleted(message_id=msg.id, deleted_at=deleted_at)
+
+
+@operation(CHAT, "typing:set")
+async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
+    """Tell the other members that the user is (or stopped) typing."""
+    me = ctx.actor.id
+    async with ctx.db.transaction() as tx:
+        thread = await _member_thread(tx, ctx, req)
+        members = await store.member_ids(tx, thread.id)
+    ctx.emit(TypingIndicator(thread_id=thread.id, user_id=me, is_typing=req.is_typing),
+             users=[u for u in members if u != me])
+    return Nothing()

@@ -1,0 +1,82 @@
+"""What an operation runs over: the actor, the database, shared state, and an
+event buffer that the transport flushes only after the operation returned."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from pydantic import BaseModel
+
+STAFF_ROLES = frozenset({"operator", "admin"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling, as proven by a token at the edge. Handlers never see tokens."""
+
+    role: str  # user | operator | admin | service | visitor
+    id: int | None = None  # user id; None for services and visitors
+    name: str | None = None  # service name
+    jti: str | None = None
+    expires_at: int | None = None
+    assistant_id: int | None = None  # bots: the one assistant they speak for
+    dialog_id: int | None = None  # visitors: the one dialog they may reach
+    visitor_id: str | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def is_user(self) -> bool:
+        """Has a user account (end user or staff)."""
+        return self.id is not None and self.role in ("user", "operator", "admin")
+
+
+def user_room(user_id: int) -> str:
+    """Every socket of a user joins this room in each namespace it connects to."""
+    return f"user:{user_id}"
+
+
+@dataclass
+class Outgoing:
+    namespace: str
+    event: str
+    data: dict
+    rooms: list[str]
+    skip_sid: str | None = None
+
+
+@dataclass
+class Context:
+    actor: Actor
+    db: Any  # storage.db.Database
+    settings: Any  # hub.settings.Settings
+    state: Any = None  # hub.state.SharedState
+    origin: str | None = None  # socket id of the request, if it came over Socket.IO
+    events: list[Outgoing] = field(default_factory=list)
+
+    def emit(
+        self,
+        event: BaseModel,
+        *,
+        users: Iterable[int] = (),
+        rooms: Iterable[str] = (),
+        skip_origin: bool = False,
+    ) -> None:
+        """Buffer a server event (an instance of a registered event model) for the
+        given users' personal rooms and/or named rooms. Sent after the operation
+        returns, so a failed operation sends nothing."""
+        targets = [user_room(u) for u in dict.fromkeys(users)] + list(rooms)
+        if not targets:
+            return
+        spec = type(event).__server_event__
+        self.events.append(
+            Outgoing(
+                namespace=spec.namespace,
+                event=spec.event,
+                data=event.model_dump(mode="json"),
+                rooms=targets,
+                skip_sid=self.origin if skip_origin else None,
+            )
+        )

@@ -1,0 +1,129 @@
+"""The one registry of namespaces, operations and server events.
+
+The Socket.IO adapter, the HTTP adapter, the publish route and the AsyncAPI
+document are all generated from it; none of them holds per-operation code.
+"""
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from pydantic import BaseModel, TypeAdapter
+
+from handlers.context import Actor, Context
+
+Handler = Callable[[Context, BaseModel], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    name: str
+    description: str
+    roles: frozenset[str]
+    # Rooms a socket joins on connect besides its personal room (e.g. "staff").
+    connect_rooms: Callable[[Actor], list[str]] | None = None
+    on_connect: Callable[[Context], Awaitable[None]] | None = None
+    on_disconnect: Callable[[Context], Awaitable[None]] | None = None
+    # Room name patterns a service may publish to, e.g. r"staff" or r"post:\d+".
+    publish_rooms: tuple[str, ...] = ()
+
+    def room_allowed(self, room: str) -> bool:
+        return any(re.fullmatch(p, room) for p in self.publish_rooms)
+
+
+@dataclass(frozen=True)
+class Operation:
+    namespace: str
+    event: str
+    func: Handler
+    input: type[BaseModel]
+    output: TypeAdapter
+    roles: frozenset[str] | None  # None: every role the namespace admits
+    http: tuple[str, str] | None  # (method, path) when also reachable over HTTP
+    summary: str
+
+
+@dataclass(frozen=True)
+class ServerEventSpec:
+    namespace: str
+    event: str
+    model: type[BaseModel]
+    publishable: bool  # services may send it through POST /api/publish
+    summary: str
+
+
+@dataclass
+class Registry:
+    namespaces: dict[str, NamespaceSpec] = field(default_factory=dict)
+    operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
+    events: dict[tuple[str, str], ServerEventSpec] = field(default_factory=dict)
+
+    def operations_of(self, namespace: str) -> dict[str, Operation]:
+        return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace}
+
+    def events_of(self, namespace: str) -> dict[str, ServerEventSpec]:
+        return {ev.event: ev for (ns, _), ev in self.events.items() if ns == namespace}
+
+
+REGISTRY = Registry()
+
+
+def namespace(name: str, description: str, *, roles: set[str], **hooks: Any) -> NamespaceSpec:
+    spec = NamespaceSpec(name=name, description=description, roles=frozenset(roles), **hooks)
+    REGISTRY.namespaces[name] = spec
+    return spec
+
+
+def operation(
+    namespace: str,
+    event: str,
+    *,
+    roles: set[str] | None = None,
+    http: tuple[str, str] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register `async def op(ctx, req: InputModel) -> Output` as the handler of
+    `event` in `namespace` (and of `http`, when given)."""
+
+    def register(func: Handler) -> Handler:
+        hints = typing.get_type_hints(func)
+        params = [p for p in func.__code__.co_varnames[: func.__code__.co_argcount] if p != "ctx"]
+        input_model = hints[params[0]]
+        key = (namespace, event)
+        if key in REGISTRY.operations:
+            raise RuntimeError(f"operation {namespace} {event} registered twice")
+        REGISTRY.operations[key] = Operation(
+            namespace=namespace,
+            event=event,
+            func=func,
+            input=input_model,
+            output=TypeAdapter(hints.get("return", Any)),
+            roles=frozenset(roles) if roles else None,
+            http=http,
+            summary=(func.__doc__ or "").strip().split("\n")[0],
+        )
+        return func
+
+    return register
+
+
+def server_event(namespace: str, event: str, *, publishable: bool = False):
+    """Class decorator: register a pydantic model as the schema of a server event.
+
+    Instances are what handlers pass to `ctx.emit`; publishable events are also
+    what services may send through `POST /api/publish`, validated by the model."""
+
+    def register(model: type[BaseModel]) -> type[BaseModel]:
+        spec = ServerEventSpec(
+            namespace=namespace,
+            event=event,
+            model=model,
+            publishable=publishable,
+            summary=(model.__doc__ or "").strip().split("\n")[0],
+        )
+        REGISTRY.events[(namespace, event)] = spec
+        model.__server_event__ = spec
+        return model
+
+    return register

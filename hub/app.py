@@ -1,0 +1,101 @@
+"""The app factory: wires settings, storage, shared state, the bus, Socket.IO and HTTP."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+import handlers.catalog  # noqa: F401  (fills the registry)
+from handlers.registry import REGISTRY
+from hub.auth import Authenticator, Tokens
+from hub.broker import Broker, MemoryBroker, RedisBroker
+from hub.connections import Connections
+from hub.fanout import Fanout
+from hub.http import attachments, auth, common, operations, system
+from hub.metrics import Metrics
+from hub.settings import Settings
+from hub.state import MemoryState, RedisState, SharedState
+from hub.transport import WANTS_ACK, HubServer
+from namespaces.base import OperationNamespace
+from storage.db import Database
+from storage.migrate import upgrade
+
+log = logging.getLogger("hub")
+
+# The transport closes a connection whose single packet exceeds this; requests far
+# below it but above HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead.
+TRANSPORT_MAX_PACKET = 1_000_000
+
+
+@dataclass
+class Hub:
+    """The services of one running instance."""
+
+    settings: Settings
+    db: Database
+    state: SharedState
+    broker: Broker
+    tokens: Tokens
+    auth: Authenticator
+    sio: HubServer
+    fanout: Fanout
+    metrics: Metrics
+    connections: Connections
+
+    async def lifecycle(self, app: web.Application):
+        await upgrade(self.db.engine)
+        await self.state.start()
+        await self.fanout.start()
+        mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
+        log.info("instance %s ready: %s, %s", self.settings.instance_id,
+                 self.db.engine.dialect.name, mode)
+        yield
+        await self.broker.stop()
+        await self.state.close()
+        await self.db.close()
+
+
+def build_hub(settings: Settings) -> Hub:
+    settings = settings.with_jwt_secret()
+    if settings.sqlite_path:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    if settings.redis_url:
+        state: SharedState = RedisState(settings.redis_url, settings.redis_prefix)
+        broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix)
+    else:
+        state, broker = MemoryState(), MemoryBroker()
+    tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
+                    refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+    sio = HubServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=list(settings.cors_origins) if settings.cors_origins else None,
+        max_http_buffer_size=TRANSPORT_MAX_PACKET,
+        logger=False,
+        engineio_logger=False,
+    )
+    metrics = Metrics()
+    connections = Connections()
+    fanout = Fanout(sio, broker, instance_id=settings.instance_id, connections=connections,
+                    state=state, metrics=metrics)
+    return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
+               auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
+               connections=connections)
+
+
+def create_app(settings: Settings) -> web.Application:
+    hub = build_hub(settings)
+    app = web.Application(
+        middlewares=[common.errors_middleware],
+        client_max_size=settings.max_payload_bytes,
+    )
+    app[common.HUB] = hub
+    hub.sio.attach(app)
+    for spec in REGISTRY.namespaces.values():
+        hub.sio.register_namespace(
+            OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
+    for module in (auth, system, operations, attachments):
+        app.add_routes(module.routes())
+    app.cleanup_ctx.append(hub.lifecycle)
+    return app

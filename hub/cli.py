@@ -1,0 +1,140 @@
+"""The `hub` command (CONTRACT §6)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from aiohttp import web
+
+from hub.settings import Settings, SettingsError
+
+log = logging.getLogger("hub")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(settings: Settings, args) -> None:
+    from hub.app import create_app
+
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        pass
+    app = create_app(settings)
+    print(f"hub listening on http://{args.host}:{args.port}", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
+                shutdown_timeout=10)
+
+
+async def _with_db(settings: Settings, work):
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db.engine)
+        return await work(db)
+    finally:
+        await db.close()
+
+
+def migrate(settings: Settings, args) -> None:
+    async def nothing(db):
+        return None
+
+    asyncio.run(_with_db(settings, nothing))
+    print("schema is up to date")
+
+
+def create_user(settings: Settings, args) -> None:
+    from hub.auth import hash_password
+    from storage import users
+
+    password = args.password or getpass.getpass("password: ")
+    if len(password) < 8:
+        raise SettingsError("the password must have at least 8 characters")
+
+    async def work(db):
+        async with db.transaction() as tx:
+            return await users.create_user(tx, email=args.email, password_hash=await hash_password(password),
+                                           role=args.role, first_name=args.first_name, last_name=args.last_name)
+
+    try:
+        user = asyncio.run(_with_db(settings, work))
+    except users.EmailTaken:
+        raise SettingsError(f"{args.email} is already registered") from None
+    print(f"created {user.role} {user.email} (id {user.id})")
+
+
+def issue_token(settings: Settings, args) -> None:
+    from hub.auth import Tokens
+    from storage import users
+
+    settings = settings.with_jwt_secret()
+    tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
+                    refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+    if args.user:
+        async def work(db):
+            async with db.transaction() as tx:
+                return await users.by_email(tx, args.user)
+
+        user = asyncio.run(_with_db(settings, work))
+        if user is None:
+            raise SettingsError(f"no user {args.user}")
+        print(tokens.access(user.id, user.role).token)
+        return
+    if args.role != "service" or not args.name:
+        raise SettingsError("give --user EMAIL, or --role service --name NAME")
+    print(tokens.service(args.name, args.assistant_id).token)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hub", description="The real-time messaging hub.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run an instance")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(run=serve)
+
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
+
+    u = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
+    c = u.add_parser("create", help="create an account (staff roles included)")
+    c.add_argument("email")
+    c.add_argument("--password", help="prompted for when omitted")
+    c.add_argument("--role", default="user", choices=["user", "operator", "admin"])
+    c.add_argument("--first-name")
+    c.add_argument("--last-name")
+    c.set_defaults(run=create_user)
+
+    t = sub.add_parser("token", help="issue tokens").add_subparsers(dest="token_command", required=True)
+    i = t.add_parser("issue", help="print a service/bot token, or an access token for a user")
+    i.add_argument("--role", choices=["service"])
+    i.add_argument("--name")
+    i.add_argument("--assistant-id", type=int)
+    i.add_argument("--user", metavar="EMAIL")
+    i.set_defaults(run=issue_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _setup_logging(settings)
+        args.run(settings, args)
+    except SettingsError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

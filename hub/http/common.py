@@ -1,0 +1,83 @@
+"""What every HTTP route shares: the error shape, JSON bodies, the caller's actor."""
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from handlers.context import Actor
+from handlers.errors import (Forbidden, HubError, InternalError, NotFound, PayloadTooLarge,
+                             RateLimited, Unauthorized, ValidationFailed, validation_details)
+
+log = logging.getLogger("hub.http")
+
+HUB = web.AppKey("hub", object)
+
+_STATUS_ERRORS = {404: NotFound, 405: ValidationFailed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}
+
+
+def error_response(exc: HubError) -> web.Response:
+    return web.json_response({"error": exc.body()}, status=exc.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    """Every failure leaves as the contract's error object; no trace ever does."""
+    try:
+        return await handler(request)
+    except HubError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/socket.io"):
+            raise
+        kind = _STATUS_ERRORS.get(exc.status, HubError)
+        return error_response(kind(exc.reason))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(InternalError())
+
+
+async def read_json(request: web.Request) -> dict:
+    try:
+        body = await request.json(loads=json.loads)
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("request body too large") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    return body
+
+
+def validate(model: type[BaseModel], data: dict) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token else None
+
+
+async def request_actor(request: web.Request) -> Actor:
+    hub = request.app[HUB]
+    return await hub.auth.actor(bearer(request))
+
+
+def client_ip(request: web.Request) -> str:
+    if request.app[HUB].settings.trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
+    retry = await request.app[HUB].state.hit(f"{name}:{client_ip(request)}", per_minute, 60)
+    if retry:
+        raise RateLimited(f"too many {name} attempts; retry in {retry}s", details={"retry_after": retry})

@@ -1,0 +1,37 @@
+"""The generic HTTP adapter: every registered operation with an HTTP method and
+path is served here with the same input and output as its Socket.IO event."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.context import Context
+from handlers.errors import Forbidden
+from handlers.registry import REGISTRY, Operation
+from hub.http.common import HUB, read_json, request_actor, validate
+
+
+def _handler(op: Operation):
+    async def handle(request: web.Request) -> web.Response:
+        hub = request.app[HUB]
+        actor = await request_actor(request)
+        spec = REGISTRY.namespaces[op.namespace]
+        if actor.role not in (op.roles or spec.roles):
+            raise Forbidden(f"{actor.role} may not {op.event}")
+        data = dict(request.query) if request.method == "GET" else await read_json(request)
+        for key, value in request.match_info.items():
+            data[key] = int(value) if value.isdigit() else value
+        req = validate(op.input, data)
+        ctx = Context(actor=actor, db=hub.db, settings=hub.settings, state=hub.state)
+        result = await op.func(ctx, req)
+        body = op.output.dump_python(result, mode="json")
+        await hub.fanout.deliver(ctx.events)
+        return web.json_response(body, status=201 if request.method == "POST" else 200)
+
+    return handle
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.route(op.http[0], op.http[1], _handler(op))
+        for op in REGISTRY.operations.values() if op.http
+    ]

@@ -1,0 +1,47 @@
+"""Liveness, readiness and metrics."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from hub.http.common import HUB
+
+
+async def _checks(hub) -> dict[str, dict]:
+    async def check(probe) -> dict:
+        try:
+            await asyncio.wait_for(probe(), timeout=2)
+            return {"status": "ok"}
+        except Exception as exc:  # any failure means "down", with the reason
+            return {"status": "down", "error": type(exc).__name__}
+
+    checks = {"database": await check(hub.db.ping)}
+    if hub.settings.redis_url:
+        checks["redis"] = await check(hub.state.ping)
+        checks["broker"] = {"status": "ok" if hub.broker.healthy else "down"}
+    return checks
+
+
+async def health(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    checks = await _checks(hub)
+    down = [name for name, c in checks.items() if c["status"] != "ok"]
+    status = "healthy" if not down else ("unhealthy" if "database" in down else "degraded")
+    return web.json_response({"status": status, "instance": hub.settings.instance_id, "checks": checks})
+
+
+async def ready(request: web.Request) -> web.Response:
+    checks = await _checks(request.app[HUB])
+    ok = all(c["status"] == "ok" for c in checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[HUB].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics)]

@@ -1,0 +1,170 @@
+"""The one Socket.IO adapter: connect auth, event -> operation -> ack envelope.
+
+No per-operation code lives here; every namespace of the registry is served by an
+instance of `OperationNamespace`."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import msgpack
+import socketio
+from pydantic import ValidationError
+
+from handlers.context import Actor, Context, user_room
+from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
+                             ValidationFailed, validation_details)
+from handlers.registry import NamespaceSpec, Operation
+
+log = logging.getLogger("hub.namespaces")
+
+
+class TokenBucket:
+    """Per-connection event budget: `rate` events a second, bursts up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Conn:
+    actor: Actor
+    bucket: TokenBucket
+
+
+def _token_from(environ: dict, auth) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return auth["token"]
+    values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    return values[0] if values else None
+
+
+def payload_size(payload) -> int:
+    try:
+        return len(msgpack.packb(payload, default=str))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+class OperationNamespace(socketio.AsyncNamespace):
+    def __init__(self, spec: NamespaceSpec, operations: dict[str, Operation], hub, wants_ack) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.ops = operations
+        self.hub = hub
+        self.wants_ack = wants_ack
+        self.conns: dict[str, Conn] = {}
+
+    def context(self, actor: Actor, sid: str | None) -> Context:
+        hub = self.hub
+        return Context(actor=actor, db=hub.db, settings=hub.settings, state=hub.state, origin=sid)
+
+    async def trigger_event(self, event, *args):
+        if event == "connect":
+            sid, environ, auth = (list(args) + [None])[:3]
+            return await self.connect(sid, environ, auth)
+        if event == "disconnect":
+            return await self.disconnect_socket(args[0])
+        sid, *data = args
+        return await self.handle(sid, event, data)
+
+    async def connect(self, sid: str, environ: dict, auth) -> None:
+        hub = self.hub
+        try:
+            actor = await hub.auth.actor(_token_from(environ, auth))
+        except HubError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+        if actor.role not in self.spec.roles:
+            exc = Forbidden(f"{actor.role} tokens cannot connect to {self.spec.name}")
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+        settings = hub.settings
+        self.conns[sid] = Conn(actor, TokenBucket(settings.event_rate, settings.event_burst))
+        hub.connections.add(actor.jti, self.spec.name, sid)
+        rooms = [user_room(actor.id)] if actor.id is not None else []
+        if self.spec.connect_rooms:
+            rooms += self.spec.connect_rooms(actor)
+        for room in rooms:
+            await self.enter_room(sid, room)
+        hub.metrics.connections.labels(self.spec.name).inc()
+        if self.spec.on_connect:
+            ctx = self.context(actor, sid)
+            await self.spec.on_connect(ctx)
+            await hub.fanout.deliver(ctx.events)
+
+    async def disconnect_socket(self, sid: str) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is None:
+            return
+        self.hub.connections.remove(conn.actor.jti, self.spec.name, sid)
+        self.hub.metrics.connections.labels(self.spec.name).dec()
+        if self.spec.on_disconnect:
+            ctx = self.context(conn.actor, sid)
+            try:
+                await self.spec.on_disconnect(ctx)
+                await self.hub.fanout.deliver(ctx.events)
+            except Exception:
+                log.exception("disconnect hook of %s failed", self.spec.name)
+
+    async def handle(self, sid: str, event: str, args: list) -> dict:
+        wants_ack = self.wants_ack.get()
+        op = self.ops.get(event)
+        label = event if op else "unknown"
+        started = time.perf_counter()
+        try:
+            reply = {"ok": True, "data": await self._run(sid, event, op, args)}
+            outcome = "ok"
+        except HubError as exc:
+            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
+        except Exception:
+            log.exception("operation %s %s failed", self.spec.name, event)
+            reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
+        metrics = self.hub.metrics
+        metrics.events.labels(self.spec.name, label, outcome).inc()
+        if op:
+            metrics.latency.labels(self.spec.name, label).observe(time.perf_counter() - started)
+        if not reply["ok"] and not wants_ack:
+            await self.emit("error", {**reply["error"], "event": event}, to=sid)
+        return reply
+
+    async def _run(self, sid: str, event: str, op: Operation | None, args: list):
+        conn = self.conns.get(sid)
+        if conn is None:
+            raise Forbidden("not connected")
+        if not conn.bucket.take():
+            raise RateLimited("too many events: slow down")
+        if op is None:
+            raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
+        if op.roles is not None and conn.actor.role not in op.roles:
+            raise Forbidden(f"{conn.actor.role} may not {event}")
+        if len(args) > 1:
+            raise ValidationFailed("send one object as the event's payload")
+        payload = args[0] if args else {}
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the payload must be an object")
+        if payload_size(payload) > self.hub.settings.max_payload_bytes:
+            raise PayloadTooLarge(f"payload larger than {self.hub.settings.max_payload_bytes} bytes")
+        try:
+            request = op.input.model_validate(payload)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+        ctx = self.context(conn.actor, sid)
+        result = await op.func(ctx, request)
+        data = op.output.dump_python(result, mode="json")
+        await self.hub.fanout.deliver(ctx.events)
+        return data
