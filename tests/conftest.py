@@ -1,0 +1,332 @@
+"""Shared fixtures: real databases, real Redis, real servers on loopback ports, real clients.
+
+PostgreSQL and Redis tests use the local services and a fresh database / key prefix
+per run. Where a service is unreachable those tests are skipped, unless CI is set,
+where that is a failure."""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+import socketio
+from aiohttp import web
+
+from hub.app import create_app
+from hub.http.common import HUB
+from hub.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("HUB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SECRET = "test-secret-" + "x" * 40
+
+
+def _unavailable(what: str, exc: Exception):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is unreachable in CI: {exc}")
+    pytest.skip(f"{what} is unreachable: {exc}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- services -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+async def pg_url():
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    import asyncpg
+
+    name = f"hub_test_{secrets.token_hex(4)}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    except Exception as exc:
+        _unavailable("PostgreSQL", exc)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url():
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        _unavailable("Redis", exc)
+    finally:
+        await client.aclose()
+    return REDIS_URL
+
+
+@pytest.fixture
+async def redis_prefix(redis_url):
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    prefix = f"hubtest:{secrets.token_hex(4)}"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    base = Settings.from_env({"HUB_DATA_DIR": str(data_dir), "HUB_JWT_SECRET": SECRET})
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Embedded default: an SQLite file, in-process fan-out."""
+    return make_settings(tmp_path)
+
+
+# --- in-process servers -----------------------------------------------------------
+
+class Server:
+    def __init__(self, app: web.Application, runner: web.AppRunner, port: int):
+        self.app, self.runner, self.port = app, runner, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.hub = app[HUB]
+
+
+@pytest.fixture
+async def start_server():
+    """Factory: start a hub app on a free loopback port; stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(settings: Settings) -> Server:
+        app = create_app(settings)
+        runner = web.AppRunner(app, shutdown_timeout=1)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return Server(app, runner, port)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server(start_server, settings) -> Server:
+    return await start_server(settings)
+
+
+# --- clients ------------------------------------------------------------------------
+
+class Api:
+    """A small HTTP client for a running hub."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession):
+        self.url, self.session = url, session
+
+    async def request(self, method: str, path: str, *, token: str | None = None, **kw):
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.session.request(method, self.url + path, headers=headers, **kw) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+            return resp.status, body
+
+    async def user(self, email: str | None = None, password: str = "password123", **names) -> dict:
+        """Register and log in a new user; returns the login response."""
+        email = email or f"u{secrets.token_hex(5)}@example.com"
+        status, body = await self.request("POST", "/auth/register", json={"email": email, "password": password, **names})
+        assert status == 201, body
+        status, body = await self.request("POST", "/auth/login", json={"email": email, "password": password})
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def api(server, http) -> Api:
+    return Api(server.url, http)
+
+
+class Client:
+    """A real python-socketio client on one namespace, recording server events."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, asyncio.Queue] = {}
+        self.sio.on("*", self._record, namespace=namespace)
+        self.connect_error = None
+        self.sio.on("connect_error", self._connect_error, namespace=namespace)
+
+    async def _record(self, event, data=None):
+        self.queue(event).put_nowait(data)
+
+    async def _connect_error(self, data):
+        self.connect_error = data
+
+    def queue(self, event: str) -> asyncio.Queue:
+        return self.events.setdefault(event, asyncio.Queue())
+
+    async def connect(self, url: str, token: str | None, transports=None):
+        auth = {"token": token} if token else None
+        await self.sio.connect(url, namespaces=[self.namespace], auth=auth, transports=transports,
+                               wait_timeout=5)
+        return self
+
+    async def call(self, event: str, data=None, timeout: float = 10):
+        return await self.sio.call(event, {} if data is None else data, namespace=self.namespace, timeout=timeout)
+
+    async def ok(self, event: str, data=None):
+        reply = await self.call(event, data)
+        assert reply["ok"], reply
+        return reply["data"]
+
+    async def error(self, event: str, data=None) -> str:
+        reply = await self.call(event, data)
+        assert not reply["ok"], reply
+        return reply["error"]["code"]
+
+    async def next(self, event: str, timeout: float = 5):
+        return await asyncio.wait_for(self.queue(event).get(), timeout)
+
+    async def nothing(self, event: str, wait: float = 0.3) -> bool:
+        """True if no `event` arrives within `wait` seconds."""
+        await asyncio.sleep(wait)
+        return self.queue(event).empty()
+
+    async def close(self):
+        await self.sio.disconnect()
+
+
+@pytest.fixture
+async def connect():
+    """Factory: connect(url, namespace, token) -> Client; all closed after the test."""
+    clients: list[Client] = []
+
+    async def make(url: str, namespace: str, token: str | None, **kw) -> Client:
+        client = Client(namespace)
+        clients.append(client)
+        return await client.connect(url, token, **kw)
+
+    yield make
+    for client in clients:
+        try:
+            await client.close()
+        except Exception:
+            pass
+
+
+# --- hub processes ----------------------------------------------------------------
+
+class HubProcess:
+    def __init__(self, port: int, env: dict, log: Path):
+        self.port, self.env, self.log = port, env, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "HubProcess":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--port", str(self.port)],
+            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        return self
+
+    async def ready(self, timeout: float = 30) -> "HubProcess":
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"hub exited: {self.log.read_text()[-3000:]}")
+                try:
+                    async with session.get(self.url + "/ready") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"hub on {self.port} not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self, sig=None) -> None:
+        if self.proc and self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+async def spawn_hubs(tmp_path):
+    """Factory: start n `hub serve` processes sharing one environment; stopped afterwards."""
+    procs: list[HubProcess] = []
+
+    async def spawn(n: int, env: dict[str, str]) -> list[HubProcess]:
+        started = []
+        for _ in range(n):
+            full = {**os.environ, "HUB_JWT_SECRET": SECRET, "HUB_DATA_DIR": str(tmp_path / "data"),
+                    "HUB_LOG_LEVEL": "INFO", **env}
+            proc = HubProcess(free_port(), full, tmp_path / f"hub-{len(procs)}.log").start()
+            procs.append(proc)
+            started.append(proc)
+        for proc in started:
+            await proc.ready()
+        return started
+
+    yield spawn
+    for proc in procs:
+        proc.stop()
+
+
+# --- the official JavaScript client ------------------------------------------------
+
+JS_DIR = ROOT / "tests" / "js"
+
+
+@pytest.fixture(scope="session")
+def node():
+    """Path to node with tests/js/node_modules installed (`npm ci --prefix tests/js`)."""
+    if not (JS_DIR / "node_modules" / "socket.io-client").exists():
+        _unavailable("tests/js/node_modules (run npm ci --prefix tests/js)", FileNotFoundError())
+    return "node"
+
+
+async def run_node(script: str, *args: str, timeout: float = 60) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(JS_DIR / script), *args, cwd=JS_DIR,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{out.decode()}\n{err.decode()}"
+    return out.decode()
