@@ -12,7 +12,7 @@ from handlers.registry import namespace, operation, server_event
 from handlers.schema import Empty, Input, Output
 from storage import chat as store
 from storage import users as users_store
-from storage.base import aware, utcnow
+from storage.base import aware
 
 CHAT = "/chat"
 namespace(CHAT, "Direct and group messaging between users.", roles={"user", "operator", "admin"})
@@ -291,7 +291,7 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     """Send a message to a user (direct thread, created on first message) or a thread."""
     me = ctx.actor.id
     _check_length(ctx, req.message)
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         if req.client_msg_id:
             earlier = await store.by_client_msg_id(tx, me, req.client_msg_id)
             if earlier is not None:
@@ -323,15 +323,14 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
                                              "type": "value_error"}])
         out = await _message_out(tx, msg, me)
         members = await store.member_ids(tx, thread.id)
-        count = thread.message_count
-    if created:
-        ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=msg.id, kind=thread.kind,
-                               title=thread.title, member_ids=members), users=members)
-    fields: dict[str, Any] = dict(message_id=out.id, thread_id=out.thread_id, sender_id=me,
-                                  content=out.message, timestamp=out.created_at, message=out)
-    ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
-    ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
-    ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=count), users=members)
+        if created:
+            ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=msg.id, kind=thread.kind,
+                                   title=thread.title, member_ids=members), users=members)
+        fields: dict[str, Any] = dict(message_id=out.id, thread_id=out.thread_id, sender_id=me,
+                                      content=out.message, timestamp=out.created_at, message=out)
+        ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
+        ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
+        ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=thread.message_count), users=members)
     return out
 
 
@@ -339,15 +338,15 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
 async def create_thread(ctx: Context, req: CreateThread) -> ThreadOut:
     """Create a group thread with the given members (the creator is always one)."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         found = await users_store.by_ids(tx, req.member_ids)
         missing = sorted(set(req.member_ids) - set(found))
         if missing:
             raise NotFound("no such users", details={"member_ids": missing})
         thread = await store.create_group(tx, me, req.member_ids, req.title)
         members = await store.member_ids(tx, thread.id)
-    ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=None, kind="group", title=thread.title,
-                           member_ids=members), users=members)
+        ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=None, kind="group", title=thread.title,
+                               member_ids=members), users=members)
     return _thread_out(thread, members)
 
 
@@ -355,7 +354,7 @@ async def create_thread(ctx: Context, req: CreateThread) -> ThreadOut:
 async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
     """The user's threads, most recently active first, with unread counts."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         threads = await store.threads_of(tx, me, req.limit, req.offset)
         ids = [t.id for t in threads]
         last = await store.last_messages(tx, ids)
@@ -380,7 +379,7 @@ async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
 async def thread_history(ctx: Context, req: ThreadHistory) -> History:
     """A page of a thread's messages: page 1 is the newest, each page oldest first."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         if req.other_user_id is not None:
             if await users_store.get(tx, req.other_user_id) is None:
                 raise NotFound("no such user")
@@ -397,7 +396,7 @@ async def thread_history(ctx: Context, req: ThreadHistory) -> History:
 async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]:
     """Search the user's messages (newest first, at most 50), optionally with one user."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         rows = await store.search(tx, me, req.query, req.user_id, 50)
         return await _messages_out(tx, rows, me)
 
@@ -406,14 +405,14 @@ async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]
 async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     """Mark a message someone else sent as read by the user."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         msg = await _visible_message(tx, ctx, req.message_id)
         read_at = await store.mark_read(tx, msg, me) if msg.sender_id != me else None
         out = await _message_out(tx, msg, me)
-        members = await store.member_ids(tx, msg.thread_id)
-    if read_at is not None:
-        ctx.emit(MessageRead(message_id=msg.id, thread_id=msg.thread_id, reader_id=me, read_at=read_at),
-                 users=members)
+        if read_at is not None:
+            members = await store.member_ids(tx, msg.thread_id)
+            ctx.emit(MessageRead(message_id=msg.id, thread_id=msg.thread_id, reader_id=me, read_at=read_at),
+                     users=members)
     return out
 
 
@@ -421,20 +420,20 @@ async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
 async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     """Mark every unread message of a thread as read."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         thread = await _member_thread(tx, ctx, req)
-        ids = await store.read_all(tx, thread.id, me)
+        ids, read_at = await store.read_all(tx, thread.id, me)
         members = await store.member_ids(tx, thread.id) if ids else []
-    now = utcnow()
-    for mid in ids:
-        ctx.emit(MessageRead(message_id=mid, thread_id=thread.id, reader_id=me, read_at=now), users=members)
+        for mid in ids:
+            ctx.emit(MessageRead(message_id=mid, thread_id=thread.id, reader_id=me, read_at=read_at),
+                     users=members)
     return Updated(updated=len(ids))
 
 
 @operation(CHAT, "unread:count")
 async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
     """How many messages others sent the user that the user has not read."""
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
 
 
@@ -443,15 +442,15 @@ async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     """Change the text of a message; only its sender may."""
     me = ctx.actor.id
     _check_length(ctx, req.message)
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         msg = await _visible_message(tx, ctx, req.message_id)
         if msg.sender_id != me:
             raise Forbidden("only the sender can edit a message")
         await store.edit_message(tx, msg, req.message)
         out = await _message_out(tx, msg, me)
         members = await store.member_ids(tx, msg.thread_id)
-    ctx.emit(MessageEdited(message_id=msg.id, thread_id=msg.thread_id, new_content=msg.body,
-                           edited_at=out.edited_at), users=members)
+        ctx.emit(MessageEdited(message_id=msg.id, thread_id=msg.thread_id, new_content=msg.body,
+                               edited_at=out.edited_at), users=members)
     return out
 
 
@@ -459,14 +458,15 @@ async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
 async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
     """Delete a message; only its sender may. It disappears from history and search."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         msg = await _visible_message(tx, ctx, req.message_id)
         if msg.sender_id != me:
             raise Forbidden("only the sender can delete a message")
         await store.delete_message(tx, msg)
         members = await store.member_ids(tx, msg.thread_id)
-    deleted_at = aware(msg.deleted_at)
-    ctx.emit(MessageDeleted(message_id=msg.id, thread_id=msg.thread_id, deleted_at=deleted_at), users=members)
+        deleted_at = aware(msg.deleted_at)
+        ctx.emit(MessageDeleted(message_id=msg.id, thread_id=msg.thread_id, deleted_at=deleted_at),
+                 users=members)
     return Deleted(message_id=msg.id, deleted_at=deleted_at)
 
 
@@ -474,7 +474,7 @@ async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
 async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
     """Tell the other members that the user is (or stopped) typing."""
     me = ctx.actor.id
-    async with ctx.db.transaction() as tx:
+    async with ctx.transaction() as tx:
         thread = await _member_thread(tx, ctx, req)
         members = await store.member_ids(tx, thread.id)
     ctx.emit(TypingIndicator(thread_id=thread.id, user_id=me, is_typing=req.is_typing),

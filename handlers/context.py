@@ -2,8 +2,9 @@
 event buffer that the transport flushes only after the operation returned."""
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from pydantic import BaseModel
 
@@ -45,6 +46,7 @@ class Outgoing:
     data: dict
     rooms: list[str]
     skip_sid: str | None = None
+    durable: bool = False  # emitted inside ctx.transaction(): stored with the write
 
 
 @dataclass
@@ -55,6 +57,18 @@ class Context:
     state: Any = None  # hub.state.SharedState
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
+    _tx: Any = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A database transaction for this operation. Events emitted inside it
+        belong to the write: they are recorded with it, and sent only if it commits."""
+        async with self.db.transaction() as tx:
+            self._tx = tx
+            try:
+                yield tx
+            finally:
+                self._tx = None
 
     def emit(
         self,
@@ -66,7 +80,10 @@ class Context:
     ) -> None:
         """Buffer a server event (an instance of a registered event model) for the
         given users' personal rooms and/or named rooms. Sent after the operation
-        returns, so a failed operation sends nothing."""
+        returns, so a failed operation sends nothing.
+
+        Emit inside `ctx.transaction()` for events that reflect a stored change;
+        outside it (typing, presence) the event is volatile."""
         targets = [user_room(u) for u in dict.fromkeys(users)] + list(rooms)
         if not targets:
             return
@@ -78,5 +95,6 @@ class Context:
                 data=event.model_dump(mode="json"),
                 rooms=targets,
                 skip_sid=self.origin if skip_origin else None,
+                durable=self._tx is not None,
             )
         )

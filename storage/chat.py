@@ -239,14 +239,14 @@ async def mark_read(tx: AsyncSession, msg: Message, user_id: int) -> datetime | 
     return now
 
 
-async def read_all(tx: AsyncSession, thread_id: int, user_id: int) -> list[int]:
-    """Mark every unread message of the thread read; returns their ids."""
+async def read_all(tx: AsyncSession, thread_id: int, user_id: int) -> tuple[list[int], datetime]:
+    """Mark every unread message of the thread read; returns their ids and when."""
     query = select(Message.id).where(Message.thread_id == thread_id, _unread_for(user_id))
     ids = list((await tx.execute(query)).scalars())
+    now = utcnow()
     if ids:
-        now = utcnow()
         await tx.execute(insert(Receipt), [{"message_id": i, "user_id": user_id, "read_at": now} for i in ids])
-    return ids
+    return ids, now
 
 
 async def readers(tx: AsyncSession, message_ids: Iterable[int]) -> dict[int, set[int]]:
