@@ -54,11 +54,22 @@ class ServerEventSpec:
     summary: str
 
 
+@dataclass(frozen=True)
+class Job:
+    """A periodic background task, run by every instance (`hub.jobs`). A job that
+    must happen once across instances claims its work in the database."""
+
+    name: str
+    func: Callable[[Context], Awaitable[None]]
+    every: float  # seconds between the end of one run and the start of the next
+
+
 @dataclass
 class Registry:
     namespaces: dict[str, NamespaceSpec] = field(default_factory=dict)
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
     events: dict[tuple[str, str], ServerEventSpec] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
 
     def operations_of(self, namespace: str) -> dict[str, Operation]:
         return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace}
@@ -125,5 +136,16 @@ def server_event(namespace: str, event: str, *, publishable: bool = False):
         REGISTRY.events[(namespace, event)] = spec
         model.__server_event__ = spec
         return model
+
+    return register
+
+
+def periodic(name: str, *, every: float):
+    """Register `async def job(ctx)` to run every `every` seconds on each instance.
+    Its ctx has the `system` actor; events it emits are delivered like an operation's."""
+
+    def register(func):
+        REGISTRY.jobs[name] = Job(name=name, func=func, every=every)
+        return func
 
     return register

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 import handlers.catalog  # noqa: F401  (fills the registry)
+from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, system
+from hub.jobs import run_jobs
 from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
@@ -42,6 +44,9 @@ class Hub:
     fanout: Fanout
     metrics: Metrics
     connections: Connections
+
+    def context(self, actor, origin: str | None = None) -> Context:
+        return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin)
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -98,4 +103,5 @@ def create_app(settings: Settings) -> web.Application:
     for module in (auth, system, operations, attachments):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
+    app.cleanup_ctx.append(lambda app: run_jobs(hub))
     return app

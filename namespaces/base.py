@@ -70,8 +70,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         self.conns: dict[str, Conn] = {}
 
     def context(self, actor: Actor, sid: str | None) -> Context:
-        hub = self.hub
-        return Context(actor=actor, db=hub.db, settings=hub.settings, state=hub.state, origin=sid)
+        return self.hub.context(actor, sid)
 
     async def trigger_event(self, event, *args):
         if event == "connect":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.context import Context
 from handlers.errors import Forbidden
 from handlers.registry import REGISTRY, Operation
 from hub.http.common import HUB, read_json, request_actor, validate
@@ -21,7 +20,7 @@ def _handler(op: Operation):
         for key, value in request.match_info.items():
             data[key] = int(value) if value.isdigit() else value
         req = validate(op.input, data)
-        ctx = Context(actor=actor, db=hub.db, settings=hub.settings, state=hub.state)
+        ctx = hub.context(actor)
         result = await op.func(ctx, req)
         body = op.output.dump_python(result, mode="json")
         await hub.fanout.deliver(ctx.events)
