@@ -57,6 +57,11 @@ class Context:
     state: Any = None  # hub.state.SharedState
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
+    presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
+    # Rooms the requesting socket joins / leaves once the operation succeeded
+    # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
+    joins: list[str] = field(default_factory=list)
+    leaves: list[str] = field(default_factory=list)
     _tx: Any = None
 
     @asynccontextmanager
@@ -69,6 +74,15 @@ class Context:
                 yield tx
             finally:
                 self._tx = None
+
+    def join(self, room: str) -> None:
+        """Make the requesting socket join `room` once the operation succeeded.
+        Authorize before calling: a client never names a room itself."""
+        self.joins.append(room)
+
+    def leave(self, room: str) -> None:
+        """Make the requesting socket leave `room` once the operation succeeded."""
+        self.leaves.append(room)
 
     def emit(
         self,

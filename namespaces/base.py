@@ -165,5 +165,9 @@ class OperationNamespace(socketio.AsyncNamespace):
         ctx = self.context(conn.actor, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
+        for room in ctx.leaves:
+            await self.leave_room(sid, room)
+        for room in ctx.joins:
+            await self.enter_room(sid, room)
         await self.hub.fanout.deliver(ctx.events)
         return data
