@@ -61,7 +61,12 @@ class Job:
 
     name: str
     func: Callable[[Context], Awaitable[None]]
-    every: float  # seconds between the end of one run and the start of the next
+    # Seconds between the end of one run and the start of the next, or a function
+    # of the instance's Settings giving them (a configurable interval).
+    every: float | Callable[[Any], float]
+
+    def interval(self, settings) -> float:
+        return float(self.every(settings) if callable(self.every) else self.every)
 
 
 @dataclass
@@ -140,8 +145,9 @@ def server_event(namespace: str, event: str, *, publishable: bool = False):
     return register
 
 
-def periodic(name: str, *, every: float):
-    """Register `async def job(ctx)` to run every `every` seconds on each instance.
+def periodic(name: str, *, every: float | Callable[[Any], float]):
+    """Register `async def job(ctx)` to run every `every` seconds on each instance
+    (`every` may be a function of Settings, e.g. `lambda s: s.scheduler_interval`).
     Its ctx has the `system` actor; events it emits are delivered like an operation's."""
 
     def register(func):

@@ -15,19 +15,20 @@ SYSTEM = Actor(role="system", name="system")
 async def _run_forever(hub, job: Job) -> None:
     """Never dies silently: a failing run is logged and retried with back-off."""
     failures = 0
+    every = job.interval(hub.settings)
     while True:
         ctx = hub.context(SYSTEM)
         try:
             await job.func(ctx)
             await hub.fanout.deliver(ctx.events)
             failures = 0
-            await asyncio.sleep(job.every)
+            await asyncio.sleep(every)
         except asyncio.CancelledError:
             raise
         except Exception:
             failures += 1
             log.exception("job %s failed (%d in a row)", job.name, failures)
-            await asyncio.sleep(min(job.every * 2 ** failures, 30))
+            await asyncio.sleep(min(every * 2 ** failures, 30))
 
 
 async def run_jobs(hub):

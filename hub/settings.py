@@ -61,6 +61,8 @@ class Settings:
     register_per_minute: int = 5
     login_per_minute: int = 10
     trust_proxy: bool = False
+    # Seconds between two runs of the /sns scheduler (publishes due scheduled posts).
+    scheduler_interval: float = 1.0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @classmethod
@@ -94,6 +96,7 @@ class Settings:
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
+            scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
         )
 
     @property
