@@ -16,6 +16,7 @@ from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, system
 from hub.jobs import run_jobs
 from hub.metrics import Metrics
+from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
@@ -44,9 +45,11 @@ class Hub:
     fanout: Fanout
     metrics: Metrics
     connections: Connections
+    presence: Presence
 
     def context(self, actor, origin: str | None = None) -> Context:
-        return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin)
+        return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
+                       presence=self.presence)
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -58,6 +61,7 @@ class Hub:
         yield
         await self.broker.stop()
         await self.state.close()
+        await self.presence.close()
         await self.db.close()
 
 
@@ -69,8 +73,11 @@ def build_hub(settings: Settings) -> Hub:
     if settings.redis_url:
         state: SharedState = RedisState(settings.redis_url, settings.redis_prefix)
         broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix)
+        presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
+                                           timeout=settings.presence_timeout, grace=settings.presence_grace)
     else:
         state, broker = MemoryState(), MemoryBroker()
+        presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     sio = HubServer(
@@ -86,7 +93,7 @@ def build_hub(settings: Settings) -> Hub:
                     state=state, metrics=metrics)
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
-               connections=connections)
+               connections=connections, presence=presence)
 
 
 def create_app(settings: Settings) -> web.Application:

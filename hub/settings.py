@@ -63,6 +63,17 @@ class Settings:
     trust_proxy: bool = False
     # Seconds between two runs of the /sns scheduler (publishes due scheduled posts).
     scheduler_interval: float = 1.0
+    # Operator presence and handoff (docs/handoff.md): a console is live while it
+    # heartbeats within presence_timeout; an operator with no live console turns
+    # offline presence_grace seconds later, and their dialogs are requeued
+    # requeue_delay seconds after that.
+    presence_timeout: float = 60.0
+    presence_grace: float = 30.0
+    requeue_delay: float = 0.0
+    max_active_chats: int = 5
+    handoff_threshold: float = 0.7
+    widget_sessions_per_minute: int = 20
+    visitor_token_ttl: int = 7 * 24 * 3600
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @classmethod
@@ -97,6 +108,13 @@ class Settings:
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
+            presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
+            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 30.0),
+            requeue_delay=_float(env, "HUB_REQUEUE_DELAY", 0.0),
+            max_active_chats=_int(env, "HUB_MAX_ACTIVE_CHATS", 5),
+            handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
+            widget_sessions_per_minute=_int(env, "HUB_WIDGET_SESSIONS_PER_MINUTE", 20),
+            visitor_token_ttl=_int(env, "HUB_VISITOR_TOKEN_TTL", 7 * 24 * 3600),
         )
 
     @property
