@@ -51,11 +51,54 @@ class SharedState(ABC):
     async def ping(self) -> None:
         """Raise if the backend is unreachable."""
 
+    # Coalescing ("at most once per interval, trailing change never lost"):
+    # `throttle(group, key, s)` records that `key` changed and returns True when the
+    # caller should act now (nobody acted on `key` in the last `s` seconds, on any
+    # instance); otherwise the key stays pending. `due(group, s)` returns the pending
+    # keys whose interval has passed, each claimed for the caller (and no longer
+    # pending). A caller that acts reads the current data *after* the claim, so every
+    # change recorded before it is reflected; a later change is pending again.
+
+    @abstractmethod
+    async def throttle(self, group: str, key: str, interval: float) -> bool: ...
+
+    @abstractmethod
+    async def due(self, group: str, interval: float, limit: int = 100) -> list[str]: ...
+
 
 class MemoryState(SharedState):
     def __init__(self) -> None:
         super().__init__()
         self._hits: dict[str, tuple[int, int]] = {}
+        self._claims: dict[str, float] = {}  # "group:key" -> monotonic expiry
+        self._pending: dict[str, dict[str, None]] = {}
+
+    def _claim(self, name: str, interval: float) -> bool:
+        now = time.monotonic()
+        if self._claims.get(name, 0) > now:
+            return False
+        self._claims[name] = now + interval
+        if len(self._claims) > 100000:
+            self._claims = {k: v for k, v in self._claims.items() if v > now}
+        return True
+
+    async def throttle(self, group: str, key: str, interval: float) -> bool:
+        if self._claim(f"{group}:{key}", interval):
+            self._pending.get(group, {}).pop(key, None)
+            return True
+        self._pending.setdefault(group, {})[key] = None
+        return False
+
+    async def due(self, group: str, interval: float, limit: int = 100) -> list[str]:
+        pending = self._pending.get(group, {})
+        out = []
+        for key in list(pending)[: max(limit, 0) * 10]:
+            if len(out) >= limit:
+                break
+            if self._claim(f"{group}:{key}", interval):
+                del pending[key]
+                out.append(key)
+        return out
 
     async def revoke(self, jti: str, ttl: int) -> None:
         self.remember_revoked(jti, ttl)
@@ -77,11 +120,59 @@ class MemoryState(SharedState):
         pass
 
 
+# KEYS[1] the claim key, KEYS[2] the group's pending set; ARGV[1] member, ARGV[2] ms.
+_THROTTLE = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[2]) then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+"""
+
+# KEYS[1] the group's pending set; ARGV[1] claim key prefix, ARGV[2] ms, ARGV[3] limit.
+_DUE = """
+local out = {}
+local members = redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[3]) * 10)
+for _, m in ipairs(members) do
+  if #out >= tonumber(ARGV[3]) then break end
+  if redis.call('SET', ARGV[1] .. m, 1, 'NX', 'PX', ARGV[2]) then
+    redis.call('SREM', KEYS[1], m)
+    table.insert(out, m)
+  end
+end
+return out
+"""
+
+
 class RedisState(SharedState):
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
         self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
+        self._throttle = self.redis.register_script(_THROTTLE)
+        self._due = self.redis.register_script(_DUE)
+
+    async def throttle(self, group: str, key: str, interval: float) -> bool:
+        ms = max(int(interval * 1000), 1)
+        keys = [f"{self.prefix}:claim:{group}:{key}", f"{self.prefix}:pending:{group}"]
+        try:
+            return bool(await self._throttle(keys=keys, args=[key, ms]))
+        except RedisError as exc:
+            # Without Redis the instances cannot agree: act (more often than the
+            # interval, for the length of the outage) rather than lose the change.
+            log.warning("throttle %s fell back to acting now, Redis unreachable: %s", group, exc)
+            return True
+
+    async def due(self, group: str, interval: float, limit: int = 100) -> list[str]:
+        ms = max(int(interval * 1000), 1)
+        try:
+            found = await self._due(keys=[f"{self.prefix}:pending:{group}"],
+                                    args=[f"{self.prefix}:claim:{group}:", ms, limit])
+        except RedisError as exc:
+            log.warning("pending %s not read, Redis unreachable: %s", group, exc)
+            return []
+        return [m.decode() if isinstance(m, bytes) else m for m in found]
 
     async def close(self) -> None:
         await self.redis.aclose()
