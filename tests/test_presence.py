@@ -1,0 +1,104 @@
+"""One contract suite for operator presence, run against memory and Redis."""
+import secrets
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from hub.presence import MemoryPresence, RedisPresence
+from tests.conftest import REDIS_URL, _unavailable
+
+TIMEOUT, GRACE = 10.0, 5.0
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def presence(request):
+    if request.param == "memory":
+        yield MemoryPresence(timeout=TIMEOUT, grace=GRACE)
+        return
+    prefix = f"hubtest:{secrets.token_hex(4)}"
+    p = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
+    try:
+        await p.redis.ping()
+    except Exception as exc:
+        await p.close()
+        _unavailable("Redis", exc)
+    yield p
+    keys = [k async for k in p.redis.scan_iter(f"{prefix}:*")]
+    if keys:
+        await p.redis.delete(*keys)
+    await p.close()
+
+
+async def test_unknown_operator_has_no_presence(presence):
+    assert await presence.get(404) is None
+
+
+async def test_connected_console_is_online_and_counts(presence):
+    await presence.connect(1, "a:1")
+    await presence.connect(1, "b:2")
+    rec = await presence.get(1)
+    assert rec.status == "online" and rec.consoles == 2 and rec.offline_since is None
+    assert [r.operator_id for r in await presence.all()] == [1]
+
+
+async def test_grace_period_after_last_disconnect(presence):
+    await presence.connect(1, "a:1")
+    await presence.connect(1, "b:2")
+    await presence.disconnect(1, "a:1")
+    now = time.time()
+    assert (await presence.get(1, now + GRACE + 1)).status == "online"  # b still live
+    await presence.disconnect(1, "b:2")
+    now = time.time()
+    assert (await presence.get(1, now + GRACE - 1)).status == "online"  # within grace: no flap
+    rec = await presence.get(1, now + GRACE + 1)
+    assert rec.status == "offline" and rec.consoles == 0
+    assert now - 1 < rec.offline_since - GRACE <= now + 0.5
+
+
+async def test_reconnect_within_grace_keeps_online(presence):
+    await presence.connect(1, "a:1")
+    await presence.disconnect(1, "a:1")
+    await presence.connect(1, "a:2")  # page reload
+    assert (await presence.get(1, time.time() + GRACE + 1)).status == "online"
+
+
+async def test_missed_heartbeats_then_grace(presence):
+    await presence.connect(1, "a:1")  # never disconnects (its instance died)
+    start = time.time()
+    assert (await presence.get(1, start + TIMEOUT - 1)).status == "online"
+    assert (await presence.get(1, start + TIMEOUT + GRACE - 1)).status == "online"
+    assert (await presence.get(1, start + TIMEOUT + GRACE + 1)).status == "offline"
+    await presence.heartbeat(1, "a:1")
+    assert (await presence.get(1, time.time() + TIMEOUT - 1)).status == "online"
+
+
+async def test_chosen_status_and_limit(presence):
+    await presence.connect(1, "a:1")
+    await presence.update(1, status="away", max_active_chats=3)
+    rec = await presence.get(1)
+    assert (rec.status, rec.chosen, rec.max_active_chats) == ("away", "away", 3)
+    await presence.update(1, status="offline")
+    rec = await presence.get(1)
+    assert rec.status == "offline" and rec.offline_since is not None
+    await presence.connect(1, "a:2")  # a console connecting brings them back
+    assert (await presence.get(1)).status == "online"
+    assert (await presence.get(1)).max_active_chats == 3
+
+
+async def test_claim_change_is_once_per_change(presence):
+    assert not await presence.claim_change(1, "offline")  # never announced = offline
+    assert await presence.claim_change(1, "online")
+    assert not await presence.claim_change(1, "online")
+    assert await presence.claim_change(1, "offline")
+    assert await presence.claim_change(1, "online")
+
+
+async def test_operators_are_independent(presence):
+    await presence.connect(1, "a:1")
+    await presence.connect(2, "a:2")
+    await presence.disconnect(2, "a:2")
+    now = time.time() + GRACE + 1
+    assert (await presence.get(1, now)).status == "online"
+    assert (await presence.get(2, now)).status == "offline"
+    assert sorted(r.operator_id for r in await presence.all()) == [1, 2]
