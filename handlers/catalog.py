@@ -1,2 +1,2 @@
 """Imports every handler module so that the registry is complete."""
-from handlers import chat  # noqa: F401
+from handlers import chat, notifications, orders  # noqa: F401

@@ -1,0 +1,223 @@
+"""/notifications: stored notifications per user, pushed live to every socket of the
+user, and listed on the next connect by users who were offline."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from handlers.context import Context
+from handlers.errors import NotFound
+from handlers.registry import namespace, operation, server_event
+from handlers.schema import Empty, Input, Output, Page
+from storage import notifications as store
+from storage import users as users_store
+from storage.base import aware
+
+NOTIFICATIONS = "/notifications"
+ACCOUNT_ROLES = {"user", "operator", "admin"}
+
+namespace(
+    NOTIFICATIONS,
+    "Each user's stored notifications, live pushes and service-published status events.",
+    roles={"user", "operator", "admin", "service"},
+    publish_rooms=(r"user:\d+",),
+)
+
+MAX_RECIPIENTS = 1000
+
+
+# --- models ------------------------------------------------------------------
+
+class NotificationOut(Output):
+    id: int
+    type: str
+    title: str
+    message: str
+    action_url: str | None
+    data: dict[str, Any] | None
+    is_read: bool
+    created_at: datetime
+
+
+class ListNotifications(Input):
+    unread_only: bool = False
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class NotificationRef(Input):
+    notification_id: int = Field(ge=1)
+
+
+class Updated(Output):
+    updated: int
+
+
+class Deleted(Output):
+    notification_id: int
+
+
+class UnreadCount(Output):
+    unread_count: int
+
+
+def _safe_url(url: str | None) -> str | None:
+    # Clients put it in links: no javascript: or data: URLs.
+    if url is not None and not url.startswith(("https://", "http://", "/")):
+        raise ValueError("action_url must be an http(s) URL or an absolute path")
+    return url
+
+
+class CreateNotification(Input):
+    user_id: int | None = Field(None, ge=1)
+    user_ids: list[int] | None = Field(None, min_length=1, max_length=MAX_RECIPIENTS)
+    type: str = Field(min_length=1, max_length=50)
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=4000)
+    action_url: str | None = Field(None, max_length=2000)
+    data: dict[str, Any] | None = None
+
+    _url = field_validator("action_url")(_safe_url)
+
+    @model_validator(mode="after")
+    def _recipients(self):
+        if (self.user_id is None) == (self.user_ids is None):
+            raise ValueError("give exactly one of user_id and user_ids")
+        if self.user_ids is not None and any(u < 1 for u in self.user_ids):
+            raise ValueError("user_ids must be positive")
+        return self
+
+    def recipients(self) -> list[int]:
+        return [self.user_id] if self.user_id is not None else list(dict.fromkeys(self.user_ids))
+
+
+class CreatedOne(Output):
+    notification_id: int
+    user_id: int
+
+
+class Created(Output):
+    created: int
+    items: list[CreatedOne]
+
+
+# --- server events -------------------------------------------------------------
+
+@server_event(NOTIFICATIONS, "push:received")
+class PushReceived(Output):
+    """A new notification for the user (stored: also in notifications:list)."""
+
+    notification_id: int
+    type: str
+    title: str
+    body: str
+    action_url: str | None
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+@server_event(NOTIFICATIONS, "status:updated", publishable=True)
+class StatusUpdated(Output):
+    """Something of the user's changed status in a backend system."""
+
+    resource_type: str = Field(max_length=100)
+    resource_id: int | str
+    status: str = Field(max_length=100)
+
+
+@server_event(NOTIFICATIONS, "alert:triggered", publishable=True)
+class AlertTriggered(Output):
+    """A monitoring alert for the user."""
+
+    alert_id: int | str
+    severity: Literal["info", "warning", "critical"]
+    message: str = Field(max_length=4000)
+
+
+@server_event(NOTIFICATIONS, "email:sent", publishable=True)
+class EmailSent(Output):
+    """An email was sent to the user."""
+
+    email_id: int | str
+    recipient: str = Field(max_length=320)
+    subject: str = Field(max_length=500)
+    sent_at: datetime
+
+
+# --- helpers ---------------------------------------------------------------------
+
+def _out(row: store.Notification) -> NotificationOut:
+    return NotificationOut(id=row.id, type=row.type, title=row.title, message=row.message,
+                           action_url=row.action_url, data=row.data, is_read=row.is_read,
+                           created_at=aware(row.created_at))
+
+
+async def _own(tx, ctx: Context, notification_id: int) -> store.Notification:
+    row = await store.get_own(tx, ctx.actor.id, notification_id)
+    if row is None:
+        raise NotFound("no such notification")
+    return row
+
+
+# --- operations -----------------------------------------------------------------
+
+@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES)
+async def list_notifications(ctx: Context, req: ListNotifications) -> Page[NotificationOut]:
+    """The user's notifications, newest first (optionally only the unread ones)."""
+    async with ctx.transaction() as tx:
+        rows, total = await store.page(tx, ctx.actor.id, unread_only=req.unread_only,
+                                       limit=req.limit, offset=req.offset)
+    return Page[NotificationOut](total=total, limit=req.limit, offset=req.offset, items=[_out(r) for r in rows])
+
+
+@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES)
+async def read_notification(ctx: Context, req: NotificationRef) -> NotificationOut:
+    """Mark one of the user's notifications read."""
+    async with ctx.transaction() as tx:
+        row = await _own(tx, ctx, req.notification_id)
+        await store.mark_read(tx, row)
+        return _out(row)
+
+
+@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES)
+async def read_all(ctx: Context, req: Empty) -> Updated:
+    """Mark every unread notification of the user read."""
+    async with ctx.transaction() as tx:
+        return Updated(updated=await store.mark_all_read(tx, ctx.actor.id))
+
+
+@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES)
+async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
+    """Delete one of the user's notifications."""
+    async with ctx.transaction() as tx:
+        row = await _own(tx, ctx, req.notification_id)
+        await store.delete(tx, row)
+    return Deleted(notification_id=req.notification_id)
+
+
+@operation(NOTIFICATIONS, "notifications:unread-count", roles=ACCOUNT_ROLES)
+async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
+    """How many of the user's notifications are unread."""
+    async with ctx.transaction() as tx:
+        return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
+
+
+@operation(NOTIFICATIONS, "notification:create", roles={"service"}, http=("POST", "/api/notifications"))
+async def create_notifications(ctx: Context, req: CreateNotification) -> Created:
+    """Services: store one notification per user and push `push:received` to every
+    socket of each user; users who are offline find it in `notifications:list`."""
+    recipients = req.recipients()
+    async with ctx.transaction() as tx:
+        found = await users_store.by_ids(tx, recipients)
+        missing = [u for u in recipients if u not in found]
+        if missing:
+            raise NotFound("no such users", details={"user_ids": missing})
+        rows = await store.create_many(tx, recipients, type=req.type, title=req.title, message=req.message,
+                                       action_url=req.action_url, data=req.data)
+        for row in rows:
+            ctx.emit(PushReceived(notification_id=row.id, type=row.type, title=row.title, body=row.message,
+                                  action_url=row.action_url, data=row.data, created_at=aware(row.created_at)),
+                     users=[row.user_id])
+    return Created(created=len(rows), items=[CreatedOne(notification_id=r.id, user_id=r.user_id) for r in rows])
