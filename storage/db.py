@@ -16,6 +16,7 @@ class Database:
         if self.is_sqlite:
             self.engine = create_async_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         else:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -42,9 +43,19 @@ class Database:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # The sqlite3 driver's own transaction handling breaks SAVEPOINTs (a savepoint
+    # opened outside its implicit BEGIN commits on release): turn it off and let
+    # SQLAlchemy's "begin" event issue the BEGIN.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    # IMMEDIATE takes the write lock up front, so another process's writer makes
+    # us wait (busy_timeout) instead of failing on a read-to-write upgrade.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

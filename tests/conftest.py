@@ -44,23 +44,38 @@ def free_port() -> int:
 
 # --- services -------------------------------------------------------------------
 
+def _in_thread(coro_fn):
+    """Run a coroutine to completion in its own thread and loop (for sync fixtures)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
+
+
 @pytest.fixture(scope="session")
-async def pg_url():
+def pg_url():
     """A fresh PostgreSQL database for this test run, dropped at the end."""
     import asyncpg
 
     name = f"hub_test_{secrets.token_hex(4)}"
-    try:
+
+    async def create():
         admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+
+    async def drop():
+        admin = await asyncpg.connect(PG_ADMIN, timeout=5)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    try:
+        _in_thread(create)
     except Exception as exc:
         _unavailable("PostgreSQL", exc)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"
-    admin = await asyncpg.connect(PG_ADMIN, timeout=5)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    _in_thread(drop)
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,7 @@ async def refresh(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     body = validate(RefreshIn, await read_json(request))
     claims = hub.tokens.decode(body.refresh_token, typ="refresh")
-    reused: list[str] = []
+    reused: list[str] | None = None
     async with hub.db.transaction() as tx:
         row = await users.get_refresh(tx, claims["jti"], for_update=True)
         if row is None:
@@ -112,7 +112,7 @@ async def refresh(request: web.Request) -> web.Response:
             if user is None:
                 raise Unauthorized("unknown user")
             pair = await _issue_pair(hub, tx, user, row.family)
-    if row.revoked_at is not None:
+    if reused is not None:
         for jti in reused:
             await hub.fanout.revoke(jti, hub.tokens.access_ttl)
         raise Unauthorized("refresh token already used; the session was ended")

@@ -1,0 +1,128 @@
+"""Storage and operations against real databases: the same tests on SQLite and PostgreSQL.
+
+Operations are called directly with a Context (no transport), as DESIGN.md asks."""
+import asyncio
+
+import pytest
+from sqlalchemy import inspect
+
+from handlers import chat
+from handlers.context import Actor, Context
+from handlers.errors import Forbidden, ValidationFailed
+from hub.settings import Settings
+from storage import chat as store
+from storage import users
+from storage.db import Database
+from storage.migrate import upgrade
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    database = Database(url)
+    await upgrade(database.engine)
+    yield database
+    if request.param == "postgresql":
+        # The PostgreSQL database is shared by the run: leave it empty for the next test.
+        async with database.engine.begin() as conn:
+            names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+            tables = ", ".join(f'"{n}"' for n in names if n != "alembic_version")
+            if tables:
+                await conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    await database.close()
+
+
+async def _user(db, email):
+    async with db.transaction() as tx:
+        return await users.create_user(tx, email=email, password_hash="x")
+
+
+def _ctx(db, user, tmp_path=None) -> Context:
+    settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
+    return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings)
+
+
+async def test_migrations_are_idempotent_and_create_the_schema(db):
+    await upgrade(db.engine)  # a second run is a no-op
+    async with db.engine.connect() as conn:
+        names = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    assert {"users", "refresh_tokens", "chat_threads", "chat_members", "chat_messages",
+            "chat_receipts", "chat_attachments", "alembic_version"} <= names
+
+
+async def test_concurrent_migrations_do_not_race(db):
+    await asyncio.gather(*(upgrade(db.engine) for _ in range(3)))
+
+
+async def test_email_is_unique_case_insensitively(db):
+    await _user(db, "Same@Example.com")
+    with pytest.raises(users.EmailTaken):
+        await _user(db, "same@example.com")
+
+
+async def test_one_direct_thread_per_pair_even_under_races(db):
+    a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
+    ctx_a, ctx_b = _ctx(db, a), _ctx(db, b)
+    sends = [chat.send_message(ctx_a, chat.SendMessage(recipient_id=b.id, message=f"a{i}")) for i in range(4)]
+    sends += [chat.send_message(ctx_b, chat.SendMessage(recipient_id=a.id, message=f"b{i}")) for i in range(4)]
+    results = await asyncio.gather(*sends)
+    assert len({m.thread_id for m in results}) == 1
+    async with db.transaction() as tx:
+        thread = await store.get_thread(tx, results[0].thread_id)
+        assert thread.message_count == 8 and await store.member_ids(tx, thread.id) == sorted([a.id, b.id])
+
+
+async def test_send_is_idempotent_by_client_msg_id_under_races(db):
+    a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
+    ctx = _ctx(db, a)
+    req = chat.SendMessage(recipient_id=b.id, message="once", client_msg_id="k1")
+    results = await asyncio.gather(*(chat.send_message(_ctx(db, a), req) for _ in range(5)))
+    assert len({m.id for m in results}) == 1
+    # The same key from another sender is another message.
+    other = await chat.send_message(_ctx(db, b), chat.SendMessage(recipient_id=a.id, message="x", client_msg_id="k1"))
+    assert other.id != results[0].id
+    history = await chat.thread_history(ctx, chat.ThreadHistory(thread_id=results[0].thread_id))
+    assert history.total == 2
+
+
+async def test_events_are_buffered_and_only_for_successful_writes(db):
+    a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
+    ctx = _ctx(db, a)
+    msg = await chat.send_message(ctx, chat.SendMessage(recipient_id=b.id, message="hello"))
+    names = [(e.event, e.rooms, e.durable) for e in ctx.events]
+    assert names == [
+        ("thread:created", [f"user:{a.id}", f"user:{b.id}"], True),
+        ("message:new", [f"user:{b.id}"], True),
+        ("message:sent", [f"user:{a.id}"], True),
+        ("thread:updated", [f"user:{a.id}", f"user:{b.id}"], True),
+    ]
+    failed = _ctx(db, a)
+    with pytest.raises(ValidationFailed):
+        await chat.send_message(failed, chat.SendMessage(recipient_id=b.id, message="x", attachment_ids=[12345]))
+    assert failed.events == []
+    assert (await chat.thread_history(ctx, chat.ThreadHistory(thread_id=msg.thread_id))).total == 1
+
+
+async def test_unread_counts_and_receipts(db):
+    a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
+    ca, cb, cc = _ctx(db, a), _ctx(db, b), _ctx(db, c)
+    group = await chat.create_thread(ca, chat.CreateThread(member_ids=[b.id, c.id]))
+    m1 = await chat.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="1"))
+    await chat.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="2"))
+    await chat.send_message(cb, chat.SendMessage(recipient_id=a.id, message="direct"))
+    assert (await chat.unread_count(cb, chat.Empty())).unread_count == 2
+    assert (await chat.unread_count(ca, chat.Empty())).unread_count == 1
+    await chat.read_message(cb, chat.MessageRef(message_id=m1.id))
+    await chat.read_message(cb, chat.MessageRef(message_id=m1.id))  # reading twice counts once
+    assert (await chat.unread_count(cb, chat.Empty())).unread_count == 1
+    assert (await chat.unread_count(cc, chat.Empty())).unread_count == 2
+    # The sender sees "read" once anyone read it.
+    history = await chat.thread_history(ca, chat.ThreadHistory(thread_id=group.thread_id))
+    assert [m.is_read for m in history.messages] == [True, False]
+    summaries = {t.thread_id: t.unread_count for t in await chat.list_threads(cc, chat.ListThreads())}
+    assert summaries == {group.thread_id: 2}
+    with pytest.raises(Forbidden):
+        await chat.read_all(_ctx(db, await _user(db, "d@x.io")), chat.ThreadRef(thread_id=group.thread_id))
