@@ -11,9 +11,10 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
+from hub import asyncapi
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.http import attachments, auth, common, operations, system
+from hub.http import attachments, auth, common, operations, publish, system
 from hub.jobs import run_jobs
 from hub.metrics import Metrics
 from hub.presence import MemoryPresence, Presence, RedisPresence
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     for spec in REGISTRY.namespaces.values():
         hub.sio.register_namespace(
             OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments):
+    for module in (auth, system, operations, attachments, publish, asyncapi):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))

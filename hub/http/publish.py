@@ -1,0 +1,92 @@
+"""POST /api/publish (CONTRACT §4): backend services send a server event that a
+namespace declares publishable to users or to an allowed room, on every instance."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from handlers.context import Outgoing, user_room
+from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
+from handlers.registry import REGISTRY
+from handlers.schema import Input
+from hub.http.common import HUB, read_json, request_actor, validate
+
+MAX_USERS = 1000
+
+
+class Target(Input):
+    user_ids: list[int] | None = Field(None, min_length=1, max_length=MAX_USERS)
+    room: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.user_ids is None) == (self.room is None):
+            raise ValueError("give exactly one of user_ids and room")
+        if self.user_ids is not None and any(u < 1 for u in self.user_ids):
+            raise ValueError("user_ids must be positive")
+        return self
+
+
+class PublishIn(Input):
+    namespace: str = Field(min_length=1, max_length=100)
+    event: str = Field(min_length=1, max_length=100)
+    to: Target
+    data: dict
+
+
+@lru_cache(maxsize=None)
+def _strict(model: type[BaseModel]) -> type[BaseModel]:
+    """The event's model, refusing unknown fields: a publisher's typo is an error,
+    not a silently dropped field."""
+    return type(f"{model.__name__}Published", (model,),
+                {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__})
+
+
+def _fail(message: str, loc: list[str], kind: str = "value_error", **extra) -> ValidationFailed:
+    return ValidationFailed(message, details=[{"loc": loc, "msg": message, "type": kind, **extra}])
+
+
+async def publish(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    actor = await request_actor(request)
+    if actor.role != "service":
+        raise Forbidden("only service tokens may publish")
+    body = await read_json(request)
+    limit = hub.settings.max_payload_bytes
+    if len(json.dumps(body.get("data"), separators=(",", ":"))) > limit:
+        raise PayloadTooLarge(f"data larger than {limit} bytes")
+    req: PublishIn = validate(PublishIn, body)
+    spec = REGISTRY.namespaces.get(req.namespace)
+    if spec is None:
+        raise _fail(f"unknown namespace {req.namespace!r}", ["namespace"],
+                    known=sorted(REGISTRY.namespaces))
+    events = REGISTRY.events_of(req.namespace)
+    publishable = sorted(name for name, ev in events.items() if ev.publishable)
+    event = events.get(req.event)
+    if event is None or not event.publishable:
+        raise _fail(f"{req.event!r} is not a publishable event of {req.namespace}", ["event"],
+                    publishable=publishable)
+    try:
+        # JSON mode, strict: ISO timestamps are accepted, "12" for an int is not.
+        data = _strict(event.model).model_validate_json(json.dumps(req.data), strict=True)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid data for " + req.event,
+                               details=[{**d, "loc": ["data", *d["loc"]]} for d in validation_details(exc)]) from None
+    if req.to.user_ids is not None:
+        rooms = [user_room(u) for u in dict.fromkeys(req.to.user_ids)]
+    else:
+        if not spec.room_allowed(req.to.room):
+            raise _fail(f"services may not publish to room {req.to.room!r} of {req.namespace}", ["to", "room"],
+                        allowed=list(spec.publish_rooms))
+        rooms = [req.to.room]
+    out = Outgoing(namespace=spec.name, event=event.event, data=data.model_dump(mode="json"), rooms=rooms)
+    await hub.fanout.deliver([out])
+    # offset: filled by the recovery log (the lead's outbox assigns it); None until then.
+    return web.json_response({"delivered_to_rooms": rooms, "offset": None})
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/api/publish", publish)]
