@@ -14,7 +14,7 @@ from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub import asyncapi
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.http import attachments, auth, common, operations, publish, system
+from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
 from hub.metrics import Metrics
 from hub.presence import MemoryPresence, Presence, RedisPresence
@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     for spec in REGISTRY.namespaces.values():
         hub.sio.register_namespace(
             OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments, publish, asyncapi):
+    for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))

@@ -1,0 +1,727 @@
+"""/dialogs: assistants, bot and widget conversations, and the handoff state machine.
+
+Rooms (docs/handoff.md):
+- `dialog:{id}`: the people of a dialog: its visitor (joined on connect), and
+  owners/operators who `dialog:join` it. Bots are never in it.
+- `bots:{assistant_id}`: every bot socket of an assistant (joined on connect).
+  Visitor messages reach it only while no operator holds the dialog.
+- `operators` in /operators: every operator/admin console.
+
+The handoff core (request, accept, takeover, release, requeue) lives here and is
+used by /operators too: each transition is one compare-and-set UPDATE of the
+dialog row, and every change emits events carrying the new `version`."""
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from handlers.context import Actor, Context
+from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from handlers.registry import namespace, operation, server_event
+from handlers.schema import Input, Output, Page
+from storage import dialogs as store
+from storage.base import aware, utcnow
+
+DIALOGS = "/dialogs"
+OPERATORS = "/operators"
+OPERATORS_ROOM = "operators"
+
+
+def dialog_room(dialog_id: int) -> str:
+    return f"dialog:{dialog_id}"
+
+
+def bots_room(assistant_id: int) -> str:
+    return f"bots:{assistant_id}"
+
+
+def _connect_rooms(actor: Actor) -> list[str]:
+    if actor.role == "visitor" and actor.dialog_id is not None:
+        return [dialog_room(actor.dialog_id)]
+    if actor.role == "service" and actor.assistant_id is not None:
+        return [bots_room(actor.assistant_id)]
+    return []
+
+
+namespace(DIALOGS, "Bot and website-widget conversations with handoff to human operators.",
+          roles={"user", "operator", "admin", "service", "visitor"}, connect_rooms=_connect_rooms)
+
+
+# --- models ------------------------------------------------------------------------
+
+class AssistantOut(Output):
+    id: int
+    name: str
+    allowed_origins: list[str]
+    owner_id: int
+    system_prompt: str | None
+    created_at: datetime
+
+
+class DialogOut(Output):
+    dialog_id: int
+    assistant_id: int
+    visitor_id: str | None
+    channel: str
+    status: str
+    handoff_status: str
+    operator_id: int | None
+    version: int
+    created_at: datetime
+    last_message_at: datetime | None
+
+
+class DialogMessageOut(Output):
+    id: int
+    dialog_id: int
+    sender: str
+    sender_id: int | str | None
+    text: str
+    created_at: datetime
+    client_msg_id: str | None
+
+
+class DialogStatus(Output):
+    dialog_id: int
+    handoff_status: str
+    operator_id: int | None
+    version: int
+
+
+class HandoffRequestedOut(Output):
+    dialog_id: int
+    handoff_status: str
+    queue_position: int | None
+    version: int
+
+
+class AssistantDeleted(Output):
+    assistant_id: int
+
+
+class Nothing(Output):
+    pass
+
+
+_ORIGIN = re.compile(r"^https?://[a-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9a-f:]+\](:\d{1,5})?$")
+
+
+def normalize_origin(origin: str) -> str:
+    return origin.strip().lower().rstrip("/")
+
+
+def _origins(value: list[str]) -> list[str]:
+    out = []
+    for o in value:
+        norm = normalize_origin(o)
+        if not _ORIGIN.match(norm):
+            raise ValueError(f"{o!r} is not an origin like https://example.com[:port]")
+        out.append(norm)
+    return list(dict.fromkeys(out))
+
+
+class CreateAssistant(Input):
+    name: str = Field(min_length=1, max_length=200)
+    allowed_origins: list[str] = Field(default_factory=list, max_length=50)
+    system_prompt: str | None = Field(None, max_length=20000)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check(cls, value):
+        return _origins(value)
+
+
+class AssistantRef(Input):
+    assistant_id: int = Field(ge=1)
+
+
+class UpdateAssistant(AssistantRef):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    allowed_origins: list[str] | None = Field(None, max_length=50)
+    system_prompt: str | None = Field(None, max_length=20000)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check(cls, value):
+        return None if value is None else _origins(value)
+
+
+class ListAssistants(Input):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class ListDialogs(Input):
+    # Lax: these also come from an HTTP query string.
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    user_id: int | None = Field(None, ge=1, description="dialogs held by this operator")
+    assistant_id: int | None = Field(None, ge=1)
+    status: Literal["open", "closed"] | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    search: str | None = Field(None, min_length=1, max_length=200)
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class DialogRef(Input):
+    dialog_id: int = Field(ge=1)
+
+
+class DialogMessages(DialogRef):
+    limit: int = Field(50, ge=1, le=200)
+    before_id: int | None = Field(None, ge=1)
+
+
+class SendDialogMessage(DialogRef):
+    text: str = Field(min_length=1)
+    client_msg_id: str | None = Field(None, min_length=1, max_length=100)
+
+
+class RequestHandoff(DialogRef):
+    reason: str | None = Field(None, max_length=500)
+    request_id: str | None = Field(None, min_length=1, max_length=100)
+
+
+class SetTyping(DialogRef):
+    is_typing: bool
+
+
+# --- server events ---------------------------------------------------------------------
+
+@server_event(DIALOGS, "message:added")
+class MessageAdded(Output):
+    """A message was added to a dialog."""
+
+    dialog_id: int
+    message: DialogMessageOut
+    timestamp: datetime
+
+
+@server_event(DIALOGS, "handoff:status")
+class HandoffStatusChanged(Output):
+    """The dialog's handoff state changed; drop events with a lower version than seen."""
+
+    dialog_id: int
+    status: str
+    operator_id: int | None
+    version: int
+    reason: str | None = None
+
+
+@server_event(DIALOGS, "queue:position")
+class QueuePosition(Output):
+    """The visitor's place in the operators' queue (1 = next)."""
+
+    dialog_id: int
+    position: int
+
+
+@server_event(DIALOGS, "typing:indicator")
+class DialogTyping(Output):
+    """Someone in the dialog started or stopped typing. Not stored."""
+
+    dialog_id: int
+    sender: str
+    is_typing: bool
+
+
+# Events of /operators, emitted by the handoff core below.
+
+@server_event(OPERATORS, "handoff:requested")
+class HandoffRequested(Output):
+    """A dialog is waiting for an operator."""
+
+    dialog_id: int
+    assistant_id: int
+    reason: str | None
+    queue_position: int | None
+    version: int
+
+
+@server_event(OPERATORS, "handoff:accepted")
+class HandoffAccepted(Output):
+    """An operator took a dialog (accepted from the queue, or took it over)."""
+
+    dialog_id: int
+    operator_id: int
+    version: int
+
+
+@server_event(OPERATORS, "handoff:released")
+class HandoffReleased(Output):
+    """A dialog went back to the bot (released), or to the queue (its operator went offline)."""
+
+    dialog_id: int
+    operator_id: int | None
+    version: int
+    reason: str | None = None
+
+
+@server_event(OPERATORS, "queue:updated")
+class QueueUpdated(Output):
+    """The number of dialogs waiting for an operator changed."""
+
+    size: int
+
+
+@server_event(OPERATORS, "message:added")
+class OperatorMessageAdded(MessageAdded):
+    """A message in a dialog the operator holds."""
+
+
+# --- views and access ----------------------------------------------------------------
+
+def assistant_out(a: store.Assistant) -> AssistantOut:
+    return AssistantOut(id=a.id, name=a.name, allowed_origins=a.allowed_origins, owner_id=a.owner_id,
+                        system_prompt=a.system_prompt, created_at=aware(a.created_at))
+
+
+def dialog_out(d: store.Dialog) -> DialogOut:
+    return DialogOut(dialog_id=d.id, assistant_id=d.assistant_id, visitor_id=d.visitor_id, channel=d.channel,
+                     status=d.status, handoff_status=d.handoff_status, operator_id=d.operator_id,
+                     version=d.version, created_at=aware(d.created_at), last_message_at=aware(d.last_message_at))
+
+
+def message_out(m: store.DialogMessage) -> DialogMessageOut:
+    sender_id: int | str | None = m.sender_id
+    if m.sender != "visitor" and m.sender_id is not None and m.sender_id.isdigit():
+        sender_id = int(m.sender_id)
+    return DialogMessageOut(id=m.id, dialog_id=m.dialog_id, sender=m.sender, sender_id=sender_id, text=m.text,
+                            created_at=aware(m.created_at), client_msg_id=m.client_msg_id)
+
+
+def status_out(d: store.Dialog) -> DialogStatus:
+    return DialogStatus(dialog_id=d.id, handoff_status=d.handoff_status, operator_id=d.operator_id,
+                        version=d.version)
+
+
+async def owned_assistant(tx, ctx: Context, assistant_id: int) -> store.Assistant:
+    a = await store.get_assistant(tx, assistant_id)
+    if a is None:
+        raise NotFound("no such assistant")
+    if a.owner_id != ctx.actor.id and ctx.actor.role != "admin":
+        raise Forbidden("this assistant is not yours")
+    return a
+
+
+async def reachable_dialog(tx, ctx: Context, dialog_id: int) -> store.Dialog:
+    """The dialog, if the actor may see it: its visitor, its assistant's bot, the
+    assistant's owner, or staff. Visitors and bots are refused before any lookup,
+    so they cannot even learn which other dialogs exist."""
+    actor = ctx.actor
+    if actor.role == "visitor" and dialog_id != actor.dialog_id:
+        raise Forbidden("a visitor token reaches only its own dialog")
+    if actor.role == "service" and actor.assistant_id is None:
+        raise Forbidden("this service token is not scoped to an assistant")
+    d = await store.get_dialog(tx, dialog_id)
+    if d is None:
+        raise NotFound("no such dialog")
+    if actor.role == "service" and d.assistant_id != actor.assistant_id:
+        raise Forbidden("this dialog belongs to another assistant")
+    if actor.role == "user":
+        a = await store.get_assistant(tx, d.assistant_id)
+        if a is None or a.owner_id != actor.id:
+            raise Forbidden("this dialog belongs to someone else's assistant")
+    return d
+
+
+def _check_length(ctx: Context, text: str) -> None:
+    limit = ctx.settings.max_message_chars
+    if len(text) > limit:
+        raise ValidationFailed(f"text is longer than {limit} characters",
+                               details=[{"loc": ["text"], "msg": f"at most {limit} characters",
+                                         "type": "string_too_long"}])
+
+
+def _sender(ctx: Context) -> tuple[str, str | None]:
+    actor = ctx.actor
+    if actor.role == "visitor":
+        return "visitor", actor.visitor_id
+    if actor.role == "service":
+        return "assistant", str(actor.assistant_id)
+    return ("operator" if actor.is_staff else "user"), str(actor.id)
+
+
+# --- the handoff core (shared with /operators) -------------------------------------------
+
+async def emit_queue(ctx: Context, tx) -> None:
+    """Tell every waiting visitor their place, and operators the queue's size."""
+    waiting = await store.queue(tx)
+    for place, w in enumerate(waiting, 1):
+        ctx.emit(QueuePosition(dialog_id=w.id, position=place), rooms=[dialog_room(w.id)])
+    ctx.emit(QueueUpdated(size=await store.queue_size(tx)), rooms=[OPERATORS_ROOM])
+
+
+def emit_status(ctx: Context, d: store.Dialog, reason: str | None = None) -> None:
+    ctx.emit(HandoffStatusChanged(dialog_id=d.id, status=d.handoff_status, operator_id=d.operator_id,
+                                  version=d.version, reason=reason),
+             rooms=[dialog_room(d.id), bots_room(d.assistant_id)])
+
+
+async def request_handoff(ctx: Context, tx, d: store.Dialog, reason: str | None,
+                          request_id: str | None) -> HandoffRequestedOut:
+    """none|resolved|cancelled -> requested. Asking again while waiting (or with a
+    request_id already used) answers the current state and changes nothing."""
+
+    async def current() -> HandoffRequestedOut:
+        return HandoffRequestedOut(dialog_id=d.id, handoff_status=d.handoff_status,
+                                   queue_position=await store.queue_position(tx, d), version=d.version)
+
+    if request_id and await store.request_by_id(tx, d.id, request_id) is not None:
+        return await current()
+    if d.status != "open":
+        raise Conflict("this dialog is closed")
+    if d.handoff_status == "requested":
+        return await current()
+    if d.handoff_status == "active":
+        raise Conflict("an operator already holds this dialog")
+    kind, who = _sender(ctx)
+    if await store.add_request(tx, d, request_id=request_id, reason=reason, requested_by=f"{kind}:{who}") is None:
+        await store.get_dialog(tx, d.id)
+        return await current()  # a concurrent retry with the same request_id
+    changed = await store.transition(tx, d, expect_version=d.version, expect_status=store.REQUESTABLE,
+                                     handoff_status="requested", operator_id=None, handoff_reason=reason,
+                                     requested_at=utcnow())
+    if not changed:
+        if d.handoff_status == "requested":
+            return await current()
+        raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
+    position = await store.queue_position(tx, d)
+    emit_status(ctx, d, reason)
+    ctx.emit(HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason=reason,
+                              queue_position=position, version=d.version), rooms=[OPERATORS_ROOM])
+    await emit_queue(ctx, tx)
+    return HandoffRequestedOut(dialog_id=d.id, handoff_status="requested", queue_position=position,
+                               version=d.version)
+
+
+async def accept(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
+    """requested -> active with the calling operator. Of concurrent accepts on any
+    instances exactly one UPDATE matches `handoff_status = 'requested'`."""
+    me = ctx.actor.id
+    if d.handoff_status == "active" and d.operator_id == me:
+        return d
+    if d.handoff_status != "requested":
+        raise Conflict("this dialog is not waiting for an operator",
+                       details={"handoff_status": d.handoff_status, "version": d.version})
+    await _check_capacity(ctx, tx)
+    if not await store.transition(tx, d, expect_status=["requested"], handoff_status="active", operator_id=me,
+                                  accepted_at=utcnow()):
+        raise Conflict("another operator accepted this dialog first",
+                       details={"operator_id": d.operator_id, "version": d.version})
+    await _taken(ctx, tx, d, queued=True)
+    return d
+
+
+async def takeover(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
+    """Any state but active (held by someone else) -> active with the caller."""
+    me = ctx.actor.id
+    if d.handoff_status == "active":
+        if d.operator_id == me:
+            return d
+        raise Conflict("another operator holds this dialog", details={"operator_id": d.operator_id})
+    if d.status != "open":
+        raise Conflict("this dialog is closed")
+    queued = d.handoff_status == "requested"
+    if ctx.actor.is_staff:
+        await _check_capacity(ctx, tx)
+    if not await store.transition(tx, d, expect_version=d.version, handoff_status="active", operator_id=me,
+                                  accepted_at=utcnow()):
+        raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
+    await _taken(ctx, tx, d, queued=queued)
+    return d
+
+
+async def _check_capacity(ctx: Context, tx) -> None:
+    me = ctx.actor.id
+    rec = await ctx.presence.get(me) if ctx.presence else None
+    limit = (rec.max_active_chats if rec and rec.max_active_chats else None) or ctx.settings.max_active_chats
+    held = (await store.count_held(tx, [me]))[me]
+    if held >= limit:
+        raise Conflict(f"you already hold {held} dialogs (your limit is {limit})",
+                       details={"active_chats": held, "max_active_chats": limit})
+
+
+async def _taken(ctx: Context, tx, d: store.Dialog, *, queued: bool) -> None:
+    await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    emit_status(ctx, d)
+    ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])
+    if queued:
+        await emit_queue(ctx, tx)
+
+
+async def release(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
+    """active -> resolved: back to the bot. Only the holder (or an admin) may."""
+    if d.handoff_status != "active":
+        raise Conflict("no operator holds this dialog", details={"handoff_status": d.handoff_status})
+    holder = d.operator_id
+    if holder != ctx.actor.id and ctx.actor.role != "admin":
+        raise Forbidden("only the operator holding this dialog can release it")
+    if not await store.transition(tx, d, expect_version=d.version, expect_status=["active"],
+                                  handoff_status="resolved", operator_id=None):
+        raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
+    emit_status(ctx, d, "released")
+    ctx.emit(HandoffReleased(dialog_id=d.id, operator_id=holder, version=d.version, reason="released"),
+             rooms=[OPERATORS_ROOM])
+    return d
+
+
+async def cancel(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
+    """requested -> cancelled (the visitor, the bot or the owner changed their mind)."""
+    if d.handoff_status != "requested":
+        raise Conflict("no handoff is waiting for this dialog", details={"handoff_status": d.handoff_status})
+    if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
+                                  handoff_status="cancelled"):
+        raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
+    await store.close_requests(tx, d.id, "cancelled")
+    emit_status(ctx, d, "cancelled")
+    ctx.emit(HandoffReleased(dialog_id=d.id, operator_id=None, version=d.version, reason="cancelled"),
+             rooms=[OPERATORS_ROOM])
+    await emit_queue(ctx, tx)
+    return d
+
+
+async def requeue_operator(ctx: Context, operator_id: int) -> list[int]:
+    """Put the dialogs of an operator who went offline back in the queue, keeping
+    their original place (requested_at). Per dialog a compare-and-set on its
+    version: with several instances sweeping at once, each dialog is requeued
+    (and announced) by exactly one of them. Returns the dialogs this call requeued."""
+    done = []
+    async with ctx.transaction() as tx:
+        for d in await store.held_by(tx, operator_id):
+            if not await store.transition(tx, d, expect_version=d.version, expect_status=["active"],
+                                          expect_operator=operator_id, handoff_status="requested",
+                                          operator_id=None, handoff_reason="operator_offline",
+                                          requested_at=d.requested_at or utcnow()):
+                continue
+            done.append(d.id)
+            await store.add_request(tx, d, request_id=None, reason="operator_offline", requested_by="system")
+            emit_status(ctx, d, "operator_offline")
+            ctx.emit(HandoffReleased(dialog_id=d.id, operator_id=operator_id, version=d.version,
+                                     reason="operator_offline"), rooms=[OPERATORS_ROOM])
+            ctx.emit(HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="operator_offline",
+                                      queue_position=await store.queue_position(tx, d), version=d.version),
+                     rooms=[OPERATORS_ROOM])
+        if done:
+            await emit_queue(ctx, tx)
+    return done
+
+
+async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
+                         visitor_id: str | None) -> tuple[store.Dialog, str]:
+    """For POST /api/widget/sessions: check the page's origin against the
+    assistant's, and resume the visitor's open dialog or start one. Returns the
+    dialog and the visitor id (generated when none was given)."""
+    async with ctx.transaction() as tx:
+        a = await store.get_assistant(tx, assistant_id)
+        if a is None:
+            raise NotFound("no such assistant")
+        if not origin or normalize_origin(origin) not in a.allowed_origins:
+            raise Forbidden("this page's origin is not allowed for this assistant",
+                            details={"origin": origin})
+        d = await store.open_dialog_of(tx, a.id, visitor_id) if visitor_id else None
+        visitor_id = visitor_id or secrets.token_urlsafe(24)
+        if d is None:
+            d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id, channel="widget")
+    return d, visitor_id
+
+
+# --- operations: assistants ---------------------------------------------------------------
+
+OWNERS = {"user", "operator", "admin"}
+
+
+@operation(DIALOGS, "assistant:create", roles=OWNERS, http=("POST", "/api/assistants"))
+async def create_assistant(ctx: Context, req: CreateAssistant) -> AssistantOut:
+    """Create an assistant owned by the caller, with the website origins allowed to embed its widget."""
+    async with ctx.transaction() as tx:
+        a = await store.create_assistant(tx, owner_id=ctx.actor.id, name=req.name,
+                                         allowed_origins=req.allowed_origins, system_prompt=req.system_prompt)
+        return assistant_out(a)
+
+
+@operation(DIALOGS, "assistants:list", roles=OWNERS, http=("GET", "/api/assistants"))
+async def list_assistants(ctx: Context, req: ListAssistants) -> Page[AssistantOut]:
+    """The caller's assistants (an admin's: everyone's)."""
+    owner = None if ctx.actor.role == "admin" else ctx.actor.id
+    async with ctx.transaction() as tx:
+        rows, total = await store.list_assistants(tx, owner, req.limit, req.offset)
+    return Page[AssistantOut](total=total, limit=req.limit, offset=req.offset, items=[assistant_out(a) for a in rows])
+
+
+@operation(DIALOGS, "assistant:update", roles=OWNERS, http=("PUT", "/api/assistants/{assistant_id}"))
+async def update_assistant(ctx: Context, req: UpdateAssistant) -> AssistantOut:
+    """Change an assistant's name, allowed origins or system prompt (owner only)."""
+    async with ctx.transaction() as tx:
+        a = await owned_assistant(tx, ctx, req.assistant_id)
+        fields = req.model_dump(exclude_unset=True, exclude={"assistant_id"})
+        if fields.get("name", "") is None:
+            del fields["name"]
+        if fields.get("allowed_origins", []) is None:
+            del fields["allowed_origins"]
+        await store.update_assistant(tx, a, **fields)
+        return assistant_out(a)
+
+
+@operation(DIALOGS, "assistant:delete", roles=OWNERS, http=("DELETE", "/api/assistants/{assistant_id}"))
+async def delete_assistant(ctx: Context, req: AssistantRef) -> AssistantDeleted:
+    """Delete an assistant and its dialogs (owner only)."""
+    async with ctx.transaction() as tx:
+        a = await owned_assistant(tx, ctx, req.assistant_id)
+        await store.delete_assistant(tx, a)
+    return AssistantDeleted(assistant_id=req.assistant_id)
+
+
+# --- operations: dialogs -----------------------------------------------------------------------
+
+@operation(DIALOGS, "dialogs:list", http=("GET", "/api/dialogs"))
+async def list_dialogs(ctx: Context, req: ListDialogs) -> Page[DialogOut]:
+    """Dialogs the caller may see, newest activity first: staff all, an owner their
+    assistants', a bot its assistant's, a visitor their own. `user_id` filters by
+    the operator holding the dialog; `search` looks in message texts."""
+    actor = ctx.actor
+    scope: dict = {}
+    if actor.role == "visitor":
+        scope["dialog_id"] = actor.dialog_id
+    elif actor.role == "service":
+        if actor.assistant_id is None:
+            raise Forbidden("this service token is not scoped to an assistant")
+        scope["assistant_ids"] = [actor.assistant_id]
+    elif actor.role == "user":
+        scope["owner_id"] = actor.id
+    async with ctx.transaction() as tx:
+        rows, total = await store.list_dialogs(
+            tx, **scope, operator_id=req.user_id, assistant_id=req.assistant_id, status=req.status,
+            date_from=req.date_from, date_to=req.date_to, search=req.search, limit=req.limit, offset=req.offset)
+    return Page[DialogOut](total=total, limit=req.limit, offset=req.offset, items=[dialog_out(d) for d in rows])
+
+
+@operation(DIALOGS, "dialog:get", http=("GET", "/api/dialogs/{dialog_id}"))
+async def get_dialog(ctx: Context, req: DialogRef) -> DialogOut:
+    """One dialog."""
+    async with ctx.transaction() as tx:
+        return dialog_out(await reachable_dialog(tx, ctx, req.dialog_id))
+
+
+@operation(DIALOGS, "dialog:messages", http=("GET", "/api/dialogs/{dialog_id}/messages"))
+async def dialog_messages(ctx: Context, req: DialogMessages) -> list[DialogMessageOut]:
+    """The newest `limit` messages of a dialog (before `before_id`), oldest first."""
+    async with ctx.transaction() as tx:
+        await reachable_dialog(tx, ctx, req.dialog_id)
+        return [message_out(m) for m in await store.messages(tx, req.dialog_id, req.limit, req.before_id)]
+
+
+@operation(DIALOGS, "dialog:send", http=("POST", "/api/dialogs/{dialog_id}/messages"))
+async def send(ctx: Context, req: SendDialogMessage) -> DialogMessageOut:
+    """Add a message; the sender is the token's: visitor, assistant (bot), operator
+    or user (owner). A bot may not write while an operator holds the dialog, and
+    staff and owners write only in a dialog they hold (accepted or taken over)."""
+    _check_length(ctx, req.text)
+    sender, sender_id = _sender(ctx)
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+        if req.client_msg_id:
+            earlier = await store.by_client_msg_id(tx, d.id, sender, sender_id, req.client_msg_id)
+            if earlier is not None:
+                return message_out(earlier)
+        if d.status != "open":
+            raise Conflict("this dialog is closed")
+        if sender == "assistant" and d.handoff_status == "active":
+            raise Conflict("an operator holds this dialog: the bot must not talk over them")
+        if sender in ("operator", "user") and not (d.handoff_status == "active" and d.operator_id == ctx.actor.id):
+            raise Conflict("accept or take over the dialog before writing in it",
+                           details={"handoff_status": d.handoff_status, "operator_id": d.operator_id})
+        try:
+            msg = await store.add_message(tx, d, sender=sender, sender_id=sender_id, text=req.text,
+                                          client_msg_id=req.client_msg_id)
+        except store.DuplicateClientId:
+            return message_out(await store.by_client_msg_id(tx, d.id, sender, sender_id, req.client_msg_id))
+        out = message_out(msg)
+        rooms = [dialog_room(d.id)]
+        if sender == "visitor" and d.handoff_status != "active":
+            rooms.append(bots_room(d.assistant_id))  # while an operator holds it, the bot hears nothing
+        ctx.emit(MessageAdded(dialog_id=d.id, message=out, timestamp=out.created_at), rooms=rooms, skip_origin=True)
+        if d.handoff_status == "active" and d.operator_id is not None:
+            ctx.emit(OperatorMessageAdded(dialog_id=d.id, message=out, timestamp=out.created_at),
+                     users=[d.operator_id])
+    return out
+
+
+@operation(DIALOGS, "dialog:join", http=None)
+async def join(ctx: Context, req: DialogRef) -> DialogOut:
+    """Receive a dialog's live events on this socket (visitors are in theirs from
+    the start; bots hear their assistant's dialogs through their own room)."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+    if ctx.actor.role != "service":
+        ctx.join(dialog_room(d.id))
+    return dialog_out(d)
+
+
+@operation(DIALOGS, "dialog:leave", http=None)
+async def leave(ctx: Context, req: DialogRef) -> DialogOut:
+    """Stop receiving a dialog's live events on this socket."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+    if ctx.actor.role != "visitor":
+        ctx.leave(dialog_room(d.id))
+    return dialog_out(d)
+
+
+@operation(DIALOGS, "dialog:takeover", roles=OWNERS, http=("POST", "/api/dialogs/{dialog_id}/takeover"))
+async def take_over(ctx: Context, req: DialogRef) -> DialogOut:
+    """Take a dialog from the bot (or from the queue) directly: owners and staff."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+        return dialog_out(await takeover(ctx, tx, d))
+
+
+@operation(DIALOGS, "dialog:release", roles=OWNERS, http=("POST", "/api/dialogs/{dialog_id}/release"))
+async def release_dialog(ctx: Context, req: DialogRef) -> DialogOut:
+    """Give a dialog the caller holds back to the bot (handoff status `resolved`)."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+        return dialog_out(await release(ctx, tx, d))
+
+
+@operation(DIALOGS, "dialog:status", http=("GET", "/api/dialogs/{dialog_id}/status"))
+async def dialog_status(ctx: Context, req: DialogRef) -> DialogStatus:
+    """The dialog's handoff status, operator and version."""
+    async with ctx.transaction() as tx:
+        return status_out(await reachable_dialog(tx, ctx, req.dialog_id))
+
+
+@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "user", "operator", "admin"},
+           http=("POST", "/api/handoff/request"))
+async def handoff(ctx: Context, req: RequestHandoff) -> HandoffRequestedOut:
+    """Ask for a human: the dialog joins the operators' queue (idempotent with `request_id`)."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+        return await request_handoff(ctx, tx, d, req.reason, req.request_id)
+
+
+@operation(DIALOGS, "dialog:handoff-cancel", http=("POST", "/api/handoff/cancel"))
+async def handoff_cancel(ctx: Context, req: DialogRef) -> DialogStatus:
+    """Withdraw a waiting handoff request (handoff status `cancelled`)."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+        return status_out(await cancel(ctx, tx, d))
+
+
+@operation(DIALOGS, "typing:set")
+async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
+    """Tell the dialog's other participants that the caller is (or stopped) typing."""
+    async with ctx.transaction() as tx:
+        d = await reachable_dialog(tx, ctx, req.dialog_id)
+    sender, _ = _sender(ctx)
+    rooms = [dialog_room(d.id)]
+    if sender != "assistant" and d.handoff_status != "active":
+        rooms.append(bots_room(d.assistant_id))
+    ctx.emit(DialogTyping(dialog_id=d.id, sender=sender, is_typing=req.is_typing), rooms=rooms, skip_origin=True)
+    return Nothing()

@@ -1,0 +1,74 @@
+"""The web pages the hub serves: the operator console, the website widget and its demo.
+
+Our own files live in `web/`; the official socket.io-client comes from the npm
+registry through web/package-lock.json (`npm ci --prefix web`) and is served from
+web/node_modules — no third-party code is committed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from handlers.errors import NotFound, Unavailable
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+CLIENT_DIST = WEB / "node_modules" / "socket.io-client" / "dist"
+# Only these files are served from web/ (never node_modules or anything else there).
+ASSETS = {"console.js", "console.css", "widget.css", "common.js"}
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _file(path: Path, content_type: str | None = None) -> web.FileResponse:
+    if not path.is_file():
+        raise NotFound("no such page")
+    headers = dict(NO_CACHE)
+    if content_type:
+        headers["Content-Type"] = content_type
+    return web.FileResponse(path, headers=headers)
+
+
+async def console(request: web.Request) -> web.FileResponse:
+    return _file(WEB / "console.html")
+
+
+async def demo(request: web.Request) -> web.FileResponse:
+    return _file(WEB / "demo.html")
+
+
+async def widget_js(request: web.Request) -> web.FileResponse:
+    response = _file(WEB / "widget.js", "application/javascript")
+    # Embedded by other sites with a plain <script> tag.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+async def asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise NotFound("no such file")
+    response = _file(WEB / name)
+    response.headers["Access-Control-Allow-Origin"] = "*"  # the widget's stylesheet, on other sites
+    return response
+
+
+async def socketio_client(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in ("socket.io.min.js", "socket.io.min.js.map"):
+        raise NotFound("no such file")
+    path = CLIENT_DIST / name
+    if not path.is_file():
+        raise Unavailable("socket.io-client is not installed: run `npm ci --prefix web`")
+    response = web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600",
+                                               "Content-Type": "application/javascript"})
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/console", console),
+        web.get("/widget/demo", demo),
+        web.get("/widget.js", widget_js),
+        web.get("/web/{name}", asset),
+        web.get("/vendor/{name}", socketio_client),
+    ]

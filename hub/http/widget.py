@@ -1,0 +1,65 @@
+"""POST /api/widget/sessions: a website widget gets a visitor token for one dialog.
+
+No authentication: the page's Origin must be one of the assistant's
+allowed_origins, and calls are rate-limited per client address. The response
+carries CORS headers for that origin (the widget runs on other sites)."""
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field
+
+from handlers import dialogs
+from handlers.context import Actor
+from handlers.errors import HubError
+from handlers.schema import Input
+from hub.http.common import HUB, error_response, rate_limit, read_json, validate
+
+PATH = "/api/widget/sessions"
+WIDGET = Actor(role="system", name="widget")
+
+
+class WidgetSession(Input):
+    assistant_id: int = Field(ge=1)
+    # A visitor id this browser got earlier (kept in localStorage): resumes its open
+    # dialog. It is a bearer secret, so it must be long enough not to be guessed.
+    visitor_id: str | None = Field(None, min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+
+
+def _cors(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    if origin:
+        # The route itself decides (against the assistant) whether the origin may
+        # have a session; CORS only lets that page read the answer.
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    response = web.Response(status=204, headers={
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "600",
+    })
+    return _cors(request, response)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    try:
+        await rate_limit(request, "widget-session", hub.settings.widget_sessions_per_minute)
+        req = validate(WidgetSession, await read_json(request))
+        ctx = hub.context(WIDGET)
+        dialog, visitor_id = await dialogs.widget_session(ctx, req.assistant_id, request.headers.get("Origin"),
+                                                          req.visitor_id)
+    except HubError as exc:
+        return _cors(request, error_response(exc))
+    ttl = hub.settings.visitor_token_ttl
+    token = hub.tokens.visitor(dialog.id, dialog.assistant_id, visitor_id, ttl)
+    body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": visitor_id,
+            "assistant_id": dialog.assistant_id, "expires_in": ttl}
+    return _cors(request, web.json_response(body, status=201))
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post(PATH, create_session), web.options(PATH, preflight)]
