@@ -95,6 +95,12 @@ def issue_token(settings: Settings, args) -> None:
     print(tokens.service(args.name, args.assistant_id).token)
 
 
+def conformance_server(settings: Settings, args) -> None:
+    from hub.conformance import run
+
+    run(settings, args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hub", description="The real-time messaging hub.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.set_defaults(run=serve)
+
+    k = sub.add_parser("conformance-server", help="the transport with the protocol test suites' reference behaviour")
+    k.add_argument("--host", default="127.0.0.1")
+    k.add_argument("--port", type=int, default=3000)
+    k.add_argument("--parser", choices=["default", "msgpack"], default="default")
+    k.set_defaults(run=conformance_server)
 
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
 

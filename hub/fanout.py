@@ -13,6 +13,9 @@ log = logging.getLogger("hub.fanout")
 class Fanout:
     def __init__(self, sio, broker: Broker, *, instance_id: str, connections, state, metrics) -> None:
         self.sio = sio
+        # Every Socket.IO server of this instance (the JSON one first; the msgpack
+        # endpoint's is appended by the app): events reach clients of each parser.
+        self.servers = [sio]
         self.broker = broker
         self.instance_id = instance_id
         self.connections = connections
@@ -57,14 +60,18 @@ class Fanout:
             await self._disconnect(message["j"], message["ttl"])
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid) -> None:
-        ns_rooms = self.sio.manager.rooms.get(namespace, {})
-        reached = sum(len(ns_rooms[r]) for r in rooms if r in ns_rooms)
-        if not reached:
-            return
-        await self.sio.emit(event, data, to=rooms, namespace=namespace, skip_sid=skip_sid)
-        self.metrics.deliveries.labels(namespace).inc(reached)
+        total = 0
+        for server in self.servers:
+            ns_rooms = server.manager.rooms.get(namespace, {})
+            reached = sum(len(ns_rooms[r]) for r in rooms if r in ns_rooms)
+            if reached:
+                await server.emit(event, data, to=rooms, namespace=namespace, skip_sid=skip_sid)
+                total += reached
+        if total:
+            self.metrics.deliveries.labels(namespace).inc(total)
 
     async def _disconnect(self, jti: str, ttl: int) -> None:
         self.state.remember_revoked(jti, ttl)
         for namespace, sid in self.connections.using(jti):
-            await self.sio.disconnect(sid, namespace=namespace)
+            for server in self.servers:
+                await server.disconnect(sid, namespace=namespace)

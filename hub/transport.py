@@ -7,12 +7,14 @@ import contextvars
 
 import socketio
 
+from hub.protocol import ProtocolServer
+
 # True while handling an event whose sender asked for an ack. Each event runs in
 # its own task (async_handlers), so the value belongs to that one event.
 WANTS_ACK: contextvars.ContextVar[bool] = contextvars.ContextVar("wants_ack", default=True)
 
 
-class HubServer(socketio.AsyncServer):
+class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue 6
     async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         WANTS_ACK.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)

@@ -1,0 +1,88 @@
+"""`hub conformance-server`: the hub's own transport stack with the reference
+behaviour the official Socket.IO (v5) and Engine.IO (v4) protocol test suites
+expect (docs/protocol.md says how to run them against it).
+
+The Socket.IO server is the one `hub serve` builds (`hub.app.build_hub`: same
+class, client manager and speed layers), re-configured with the suites' timings;
+the Engine.IO server is that server's own Engine.IO class.
+"""
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from hub.settings import Settings
+
+SIO = web.AppKey("sio", object)
+EIO = web.AppKey("eio", object)
+
+PING_INTERVAL = 0.3
+PING_TIMEOUT = 0.2
+MAX_PAYLOAD = 1_000_000
+CONNECT_TIMEOUT = 1.0
+
+
+def _configure(eio) -> None:
+    eio.ping_interval = PING_INTERVAL
+    eio.ping_interval_grace_period = 0
+    eio.ping_timeout = PING_TIMEOUT
+    eio.max_http_buffer_size = MAX_PAYLOAD
+    eio.cors_allowed_origins = "*"
+
+
+def reference_handlers(sio) -> None:
+    """Namespaces `/` and `/custom`: emit `auth` with the handshake auth on connect,
+    echo `message` as `message-back`, acknowledge `message-with-ack` with its
+    arguments."""
+    for namespace in ("/", "/custom"):
+        async def connect(sid, environ, auth, namespace=namespace):
+            await sio.emit("auth", auth if auth is not None else {}, to=sid, namespace=namespace)
+
+        async def message(sid, *args, namespace=namespace):
+            await sio.emit("message-back", tuple(args), to=sid, namespace=namespace)
+
+        async def message_with_ack(sid, *args):
+            return tuple(args)
+
+        sio.on("connect", connect, namespace=namespace)
+        sio.on("message", message, namespace=namespace)
+        sio.on("message-with-ack", message_with_ack, namespace=namespace)
+
+
+def create_conformance_app(settings: Settings, parser: str = "default") -> web.Application:
+    from hub.app import build_hub, msgpack_server
+
+    # Nothing of the hub but its transport is used: its database is never opened.
+    scratch = Path(tempfile.mkdtemp(prefix="hub-conformance-"))  # never written to
+    settings = replace(settings, data_dir=scratch, database_url=f"sqlite+aiosqlite:///{scratch / 'unused.db'}",
+                       redis_url=None,
+                       jwt_secret=settings.jwt_secret or secrets.token_urlsafe(32))
+    hub = build_hub(settings)
+    sio = hub.sio if parser == "default" else msgpack_server(hub)
+    _configure(sio.eio)
+    sio.connect_timeout = CONNECT_TIMEOUT
+    reference_handlers(sio)
+
+    eio = type(sio.eio)(async_mode="aiohttp", ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+                        max_http_buffer_size=MAX_PAYLOAD, cors_allowed_origins="*")
+
+    @eio.on("message")
+    async def echo(sid, data):
+        await eio.send(sid, data)
+
+    app = web.Application()
+    sio.attach(app)
+    eio.attach(app, "engine.io")
+    app[SIO], app[EIO] = sio, eio
+    return app
+
+
+def run(settings: Settings, args) -> None:
+    app = create_conformance_app(settings, parser=args.parser)
+    print(f"conformance server ({args.parser} parser) on http://{args.host}:{args.port}: "
+          f"Socket.IO at /socket.io/, Engine.IO at /engine.io/", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=1)

@@ -1,0 +1,591 @@
+"""python-socketio / python-engineio, keeping the Socket.IO v5 and Engine.IO v4
+protocols the way Node's reference server does (issue 6, docs/protocol.md).
+
+Three subclasses over the libraries' own extension points, nothing patched:
+
+* `ProtocolSocket` (engineio.async_socket.AsyncSocket): one client session.
+* `ProtocolEngineIOServer` (engineio.AsyncServer): creates `ProtocolSocket`s.
+* `ProtocolServer` (socketio.AsyncServer): picks `ProtocolEngineIOServer` through
+  `_engineio_server_class()`; `hub.transport.HubServer` derives from it.
+
+Each fix is a small override whose docstring names the item of issue 6 it fixes,
+written so it could be offered upstream as it is. The internals reached are those
+of python-socketio 5.18.1 / python-engineio 4.15.1, pinned in pyproject.toml.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+
+import engineio
+import socketio
+from engineio import async_socket
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+from socketio import exceptions as sio_exceptions
+from socketio import msgpack_packet
+from socketio import packet as sio_packet
+
+
+class MalformedPayload(eio_exceptions.EngineIOError):
+    """A long-polling POST whose body is not an Engine.IO payload."""
+
+
+class DuplicatePoll(eio_exceptions.EngineIOError):
+    """A second long-polling GET while one is still waiting."""
+
+
+def _wants_upgrade(environ: dict) -> bool:
+    connections = [s.strip() for s in environ.get("HTTP_CONNECTION", "").lower().split(",")]
+    return "upgrade" in connections and environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+
+
+class ProtocolSocket(async_socket.AsyncSocket):
+    """An Engine.IO session that keeps the v4 protocol like Node's engine.io."""
+
+    #: Seconds a websocket may take to send `2probe` and then `5` (Node: upgradeTimeout).
+    upgrade_timeout = 10.0
+
+    def __init__(self, server, sid):
+        super().__init__(server, sid)
+        self.polling = False  # a long-polling GET is waiting for packets
+        self.ws_claimed = False  # a websocket is attached to this session, or attaching
+
+    # -- long-polling ---------------------------------------------------------------
+
+    async def handle_get_request(self, environ):
+        """Item 2: a second GET while a poll is waiting closes the session, like
+        Node: the waiting poll is answered with a CLOSE packet, this one with 400."""
+        if _wants_upgrade(environ):
+            return await super().handle_get_request(environ)
+        if self.polling:
+            await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise DuplicatePoll()
+        self.polling = True
+        try:
+            return await super().handle_get_request(environ)
+        finally:
+            self.polling = False
+
+    async def receive(self, pkt):
+        """A packet type outside the protocol is a parse error and closes the
+        session, like Node (python-engineio failed on it with an IndexError)."""
+        if not isinstance(pkt.packet_type, int) or not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+            raise eio_exceptions.UnknownPacketError()
+        if pkt.packet_type in (eio_packet.OPEN, eio_packet.PING, eio_packet.NOOP):
+            return  # only a server sends these; ignored as python-engineio did on websockets
+        await super().receive(pkt)
+
+    async def handle_post_request(self, environ):
+        """Item 2: a POST body that is not a valid payload (or holds a packet a
+        client may not send) closes the session and is answered 400, like Node.
+        python-engineio answered 200 and kept the session."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:
+            raise eio_exceptions.ContentTooLongError()
+        body = await environ["wsgi.input"].read(length)
+        try:
+            packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
+            await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise MalformedPayload()
+        for pkt in packets:
+            try:
+                await self.receive(pkt)
+            except eio_exceptions.UnknownPacketError:
+                await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+                raise MalformedPayload()
+
+    # -- heartbeat ------------------------------------------------------------------
+
+    async def _send_ping(self):
+        """Item 3: the ping timeout is enforced by its own timer, `pingTimeout`
+        after the PING, like Node. python-engineio noticed a missing PONG only when
+        its monitor task came round to the socket, up to a whole timeout late."""
+        await asyncio.sleep(self.server.ping_interval)
+        if self.closing or self.closed:
+            return
+        stamp = self.last_ping = time.time()
+        await self.send(eio_packet.Packet(eio_packet.PING))
+        await asyncio.sleep(self.server.ping_timeout)
+        if self.last_ping == stamp and not self.closing and not self.closed:
+            self.server.logger.info("%s: no PONG within pingTimeout, closing", self.sid)
+            await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+
+    # -- closing --------------------------------------------------------------------
+
+    #: Upper bound for close(wait=True) waiting for the CLOSE packet to be taken.
+    close_wait = 5.0
+
+    async def close(self, wait=True, abort=False, reason=None):
+        """Item 3: closing answers what is waiting, like Node.
+
+        * A client's CLOSE packet (abort) answers a waiting poll with NOOP;
+          a server-side close queues a CLOSE packet (the waiting poll gets it).
+        * The queue is then ended, so a waiting poll or the websocket writer
+          returns at once and the websocket is closed, instead of idling until
+          the next ping cycle.
+        * close(wait=True) waits for the CLOSE packet to be taken at most
+          `close_wait` seconds: a long-polling client that is gone never polls it.
+        """
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        await self.server._trigger_event("disconnect", self.sid,
+                                         reason or self.server.reason.SERVER_DISCONNECT, run_async=False)
+        if not abort:
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+        elif self.polling:
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+        self.closed = True
+        if wait:
+            try:
+                await asyncio.wait_for(self.queue.join(), self.close_wait)
+            except asyncio.TimeoutError:
+                pass
+        self.queue.put_nowait(None)
+
+    # -- websocket ------------------------------------------------------------------
+
+    async def _upgrade_websocket(self, environ):
+        """Item 4: one websocket per session. A websocket opened with the sid of a
+        session that is upgraded, or has a websocket attaching, is refused (400).
+        python-engineio accepted it and held it open forever, without pings."""
+        if self.upgraded or self.ws_claimed:
+            return self.server._bad_request("Session already has a websocket")
+        if self.server._async["websocket"] is None:
+            return self.server._bad_request()
+        self.ws_claimed = True
+        try:
+            ws = self.server._async["websocket"](self._websocket_handler, self.server)
+            return await ws(environ)
+        finally:
+            if not self.upgraded:
+                self.ws_claimed = False
+
+    async def _ws_receive(self, ws, timeout):
+        data = await asyncio.wait_for(ws.wait(), timeout)
+        if data and len(data) > self.server.max_http_buffer_size:
+            raise ValueError("packet is too large")
+        return eio_packet.Packet(encoded_packet=data)
+
+    async def _upgrade(self, ws) -> bool:
+        """Items 3 and 4: the probe exchange of an upgrade from long-polling.
+
+        Each step waits at most `upgrade_timeout` (python-engineio waited forever).
+        Only a poll that is actually waiting is ended with NOOP; python-engineio
+        queued the NOOP anyway, and when no poll was waiting it was sent on the new
+        websocket after the upgrade."""
+        try:
+            pkt = await self._ws_receive(ws, self.upgrade_timeout)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            return False
+        if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+            return False
+        await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        self.upgrading = True  # from here on, polls are answered NOOP at once
+        if self.polling:
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+        try:
+            pkt = await self._ws_receive(ws, self.upgrade_timeout)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            self.upgrading = False
+            return False
+        if pkt.packet_type != eio_packet.UPGRADE:
+            self.upgrading = False
+            return False
+        self.upgraded = True
+        self.upgrading = False
+        return True
+
+    async def _websocket_handler(self, ws):
+        """The websocket transport (python-engineio's, with items 3, 4 and 5):
+
+        * the upgrade steps are bounded in time (`_upgrade`);
+        * binary packets are written from their data, never from the encode cache
+          of a packet object another (long-polling) socket may share (item 5);
+        * an undecodable packet closes the connection, like Node (python-engineio
+          let the exception escape, leaving the session registered);
+        * a closed session closes its websocket at once (see `close`)."""
+        if self.connected:
+            if not await self._upgrade(ws):
+                self.server.logger.info("%s: websocket upgrade failed", self.sid)
+                return
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        async def writer():
+            while True:
+                try:
+                    packets = await self.poll()
+                except eio_exceptions.QueueEmpty:
+                    break
+                if not packets:
+                    break
+                try:
+                    for pkt in packets:
+                        await ws.send(bytes(pkt.data) if pkt.binary else pkt.encode())
+                except Exception:
+                    break
+            await ws.close()
+
+        writer_task = asyncio.ensure_future(writer())
+        reason = self.server.reason.TRANSPORT_CLOSE
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        try:
+            while not self.closed:
+                try:
+                    pkt = await self._ws_receive(ws, timeout)
+                except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+                    break
+                except Exception:  # undecodable packet
+                    reason = self.server.reason.TRANSPORT_ERROR
+                    break
+                try:
+                    await self.receive(pkt)
+                except eio_exceptions.UnknownPacketError:
+                    reason = self.server.reason.TRANSPORT_ERROR
+                    break
+                except eio_exceptions.SocketIsClosedError:
+                    break
+                except Exception:  # pragma: no cover - a handler bug must not kill the loop
+                    self.server.logger.exception("Unknown receive error")
+        finally:
+            self.queue.put_nowait(None)  # unlock the writer
+            await writer_task
+            await self.close(wait=False, abort=True, reason=reason)
+
+
+class ProtocolEngineIOServer(engineio.AsyncServer):
+    """python-engineio's asyncio server with the fixes of issue 6 (see module)."""
+
+    socket_class = ProtocolSocket
+
+    def attach(self, app, engineio_path="engine.io"):
+        """Item 2: the endpoint takes every method, so that an unsupported one is
+        answered 400 by the protocol (like Node), not 405 by the router."""
+        if self.async_mode != "aiohttp":  # pragma: no cover - the hub runs on aiohttp
+            return super().attach(app, engineio_path)
+        app.router.add_route("*", f"/{engineio_path.strip('/')}/", self.handle_request)
+
+    def _method_not_found(self):
+        """Item 2: an unsupported method is a bad request (400), as in Node."""
+        return self._bad_request("Method not allowed")
+
+    def _ok(self, packets=None, headers=None, jsonp_index=None):
+        """Item 5: a long-polling response encodes binary packets from their data
+        (base64), never from a cached encoding: the packet object may be shared
+        with a websocket recipient whose raw-bytes encoding is cached on it, which
+        made the payload encoder fail and the polling client be disconnected."""
+        if packets is None:  # the answer to a POST: Node's body is "ok"
+            return {"status": "200 OK", "headers": [("Content-Type", "text/plain")], "response": b"ok"}
+        packets = [eio_packet.Packet(p.packet_type, p.data) if p.binary else p for p in packets]
+        return super()._ok(packets, headers=headers, jsonp_index=jsonp_index)
+
+    def handshake_data(self, sid, transport) -> dict:
+        """Item 1: the OPEN packet announces the intervals in exact milliseconds.
+        python-engineio announced `int(interval + grace) * 1000`: 0 for any
+        interval under a second, 2000 for 2.5 s."""
+        return {
+            "sid": sid,
+            "upgrades": self._upgrades(sid, transport),
+            "pingTimeout": round(self.ping_timeout * 1000),
+            "pingInterval": round((self.ping_interval + self.ping_interval_grace_period) * 1000),
+            "maxPayload": self.max_http_buffer_size,
+        }
+
+    async def _handle_connect(self, environ, transport, jsonp_index=None):
+        """A handshake (python-engineio's, with items 1 and 2):
+
+        * item 2: a handshake without a `transport` query parameter is refused
+          (400); python-engineio took it as polling;
+        * item 1: see `handshake_data`;
+        * the session is a `socket_class`."""
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        if "transport" not in query:
+            return self._bad_request("Missing transport")
+        if self.start_service_task:
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+
+        sid = self.generate_id()
+        s = self.socket_class(self, sid)
+        self.sockets[sid] = s
+        await s.send(eio_packet.Packet(eio_packet.OPEN, self.handshake_data(sid, transport)))
+
+        ret = await self._trigger_event("connect", sid, environ, run_async=False)
+        if ret is not None and ret is not True:
+            del self.sockets[sid]
+            self.logger.warning("Application rejected connection")
+            return self._unauthorized(ret or None)
+
+        s.schedule_ping()
+        if transport == "websocket":
+            ret = await s.handle_get_request(environ)
+            if s.closed and sid in self.sockets:
+                del self.sockets[sid]
+            return ret
+        s.connected = True
+        headers = None
+        if self.cookie:
+            attributes = self.cookie if isinstance(self.cookie, dict) else {
+                "name": self.cookie, "path": "/", "SameSite": "Lax"}
+            headers = [("Set-Cookie", self._generate_sid_cookie(sid, attributes))]
+        try:
+            return self._ok(await s.poll(), headers=headers, jsonp_index=jsonp_index)
+        except eio_exceptions.QueueEmpty:
+            return self._bad_request()
+
+
+class NotepackPacket(msgpack_packet.MsgPackPacket):
+    """Socket.IO packets in msgpack the way socket.io-msgpack-parser (notepack.io)
+    writes and checks them:
+
+    * a field without a value is left out (JavaScript `undefined`), never sent as
+      nil: the JavaScript decoder rejects a DISCONNECT whose data is `null`;
+    * notepack's `undefined` (fixext 1, type 0) reads as None, and an ArrayBuffer
+      or typed array (ext type 0) as bytes. Limit: a one-byte buffer holding 0
+      cannot be told from `undefined` and reads as None.
+    """
+
+    @staticmethod
+    def ext_hook(code, data):
+        if code == 0:
+            return None if data == b"\x00" else bytes(data)
+        return msgpack_packet.msgpack.ExtType(code, data)
+
+    def _to_dict(self):
+        d = {"type": self.packet_type, "nsp": self.namespace or "/"}
+        if self.data is not None:
+            d["data"] = self.data
+        if self.id is not None:
+            d["id"] = self.id
+        return d
+
+
+#: The serializer of the hub's msgpack endpoint.
+MSGPACK_PACKET = NotepackPacket
+
+
+class ProtocolServer(socketio.AsyncServer):
+    """python-socketio's asyncio server with the fixes of issue 6 (see module).
+
+    Extra option: `connect_timeout` (seconds, default 45 like Node's
+    connectTimeout): an Engine.IO session that has not connected to any namespace
+    by then is closed."""
+
+    def __init__(self, *args, connect_timeout: float = 45.0, **kwargs):
+        self._options = dict(kwargs, connect_timeout=connect_timeout)
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+        # namespace -> {sid: [(event, data, callback), ...]} for connect handlers running
+        self._connecting: dict[str, dict[str, list]] = {}
+        self._connect_timers: dict[str, asyncio.TimerHandle] = {}
+
+    def _engineio_server_class(self):
+        return ProtocolEngineIOServer
+
+    def sibling(self, **overrides) -> "ProtocolServer":
+        """A new server of this class with the same options, some overridden (the
+        hub's msgpack endpoint: `sibling(serializer="msgpack", client_manager=...)`).
+        A client manager serves one server: pass a new one if this one has one."""
+        return type(self)(**{**self._options, **overrides})
+
+    # -- item 6 and 7: CONNECT ------------------------------------------------------
+
+    def connect_reply(self, sid, namespace) -> dict:
+        """The data of the CONNECT packet that accepts `sid` in `namespace`."""
+        return {"sid": sid}
+
+    def holding(self, sid, namespace) -> bool:
+        """True while `sid`'s connect handler runs: its events wait for the CONNECT."""
+        return sid in self._connecting.get(namespace or "/", ())
+
+    async def emit(self, event, data=None, to=None, room=None, skip_sid=None, namespace=None,
+                   callback=None, ignore_queue=False):
+        """Item 6: events for a socket whose connect handler is still running are
+        held and sent right after its CONNECT packet, as Node sends them (its
+        `connection` handler runs after the CONNECT). python-socketio sent them
+        before the CONNECT, and the client dropped or misread them.
+
+        Held recipients are taken out of the broadcast with `skip_sid`, so this
+        holds whatever client manager delivers the rest."""
+        held = self._connecting.get(namespace or "/")
+        if held:
+            target = to if to is not None else room
+            skip = [] if skip_sid is None else list(skip_sid) if isinstance(skip_sid, (list, tuple, set)) else [skip_sid]
+            rooms = self.manager.rooms.get(namespace or "/", {})
+            if target is None:
+                names = None
+            elif isinstance(target, str):
+                names = [target]
+            else:
+                names = list(target)
+            caught = [sid for sid in held if sid not in skip
+                      and (names is None or any(sid in rooms.get(r, ()) for r in names))]
+            for sid in caught:
+                held[sid].append((event, data, callback))
+            if caught:
+                if names is not None and all(r in held for r in names):
+                    return  # addressed only to held sockets
+                skip_sid = skip + caught
+        return await super().emit(event, data, to=to, room=room, skip_sid=skip_sid, namespace=namespace,
+                                  callback=callback, ignore_queue=ignore_queue)
+
+    async def _handle_connect(self, eio_sid, namespace, data):
+        """A CONNECT (python-socketio's, with items 6 and 7):
+
+        * item 7: a CONNECT to an unknown namespace is answered
+          `{"message": "Invalid namespace"}` like Node; python-socketio sent the
+          bare string "Unable to connect", which the JavaScript client shows as
+          an empty error message;
+        * item 6: see `emit`; the CONNECT data comes from `connect_reply`."""
+        namespace = namespace or "/"
+        if data is not None and not isinstance(data, dict):
+            raise ValueError("CONNECT payload must be an object")
+        if not (namespace in self.handlers or namespace in self.namespace_handlers
+                or self.namespaces == "*" or namespace in self.namespaces):
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.CONNECT_ERROR, data={"message": "Invalid namespace"}, namespace=namespace))
+            return
+        sid = await self.manager.pre_connect(eio_sid, namespace)
+        if sid is None:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.CONNECT_ERROR, data={"message": "Already connected"}, namespace=namespace))
+            return
+        if self.always_connect:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.CONNECT, self.connect_reply(sid, namespace), namespace=namespace))
+            await self.manager.connect(sid, namespace)
+        held: list = []
+        self._connecting.setdefault(namespace, {})[sid] = held
+        fail_reason = sio_exceptions.ConnectionRefusedError().error_args
+        try:
+            success = await self._run_connect_handler(eio_sid, namespace, sid, data)
+        except sio_exceptions.ConnectionRefusedError as exc:
+            fail_reason, success = exc.error_args, False
+        except ConnectionRefusedError:
+            fail_reason, success = {"message": "Connection refused by server"}, False
+        finally:
+            waiting = self._connecting.get(namespace, {})
+            waiting.pop(sid, None)
+            if not waiting:
+                self._connecting.pop(namespace, None)
+
+        if success is False:
+            if self.always_connect:
+                self.manager.pre_disconnect(sid, namespace)
+                await self._send_packet(eio_sid, self.packet_class(
+                    sio_packet.DISCONNECT, data=fail_reason, namespace=namespace))
+            else:
+                await self._send_packet(eio_sid, self.packet_class(
+                    sio_packet.CONNECT_ERROR, data=fail_reason, namespace=namespace))
+            await self.manager.disconnect(sid, namespace, ignore_queue=True)
+            return
+        if not self.always_connect:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.CONNECT, self.connect_reply(sid, namespace), namespace=namespace))
+            await self.manager.connect(sid, namespace)
+        self._cancel_connect_timer(eio_sid)
+        for event, event_data, callback in held:
+            await super().emit(event, event_data, to=sid, namespace=namespace, callback=callback)
+
+    async def _run_connect_handler(self, eio_sid, namespace, sid, data):
+        environ = self.environ[eio_sid]
+        if data:
+            return await self._trigger_event("connect", namespace, sid, environ, data)
+        try:
+            return await self._trigger_event("connect", namespace, sid, environ, None)
+        except TypeError as exc:
+            try:
+                return await self._trigger_event("connect", namespace, sid, environ)
+            except TypeError:
+                raise exc
+
+    # -- connect timeout, malformed packets -------------------------------------------
+
+    async def _handle_eio_connect(self, eio_sid, environ):
+        """Node's connectTimeout: a session that joins no namespace is closed."""
+        await super()._handle_eio_connect(eio_sid, environ)
+        if self.connect_timeout:
+            loop = asyncio.get_running_loop()
+            self._connect_timers[eio_sid] = loop.call_later(
+                self.connect_timeout, lambda: asyncio.ensure_future(self._connect_timed_out(eio_sid)))
+
+    def _cancel_connect_timer(self, eio_sid):
+        timer = self._connect_timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _connect_timed_out(self, eio_sid):
+        self._connect_timers.pop(eio_sid, None)
+        if eio_sid in self.environ:
+            self.logger.info("%s: no namespace joined within connect_timeout, closing", eio_sid)
+            await self._close_eio(eio_sid)
+
+    async def _close_eio(self, eio_sid):
+        try:
+            s = self.eio._get_socket(eio_sid)
+        except KeyError:
+            return
+        await s.close(wait=False, abort=False, reason=self.reason.TRANSPORT_ERROR)
+
+    async def _handle_eio_disconnect(self, eio_sid, reason):
+        self._cancel_connect_timer(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    @staticmethod
+    def _malformed(pkt, binary: bool = False) -> bool:
+        kind = pkt.packet_type
+        if not isinstance(kind, int) or not 0 <= kind <= 6 or \
+                (pkt.namespace is not None and not isinstance(pkt.namespace, str)):
+            return True
+        if kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            return not (isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str))
+        if kind in (sio_packet.ACK, sio_packet.BINARY_ACK):
+            return not isinstance(pkt.data, list) or pkt.id is None
+        if kind in (sio_packet.CONNECT_ERROR,):
+            return True  # only a server sends it
+        return False
+
+    async def _handle_eio_message(self, eio_sid, data):
+        """python-socketio's dispatch, decoding each packet once, where a packet
+        that is not valid Socket.IO (undecodable, an event without a name, an ack
+        without an id or argument list, a stray attachment) closes the connection
+        like Node. python-socketio logged the error and kept the connection."""
+        try:
+            pending = self._binary_packet.get(eio_sid)
+            if pending is not None:
+                if pending.add_attachment(data):
+                    del self._binary_packet[eio_sid]
+                    if pending.packet_type == sio_packet.BINARY_EVENT:
+                        await self._handle_event(eio_sid, pending.namespace, pending.id, pending.data)
+                    else:
+                        await self._handle_ack(eio_sid, pending.namespace, pending.id, pending.data)
+                return
+            pkt = self.packet_class(encoded_packet=data)
+            kind = pkt.packet_type
+            if kind in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK) and pkt.attachment_count:
+                if self._malformed(pkt, binary=True) or \
+                        not self.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/"):
+                    raise ValueError("unexpected binary packet")
+                self._binary_packet[eio_sid] = pkt
+            elif self._malformed(pkt):
+                raise ValueError("malformed packet")
+            elif kind == sio_packet.CONNECT:
+                await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+            elif kind == sio_packet.DISCONNECT:
+                await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+            elif kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+                await self._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+            elif kind in (sio_packet.ACK, sio_packet.BINARY_ACK):
+                await self._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+            else:
+                raise ValueError("unexpected packet type")
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            self._binary_packet.pop(eio_sid, None)
+            self.logger.info("%s: invalid Socket.IO packet (%s), closing", eio_sid, exc)
+            await self._close_eio(eio_sid)
