@@ -70,6 +70,7 @@ class RedisBroker(Broker):
         self.healthy = False
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
+        self._closing = False
 
     async def start(self, handler: Handler) -> None:
         self._task = asyncio.create_task(self._listen(handler), name="redis-bus-listener")
@@ -85,18 +86,20 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(str(exc)) from exc
 
     async def stop(self) -> None:
+        if self._closing:
+            return
+        # redis-py can swallow a cancellation that lands inside get_message(), so
+        # the loop also checks this flag.
+        self._closing = True
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)
         await self.redis.aclose()
 
     async def _listen(self, handler: Handler) -> None:
         """Never dies silently: on any error it logs, backs off and resubscribes."""
         backoff, lost = 0.1, False
-        while True:
+        while not self._closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -107,8 +110,8 @@ class RedisBroker(Broker):
                 else:
                     log.info("subscribed to %s", self.channel)
                 backoff, lost = 0.1, False
-                while True:
-                    msg = await pubsub.get_message(timeout=5.0)
+                while not self._closing:
+                    msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         await pubsub.ping()  # notice a dead connection while idle
                         continue

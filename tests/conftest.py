@@ -79,31 +79,31 @@ def pg_url():
 
 
 @pytest.fixture(scope="session")
-async def redis_url():
-    import redis.asyncio as aioredis
+def redis_url():
+    import redis
 
-    client = aioredis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
     try:
-        await client.ping()
+        client.ping()
     except Exception as exc:
         _unavailable("Redis", exc)
     finally:
-        await client.aclose()
+        client.close()
     return REDIS_URL
 
 
 @pytest.fixture
-async def redis_prefix(redis_url):
+def redis_prefix(redis_url):
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    import redis.asyncio as aioredis
+    import redis
 
     prefix = f"hubtest:{secrets.token_hex(4)}"
     yield prefix
-    client = aioredis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
-        await client.delete(*keys)
-    await client.aclose()
+        client.delete(*keys)
+    client.close()
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:

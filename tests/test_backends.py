@@ -1,0 +1,178 @@
+"""One contract suite for each pluggable backend, run on memory and on Redis."""
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from hub.broker import BrokerUnavailable, MemoryBroker, MemoryBus, RedisBroker
+from hub.state import MemoryState, RedisState
+from tests.conftest import free_port
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def brokers(request):
+    """Two brokers on one bus, as two instances would have."""
+    if request.param == "memory":
+        bus = MemoryBus()
+        made = [MemoryBroker(bus), MemoryBroker(bus)]
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        made = [RedisBroker(url, prefix), RedisBroker(url, prefix)]
+    yield made
+    for broker in made:
+        await broker.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request):
+    if request.param == "memory":
+        made = MemoryState()
+    else:
+        made = RedisState(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    yield made
+    await made.close()
+
+
+async def _collect(broker):
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    async def handler(message):
+        await inbox.put(message)
+
+    await broker.start(handler)
+    return inbox
+
+
+async def test_broker_delivers_to_every_instance_in_order(brokers):
+    a, b = brokers
+    inbox_a, inbox_b = await _collect(a), await _collect(b)
+    messages = [{"t": "emit", "n": i, "data": {"text": "héllo", "list": [1, 2.5, None, True]}} for i in range(20)]
+    for m in messages:
+        await a.publish(m)
+    for inbox in (inbox_a, inbox_b):
+        got = [await asyncio.wait_for(inbox.get(), 5) for _ in messages]
+        assert got == messages
+    assert a.healthy and b.healthy
+
+
+async def test_broker_refuses_what_it_cannot_encode_instead_of_pickling(brokers):
+    a, _ = brokers
+    await _collect(a)
+    with pytest.raises((TypeError, ValueError, BrokerUnavailable)):
+        await a.publish({"obj": object()})
+
+
+async def test_stopped_broker_receives_nothing(brokers):
+    a, b = brokers
+    await _collect(a)
+    inbox_b = await _collect(b)
+    await b.stop()
+    await a.publish({"n": 1})
+    await asyncio.sleep(0.2)
+    assert inbox_b.empty()
+
+
+async def test_revocation(state):
+    assert not await state.is_revoked("j1")
+    await state.revoke("j1", 60)
+    assert await state.is_revoked("j1") and not await state.is_revoked("j2")
+
+
+async def test_rate_limit_window(state):
+    results = [await state.hit("login:1.2.3.4", 3, 60) for _ in range(5)]
+    assert results[:3] == [0, 0, 0] and all(0 < r <= 60 for r in results[3:])
+    assert await state.hit("login:5.6.7.8", 3, 60) == 0
+
+
+async def test_revocation_is_shared_between_instances(redis_url, redis_prefix):
+    one, two = RedisState(redis_url, redis_prefix), RedisState(redis_url, redis_prefix)
+    await one.revoke("shared", 60)
+    assert await two.is_revoked("shared")
+    await one.close()
+    await two.close()
+
+
+# --- a private Redis that the test may stop -----------------------------------------
+
+class PrivateRedis:
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    if not shutil.which("redis-server"):
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis(tmp_path).start()
+    yield redis
+    redis.stop()
+
+
+async def _wait_for(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_instances_resubscribe_after_redis_restarts_and_ready_reports_it(
+        private_redis, start_server, tmp_path, http, connect, caplog):
+    from tests.conftest import Api, make_settings
+
+    settings = make_settings(tmp_path, redis_url=private_redis.url, redis_prefix="restart")
+    one = await start_server(settings)
+    two = await start_server(make_settings(tmp_path, redis_url=private_redis.url, redis_prefix="restart"))
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    ca = await connect(one.url, "/chat", a["access_token"])
+    cb = await connect(two.url, "/chat", b["access_token"])
+
+    private_redis.stop()
+
+    async def not_ready():
+        async with http.get(one.url + "/ready") as resp:
+            return resp.status == 503
+    assert await _wait_for(not_ready)
+    async with http.get(one.url + "/health") as resp:
+        health = await resp.json()
+    assert health["status"] == "degraded" and health["checks"]["broker"]["status"] == "down"
+
+    private_redis.start()
+
+    async def ready():
+        async with http.get(one.url + "/ready") as r1, http.get(two.url + "/ready") as r2:
+            return r1.status == 200 and r2.status == 200
+    assert await _wait_for(ready)
+    assert any("resubscribed" in r.getMessage() for r in caplog.records)
+    msg = await ca.ok("message:send", {"recipient_id": b["user"]["id"], "message": "after the restart"})
+    assert (await cb.next("message:new"))["message_id"] == msg["id"]
