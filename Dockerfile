@@ -1,0 +1,14 @@
+# The hub as an image: `docker compose up` uses it for every instance.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY hub ./hub
+COPY namespaces ./namespaces
+COPY handlers ./handlers
+COPY storage ./storage
+RUN pip install --no-cache-dir .
+RUN useradd --create-home hub && mkdir -p /data && chown hub /data
+USER hub
+ENV HUB_DATA_DIR=/data
+EXPOSE 8000
+CMD ["hub", "serve", "--host", "0.0.0.0", "--port", "8000"]
