@@ -1,0 +1,143 @@
+"""Scheduled posts are published exactly once at their time, however many instances
+run; analytics stay coalesced across instances. Real `hub serve` processes on
+PostgreSQL and Redis, real clients."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+from tests.conftest import Api, make_settings
+
+PLATFORMS = ["twitter", "telegram"]
+
+
+def ahead(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+async def collect(clients, event: str, expected: int, timeout: float = 30) -> list[list]:
+    """Read `event` on every client until each has `expected` of them (or time runs out),
+    then keep listening a little for any extra."""
+    got = [[] for _ in clients]
+    deadline = time.monotonic() + timeout
+    for i, client in enumerate(clients):
+        while len(got[i]) < expected and time.monotonic() < deadline:
+            try:
+                got[i].append(await client.next(event, timeout=max(deadline - time.monotonic(), 0.01)))
+            except asyncio.TimeoutError:
+                break
+    await asyncio.sleep(1.5)  # several scheduler rounds: a double publication would show
+    for i, client in enumerate(clients):
+        while not client.queue(event).empty():
+            got[i].append(client.queue(event).get_nowait())
+    return got
+
+
+def pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def test_two_instances_publish_each_scheduled_post_exactly_once(spawn_hubs, pg_url, redis_url, redis_prefix,
+                                                                      http, connect):
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url, "HUB_REDIS_PREFIX": redis_prefix,
+           "HUB_SCHEDULER_INTERVAL": "0.05", "HUB_EVENT_RATE": "500", "HUB_EVENT_BURST": "500",
+           "HUB_REGISTER_PER_MINUTE": "100", "HUB_LOGIN_PER_MINUTE": "100"}
+    a, b = await spawn_hubs(2, env)
+    author = await Api(a.url, http).user()
+    token = author["access_token"]
+    on_a = await connect(a.url, "/sns", token)
+    on_b = await connect(b.url, "/sns", token)
+    n = 40
+
+    async def schedule(i: int) -> dict:
+        client = on_a if i % 2 else on_b
+        # Due within the same half second: both schedulers find the same posts due.
+        return await client.ok("post:create", {"platforms": PLATFORMS, "content": f"post {i} #launch",
+                                               "scheduled_at": ahead(1.5 + (i % 5) * 0.1)})
+
+    posts = await asyncio.gather(*(schedule(i) for i in range(n)))
+    assert all(p["status"] == "scheduled" for p in posts)
+    ids = [p["post_id"] for p in posts]
+    expected = Counter((pid, platform) for pid in ids for platform in PLATFORMS)
+
+    got_a, got_b = await collect([on_a, on_b], "post:published", len(expected))
+    for got in (got_a, got_b):  # each of the author's devices, on either instance
+        assert Counter((e["post_id"], e["platform"]) for e in got) == expected
+    for e in got_a:
+        assert datetime.fromisoformat(e["published_at"]) >= datetime.fromisoformat(
+            next(p["scheduled_at"] for p in posts if p["post_id"] == e["post_id"]))
+
+    conn = await asyncpg.connect(pg_dsn(pg_url))
+    try:
+        rows = await conn.fetch("SELECT id, status, published_at, scheduled_at FROM sns_posts WHERE id = ANY($1)", ids)
+    finally:
+        await conn.close()
+    assert len(rows) == n
+    assert all(r["status"] == "published" and r["published_at"] >= r["scheduled_at"] for r in rows)
+    # What the events said is what was stored: one publication time per post.
+    stored = {r["id"]: r["published_at"] for r in rows}
+    for e in got_a:
+        assert datetime.fromisoformat(e["published_at"]) == stored[e["post_id"]]
+
+    # The ack of a scheduled post read back on the other instance agrees.
+    again = await on_a.ok("post:get", {"post_id": ids[0]})
+    assert again["status"] == "published"
+
+
+async def test_analytics_coalesced_across_instances(spawn_hubs, pg_url, redis_url, redis_prefix, http, connect):
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url, "HUB_REDIS_PREFIX": redis_prefix,
+           "HUB_REGISTER_PER_MINUTE": "100", "HUB_LOGIN_PER_MINUTE": "100"}
+    a, b = await spawn_hubs(2, env)
+    api_a, api_b = Api(a.url, http), Api(b.url, http)
+    author = await api_a.user()
+    watch = await connect(a.url, "/sns", author["access_token"])
+    post = await watch.ok("post:create", {"platforms": ["twitter"], "content": "two instances"})
+    pid = post["post_id"]
+    fans = []
+    for i in range(16):
+        login = await (api_a if i % 2 else api_b).user()
+        fans.append(await connect((a if i % 2 else b).url, "/sns", login["access_token"]))
+    started = time.monotonic()
+    await asyncio.gather(*(f.ok("post:like", {"post_id": pid}) for f in fans))
+    events = []
+    while True:
+        try:
+            events.append(await watch.next("analytics:updated", timeout=2.0))
+        except asyncio.TimeoutError:
+            break
+    span = time.monotonic() - started
+    assert events[-1] == {"post_id": pid, "metrics": {"likes": 16, "comments": 0, "shares": 0,
+                                                      "reach": 16, "impressions": 16}}
+    # Both instances saw changes; together they sent at most about one a second.
+    assert len(events) <= int(span) + 2, (len(events), span)
+
+
+async def _race(server, connect, http) -> None:
+    author = await Api(server.url, http).user()
+    client = await connect(server.url, "/sns", author["access_token"])
+    n = 20
+    posts = await asyncio.gather(*(client.ok("post:create", {"platforms": ["threads"], "content": f"race {i}",
+                                                             "scheduled_at": ahead(0.8)}) for i in range(n)))
+    await asyncio.sleep(0.75)
+    replies = await asyncio.gather(*(client.call("post:publish", {"post_id": p["post_id"]}) for p in posts))
+    outcomes = Counter("ok" if r["ok"] else r["error"]["code"] for r in replies)
+    assert set(outcomes) <= {"ok", "conflict"} and sum(outcomes.values()) == n
+    (got,) = await collect([client], "post:published", n)
+    assert Counter(e["post_id"] for e in got) == Counter(p["post_id"] for p in posts)
+    page = await client.ok("posts:list", {"status": "published", "author_id": author["user"]["id"]})
+    assert page["total"] == n
+
+
+RACE = {"scheduler_interval": 0.02, "event_rate": 500.0, "event_burst": 500}
+
+
+async def test_publish_now_racing_the_scheduler_publishes_once_sqlite(start_server, tmp_path, connect, http):
+    await _race(await start_server(make_settings(tmp_path, **RACE)), connect, http)
+
+
+async def test_publish_now_racing_the_scheduler_publishes_once_postgresql(start_server, tmp_path, connect, http,
+                                                                         pg_url):
+    await _race(await start_server(make_settings(tmp_path, database_url=pg_url, **RACE)), connect, http)
