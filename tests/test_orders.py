@@ -241,3 +241,25 @@ async def test_who_may_connect_and_order(server, api, connect):
     alice = await api.user()
     ca = await connect(server.url, "/orders", alice["access_token"])
     assert await ca.error("order:cancel", {"order_id": 1}) == "validation_error"  # unknown event
+
+
+async def test_racing_status_updates_have_one_winner(start_server, pg_url, tmp_path, http, connect):
+    server = await start_server(make_settings(tmp_path, database_url=pg_url))
+    api = Api(server.url, http)
+    alice = await api.user()
+    ca = await connect(server.url, "/orders", alice["access_token"])
+    consoles = [await connect(server.url, "/orders", service_token(f"console{i}")) for i in range(4)]
+    for _ in range(3):
+        order = await ca.ok("order:create", order_input())
+        targets = ["processing", "cancelled", "processing", "cancelled"]
+        replies = await asyncio.gather(*[
+            c.call("order:update-status", {"order_id": order["order_id"], "status": s})
+            for c, s in zip(consoles, targets)])
+        winners = [r for r in replies if r["ok"]]
+        assert len(winners) == 1, replies
+        assert all(r["error"]["code"] == "conflict" for r in replies if not r["ok"])
+        final = await ca.ok("order:get", {"order_id": order["order_id"]})
+        assert final["status"] == winners[0]["data"]["status"]
+        # The customer hears about the one change that happened, once.
+        assert (await ca.next("order:updated"))["status"] == final["status"]
+        assert await ca.nothing("order:updated", 0.2)
