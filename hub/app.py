@@ -16,6 +16,7 @@ from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
+from hub.manager import HubManager
 from hub.metrics import Metrics
 from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.settings import Settings
@@ -82,6 +83,7 @@ def build_hub(settings: Settings) -> Hub:
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     sio = HubServer(
+        client_manager=HubManager(websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
         cors_allowed_origins=list(settings.cors_origins) if settings.cors_origins else None,
         max_http_buffer_size=TRANSPORT_MAX_PACKET,

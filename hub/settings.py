@@ -61,6 +61,9 @@ class Settings:
     register_per_minute: int = 5
     login_per_minute: int = 10
     trust_proxy: bool = False
+    # Websocket permessage-deflate: off by default (per-frame compression costs more
+    # CPU than it saves on small events; see docs/performance.md).
+    ws_compression: bool = False
     # Seconds between two runs of the /sns scheduler (publishes due scheduled posts).
     scheduler_interval: float = 1.0
     # Operator presence and handoff (docs/handoff.md): a console is live while it
@@ -107,6 +110,7 @@ class Settings:
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
+            ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
             presence_grace=_float(env, "HUB_PRESENCE_GRACE", 30.0),
