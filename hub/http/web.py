@@ -14,7 +14,7 @@ from handlers.errors import NotFound, Unavailable
 WEB = Path(__file__).resolve().parents[2] / "web"
 CLIENT_DIST = WEB / "node_modules" / "socket.io-client" / "dist"
 # Only these files are served from web/ (never node_modules or anything else there).
-ASSETS = {"console.js", "console.css", "widget.css", "common.js"}
+ASSETS = {"console.js", "console.css"}
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -64,8 +64,13 @@ async def socketio_client(request: web.Request) -> web.FileResponse:
     return response
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 def routes() -> list[web.RouteDef]:
     return [
+        web.get("/favicon.ico", favicon),
         web.get("/console", console),
         web.get("/widget/demo", demo),
         web.get("/widget.js", widget_js),

@@ -1,0 +1,80 @@
+// The widget (on the demo page) and the operator console driven in headless Chromium.
+// Usage: node handoff_ui.mjs URL ASSISTANT_ID OPERATOR_EMAIL OPERATOR_PASSWORD [CHROMIUM]
+// Prints one JSON object with what each side saw.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, assistantId, email, password, executable] = process.argv.slice(2);
+const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
+const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 90000);
+const WAIT = { timeout: 20000 };
+
+const browser = await chromium.launch({
+  executablePath: executable || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         `--disk-cache-dir=${join(profile, "cache")}`],
+});
+const logs = [];
+try {
+  // two separate browser profiles: a website visitor and an operator
+  const visitor = await (await browser.newContext()).newPage();
+  const operator = await (await browser.newContext()).newPage();
+  for (const [name, page] of [["visitor", visitor], ["operator", operator]]) {
+    page.on("pageerror", (err) => logs.push(`${name} page error: ${err.message}`));
+    page.on("console", (msg) => { if (msg.type() === "error") logs.push(`${name} console: ${msg.text()}`); });
+  }
+
+  // the visitor opens the widget on the demo page and talks to the bot
+  await visitor.goto(`${url}/widget/demo?assistant_id=${assistantId}`);
+  await visitor.locator("#hub-widget #toggle").click();
+  await visitor.locator("#hub-widget #status").filter({ hasText: "assistant" }).waitFor(WAIT);
+  await visitor.locator("#hub-widget #input").fill("Hello bot, where is my parcel?");
+  await visitor.locator("#hub-widget #input").press("Enter");
+  const botReply = await visitor.locator("#hub-widget li.assistant").first().textContent(WAIT);
+
+  // ... then asks for a human and sees their place in line
+  await visitor.locator("#hub-widget #human").click();
+  const waiting = await visitor.locator("#hub-widget #status").filter({ hasText: "#1 in line" }).textContent(WAIT);
+
+  // the operator logs in to the console and accepts the dialog from the queue
+  await operator.goto(`${url}/console`);
+  await operator.locator("#email").fill(email);
+  await operator.locator("#password").fill(password);
+  await operator.locator("#login button[type=submit]").click();
+  const item = operator.locator("#queue li[data-dialog-id]").first();
+  await item.waitFor(WAIT);
+  const dialogId = Number(await item.getAttribute("data-dialog-id"));
+  await item.locator("button.accept").click();
+  await operator.locator("#messages li.visitor").filter({ hasText: "where is my parcel" }).waitFor(WAIT);
+  const joined = await visitor.locator("#hub-widget #status").filter({ hasText: "operator has joined" })
+    .textContent(WAIT);
+
+  // both see each other's messages live
+  await operator.locator("#text").fill("Hi, I am Anna from support.");
+  await operator.locator("#send button").click();
+  const seenByVisitor = await visitor.locator("#hub-widget li.operator").filter({ hasText: "Anna" })
+    .textContent(WAIT);
+  await visitor.locator("#hub-widget #input").fill("Thank you, Anna!");
+  await visitor.locator("#hub-widget #send").click();
+  const seenByOperator = await operator.locator("#messages li.visitor").filter({ hasText: "Thank you, Anna" })
+    .textContent(WAIT);
+
+  // the operator gives the dialog back to the bot
+  await operator.locator("#release").click();
+  const released = await visitor.locator("#hub-widget #status").filter({ hasText: "back with our assistant" })
+    .textContent(WAIT);
+  const presence = await operator.locator("#presence").inputValue();
+  console.log(JSON.stringify({ dialogId, botReply, waiting, joined, seenByVisitor, seenByOperator, released,
+                               presence, logs }));
+} catch (err) {
+  console.error(String(err && err.stack || err), "\n", logs.join("\n"));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+  clearTimeout(timer);
+}

@@ -1,0 +1,80 @@
+"""The operator console and the website widget, driven in headless Chromium with
+Playwright: a visitor writes in the widget (a bot answers), asks for a human, an
+operator accepts in the console, and both see each other's messages live.
+
+Needs Chromium at /usr/bin/chromium (Debian: `apt-get install chromium`),
+web/node_modules (`npm ci --prefix web`) and tests/js/node_modules. Skipped with a
+reason when one is missing, except under CI, where that is a failure."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import socketio
+from sqlalchemy import update
+
+from hub.auth import hash_password
+from storage import users
+from tests.conftest import JS_DIR, ROOT, _unavailable, run_node
+from tests.dialog_helpers import account, assistant, bot_token
+
+CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser_deps(node):
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        _unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
+    if not (JS_DIR / "node_modules" / "playwright-core").exists():
+        _unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
+    if not (ROOT / "web" / "node_modules" / "socket.io-client" / "dist").exists():
+        _unavailable("web/node_modules (npm ci --prefix web)", FileNotFoundError("socket.io-client"))
+    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+
+async def test_widget_and_console_in_chromium(browser_deps, server, api):
+    db = server.hub.db
+    _, owner = await account(db)
+    a = await assistant(api, owner, origins=[server.url])  # the demo page is served by the hub itself
+    op_id, _ = await account(db, "operator")
+    email, password = f"anna{op_id}@example.com", "operator-password"
+    async with db.transaction() as tx:
+        await tx.execute(update(users.User).where(users.User.id == op_id)
+                         .values(email=email, password_hash=await hash_password(password)))
+
+    # the assistant's bot: answers every visitor message it hears
+    bot = socketio.AsyncClient(reconnection=False)
+    heard = []
+
+    async def on_message(ev):
+        heard.append(ev["message"]["text"])
+        await bot.call("dialog:send", {"dialog_id": ev["dialog_id"], "text": f"Bot: I got '{ev['message']['text']}'"},
+                       namespace="/dialogs")
+
+    bot.on("message:added", on_message, namespace="/dialogs")
+    await bot.connect(server.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
+    try:
+        out = await run_node("handoff_ui.mjs", server.url, str(a["id"]), email, password, browser_deps, timeout=120)
+    finally:
+        await bot.disconnect()
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["logs"] == []
+    assert "I got 'Hello bot, where is my parcel?'" in seen["botReply"]
+    assert "#1 in line" in seen["waiting"]
+    assert "operator has joined" in seen["joined"]
+    assert "Hi, I am Anna from support." in seen["seenByVisitor"]
+    assert "Thank you, Anna!" in seen["seenByOperator"]
+    assert "back with our assistant" in seen["released"]
+    assert seen["presence"] == "online"
+    # the bot heard the visitor before the handoff, and nothing while the operator held the dialog
+    assert heard == ["Hello bot, where is my parcel?"]
+    # what the browsers showed is what the hub stored
+    status, history = await api.request("GET", f"/api/dialogs/{seen['dialogId']}/messages", token=owner)
+    assert status == 200
+    assert [(m["sender"], m["text"]) for m in history] == [
+        ("visitor", "Hello bot, where is my parcel?"),
+        ("assistant", "Bot: I got 'Hello bot, where is my parcel?'"),
+        ("operator", "Hi, I am Anna from support."),
+        ("visitor", "Thank you, Anna!"),
+    ]
