@@ -263,3 +263,26 @@ async def test_racing_status_updates_have_one_winner(start_server, pg_url, tmp_p
         # The customer hears about the one change that happened, once.
         assert (await ca.next("order:updated"))["status"] == final["status"]
         assert await ca.nothing("order:updated", 0.2)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_official_js_client(server, api, node, transport):
+    import json
+
+    from tests.conftest import run_node
+
+    alice = await api.user()
+    out = json.loads(await run_node("orders_notifications.mjs", server.url, alice["access_token"], service_token(),
+                                    str(alice["user"]["id"]), transport))
+    order = out["order"]["data"]
+    assert out["order"]["ok"] and order["total_krw"] == 10000 and order["shipping_address"]["zip"] == "48000"
+    assert out["staffSaw"]["order_id"] == order["order_id"] and out["staffSaw"]["items_count"] == 1
+    assert out["processing"]["data"]["status"] == "processing"
+    assert out["customerSaw"] == {**out["customerSaw"], "status": "processing", "previous_status": "pending"}
+    assert out["shippedEvent"]["tracking_number"] == "JS-TRACK"
+    assert out["shippedEvent"]["estimated_delivery"] == "2026-12-24"
+    assert out["illegal"]["error"]["code"] == "conflict"
+    nid = out["notified"]["data"]["items"][0]["notification_id"]
+    assert out["push"]["notification_id"] == nid and out["push"]["body"] == "On its way"
+    assert [n["id"] for n in out["list"]["data"]["items"]] == [nid]
+    assert out["transport"] == transport
