@@ -18,6 +18,7 @@ from hub.http import attachments, auth, common, operations, publish, system, web
 from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
+from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
@@ -99,6 +100,17 @@ def build_hub(settings: Settings) -> Hub:
                connections=connections, presence=presence)
 
 
+# Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the
+# protocol does not negotiate the parser, so each parser has its own server.
+MSGPACK_PATH = "socket.io-msgpack"
+
+
+def msgpack_server(hub: Hub) -> HubServer:
+    """The msgpack endpoint's server: hub.sio's class and options, msgpack parser."""
+    return hub.sio.sibling(serializer=MSGPACK_PACKET, client_manager=HubManager(
+        websocket_compression=hub.settings.ws_compression))
+
+
 def create_app(settings: Settings) -> web.Application:
     hub = build_hub(settings)
     app = web.Application(
@@ -107,9 +119,13 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[common.HUB] = hub
     hub.sio.attach(app)
-    for spec in REGISTRY.namespaces.values():
-        hub.sio.register_namespace(
-            OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
+    msgpack_sio = msgpack_server(hub)
+    msgpack_sio.attach(app, socketio_path=MSGPACK_PATH)
+    hub.fanout.servers.append(msgpack_sio)
+    for server in hub.fanout.servers:
+        for spec in REGISTRY.namespaces.values():
+            server.register_namespace(
+                OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
     for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
