@@ -35,7 +35,7 @@ RECENT = 6  # messages of each side looked at in dialog mode
 
 _EXPLICIT = [
     # English
-    r"\b(talk|speak|chat|connect)\w*\s+(to|with)\s+(a\s+|an\s+|some\s+)?(real\s+|live\s+)?"
+    r"\b(talk|speak|chat|connect|put)\w*\s+(me\s+)?(to|with|through\s+to)\s+(a\s+|an\s+|some\s+)?(real\s+|live\s+)?"
     r"(human|person|people|agent|operator|someone|somebody|representative|manager|support)",
     r"\b(real|live|actual)\s+(human|person|agent|operator)",
     r"\b(human|operator|agent|representative)\s*(please|pls|now)\b",
@@ -43,7 +43,7 @@ _EXPLICIT = [
     r"\bi\s+(want|need)\s+(a\s+|an\s+|to\s+talk\s+to\s+a\s+)?(human|person|agent|operator|manager)",
     r"^\s*(human|operator|agent)\s*[.!?]*\s*$",
     # Russian
-    r"(живо\w*|реальн\w*|настоящ\w*)\s+(человек|оператор|сотрудник)",
+    r"(жив\w*|реальн\w*|настоящ\w*)\s+(человек|оператор|сотрудник)",
     r"(позов|соедин|переключ|свяж)\w*\s+(меня\s+)?(с\s+)?(оператор|человек|менеджер|сотрудник|специалист)",
     r"(хочу|нужен|нужно|дайте|давайте)\s+(\w+\s+)?(оператор|человек|менеджер|специалист)",
     r"(поговорить|общаться|говорить)\s+с\s+(человеком|оператором|менеджером|сотрудником)",
@@ -53,8 +53,9 @@ _FRUSTRATION = [
     r"\b(useless|stupid|dumb|idiot\w*|ridiculous|terrible|awful|horrible|pathetic|annoying)\b",
     r"\b(doesn'?t|does\s+not|don'?t|do\s+not|isn'?t|is\s+not)\s+(help|work|understand)\w*",
     r"\bnot\s+helpful\b", r"\bwtf\b", r"\bwaste\s+of\s+(my\s+)?time\b", r"\bfed\s+up\b",
-    r"бесполезн\w*", r"туп\w*", r"идиот\w*", r"ужас\w*", r"кошмар\w*", r"бесит", r"достал\w*",
-    r"не\s+помога\w*", r"не\s+понима\w*", r"не\s+работа\w*", r"надоел\w*", r"издева\w*",
+    r"\bбесполезн\w*", r"\bтуп(ой|ая|ые|ица|ит\w*)\b", r"\bидиот\w*", r"\bужас\w*", r"\bкошмар\w*",
+    r"\bбесит", r"\bдостал\w*", r"\bне\s+помога\w*", r"\bне\s+понима\w*", r"\bне\s+работа\w*",
+    r"\bнадоел\w*", r"\bиздева\w*",
     r"!{3,}", r"\?!|!\?",
 ]
 _SAYS_REPEATING = [
