@@ -329,6 +329,7 @@ class TrendingUpdated(Output):
     platform: str
     trending_topics: list[TrendingTopic]
     trending_hashtags: list[str]
+    version: int  # grows by one per change of the platform's ranking: keep the highest
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -412,7 +413,7 @@ async def refresh_trending(tx, ctx: Context, platforms) -> None:
         counts = await store.hashtag_counts(tx, platform, since, TRENDING_TOP)
         topics = [TrendingTopic(topic=tag, hashtag=f"#{tag}", posts=n) for tag, n in counts]
         if await store.save_ranking(tx, row, [[t.topic, t.posts] for t in topics]):
-            ctx.emit(TrendingUpdated(platform=platform, trending_topics=topics,
+            ctx.emit(TrendingUpdated(platform=platform, trending_topics=topics, version=row.version,
                                      trending_hashtags=[t.hashtag for t in topics]), rooms=[EVERYONE])
 
 
@@ -706,6 +707,8 @@ async def publish_due(ctx: Context) -> None:
                 _emit_published(ctx, post)
             if posts:
                 await refresh_trending(tx, ctx, {p for post in posts for p in post.platform_list})
+        if posts:
+            log.info("published %d scheduled posts (ids %d..%d)", len(posts), posts[0].id, posts[-1].id)
         if len(posts) < SCHEDULER_BATCH:
             return
 

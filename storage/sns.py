@@ -115,6 +115,9 @@ class Trending(Base):
     __tablename__ = "sns_trending"
     platform: Mapped[str] = mapped_column(String(20), primary_key=True)
     ranking: Mapped[str] = mapped_column(Text, default="[]")
+    # +1 per ranking sent: events from several instances may arrive out of order,
+    # a client keeps the highest version.
+    version: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -341,7 +344,7 @@ async def lock_trending(tx: AsyncSession, platform: str) -> Trending:
     query = select(Trending).where(Trending.platform == platform).with_for_update()
     row = (await tx.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
     if row is None:
-        await _insert_once(tx, Trending(platform=platform, ranking="[]", updated_at=utcnow()))
+        await _insert_once(tx, Trending(platform=platform, ranking="[]", version=0, updated_at=utcnow()))
         row = (await tx.execute(query.execution_options(populate_existing=True))).scalar_one()
     return row
 
@@ -366,6 +369,7 @@ async def save_ranking(tx: AsyncSession, row: Trending, ranking: list) -> bool:
     if encoded == row.ranking:
         return False
     row.ranking = encoded
+    row.version += 1
     row.updated_at = utcnow()
     await tx.flush()
     return True

@@ -423,7 +423,7 @@ async def test_trending_updates_on_ranking_change(sns):
     await alice.ok("post:create", {"platforms": ["twitter"], "content": "#AI and #python"})
     for client in (alice, bob):  # every /sns socket hears it
         ev = await client.next("trending:updated")
-        assert ev == {"platform": "twitter", "trending_hashtags": ["#ai", "#python"],
+        assert ev == {"platform": "twitter", "trending_hashtags": ["#ai", "#python"], "version": 1,
                       "trending_topics": [{"topic": "ai", "hashtag": "#ai", "posts": 1},
                                           {"topic": "python", "hashtag": "#python", "posts": 1}]}
     await bob.ok("post:create", {"platforms": ["twitter", "threads"], "content": "more #python"})
@@ -432,6 +432,7 @@ async def test_trending_updates_on_ranking_change(sns):
         for _ in range(2):
             ev = await client.next("trending:updated")
             ranked[ev["platform"]] = ev["trending_hashtags"]
+            assert ev["version"] == {"twitter": 2, "threads": 1}[ev["platform"]]
         assert ranked == {"twitter": ["#python", "#ai"], "threads": ["#python"]}
     # No hashtags, a draft, a scheduled post: the ranking does not change, nothing is sent.
     await bob.ok("post:create", {"platforms": ["twitter"], "content": "plain"})

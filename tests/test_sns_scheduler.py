@@ -82,6 +82,17 @@ async def test_two_instances_publish_each_scheduled_post_exactly_once(spawn_hubs
     for e in got_a:
         assert datetime.fromisoformat(e["published_at"]) == stored[e["post_id"]]
 
+    # Trending: both instances recomputed it as they published; each ranking change was
+    # announced once (one event per version, on each device), and the newest counts all.
+    for client in (on_a, on_b):
+        trends = [client.queue("trending:updated").get_nowait() for _ in range(client.queue("trending:updated").qsize())]
+        for platform in PLATFORMS:
+            mine = [t for t in trends if t["platform"] == platform]
+            versions = [t["version"] for t in mine]
+            assert mine and len(versions) == len(set(versions)), versions
+            newest = max(mine, key=lambda t: t["version"])
+            assert {"topic": "launch", "hashtag": "#launch", "posts": n} in newest["trending_topics"]
+
     # The ack of a scheduled post read back on the other instance agrees.
     again = await on_a.ok("post:get", {"post_id": ids[0]})
     assert again["status"] == "published"

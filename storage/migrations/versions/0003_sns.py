@@ -19,6 +19,7 @@ def upgrade() -> None:
     op.create_table('sns_trending',
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('ranking', sa.Text(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('platform', name=op.f('pk_sns_trending'))
     )
