@@ -8,6 +8,8 @@ from typing import Any, AsyncIterator, Iterable
 
 from pydantic import BaseModel
 
+from storage import outbox
+
 STAFF_ROLES = frozenset({"operator", "admin"})
 
 
@@ -47,6 +49,7 @@ class Outgoing:
     rooms: list[str]
     skip_sid: str | None = None
     durable: bool = False  # emitted inside ctx.transaction(): stored with the write
+    event_id: int | None = None  # its outbox id, once stored
 
 
 @dataclass
@@ -70,8 +73,16 @@ class Context:
         belong to the write: they are recorded with it, and sent only if it commits."""
         async with self.db.transaction() as tx:
             self._tx = tx
+            start = len(self.events)
             try:
                 yield tx
+                stored = [e for e in self.events[start:] if e.durable]
+                if stored:
+                    for event, event_id in zip(stored, await outbox.add(tx, stored)):
+                        event.event_id = event_id
+            except BaseException:
+                del self.events[start:]  # a rolled-back write sends nothing
+                raise
             finally:
                 self._tx = None
 

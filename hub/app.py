@@ -20,6 +20,7 @@ from hub.manager import HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
+from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
@@ -49,6 +50,7 @@ class Hub:
     metrics: Metrics
     connections: Connections
     presence: Presence
+    recovery: Recovery
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
@@ -58,10 +60,13 @@ class Hub:
         await upgrade(self.db.engine)
         await self.state.start()
         await self.fanout.start()
+        await self.recovery.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
         yield
+        await self.recovery.stop()
+        await self.fanout.stop()
         await self.broker.stop()
         await self.state.close()
         await self.presence.close()
@@ -73,13 +78,17 @@ def build_hub(settings: Settings) -> Hub:
     if settings.sqlite_path:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
+    # The log keeps events a little longer than a session is kept for recovery, so
+    # whatever a recoverable session missed is still there.
+    retention = settings.recovery_window + 30
     if settings.redis_url:
         state: SharedState = RedisState(settings.redis_url, settings.redis_prefix)
-        broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix)
+        broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix, retention=retention)
+        sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
         presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
                                            timeout=settings.presence_timeout, grace=settings.presence_grace)
     else:
-        state, broker = MemoryState(), MemoryBroker()
+        state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
@@ -93,11 +102,12 @@ def build_hub(settings: Settings) -> Hub:
     )
     metrics = Metrics()
     connections = Connections()
-    fanout = Fanout(sio, broker, instance_id=settings.instance_id, connections=connections,
+    fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     state=state, metrics=metrics)
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
-               connections=connections, presence=presence)
+               connections=connections, presence=presence,
+               recovery=Recovery(sessions, broker, window=settings.recovery_window))
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

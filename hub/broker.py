@@ -1,11 +1,24 @@
-"""The bus between instances: every published message reaches every started
-broker on the same bus (the publisher's own included; callers filter by origin).
+"""The bus between instances, and the log of recent durable events.
 
-Messages are plain dicts encoded with msgpack: nothing is ever unpickled."""
+Two ways onto the bus:
+
+* `publish(message)`: volatile messages (typing, presence, revocations). Every
+  started broker on the bus gets it, the publisher's own included; callers filter
+  by origin.
+* `append(entries)`: durable events. Each entry is appended to its namespace's log,
+  which assigns its offset, and the batch goes out on the bus with the offsets, all
+  in one atomic step. Every instance, the appending one included, delivers from the
+  bus, so every instance delivers durable events in offset order.
+
+`since(namespace, offset)` reads the log after an offset: what a reconnecting client
+missed. The log keeps `retention` seconds of events.
+
+Everything is encoded with msgpack: nothing is ever unpickled."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import Awaitable, Callable
 
@@ -22,8 +35,27 @@ class BrokerUnavailable(Exception):
     pass
 
 
+def offset_key(offset: str) -> tuple[int, int]:
+    """Offsets are "<milliseconds>-<sequence>" (Redis stream ids): compare as pairs."""
+    ms, _, seq = offset.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def valid_offset(offset) -> bool:
+    if not isinstance(offset, str) or len(offset) > 40:
+        return False
+    try:
+        offset_key(offset)
+        return True
+    except ValueError:
+        return False
+
+
 class Broker(ABC):
     healthy = True
+
+    def __init__(self, retention: float) -> None:
+        self.retention = retention
 
     @abstractmethod
     async def start(self, handler: Handler) -> None: ...
@@ -33,18 +65,37 @@ class Broker(ABC):
         """Send to every broker on the bus; raises BrokerUnavailable if it cannot."""
 
     @abstractmethod
+    async def append(self, origin: str, entries: list[dict]) -> list[str]:
+        """Log durable entries (each with its "ns") and send them, with their offsets,
+        as one `{"t": "log", "o": origin, "e": entries, "x": offsets}` message."""
+
+    @abstractmethod
+    async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
+        """Logged entries of `namespace` after `offset`, oldest first; None when more
+        than `limit` are there (the caller cannot replay them all)."""
+
+    @abstractmethod
     async def stop(self) -> None: ...
 
 
 class MemoryBus:
-    """An in-process bus; brokers sharing one behave like instances sharing Redis."""
+    """An in-process bus and log; brokers sharing one behave like instances sharing Redis."""
 
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
+        self.logs: dict[str, list[tuple[str, float, dict]]] = {}
+        self.last = (0, 0)
+
+    def next_offset(self) -> str:
+        ms = int(time.time() * 1000)
+        last_ms, seq = self.last
+        self.last = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
+        return f"{self.last[0]}-{self.last[1]}"
 
 
 class MemoryBroker(Broker):
-    def __init__(self, bus: MemoryBus | None = None) -> None:
+    def __init__(self, bus: MemoryBus | None = None, retention: float = 150.0) -> None:
+        super().__init__(retention)
         self.bus = bus or MemoryBus()
         self.handler: Handler | None = None
 
@@ -58,19 +109,63 @@ class MemoryBroker(Broker):
         for handler in list(self.bus.handlers):
             await handler(data)
 
+    async def append(self, origin: str, entries: list[dict]) -> list[str]:
+        entries = msgpack.unpackb(msgpack.packb(entries))
+        now = time.time()
+        offsets = []
+        for entry in entries:
+            offset = self.bus.next_offset()
+            stream = self.bus.logs.setdefault(entry["ns"], [])
+            stream.append((offset, now, entry))
+            while stream and stream[0][1] < now - self.retention:
+                stream.pop(0)
+            offsets.append(offset)
+        await self.publish({"t": "log", "o": origin, "e": entries, "x": offsets})
+        return offsets
+
+    async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
+        after = offset_key(offset)
+        found = [(o, e) for o, _, e in self.bus.logs.get(namespace, []) if offset_key(o) > after]
+        return None if len(found) > limit else found
+
     async def stop(self) -> None:
         if self.handler in self.bus.handlers:
             self.bus.handlers.remove(self.handler)
 
 
+# KEYS: the bus channel, then each entry's namespace log. ARGV: retention in ms, the
+# origin, then each entry (msgpack). Appends and publishes atomically, so offsets
+# and bus order agree on every instance.
+_APPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = tostring(now - tonumber(ARGV[1])) .. '-0'
+local offsets = {}
+local entries = {}
+for i = 2, #KEYS do
+  offsets[i - 1] = redis.call('XADD', KEYS[i], 'MINID', '~', minid, '*', 'e', ARGV[i + 1])
+  entries[i - 1] = ARGV[i + 1]
+end
+-- A header object followed by the entries exactly as packed by the caller.
+redis.call('PUBLISH', KEYS[1], cmsgpack.pack({t = 'log', o = ARGV[2], x = offsets}) .. table.concat(entries))
+return offsets
+"""
+
+
 class RedisBroker(Broker):
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, retention: float = 150.0) -> None:
+        super().__init__(retention)
         self.redis = aioredis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
+        self.prefix = prefix
         self.channel = f"{prefix}:bus"
         self.healthy = False
+        self._append = self.redis.register_script(_APPEND)
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
+
+    def _log_key(self, namespace: str) -> str:
+        return f"{self.prefix}:log:{namespace}"
 
     async def start(self, handler: Handler) -> None:
         self._task = asyncio.create_task(self._listen(handler), name="redis-bus-listener")
@@ -85,6 +180,24 @@ class RedisBroker(Broker):
         except RedisError as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
+    async def append(self, origin: str, entries: list[dict]) -> list[str]:
+        keys = [self.channel] + [self._log_key(e["ns"]) for e in entries]
+        args = [int(self.retention * 1000), origin] + [msgpack.packb(e) for e in entries]
+        try:
+            offsets = await self._append(keys=keys, args=args)
+        except RedisError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        return [o.decode() if isinstance(o, bytes) else o for o in offsets]
+
+    async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
+        try:
+            rows = await self.redis.xrange(self._log_key(namespace), min="(" + offset, max="+", count=limit + 1)
+        except RedisError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        if len(rows) > limit:
+            return None
+        return [(oid.decode(), msgpack.unpackb(fields[b"e"])) for oid, fields in rows]
+
     async def stop(self) -> None:
         if self._closing:
             return
@@ -95,6 +208,15 @@ class RedisBroker(Broker):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.redis.aclose()
+
+    @staticmethod
+    def _decode(raw: bytes) -> dict:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(raw)
+        message = next(unpacker)
+        if message.get("t") == "log":
+            message["e"] = list(unpacker)  # the entries follow the header
+        return message
 
     async def _listen(self, handler: Handler) -> None:
         """Never dies silently: on any error it logs, backs off and resubscribes."""
@@ -118,7 +240,7 @@ class RedisBroker(Broker):
                     if msg["type"] != "message":
                         continue
                     try:
-                        await handler(msgpack.unpackb(msg["data"]))
+                        await handler(self._decode(msg["data"]))
                     except Exception:
                         log.exception("bus message handler failed")
             except asyncio.CancelledError:

@@ -1,43 +1,103 @@
-"""Delivers server events to sockets on this instance and, through the broker, on
-every other instance; carries token revocations the same way."""
+"""Delivers server events to the sockets of every instance.
+
+Durable events (emitted inside an operation's transaction) were stored in the
+outbox with the write. After the commit they are appended to the broker's log,
+which gives each its offset and sends it to every instance, this one included;
+each instance delivers them in log order with the offset as the last argument,
+once per event id. What could not be appended (Redis down, the instance killed right
+after the commit) stays unpublished in the outbox, and the relay of any live
+instance appends it later: an acknowledged write's events are never lost.
+
+Volatile events (typing, presence) are emitted here at once and sent to the other
+instances without a log. Token revocations travel the same way."""
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
+from datetime import timedelta
 
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable
+from storage import outbox
 
 log = logging.getLogger("hub.fanout")
 
+# Unpublished outbox events older than this are the relay's: their writer had time.
+RELAY_AFTER = timedelta(seconds=2)
+RELAY_EVERY = 1.0
+PRUNE_AFTER = timedelta(hours=1)
+SEEN_CAPACITY = 200_000
+
 
 class Fanout:
-    def __init__(self, sio, broker: Broker, *, instance_id: str, connections, state, metrics) -> None:
+    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
         self.servers = [sio]
         self.broker = broker
+        self.db = db
         self.instance_id = instance_id
         self.connections = connections
         self.state = state
         self.metrics = metrics
+        self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
+        self._published: list[int] = []  # appended to the log, to be marked in the outbox
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
+        self._tasks = [asyncio.create_task(self._mark_forever(), name="outbox-marker"),
+                       asyncio.create_task(self._relay_forever(), name="outbox-relay")]
 
-    async def deliver(self, events: list[Outgoing]) -> None:
-        """Emit locally at once, then hand the batch to the other instances."""
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._mark()  # what this instance published must not be published again
+
+    async def deliver(self, events: list[Outgoing]) -> list[str | None]:
+        """Send the events; returns each one's log offset (None: volatile, or the
+        bus is down and the relay will give it one)."""
         if not events:
-            return
-        for ev in events:
+            return []
+        volatile = [e for e in events if e.event_id is None]
+        durable = [e for e in events if e.event_id is not None]
+        for ev in volatile:
             await self._emit_local(ev.namespace, ev.event, ev.data, ev.rooms, ev.skip_sid)
-        await self._publish({"t": "emit", "e": [[e.namespace, e.event, e.data, e.rooms, e.skip_sid] for e in events]})
+        if volatile:
+            await self._publish({"t": "emit", "e": [[e.namespace, e.event, e.data, e.rooms, e.skip_sid]
+                                                    for e in volatile]})
+        if durable:
+            entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
+                        "id": e.event_id} for e in durable]
+            offsets = await self._append(entries)
+            if offsets is not None:
+                self._published.extend(e.event_id for e in durable)
+                by_id = {e.event_id: o for e, o in zip(durable, offsets)}
+                return [by_id.get(e.event_id) for e in events]
+            # The bus is down: this instance's sockets get them now; the relay
+            # appends them for everyone else once it is back.
+            for entry in entries:
+                await self._deliver_entry(entry, None)
+        return [None] * len(events)
 
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
         await self.state.revoke(jti, ttl)
         await self._disconnect(jti, ttl)
         await self._publish({"t": "revoke", "j": jti, "ttl": ttl})
+
+    async def _append(self, entries: list[dict]) -> list[str] | None:
+        try:
+            offsets = await self.broker.append(self.instance_id, entries)
+            self.metrics.bus.labels("out", "ok").inc()
+            return offsets
+        except BrokerUnavailable as exc:
+            self.metrics.bus.labels("out", "error").inc()
+            log.error("could not append %d durable events; the outbox relay will: %s", len(entries), exc)
+            return None
 
     async def _publish(self, message: dict) -> None:
         message["o"] = self.instance_id
@@ -49,23 +109,39 @@ class Fanout:
             log.error("could not publish to other instances: %s", exc)
 
     async def _on_message(self, message: dict) -> None:
+        kind = message.get("t")
+        if kind == "log":
+            for entry, offset in zip(message["e"], message["x"]):
+                await self._deliver_entry(entry, offset)
+            return
         if message.get("o") == self.instance_id:
             return
         self.metrics.bus.labels("in", "ok").inc()
-        kind = message.get("t")
         if kind == "emit":
             for namespace, event, data, rooms, skip_sid in message["e"]:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
         elif kind == "revoke":
             await self._disconnect(message["j"], message["ttl"])
 
-    async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid) -> None:
+    async def _deliver_entry(self, entry: dict, offset: str | None) -> None:
+        """Once per event id on this instance, whichever path brings it first."""
+        event_id = entry["id"]
+        if event_id in self._seen:
+            return
+        self._seen[event_id] = None
+        if len(self._seen) > SEEN_CAPACITY:
+            self._seen.popitem(last=False)
+        await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
+
+    async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
+                          offset: str | None = None) -> None:
+        args = (data, offset) if offset else data
         total = 0
         for server in self.servers:
             ns_rooms = server.manager.rooms.get(namespace, {})
             reached = sum(len(ns_rooms[r]) for r in rooms if r in ns_rooms)
             if reached:
-                await server.emit(event, data, to=rooms, namespace=namespace, skip_sid=skip_sid)
+                await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
         if total:
             self.metrics.deliveries.labels(namespace).inc(total)
@@ -75,3 +151,53 @@ class Fanout:
         for namespace, sid in self.connections.using(jti):
             for server in self.servers:
                 await server.disconnect(sid, namespace=namespace)
+
+    # --- the outbox's side -------------------------------------------------------
+
+    async def _mark(self) -> None:
+        ids, self._published = self._published, []
+        if not ids:
+            return
+        try:
+            async with self.db.transaction() as tx:
+                await outbox.mark_published(tx, ids)
+        except Exception:
+            # Left unmarked, they are relayed again and dropped as duplicates.
+            log.exception("could not mark %d outbox events published", len(ids))
+
+    async def _mark_forever(self) -> None:
+        """Marks in batches: one UPDATE for everything published in the last moment."""
+        while True:
+            await asyncio.sleep(0.2)
+            await self._mark()
+
+    async def _relay_forever(self) -> None:
+        """Never dies silently: logs and carries on at the next tick."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(RELAY_EVERY)
+            ticks += 1
+            try:
+                while await self._relay_batch():
+                    pass
+                if ticks % 60 == 0:
+                    async with self.db.transaction() as tx:
+                        await outbox.prune(tx, PRUNE_AFTER)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+
+    async def _relay_batch(self, limit: int = 500) -> bool:
+        """Append one batch of stale unpublished events; True if it was full."""
+        async with self.db.transaction() as tx:
+            rows = await outbox.claim_stale(tx, RELAY_AFTER, limit)
+            if not rows:
+                return False
+            entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
+                       for r in rows]
+            if await self._append(entries) is None:
+                return False
+            await outbox.mark_published(tx, [r.id for r in rows])
+        log.warning("relayed %d outbox events that their writer had not published", len(rows))
+        return len(rows) == limit

@@ -61,6 +61,8 @@ class Settings:
     register_per_minute: int = 5
     login_per_minute: int = 10
     trust_proxy: bool = False
+    # How long a disconnected client can come back and get what it missed (0: off).
+    recovery_window: float = 120.0
     # Websocket permessage-deflate: off by default (per-frame compression costs more
     # CPU than it saves on small events; see docs/performance.md).
     ws_compression: bool = False
@@ -110,6 +112,7 @@ class Settings:
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
+            recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),

@@ -1,12 +1,11 @@
-"""The hub's Socket.IO server class: python-socketio's, with the one thing the
-generic adapter needs that its public API does not give (whether a client asked
-for an acknowledgement). python-socketio is pinned in pyproject.toml for this."""
+"""The hub's Socket.IO server class: the protocol-fixed server of hub/protocol.py,
+plus what the generic adapter and connection recovery need that python-socketio's
+public API does not give. python-socketio is pinned in pyproject.toml for this."""
 from __future__ import annotations
 
 import contextvars
 
-import socketio
-
+from hub.broker import offset_key
 from hub.protocol import ProtocolServer
 
 # True while handling an event whose sender asked for an ack. Each event runs in
@@ -15,6 +14,33 @@ WANTS_ACK: contextvars.ContextVar[bool] = contextvars.ContextVar("wants_ack", de
 
 
 class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue 6
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pids: dict[tuple[str, str], str] = {}  # (namespace, sid) -> pid, until CONNECT is sent
+
     async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         WANTS_ACK.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+    def connect_reply(self, sid, namespace) -> dict:
+        """CONNECT data with the private session id the client recovers with."""
+        reply = super().connect_reply(sid, namespace)
+        pid = self.pids.pop((namespace or "/", sid), None)
+        if pid:
+            reply["pid"] = pid
+        return reply
+
+    def settle_held(self, sid: str, namespace: str) -> None:
+        """While a recovering socket connects, replayed and live events are held for
+        it (item 6 of docs/protocol.md). Put them in offset order, once each."""
+        held = self._connecting.get(namespace or "/", {}).get(sid)
+        if not held:
+            return
+        by_offset, volatile = {}, []
+        for item in held:
+            data = item[1]
+            if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], str):
+                by_offset.setdefault(data[1], item)
+            else:
+                volatile.append(item)
+        held[:] = [by_offset[o] for o in sorted(by_offset, key=offset_key)] + volatile

@@ -77,7 +77,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             sid, environ, auth = (list(args) + [None])[:3]
             return await self.connect(sid, environ, auth)
         if event == "disconnect":
-            return await self.disconnect_socket(args[0])
+            return await self.disconnect_socket(*args[:2])
         sid, *data = args
         return await self.handle(sid, event, data)
 
@@ -96,18 +96,33 @@ class OperationNamespace(socketio.AsyncNamespace):
         rooms = [user_room(actor.id)] if actor.id is not None else []
         if self.spec.connect_rooms:
             rooms += self.spec.connect_rooms(actor)
+        restored = await hub.recovery.restore(self.spec.name, auth, actor)
+        if restored:
+            rooms = list(dict.fromkeys(rooms + restored[1]["rooms"]))
         for room in rooms:
             await self.enter_room(sid, room)
         hub.metrics.connections.labels(self.spec.name).inc()
+        if hub.recovery.enabled:
+            pid = restored[0] if restored else hub.recovery.new_pid()
+            self.server.pids[(self.spec.name, sid)] = pid
+            await hub.recovery.track(self.spec.name, sid, pid, actor, rooms)
+        if restored:
+            # Sent after the CONNECT (held by the server until then), in offset order.
+            for offset, entry in restored[2]:
+                await self.emit(entry["ev"], (entry["d"], offset), to=sid)
+            self.server.settle_held(sid, self.spec.name)
         if self.spec.on_connect:
             ctx = self.context(actor, sid)
             await self.spec.on_connect(ctx)
             await hub.fanout.deliver(ctx.events)
 
-    async def disconnect_socket(self, sid: str) -> None:
+    async def disconnect_socket(self, sid: str, reason: str | None = None) -> None:
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
+        # Kept for recovery unless someone ended the session on purpose.
+        await self.hub.recovery.gone(self.spec.name, sid,
+                                     keep=reason not in ("client disconnect", "server disconnect"))
         self.hub.connections.remove(conn.actor.jti, self.spec.name, sid)
         self.hub.metrics.connections.labels(self.spec.name).dec()
         if self.spec.on_disconnect:
@@ -169,5 +184,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             await self.leave_room(sid, room)
         for room in ctx.joins:
             await self.enter_room(sid, room)
+        if ctx.joins or ctx.leaves:
+            await self.hub.recovery.rooms_changed(self.spec.name, sid, set(self.rooms(sid)))
         await self.hub.fanout.deliver(ctx.events)
         return data

@@ -197,11 +197,15 @@ class Client:
         self.namespace = namespace
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: dict[str, asyncio.Queue] = {}
+        self.offsets: dict[str, list[str]] = {}
         self.sio.on("*", self._record, namespace=namespace)
         self.connect_error = None
         self.sio.on("connect_error", self._connect_error, namespace=namespace)
 
-    async def _record(self, event, data=None):
+    async def _record(self, event, data=None, *rest):
+        # Durable events carry their recovery offset as a last, extra argument.
+        if rest:
+            self.offsets.setdefault(event, []).append(rest[-1])
         self.queue(event).put_nowait(data)
 
     async def _connect_error(self, data):

@@ -176,3 +176,31 @@ async def test_instances_resubscribe_after_redis_restarts_and_ready_reports_it(
     assert any("resubscribed" in r.getMessage() for r in caplog.records)
     msg = await ca.ok("message:send", {"recipient_id": b["user"]["id"], "message": "after the restart"})
     assert (await cb.next("message:new"))["message_id"] == msg["id"]
+
+
+async def test_log_assigns_increasing_offsets_and_delivers_them_in_order(brokers):
+    from hub.broker import offset_key
+
+    a, b = brokers
+    inbox_a, inbox_b = await _collect(a), await _collect(b)
+    batches = [[{"ns": "/chat", "ev": "e", "d": {"n": i * 3 + j}, "r": ["user:1"], "s": None, "id": i * 3 + j}
+                for j in range(3)] for i in range(4)]
+    offsets = []
+    for batch in batches:
+        got = await (a if len(offsets) % 2 == 0 else b).append("origin", batch)
+        assert len(got) == 3
+        offsets += got
+    assert sorted(offsets, key=offset_key) == offsets and len(set(offsets)) == 12
+    for inbox in (inbox_a, inbox_b):
+        delivered = []
+        for _ in batches:
+            message = await asyncio.wait_for(inbox.get(), 5)
+            assert message["t"] == "log" and message["o"] == "origin"
+            delivered += list(zip(message["x"], [e["d"]["n"] for e in message["e"]]))
+        assert delivered == list(zip(offsets, range(12)))
+    # The log answers what came after an offset, per namespace, oldest first.
+    after = await b.since("/chat", offsets[4], 100)
+    assert [o for o, _ in after] == offsets[5:] and after[0][1]["d"] == {"n": 5}
+    assert await a.since("/orders", offsets[0], 100) == []
+    # More than the caller can replay: None, so it starts a new session instead.
+    assert await a.since("/chat", offsets[0], 5) is None
