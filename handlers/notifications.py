@@ -146,12 +146,27 @@ class EmailSent(Output):
     sent_at: datetime
 
 
+@server_event(NOTIFICATIONS, "notifications:updated")
+class NotificationsUpdated(Output):
+    """The user read or deleted notifications on another device (keeps badges in step)."""
+
+    action: Literal["read", "read-all", "deleted"]
+    notification_id: int | None  # None for read-all
+    unread_count: int
+
+
 # --- helpers ---------------------------------------------------------------------
 
 def _out(row: store.Notification) -> NotificationOut:
     return NotificationOut(id=row.id, type=row.type, title=row.title, message=row.message,
                            action_url=row.action_url, data=row.data, is_read=row.is_read,
                            created_at=aware(row.created_at))
+
+
+async def _tell_other_devices(tx, ctx: Context, action: str, notification_id: int | None) -> None:
+    count = await store.unread_count(tx, ctx.actor.id)
+    ctx.emit(NotificationsUpdated(action=action, notification_id=notification_id, unread_count=count),
+             users=[ctx.actor.id], skip_origin=True)
 
 
 async def _own(tx, ctx: Context, notification_id: int) -> store.Notification:
@@ -177,7 +192,8 @@ async def read_notification(ctx: Context, req: NotificationRef) -> NotificationO
     """Mark one of the user's notifications read."""
     async with ctx.transaction() as tx:
         row = await _own(tx, ctx, req.notification_id)
-        await store.mark_read(tx, row)
+        if await store.mark_read(tx, row):
+            await _tell_other_devices(tx, ctx, "read", row.id)
         return _out(row)
 
 
@@ -185,7 +201,10 @@ async def read_notification(ctx: Context, req: NotificationRef) -> NotificationO
 async def read_all(ctx: Context, req: Empty) -> Updated:
     """Mark every unread notification of the user read."""
     async with ctx.transaction() as tx:
-        return Updated(updated=await store.mark_all_read(tx, ctx.actor.id))
+        updated = await store.mark_all_read(tx, ctx.actor.id)
+        if updated:
+            await _tell_other_devices(tx, ctx, "read-all", None)
+    return Updated(updated=updated)
 
 
 @operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES)
@@ -194,6 +213,7 @@ async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
     async with ctx.transaction() as tx:
         row = await _own(tx, ctx, req.notification_id)
         await store.delete(tx, row)
+        await _tell_other_devices(tx, ctx, "deleted", row.id)
     return Deleted(notification_id=req.notification_id)
 
 

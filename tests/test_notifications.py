@@ -94,6 +94,33 @@ async def test_read_read_all_delete_and_paging_touch_only_own(server, api, conne
     assert await cb.ok("notifications:unread-count") == {"unread_count": 1}
 
 
+async def test_other_devices_hear_about_reads_and_deletes(server, api, connect):
+    alice, bob = await api.user(), await api.user()
+    phone = await connect(server.url, "/notifications", alice["access_token"])
+    laptop = await connect(server.url, "/notifications", alice["access_token"])
+    other = await connect(server.url, "/notifications", bob["access_token"])
+    ids = []
+    for title in ("a", "b", "c"):
+        _, body = await notify(api, service_token(), user_id=alice["user"]["id"], type="t", title=title, message="m")
+        ids.append(body["items"][0]["notification_id"])
+
+    await phone.ok("notification:read", {"notification_id": ids[0]})
+    assert await laptop.next("notifications:updated") == {"action": "read", "notification_id": ids[0],
+                                                         "unread_count": 2}
+    await phone.ok("notification:read", {"notification_id": ids[0]})  # already read: nothing to tell
+    await laptop.ok("notification:delete", {"notification_id": ids[1]})
+    assert await phone.next("notifications:updated") == {"action": "deleted", "notification_id": ids[1],
+                                                        "unread_count": 1}
+    await phone.ok("notifications:read-all")
+    assert await laptop.next("notifications:updated") == {"action": "read-all", "notification_id": None,
+                                                         "unread_count": 0}
+    await phone.ok("notifications:read-all")  # nothing left unread: nothing to tell
+    assert await laptop.nothing("notifications:updated")
+    # Not echoed to the device that acted, never sent to anyone else.
+    assert phone.queue("notifications:updated").qsize() == 0
+    assert other.queue("notifications:updated").empty()
+
+
 async def test_create_route_is_for_services_only_and_validates(server, api, connect):
     alice = await api.user()
     uid = alice["user"]["id"]
