@@ -3,7 +3,7 @@ every server event, and who receives what."""
 from __future__ import annotations
 
 import asyncio
-import secrets
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from storage import users
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_node
 
 TWO = ["twitter", "facebook"]
 
@@ -463,3 +463,23 @@ async def test_http_routes_share_the_operations(sns, api):
     assert status == 422 and body["error"]["code"] == "validation_error"
     status, _ = await api.request("GET", f"/api/sns/posts/{post['post_id']}")
     assert status == 401
+
+
+# --- the official JavaScript client ----------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_js_client_watches_a_post(sns, api, node, transport):
+    author, watcher, fan = await api.user(), await api.user(), await api.user()
+    out = json.loads(await run_node("sns_watch.mjs", sns.server.url, author["access_token"],
+                                    watcher["access_token"], fan["access_token"], transport))
+    post_id = out["created"]["data"]["post_id"]
+    assert out["created"]["data"]["status"] == "published"
+    assert out["watch"] == {"ok": True, "data": {}}
+    assert out["like"] == {"ok": True, "data": {"post_id": post_id, "total_likes": 1}}
+    assert out["published"]["post_id"] == post_id and out["published"]["platform"] == "threads"
+    assert out["trending"]["platform"] == "threads" and out["trending"]["trending_hashtags"] == ["#js"]
+    assert out["liked"] == {"post_id": post_id, "liker_id": fan["user"]["id"], "total_likes": 1}
+    assert out["analytics"]["post_id"] == post_id and out["analytics"]["metrics"]["likes"] in (0, 1)
+    assert out["fanHeard"] is None  # liking does not subscribe you
+    assert out["badWatch"]["ok"] is False and out["badWatch"]["error"]["code"] == "validation_error"
+    assert out["transport"] == transport
