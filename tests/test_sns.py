@@ -10,6 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
+from handlers import sns as handlers_sns
+from hub.jobs import SYSTEM
+from storage import sns as storage_sns
 from storage import users
 from tests.conftest import make_settings, run_node
 
@@ -445,6 +448,38 @@ async def test_trending_updates_on_ranking_change(sns):
     assert ev["platform"] == "twitter" and ev["trending_hashtags"] == ["#python", "#ai", "#rust"]
     await bob.ok("post:delete", {"post_id": draft["post_id"]})
     assert (await alice.next("trending:updated"))["trending_hashtags"] == ["#python", "#ai"]
+
+
+async def test_trending_forgets_posts_that_leave_the_window(sns):
+    alice = await sns.user()
+    old = await alice.ok("post:create", {"platforms": ["instagram"], "content": "#old news"})
+    await alice.ok("post:create", {"platforms": ["instagram"], "content": "#fresh news"})
+    await drain(alice, "trending:updated")
+    hub = sns.server.hub
+    async with hub.db.transaction() as tx:
+        await tx.execute(update(storage_sns.Post).where(storage_sns.Post.id == old["post_id"])
+                         .values(published_at=datetime.now(timezone.utc) - timedelta(hours=25)))
+    ctx = hub.context(SYSTEM)  # one run of the periodic trending job
+    await handlers_sns.trending_tick(ctx)
+    await hub.fanout.deliver(ctx.events)
+    ev = await alice.next("trending:updated")
+    assert ev["platform"] == "instagram" and ev["trending_hashtags"] == ["#fresh"]
+    ctx = hub.context(SYSTEM)  # unchanged since: nothing more
+    await handlers_sns.trending_tick(ctx)
+    await hub.fanout.deliver(ctx.events)
+    assert await alice.nothing("trending:updated", 0.3)
+
+
+async def test_deleted_or_rescheduled_posts_are_not_published_early(sns):
+    author = await sns.user()
+    gone = await author.ok("post:create", {"platforms": ["twitter"], "content": "gone", "scheduled_at": ahead(0.6)})
+    moved = await author.ok("post:create", {"platforms": ["twitter"], "content": "moved", "scheduled_at": ahead(0.6)})
+    kept = await author.ok("post:create", {"platforms": ["twitter"], "content": "kept", "scheduled_at": ahead(0.8)})
+    await author.ok("post:delete", {"post_id": gone["post_id"]})
+    await author.ok("post:edit", {"post_id": moved["post_id"], "scheduled_at": ahead(3600)})
+    assert (await author.next("post:published"))["post_id"] == kept["post_id"]
+    assert await author.nothing("post:published", 1.0)
+    assert (await author.ok("post:get", {"post_id": moved["post_id"]}))["status"] == "scheduled"
 
 
 # --- HTTP mirror ---------------------------------------------------------------------------
