@@ -95,7 +95,7 @@ def build_hub(settings: Settings) -> Hub:
     sio = HubServer(
         client_manager=HubManager(websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
-        cors_allowed_origins=list(settings.cors_origins) if settings.cors_origins else None,
+        cors_allowed_origins=widget.socketio_origins(settings.cors_origins),
         max_http_buffer_size=TRANSPORT_MAX_PACKET,
         logger=False,
         engineio_logger=False,

@@ -1,6 +1,7 @@
 """The operator console and the website widget, driven in headless Chromium with
-Playwright: a visitor writes in the widget (a bot answers), asks for a human, an
-operator accepts in the console, and both see each other's messages live.
+Playwright: a visitor writes in the widget embedded on another website (a bot
+answers), asks for a human, an operator accepts in the console, and both see each
+other's messages live.
 
 Needs Chromium at /usr/bin/chromium (Debian: `apt-get install chromium`),
 web/node_modules (`npm ci --prefix web`) and tests/js/node_modules. Skipped with a
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import socketio
+from aiohttp import web
 from sqlalchemy import update
 
 from hub.auth import hash_password
 from storage import users
-from tests.conftest import JS_DIR, ROOT, _unavailable, run_node
+from tests.conftest import JS_DIR, ROOT, Api, _unavailable, free_port, make_settings, run_node
 from tests.dialog_helpers import account, assistant, bot_token
 
 CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -33,10 +35,45 @@ def browser_deps(node):
     return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
 
 
-async def test_widget_and_console_in_chromium(browser_deps, server, api):
+SHOP = """<!doctype html><html><head><meta charset="utf-8"><title>Another site</title></head>
+<body><h1>A shop on another origin</h1>
+<script src="{hub}/widget.js" data-assistant-id="{assistant_id}" async></script></body></html>"""
+
+
+async def no_icon(request):
+    return web.Response(status=204)
+
+
+@pytest.fixture
+async def shop_site():
+    """Another website (another origin): a page embedding the widget with one script tag."""
+    page = {}
+
+    async def shop(request):
+        return web.Response(text=SHOP.format(**page), content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/shop.html", shop)
+    app.router.add_get("/favicon.ico", no_icon)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", page
+    await runner.cleanup()
+
+
+async def test_widget_on_another_site_and_console_in_chromium(browser_deps, start_server, tmp_path, http,
+                                                              shop_site):
+    site, page = shop_site
+    # The operator lets the shop's origin open Socket.IO connections (HUB_CORS_ORIGINS) ...
+    server = await start_server(make_settings(tmp_path, cors_origins=(site,)))
+    api = Api(server.url, http)
     db = server.hub.db
     _, owner = await account(db)
-    a = await assistant(api, owner, origins=[server.url])  # the demo page is served by the hub itself
+    # ... and the owner allows it for their assistant.
+    a = await assistant(api, owner, origins=[site])
+    page.update(hub=server.url, assistant_id=a["id"])
     op_id, _ = await account(db, "operator")
     email, password = f"anna{op_id}@example.com", "operator-password"
     async with db.transaction() as tx:
@@ -47,7 +84,7 @@ async def test_widget_and_console_in_chromium(browser_deps, server, api):
     bot = socketio.AsyncClient(reconnection=False)
     heard = []
 
-    async def on_message(ev):
+    async def on_message(ev, *_offset):
         heard.append(ev["message"]["text"])
         await bot.call("dialog:send", {"dialog_id": ev["dialog_id"], "text": f"Bot: I got '{ev['message']['text']}'"},
                        namespace="/dialogs")
@@ -55,7 +92,8 @@ async def test_widget_and_console_in_chromium(browser_deps, server, api):
     bot.on("message:added", on_message, namespace="/dialogs")
     await bot.connect(server.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
     try:
-        out = await run_node("handoff_ui.mjs", server.url, str(a["id"]), email, password, browser_deps, timeout=120)
+        out = await run_node("handoff_ui.mjs", server.url, f"{site}/shop.html", email, password, browser_deps,
+                             timeout=120)
     finally:
         await bot.disconnect()
     seen = json.loads(out.strip().splitlines()[-1])
@@ -78,3 +116,15 @@ async def test_widget_and_console_in_chromium(browser_deps, server, api):
         ("operator", "Hi, I am Anna from support."),
         ("visitor", "Thank you, Anna!"),
     ]
+
+
+async def test_pages_are_served(server, api, browser_deps):
+    for path, needle in [("/console", "Operator console"), ("/widget/demo", "/widget.js"),
+                         ("/widget.js", "api/widget/sessions"), ("/web/console.js", "handoff:accept"),
+                         ("/vendor/socket.io.min.js", "io")]:
+        async with api.session.get(api.url + path) as resp:
+            assert resp.status == 200, path
+            assert needle in await resp.text(), path
+    for path in ("/web/package.json", "/web/..%2Fpyproject.toml", "/vendor/package.json"):
+        async with api.session.get(api.url + path) as resp:
+            assert resp.status == 404, path

@@ -61,5 +61,32 @@ async def create_session(request: web.Request) -> web.Response:
     return _cors(request, web.json_response(body, status=201))
 
 
+def socketio_origins(configured: tuple[str, ...] | None):
+    """The Socket.IO origin check. Unset HUB_CORS_ORIGINS: python-engineio's own
+    same-origin rule. Set: those origins ("*": any) *and* the hub's own origin, so
+    that the console and the demo page served by the hub keep working when the
+    operator lists the websites that embed the widget (docs/handoff.md)."""
+    if not configured:
+        return None
+    if "*" in configured:
+        return "*"
+    allowed = {o.rstrip("/") for o in configured}
+
+    def check(origin: str | None, environ: dict) -> bool:
+        if origin in allowed:
+            return True
+        host = environ.get("HTTP_HOST")
+        if not origin or not host:
+            return False
+        own = {f"{environ.get('wsgi.url_scheme', 'http')}://{host}"}
+        if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
+            scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http")).split(",")[0]
+            fhost = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0]
+            own.add(f"{scheme.strip()}://{fhost.strip()}")
+        return origin in own
+
+    return check
+
+
 def routes() -> list[web.RouteDef]:
     return [web.post(PATH, create_session), web.options(PATH, preflight)]

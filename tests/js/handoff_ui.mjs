@@ -1,12 +1,13 @@
 // The widget (on the demo page) and the operator console driven in headless Chromium.
-// Usage: node handoff_ui.mjs URL ASSISTANT_ID OPERATOR_EMAIL OPERATOR_PASSWORD [CHROMIUM]
+// Usage: node handoff_ui.mjs HUB_URL VISITOR_PAGE_URL OPERATOR_EMAIL OPERATOR_PASSWORD [CHROMIUM]
+// VISITOR_PAGE_URL is a page embedding the widget (e.g. the demo page, or another site).
 // Prints one JSON object with what each side saw.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, assistantId, email, password, executable] = process.argv.slice(2);
+const [url, visitorPage, email, password, executable] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 90000);
 const WAIT = { timeout: 20000 };
@@ -28,8 +29,8 @@ try {
     page.on("console", (msg) => { if (msg.type() === "error") logs.push(`${name} console: ${msg.text()}`); });
   }
 
-  // the visitor opens the widget on the demo page and talks to the bot
-  await visitor.goto(`${url}/widget/demo?assistant_id=${assistantId}`);
+  // the visitor opens the widget on a website and talks to the bot
+  await visitor.goto(visitorPage);
   await visitor.locator("#hub-widget #toggle").click();
   await visitor.locator("#hub-widget #status").filter({ hasText: "assistant" }).waitFor(WAIT);
   await visitor.locator("#hub-widget #input").fill("Hello bot, where is my parcel?");
