@@ -1,0 +1,420 @@
+"""The benchmark: the hub (`hub serve`, the real code path) against a Node socket.io
+4.8 peer, on loopback, driven by the same Node load generator (official
+socket.io-client, websocket transport). Prints the table of docs/performance.md.
+
+    .venv/bin/python -m loadtests.bench                 # everything (~10-15 min)
+    .venv/bin/python -m loadtests.bench --only fanout --sizes 500 --step-seconds 2
+
+Needs `npm ci --prefix loadtests/node`; the Redis scenario needs Redis at
+HUB_BENCH_REDIS (default redis://127.0.0.1:6379/0), the chat scenario PostgreSQL at
+HUB_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/postgres; a throwaway
+database is created and dropped). Every run is bounded in time and count: each load
+step lasts --step-seconds, each drain at most --drain-seconds, each generator run at
+most --deadline seconds, and the ramp stops at the first step not sustained.
+
+Scenarios (each starts fresh server processes; Node and the hub back to back):
+  fanout  one room of N clients (all sockets of one user), one sender emitting
+          `typing:set` (acked) that the server broadcasts to the room as
+          `typing:indicator` (~50-byte JSON). Ramp the delivery rate by
+          --rate-step until a step is not sustained; a step is sustained when every
+          delivery arrived, p99 < --p99-ms and the sender kept the rate. Also
+          measured there: connection setup rate (connect + JWT check + join, 100 in
+          flight) and memory per idle authenticated connection (server RSS after
+          minus before the N connections, divided by N).
+  redis   the same with two server instances sharing Redis (half of the room on
+          each, the sender on the first): hub on its Redis bus, Node on
+          @socket.io/redis-adapter.
+  chat    hub only, PostgreSQL: 1:1 `message:send` (persisted, acked) from 50
+          senders to 50 recipients; ramp the rate until p99 ack >= 50 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "loadtests" / "node"
+REDIS_URL = os.environ.get("HUB_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status < 500:
+                    return
+        except OSError as exc:
+            if getattr(exc, "code", None) and exc.code < 500:  # an HTTP error status: it is up
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the servers ------------------------------------------------------------------
+
+@dataclass
+class Users:
+    sender_id: int
+    sender_token: str
+    receiver_id: int
+    receiver_token: str
+    pairs: list = field(default_factory=list)  # chat: (sender_id, token, recipient_id, recipient_token)
+
+
+async def _setup_users(env: dict, pairs: int) -> Users:
+    """Accounts straight in the database (argon2 once), tokens minted with the secret,
+    the direct thread of the fan-out pair created; as `hub users create` would."""
+    from hub.auth import Tokens, hash_password
+    from hub.settings import Settings
+    from storage import chat as chat_store
+    from storage import users as users_store
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    settings = Settings.from_env(env)
+    if settings.sqlite_path:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    tokens = Tokens(env["HUB_JWT_SECRET"], access_ttl=24 * 3600, refresh_ttl=3600, service_ttl=3600)
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db.engine)
+        pw = await hash_password(secrets.token_hex(8))
+        run = secrets.token_hex(3)
+        async with db.transaction() as tx:
+            made = []
+            for i in range(2 + 2 * pairs):
+                made.append(await users_store.create_user(tx, email=f"bench{run}-{i}@example.com",
+                                                          password_hash=pw, first_name="Bench"))
+            await chat_store.get_or_create_direct(tx, made[0].id, made[1].id)
+            for i in range(pairs):
+                a, b = made[2 + 2 * i], made[3 + 2 * i]
+                await chat_store.get_or_create_direct(tx, a.id, b.id)
+        tok = lambda u: tokens.access(u.id, "user").token  # noqa: E731
+        users = Users(made[0].id, tok(made[0]), made[1].id, tok(made[1]))
+        for i in range(pairs):
+            a, b = made[2 + 2 * i], made[3 + 2 * i]
+            users.pairs.append((a.id, tok(a), b.id, tok(b)))
+        return users
+    finally:
+        await db.close()
+
+
+class HubServers:
+    name = "hub"
+
+    def __init__(self, tmp: Path, instances: int = 1, database_url: str | None = None,
+                 redis: bool = False, extra_env: dict | None = None) -> None:
+        self.secret = secrets.token_urlsafe(40)
+        self.env = {**os.environ, "HUB_DATA_DIR": str(tmp / "hub-data"), "HUB_JWT_SECRET": self.secret,
+                    "HUB_LOG_LEVEL": "WARNING", "HUB_EVENT_RATE": "1000000", "HUB_EVENT_BURST": "1000000",
+                    **(extra_env or {})}
+        if database_url:
+            self.env["HUB_DATABASE_URL"] = database_url
+        if redis:
+            self.env["HUB_REDIS_URL"] = REDIS_URL
+            self.env["HUB_REDIS_PREFIX"] = f"bench-{secrets.token_hex(4)}"
+        self.instances = instances
+        self.procs: list[subprocess.Popen] = []
+        self.urls: list[str] = []
+        self.tmp = tmp
+
+    def setup(self, pairs: int = 0) -> Users:
+        return asyncio.run(_setup_users(self.env, pairs))
+
+    def start(self) -> None:
+        for i in range(self.instances):
+            port = free_port()
+            log = (self.tmp / f"hub-{i}.log").open("ab")
+            proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
+                                    env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.procs.append(proc)
+            self.urls.append(f"http://127.0.0.1:{port}")
+            wait_http(self.urls[-1] + "/ready", proc)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+
+
+class NodeServers:
+    name = "node socket.io 4.8"
+
+    def __init__(self, tmp: Path, instances: int = 1, redis: bool = False) -> None:
+        self.secret = secrets.token_urlsafe(40)
+        self.instances, self.redis, self.tmp = instances, redis, tmp
+        self.procs: list[subprocess.Popen] = []
+        self.urls: list[str] = []
+
+    def setup(self, pairs: int = 0) -> Users:
+        import jwt
+
+        def tok(uid):
+            now = int(time.time())
+            return jwt.encode({"sub": str(uid), "typ": "access", "role": "user", "iat": now, "exp": now + 86400,
+                               "jti": secrets.token_hex(8)}, self.secret, algorithm="HS256")
+        return Users(1, tok(1), 2, tok(2))
+
+    def start(self) -> None:
+        env = {**os.environ, "BENCH_RUN": secrets.token_hex(4)}
+        for i in range(self.instances):
+            port = free_port()
+            args = ["node", str(NODE_DIR / "server.mjs"), str(port), self.secret]
+            if self.redis:
+                args.append(REDIS_URL)
+            log = (self.tmp / f"node-{i}.log").open("ab")
+            proc = subprocess.Popen(args, cwd=NODE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.procs.append(proc)
+            self.urls.append(f"http://127.0.0.1:{port}")
+            wait_http(self.urls[-1] + "/socket.io/?EIO=4&transport=polling", proc)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+
+
+# --- the generator ----------------------------------------------------------------
+
+def run_generator(job: dict, servers, timeout: float, on_connected=None) -> list[dict]:
+    """Run loadgen.mjs; on its `connected` line call on_connected() then say go."""
+    proc = subprocess.Popen(["node", str(NODE_DIR / "loadgen.mjs"), json.dumps(job)], cwd=NODE_DIR,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for raw in proc.stdout:
+            line = json.loads(raw)
+            lines.append(line)
+            if line["phase"] == "connected" and job.get("wait_go"):
+                if on_connected:
+                    line.update(on_connected(line))
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            if line["phase"] == "step":
+                print(f"    {servers.name:18} target {line['target']:>7}/s  "
+                      + (f"got {line.get('deliveries_per_s', line.get('acked_per_s', 0)):9.0f}/s  "
+                         f"p50 {fmt(line['p50'])} p99 {fmt(line['p99'])} ms  "
+                         f"{'ok' if line['sustained'] else 'NOT sustained'}"), flush=True)
+            if time.monotonic() > deadline:
+                break
+        proc.wait(max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    if err.strip():
+        print("    generator stderr:", err.strip()[-500:], file=sys.stderr)
+    return lines
+
+
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:6.1f}"
+
+
+def summarize(lines: list[dict], key: str) -> dict:
+    steps = [l for l in lines if l["phase"] == "step"]
+    ok = [s for s in steps if s["sustained"]]
+    best = max(ok, key=lambda s: s[key]) if ok else None
+    connected = next((l for l in lines if l["phase"] == "connected"), {})
+    return {"best": best, "steps": steps, "connected": connected,
+            "done": next((l["reason"] for l in lines if l["phase"] == "done"), "no result")}
+
+
+def fanout_run(servers, clients: int, args, instances: int = 1) -> dict:
+    users = servers.setup()
+    servers.start()
+    try:
+        base = sum(rss_kib(p.pid) for p in servers.procs)
+
+        def measure(line):
+            time.sleep(2)  # let the servers settle (and Python's allocator) before reading RSS
+            after = sum(rss_kib(p.pid) for p in servers.procs)
+            return {"rss_before_kib": base, "rss_after_kib": after,
+                    "kib_per_conn": (after - base) / max(1, line["clients"])}
+
+        rates = list(range(args.rate_step, args.max_rate + 1, args.rate_step))
+        job = {"mode": "fanout", "urls": servers.urls, "clients": clients,
+               "receiver_token": users.receiver_token, "receiver_id": users.receiver_id,
+               "sender_url": servers.urls[0], "sender_token": users.sender_token,
+               "rates": rates, "step_s": args.step_seconds, "drain_s": args.drain_seconds,
+               "p99_ms": 100, "deadline_s": args.deadline, "wait_go": True, "connect_concurrency": 100}
+        return summarize(run_generator(job, servers, args.deadline + 30, measure), "deliveries_per_s")
+    finally:
+        servers.stop()
+
+
+def chat_run(args, tmp: Path) -> dict:
+    import asyncpg
+
+    name = f"hub_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql):
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        url = PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+        servers = HubServers(tmp / "chat", database_url=url)
+        (tmp / "chat").mkdir(exist_ok=True)
+        users = servers.setup(pairs=args.chat_pairs)
+        servers.start()
+        try:
+            url0 = servers.urls[0]
+            job = {"mode": "chat", "run": secrets.token_hex(3), "text": "x" * 64,
+                   "pairs": [{"url": url0, "token": t, "recipient_id": r} for (_, t, r, _) in users.pairs],
+                   "recipients": [{"url": url0, "token": rt} for (_, _, _, rt) in users.pairs],
+                   "rates": list(range(args.chat_rate_step, args.chat_max_rate + 1, args.chat_rate_step)),
+                   "step_s": args.step_seconds, "drain_s": args.drain_seconds, "p99_ms": 50,
+                   "deadline_s": args.deadline}
+            return summarize(run_generator(job, servers, args.deadline + 30), "acked_per_s")
+        finally:
+            servers.stop()
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- the report ---------------------------------------------------------------------
+
+def ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def print_report(results: dict) -> None:
+    print("\n## Results\n")
+    print("| scenario | Node socket.io 4.8 | hub | hub / Node |")
+    print("| --- | --- | --- | --- |")
+    for key, res in results.items():
+        if key.startswith("fanout") or key.startswith("redis"):
+            n, h = res.get("node"), res.get("hub")
+            nb = n and n["best"]
+            hb = h and h["best"]
+            nv = nb["deliveries_per_s"] if nb else 0
+            hv = hb["deliveries_per_s"] if hb else 0
+            cell = lambda b: f"{b['deliveries_per_s']:,.0f}/s (p99 {b['p99']:.0f} ms)" if b else "none sustained"  # noqa
+            print(f"| {key}: deliveries/s with p99 < 100 ms | {cell(nb) if n else '-'} | {cell(hb) if h else '-'} "
+                  f"| {ratio(hv, nv)} |")
+            if key.startswith("fanout"):
+                nc, hc = (n or {}).get("connected", {}), (h or {}).get("connected", {})
+                print(f"| {key}: connection setup (connect + JWT + join) | {nc.get('rate', 0):,.0f}/s "
+                      f"| {hc.get('rate', 0):,.0f}/s | {ratio(hc.get('rate'), nc.get('rate'))} |")
+                print(f"| {key}: memory per idle authenticated connection | {nc.get('kib_per_conn', 0):.1f} KiB "
+                      f"| {hc.get('kib_per_conn', 0):.1f} KiB | {ratio(hc.get('kib_per_conn'), nc.get('kib_per_conn'))} |")
+        elif key == "chat":
+            b = res["best"]
+            cell = f"{b['acked_per_s']:,.0f}/s (p99 ack {b['p99']:.1f} ms)" if b else "none sustained"
+            print(f"| 1:1 chat on PostgreSQL: acked message:send/s with p99 < 50 ms | - | {cell} | - |")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="fanout,redis,chat", help="comma-separated: fanout, redis, chat")
+    p.add_argument("--sizes", default="500,5000", help="room sizes for the single-instance fan-out")
+    p.add_argument("--redis-size", type=int, default=500)
+    p.add_argument("--servers", default="node,hub", help="node, hub or both (order of the runs)")
+    p.add_argument("--step-seconds", type=float, default=3.0)
+    p.add_argument("--drain-seconds", type=float, default=5.0)
+    p.add_argument("--rate-step", type=int, default=10_000, help="deliveries/s added per step")
+    p.add_argument("--max-rate", type=int, default=250_000)
+    p.add_argument("--chat-pairs", type=int, default=50)
+    p.add_argument("--chat-rate-step", type=int, default=250)
+    p.add_argument("--chat-max-rate", type=int, default=6000)
+    p.add_argument("--deadline", type=float, default=150.0, help="seconds per generator run, at most")
+    p.add_argument("--json", help="also write the raw results here")
+    args = p.parse_args(argv)
+    if not (NODE_DIR / "node_modules" / "socket.io").exists():
+        sys.exit("run `npm ci --prefix loadtests/node` first")
+    only = set(args.only.split(","))
+    which = args.servers.split(",")
+    results: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+    print(f"machine: {os.cpu_count()} cores, {platform_line()}; logs in {tmp}", flush=True)
+    try:
+        if "fanout" in only:
+            for n in [int(x) for x in args.sizes.split(",") if x]:
+                key = f"fanout {n}"
+                results[key] = {}
+                for w in which:
+                    print(f"{key}: {w}", flush=True)
+                    d = tmp / f"{w}-{n}"
+                    d.mkdir()
+                    servers = NodeServers(d) if w == "node" else HubServers(d)
+                    results[key][w] = fanout_run(servers, n, args)
+        if "redis" in only:
+            key = f"redis 2 instances, {args.redis_size}"
+            results[key] = {}
+            for w in which:
+                print(f"{key}: {w}", flush=True)
+                d = tmp / f"{w}-redis"
+                d.mkdir()
+                servers = NodeServers(d, 2, redis=True) if w == "node" else HubServers(d, 2, redis=True)
+                results[key][w] = fanout_run(servers, args.redis_size, args)
+        if "chat" in only:
+            print("chat on PostgreSQL: hub", flush=True)
+            results["chat"] = chat_run(args, tmp)
+    finally:
+        print_report(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        shutil.rmtree(tmp / "hub-data", ignore_errors=True)
+
+
+def platform_line() -> str:
+    import platform
+    cpu = ""
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except StopIteration:
+        pass
+    return f"{cpu}, Python {platform.python_version()}, node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}"
+
+
+if __name__ == "__main__":
+    main()

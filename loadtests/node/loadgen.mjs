@@ -1,0 +1,169 @@
+// The load generator of loadtests/bench.py: the official socket.io-client, websocket
+// transport, one Node process. Reads a JSON job from argv[2], prints JSON lines:
+//   {"phase":"connected",...}  then waits for "go" on stdin (the bench samples memory)
+//   {"phase":"step",...} per load step, {"phase":"done",...} at the end.
+// Every run is bounded: steps have a fixed duration, drains a timeout, the whole job
+// a deadline (job.deadline_s), after which it reports what it has and exits.
+import { io } from "socket.io-client";
+import { createInterface } from "node:readline";
+
+const job = JSON.parse(process.argv[2]);
+const started = performance.now();
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+setTimeout(() => { out({ phase: "done", reason: "deadline" }); process.exit(3); }, job.deadline_s * 1000).unref();
+
+function pct(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function connect(url, token) {
+  return new Promise((resolve, reject) => {
+    const s = io(url + "/chat", { transports: ["websocket"], auth: { token }, forceNew: true,
+                                 reconnection: false, timeout: 20000 });
+    s.once("connect", () => resolve(s));
+    s.once("connect_error", (e) => { s.close(); reject(e); });
+  });
+}
+
+async function connectMany(specs, concurrency) {
+  const sockets = new Array(specs.length);
+  let next = 0, failed = 0;
+  const t0 = performance.now();
+  async function worker() {
+    while (next < specs.length) {
+      const i = next++;
+      try { sockets[i] = await connect(specs[i].url, specs[i].token); } catch (e) { failed++; }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, specs.length) }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  return { sockets: sockets.filter(Boolean), seconds, failed };
+}
+
+async function waitForGo() {
+  const rl = createInterface({ input: process.stdin });
+  for await (const line of rl) if (line.trim() === "go") { rl.close(); return; }
+}
+
+async function fanout() {
+  const specs = [];
+  for (let i = 0; i < job.clients; i++) specs.push({ url: job.urls[i % job.urls.length], token: job.receiver_token });
+  const { sockets, seconds, failed } = await connectMany(specs, job.connect_concurrency || 100);
+  out({ phase: "connected", clients: sockets.length, failed, seconds, rate: sockets.length / seconds });
+  if (job.wait_go) await waitForGo();
+  if (!job.rates.length) { sockets.forEach((s) => s.close()); return; }
+
+  const sender = await connect(job.sender_url, job.sender_token);
+  const sendTimes = [];
+  const counts = new Int32Array(sockets.length);
+  const lat = [];  // latencies (ms) of the current step's messages
+  let stepFirst = 0, stepLast = -1, received = 0;
+  sockets.forEach((s, i) => s.on("typing:indicator", () => {
+    const seq = counts[i]++;
+    received++;
+    if (seq >= stepFirst && seq <= stepLast) lat.push(performance.now() - sendTimes[seq]);
+  }));
+  let errors = 0;
+  const send = () => {
+    sendTimes.push(performance.now());
+    sender.emit("typing:set", { other_user_id: job.receiver_id, is_typing: true }, (r) => { if (!r || !r.ok) errors++; });
+  };
+  // warm up: a few messages, wait until they all arrived
+  for (let i = 0; i < 20; i++) send();
+  let total = 20;
+  const drainUntil = async (want, ms) => {
+    const t = performance.now();
+    while (performance.now() - t < ms) {
+      let min = Infinity; for (let i = 0; i < counts.length; i++) if (counts[i] < min) min = counts[i];
+      if (min >= want) return true;
+      await sleep(10);
+    }
+    return false;
+  };
+  await drainUntil(total, 10000);
+  const results = [];
+  for (const rate of job.rates) {
+    const perSecond = rate / sockets.length;  // messages/s from the one sender
+    lat.length = 0;
+    stepFirst = total;
+    stepLast = 1e12;
+    const t0 = performance.now();
+    let sent = 0;
+    const stepMs = job.step_s * 1000;
+    while (performance.now() - t0 < stepMs) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
+      while (sent < due) { send(); sent++; total++; }
+      await sleep(2);
+    }
+    stepLast = total - 1;
+    const sendSeconds = (performance.now() - t0) / 1000;
+    const drained = await drainUntil(total, job.drain_s * 1000);
+    const elapsed = (performance.now() - t0) / 1000;
+    lat.sort((a, b) => a - b);
+    const expected = sent * sockets.length;
+    const step = {
+      phase: "step", target: rate, sent, sent_rate: sent / sendSeconds,
+      deliveries: lat.length, expected, drained,
+      deliveries_per_s: lat.length / sendSeconds,
+      p50: pct(lat, 50), p99: pct(lat, 99), max: lat.length ? lat[lat.length - 1] : null,
+      errors, drain_s: elapsed - sendSeconds,
+    };
+    step.sustained = drained && lat.length === expected && step.p99 !== null && step.p99 < job.p99_ms
+      && sent >= 0.95 * rate / sockets.length * job.step_s && errors === 0;
+    out(step);
+    results.push(step);
+    if (!step.sustained) break;
+    if ((performance.now() - started) / 1000 > job.deadline_s - 3 * job.step_s) break;
+  }
+  sender.close();
+  sockets.forEach((s) => s.close());
+}
+
+async function chat() {
+  // job.pairs: [{url, token, recipient_id}] senders; job.recipients: [{url, token}]
+  const { sockets: recipients } = await connectMany(job.recipients, 50);
+  const { sockets: senders, failed } = await connectMany(job.pairs, 50);
+  out({ phase: "connected", clients: senders.length + recipients.length, failed });
+  let n = 0;
+  for (const rate of job.rates) {
+    const lat = [];
+    let errors = 0, sent = 0, acked = 0;
+    const t0 = performance.now();
+    const stepMs = job.step_s * 1000;
+    while (performance.now() - t0 < stepMs) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+      while (sent < due) {
+        const s = senders[sent % senders.length];
+        const spec = job.pairs[sent % senders.length];
+        const t = performance.now();
+        s.emit("message:send", { recipient_id: spec.recipient_id, message: job.text, client_msg_id: `b${job.run}-${n++}` },
+          (r) => { acked++; if (r && r.ok) lat.push(performance.now() - t); else errors++; });
+        sent++;
+      }
+      await sleep(2);
+    }
+    const sendSeconds = (performance.now() - t0) / 1000;
+    const t1 = performance.now();
+    while (acked < sent && performance.now() - t1 < job.drain_s * 1000) await sleep(10);
+    lat.sort((a, b) => a - b);
+    const step = { phase: "step", target: rate, sent, sent_rate: sent / sendSeconds, acked, errors,
+                   acked_per_s: lat.length / sendSeconds, p50: pct(lat, 50), p99: pct(lat, 99),
+                   max: lat.length ? lat[lat.length - 1] : null };
+    step.sustained = acked === sent && errors === 0 && step.p99 !== null && step.p99 < job.p99_ms
+      && sent >= 0.95 * rate * job.step_s;
+    out(step);
+    if (!step.sustained) break;
+  }
+  senders.concat(recipients).forEach((s) => s.close());
+}
+
+try {
+  if (job.mode === "fanout") await fanout(); else await chat();
+  out({ phase: "done", reason: "ok" });
+  process.exit(0);
+} catch (e) {
+  out({ phase: "done", reason: String(e && e.stack || e) });
+  process.exit(2);
+}
