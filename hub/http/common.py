@@ -51,9 +51,9 @@ async def read_json(request: web.Request) -> dict:
     return body
 
 
-def validate(model: type[BaseModel], data: dict) -> BaseModel:
+def validate(model: type[BaseModel], data: dict, *, strict: bool | None = None) -> BaseModel:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise ValidationFailed("invalid input", details=validation_details(exc)) from None
 
