@@ -504,7 +504,7 @@ async def edit_post(ctx: Context, req: EditPost) -> PostOut:
         return _post_out(post)
 
 
-@operation(SNS, "posts:list")
+@operation(SNS, "posts:list", http=("GET", "/api/sns/posts"))
 async def list_posts(ctx: Context, req: ListPosts) -> Page[PostOut]:
     """Posts newest first: everyone's published posts plus the caller's own drafts and
     scheduled posts (admins: all posts); filter by platform, status, author_id."""
@@ -530,7 +530,7 @@ async def get_post(ctx: Context, req: PostRef) -> PostOut:
     return out
 
 
-@operation(SNS, "post:delete")
+@operation(SNS, "post:delete", http=("DELETE", "/api/sns/posts/{post_id}"))
 async def delete_post(ctx: Context, req: PostRef) -> PostDeletedOut:
     """Delete a post: its author or an admin."""
     async with ctx.transaction() as tx:
@@ -564,7 +564,7 @@ async def publish_post(ctx: Context, req: PostRef) -> PostOut:
 
 # --- operations: engagement ---------------------------------------------------------
 
-@operation(SNS, "post:comments")
+@operation(SNS, "post:comments", http=("GET", "/api/sns/posts/{post_id}/comments"))
 async def list_comments(ctx: Context, req: PostPage) -> Page[CommentOut]:
     """A post's comments, oldest first; replies carry the id they answer (reply_to)."""
     async with ctx.transaction() as tx:
@@ -626,7 +626,7 @@ async def like_comment(ctx: Context, req: CommentRef) -> CommentLikes:
         return CommentLikes(comment_id=comment.id, post_id=post.id, total_likes=comment.likes)
 
 
-@operation(SNS, "post:likes")
+@operation(SNS, "post:likes", http=("GET", "/api/sns/posts/{post_id}/likes"))
 async def list_likes(ctx: Context, req: PostPage) -> Page[LikeOut]:
     """Who liked a post, in the order they did."""
     async with ctx.transaction() as tx:
@@ -696,7 +696,7 @@ async def unwatch_post(ctx: Context, req: PostRef) -> Nothing:
 
 # --- background jobs ----------------------------------------------------------------
 
-@periodic("sns.scheduler", every=lambda settings: settings.scheduler_interval)
+@periodic("sns.scheduler", every=lambda settings: max(settings.scheduler_interval, 0.01))
 async def publish_due(ctx: Context) -> None:
     """Publish the scheduled posts whose time has come. Runs on every instance; each
     post is claimed by exactly one transaction, which also records its events."""

@@ -494,6 +494,22 @@ async def test_http_routes_share_the_operations(sns, api):
     assert status == 200 and got["content"] == "over http"
     status, body = await api.request("POST", f"/api/sns/posts/{post['post_id']}/like", token=author.token, json={})
     assert body == {"post_id": post["post_id"], "total_likes": 1}
+    status, body = await api.request("POST", f"/api/sns/posts/{post['post_id']}/comments", token=author.token,
+                                     json={"text": "via http"})
+    assert status == 201 and body["text"] == "via http"
+    status, page = await api.request("GET", "/api/sns/posts?limit=1&offset=0&platform=twitter&status=published",
+                                     token=author.token)
+    assert status == 200 and page["total"] == 1 and page["limit"] == 1 and page["items"][0]["likes"] == 1
+    status, page = await api.request("GET", f"/api/sns/posts/{post['post_id']}/comments?limit=5", token=author.token)
+    assert status == 200 and page["total"] == 1 and page["items"][0]["text"] == "via http"
+    status, page = await api.request("GET", f"/api/sns/posts/{post['post_id']}/likes", token=author.token)
+    assert status == 200 and [x["user_id"] for x in page["items"]] == [author.id]
+    status, body = await api.request("GET", "/api/sns/posts?limit=ten", token=author.token)
+    assert status == 422
+    status, body = await api.request("DELETE", f"/api/sns/posts/{post['post_id']}", token=author.token)
+    assert status == 200 and body == {"post_id": post["post_id"]}
+    status, body = await api.request("GET", f"/api/sns/posts/{post['post_id']}", token=author.token)
+    assert status == 404 and body["error"]["code"] == "not_found"
     status, body = await api.request("POST", "/api/sns/posts", token=author.token, json={"platforms": ["x"]})
     assert status == 422 and body["error"]["code"] == "validation_error"
     status, _ = await api.request("GET", f"/api/sns/posts/{post['post_id']}")
