@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from handlers.context import Context
 from handlers.errors import Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, server_event
+from handlers import sync
 from handlers.schema import Empty, Input, Output
 from storage import chat as store
 from storage import users as users_store
@@ -40,6 +41,10 @@ class MessageOut(Output):
     created_at: datetime
     edited_at: datetime | None
     client_msg_id: str | None
+
+
+class SyncedMessage(MessageOut):
+    deleted_at: datetime | None  # set: remove the message (its text is gone)
 
 
 class ThreadOut(Output):
@@ -480,3 +485,16 @@ async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
     ctx.emit(TypingIndicator(thread_id=thread.id, user_id=me, is_typing=req.is_typing),
              users=[u for u in members if u != me])
     return Nothing()
+
+
+@operation(CHAT, "sync")
+async def sync_messages(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedMessage]:
+    """Messages created, edited or deleted in the user's threads since a cursor: how
+    a client that was away longer than the recovery window catches up."""
+    me = ctx.actor.id
+    since = sync.decode(req.since)
+    async with ctx.transaction() as tx:
+        rows = await store.changed_since(tx, me, *since, req.limit + 1)
+        outs = await _messages_out(tx, rows, me)
+    items = [SyncedMessage(**o.model_dump(), deleted_at=aware(m.deleted_at)) for o, m in zip(outs, rows)]
+    return sync.page(rows, items, req.limit, since)

@@ -56,6 +56,15 @@ class Hub:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
                        presence=self.presence)
 
+    async def shutdown(self, app: web.Application) -> None:
+        """On SIGTERM (aiohttp has stopped listening by now): close every client's
+        transport, not its Socket.IO session, so the official clients reconnect (to
+        another instance behind the balancer) and recover what they miss meanwhile.
+        What this instance still owes the outbox is flushed in `lifecycle`."""
+        for server in self.fanout.servers:
+            for eio_socket in list(server.eio.sockets.values()):
+                await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
         await self.state.start()
@@ -139,5 +148,6 @@ def create_app(settings: Settings) -> web.Application:
     for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
+    app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
     return app

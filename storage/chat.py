@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
-                        exists, func, insert, select, update)
+                        exists, func, insert, or_, select, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -330,4 +330,15 @@ async def search(tx: AsyncSession, user_id: int, text: str, other_user_id: int |
     if other_user_id is not None:
         cond &= Message.thread_id.in_(select(Thread.id).where(Thread.direct_key == direct_key(user_id, other_user_id)))
     query = select(Message).where(cond).order_by(Message.id.desc()).limit(limit)
+    return list((await tx.execute(query)).scalars())
+
+
+async def changed_since(tx: AsyncSession, user_id: int, moment: datetime, ident: int, limit: int) -> list[Message]:
+    """Messages of the user's threads created, edited or deleted after (moment, ident),
+    in (updated_at, id) order; at most `limit`."""
+    cond = and_(
+        Message.thread_id.in_(select(Member.thread_id).where(Member.user_id == user_id)),
+        or_(Message.updated_at > moment, and_(Message.updated_at == moment, Message.id > ident)),
+    )
+    query = select(Message).where(cond).order_by(Message.updated_at, Message.id).limit(limit)
     return list((await tx.execute(query)).scalars())

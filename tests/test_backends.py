@@ -1,15 +1,11 @@
 """One contract suite for each pluggable backend, run on memory and on Redis."""
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 
 import pytest
 
 from hub.broker import BrokerUnavailable, MemoryBroker, MemoryBus, RedisBroker
 from hub.state import MemoryState, RedisState
-from tests.conftest import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -94,46 +90,6 @@ async def test_revocation_is_shared_between_instances(redis_url, redis_prefix):
     assert await two.is_revoked("shared")
     await one.close()
     await two.close()
-
-
-# --- a private Redis that the test may stop -----------------------------------------
-
-class PrivateRedis:
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = tmp_path
-        self.proc = None
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() == b"PONG":
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    if not shutil.which("redis-server"):
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    redis = PrivateRedis(tmp_path).start()
-    yield redis
-    redis.stop()
 
 
 async def _wait_for(predicate, timeout=15):

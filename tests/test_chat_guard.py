@@ -102,6 +102,7 @@ BAD_INPUT = {
     "message:edit": [{}, {"message_id": 1}, {"message_id": 1, "message": ""}],
     "message:delete": [{}, {"message_id": -3}],
     "typing:set": [{"thread_id": 1}, {"thread_id": 1, "is_typing": "yes"}, {"is_typing": True}],
+    "sync": [{"since": 5}, {"since": "not a cursor"}, {"limit": 0}, {"limit": 5000}],
 }
 
 

@@ -29,3 +29,4 @@ const refused = await new Promise((resolve) => {
 });
 console.log(JSON.stringify({ ack, event, ack2, back, refused, transport: a.io.engine.transport.name }));
 a.close(); b.close(); clearTimeout(timeout);
+process.exit(0);

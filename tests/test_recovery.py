@@ -1,0 +1,145 @@
+"""No event lost: connection state recovery with the official JS client, the
+transactional outbox under SIGKILL and Redis restarts, and `sync` beyond the window."""
+import asyncio
+import json
+import signal
+
+import pytest
+
+from hub.broker import offset_key
+from tests.conftest import Api, run_node
+
+ALL = [f"m{i}" for i in range(20)]
+
+
+async def _run(mode, target1, target2, sender_url, sender, receiver, pid=None):
+    args = [mode, target1, target2, sender_url, sender["access_token"], receiver["access_token"],
+            str(receiver["user"]["id"])] + ([str(pid)] if pid else [])
+    return json.loads(await run_node("recovery.mjs", *args, timeout=60))
+
+
+def _in_order(offsets):
+    return all(isinstance(o, str) for o in offsets) and sorted(offsets, key=offset_key) == offsets
+
+
+@pytest.fixture
+async def two_hubs(spawn_hubs, pg_url, redis_url, redis_prefix):
+    return await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
+                                "HUB_REDIS_PREFIX": redis_prefix})
+
+
+async def test_recovers_on_the_embedded_default(server, api, node):
+    sender, receiver = await api.user(), await api.user()
+    out = await _run("same", server.url, server.url, server.url, sender, receiver)
+    assert out["reasons"] == ["transport close"]
+    assert out["connects"] == [{"recovered": True}] and out["recovered"] is True
+    assert out["seen"] == ALL and _in_order(out["offsets"])
+
+
+@pytest.mark.parametrize("mode", ["same", "other"])
+async def test_recovers_exactly_the_missed_events_in_order_on_any_instance(two_hubs, node, http, mode):
+    one, two = two_hubs
+    api = Api(one.url, http)
+    sender, receiver = await api.user(), await api.user()
+    out = await _run(mode, one.url, two.url, one.url, sender, receiver)
+    assert out["connects"] == [{"recovered": True}]
+    assert out["seen"] == ALL  # the 10 sent while away arrived once each, in order, before the live ones
+    assert _in_order(out["offsets"]) and len(set(out["offsets"])) == 20
+
+
+async def test_sigterm_hands_clients_over_to_another_instance(two_hubs, node, http):
+    one, two = two_hubs
+    api = Api(two.url, http)
+    sender, receiver = await api.user(), await api.user()
+    out = await _run("sigterm", one.url, two.url, two.url, sender, receiver, pid=one.proc.pid)
+    assert out["reasons"] == ["transport close"]  # not "io server disconnect": the client reconnects by itself
+    assert out["connects"] == [{"recovered": True}] and out["seen"] == ALL
+    assert one.proc.wait(15) == 0
+
+
+async def test_a_revoked_token_is_refused_never_restored(two_hubs, node, http):
+    one, two = two_hubs
+    api = Api(one.url, http)
+    sender, receiver = await api.user(), await api.user()
+    out = await _run("revoke", one.url, two.url, one.url, sender, receiver)
+    assert out["connects"] == [] and out["recovered"] is False
+    assert out["connectError"]["data"] == {"code": "unauthorized", "message": "token revoked"}
+    assert out["seen"] == ALL[:5]
+
+
+async def test_beyond_the_window_a_new_session_catches_up_with_sync(spawn_hubs, pg_url, redis_url, redis_prefix,
+                                                                   node, http):
+    one, = await spawn_hubs(1, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
+                                "HUB_REDIS_PREFIX": redis_prefix, "HUB_RECOVERY_WINDOW": "1"})
+    api = Api(one.url, http)
+    sender, receiver = await api.user(), await api.user()
+    out = await _run("window", one.url, one.url, one.url, sender, receiver)
+    assert out["connects"] == [{"recovered": False}]
+    assert out["seen"] == ALL[:5] + ALL[15:]  # nothing replayed, nothing duplicated
+    assert out["synced"] == ALL[:15]  # ...and `sync` brought back everything stored
+
+
+# --- acknowledged writes under failures (python clients) ---------------------------------
+
+async def _collect_messages(client, want: int, timeout: float = 30) -> list[int]:
+    got = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(got) < want and loop.time() < deadline:
+        try:
+            got.append((await asyncio.wait_for(client.queue("message:new").get(), 1))["message_id"])
+        except asyncio.TimeoutError:
+            pass
+    await asyncio.sleep(0.5)
+    while not client.queue("message:new").empty():  # duplicates would show here
+        got.append(client.queue("message:new").get_nowait()["message_id"])
+    return got
+
+
+async def test_sigkill_after_acks_loses_nothing(spawn_hubs, pg_url, private_redis, connect, http):
+    """The writer is SIGKILLed right after acknowledging a burst it could not publish
+    (Redis was down): the other instance's relay publishes it once Redis is back."""
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "kill"}
+    one, two = await spawn_hubs(2, env)
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    sender = await connect(one.url, "/chat", a["access_token"])
+    phone = await connect(two.url, "/chat", b["access_token"])
+    first = await sender.ok("message:send", {"recipient_id": b["user"]["id"], "message": "before"})
+    assert (await phone.next("message:new"))["message_id"] == first["id"]
+
+    private_redis.stop()
+    acked = [(await sender.ok("message:send", {"recipient_id": b["user"]["id"], "message": f"burst {i}"}))["id"]
+             for i in range(30)]
+    one.stop(signal.SIGKILL)
+    private_redis.start()
+
+    got = await _collect_messages(phone, len(acked))
+    assert sorted(got) == sorted(acked)  # every acked message, exactly once
+
+
+async def test_redis_restart_under_traffic_loses_nothing(spawn_hubs, pg_url, private_redis, connect, http):
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "restart"}
+    one, two = await spawn_hubs(2, env)
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    sender = await connect(one.url, "/chat", a["access_token"])
+    local = await connect(one.url, "/chat", b["access_token"])
+    remote = await connect(two.url, "/chat", b["access_token"])
+
+    async def traffic():
+        ids = []
+        for i in range(60):
+            ids.append((await sender.ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"}))["id"])
+            await asyncio.sleep(0.03)
+        return ids
+
+    task = asyncio.create_task(traffic())
+    await asyncio.sleep(0.4)
+    private_redis.stop()
+    await asyncio.sleep(0.6)
+    private_redis.start()
+    acked = await task
+    for device in (local, remote):
+        got = await _collect_messages(device, len(acked))
+        assert sorted(got) == sorted(acked)
