@@ -44,7 +44,7 @@ async def read_json(request: web.Request) -> dict:
         body = await request.json(loads=json.loads)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("request body too large") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting too
         raise ValidationFailed("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object")

@@ -8,7 +8,7 @@ from functools import lru_cache
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from handlers.context import Outgoing, user_room
+from handlers.context import user_room
 from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
 from handlers.schema import Input
@@ -82,10 +82,13 @@ async def publish(request: web.Request) -> web.Response:
             raise _fail(f"services may not publish to room {req.to.room!r} of {req.namespace}", ["to", "room"],
                         allowed=list(spec.publish_rooms))
         rooms = [req.to.room]
-    out = Outgoing(namespace=spec.name, event=event.event, data=data.model_dump(mode="json"), rooms=rooms)
-    await hub.fanout.deliver([out])
-    # offset: filled by the recovery log (the lead's outbox assigns it); None until then.
-    return web.json_response({"delivered_to_rooms": rooms, "offset": None})
+    # Stored in the outbox like any write's event: once answered, it reaches every
+    # recipient that is connected or recovers, whatever happens to this instance.
+    ctx = hub.context(actor)
+    async with ctx.transaction():
+        ctx.emit(data, rooms=rooms)
+    offset, = await hub.fanout.deliver(ctx.events)
+    return web.json_response({"delivered_to_rooms": rooms, "offset": offset})
 
 
 def routes() -> list[web.RouteDef]:
