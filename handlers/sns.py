@@ -152,6 +152,10 @@ class CommentRef(Input):
     comment_id: int = Field(ge=1)
 
 
+class TrendingQuery(Input):
+    platform: Platform | None = None
+
+
 # --- output ------------------------------------------------------------------------
 
 class PostOut(Output):
@@ -692,6 +696,22 @@ async def unwatch_post(ctx: Context, req: PostRef) -> Nothing:
     """Stop receiving a post's events on this socket."""
     ctx.leave(post_room(req.post_id))
     return Nothing()
+
+
+@operation(SNS, "trending:list", http=("GET", "/api/sns/trending"))
+async def list_trending(ctx: Context, req: TrendingQuery) -> list[TrendingUpdated]:
+    """The trending hashtags last announced per platform (what `trending:updated` said),
+    for a client that just connected."""
+    platforms = [req.platform] if req.platform else list(PLATFORMS)
+    async with ctx.transaction() as tx:
+        stored = await store.rankings(tx, platforms)
+    out = []
+    for platform in platforms:
+        ranking, version = stored.get(platform, ([], 0))
+        topics = [TrendingTopic(topic=tag, hashtag=f"#{tag}", posts=n) for tag, n in ranking]
+        out.append(TrendingUpdated(platform=platform, trending_topics=topics, version=version,
+                                   trending_hashtags=[t.hashtag for t in topics]))
+    return out
 
 
 # --- background jobs ----------------------------------------------------------------

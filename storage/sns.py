@@ -363,6 +363,12 @@ async def hashtag_counts(tx: AsyncSession, platform: str, since: datetime, top: 
     return [(tag, int(count)) for tag, count in (await tx.execute(query)).all()]
 
 
+async def rankings(tx: AsyncSession, platforms: list[str]) -> dict[str, tuple[list, int]]:
+    """The last ranking announced per platform, with its version."""
+    query = select(Trending).where(Trending.platform.in_(platforms))
+    return {row.platform: (json.loads(row.ranking), row.version) for row in (await tx.execute(query)).scalars()}
+
+
 async def save_ranking(tx: AsyncSession, row: Trending, ranking: list) -> bool:
     """Store `ranking` as the last one sent; False if it equals the stored one."""
     encoded = json.dumps(ranking, separators=(",", ":"))

@@ -447,7 +447,17 @@ async def test_trending_updates_on_ranking_change(sns):
     ev = await alice.next("trending:updated")
     assert ev["platform"] == "twitter" and ev["trending_hashtags"] == ["#python", "#ai", "#rust"]
     await bob.ok("post:delete", {"post_id": draft["post_id"]})
-    assert (await alice.next("trending:updated"))["trending_hashtags"] == ["#python", "#ai"]
+    last = await alice.next("trending:updated")
+    assert last["trending_hashtags"] == ["#python", "#ai"] and last["version"] == 4
+    # A client that just connected asks for what was last announced.
+    late = await sns.user()
+    assert await late.ok("trending:list", {"platform": "twitter"}) == [last]
+    everything = await late.ok("trending:list", {})
+    assert [t["platform"] for t in everything] == ["twitter", "facebook", "instagram", "linkedin", "threads",
+                                                   "telegram"]
+    assert everything[0] == last and everything[4]["trending_hashtags"] == ["#python"]
+    assert everything[1] == {"platform": "facebook", "trending_topics": [], "trending_hashtags": [], "version": 0}
+    assert await late.error("trending:list", {"platform": "myspace"}) == "validation_error"
 
 
 async def test_trending_forgets_posts_that_leave_the_window(sns):
