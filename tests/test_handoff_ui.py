@@ -103,6 +103,7 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     assert "operator has joined" in seen["joined"]
     assert "Hi, I am Anna from support." in seen["seenByVisitor"]
     assert "Thank you, Anna!" in seen["seenByOperator"]
+    assert "visitor is typing" in seen["typing"]
     assert "back with our assistant" in seen["released"]
     assert seen["presence"] == "online"
     # the bot heard the visitor before the handoff, and nothing while the operator held the dialog

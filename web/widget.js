@@ -187,6 +187,18 @@
     } catch (err) { $("error").textContent = err.message; }
   });
 
+  let typing = null;
+  $("input").addEventListener("input", () => {
+    if (!state.socket || !state.socket.connected) return;
+    const dialogId = state.session.dialog_id;
+    if (!typing) state.socket.emit("typing:set", { dialog_id: dialogId, is_typing: true }, () => {});
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      typing = null;
+      state.socket.emit("typing:set", { dialog_id: dialogId, is_typing: false }, () => {});
+    }, 2000);
+  });
+
   $("human").addEventListener("click", async () => {
     if (!state.socket) return;
     try {

@@ -60,6 +60,7 @@ try {
   const seenByVisitor = await visitor.locator("#hub-widget li.operator").filter({ hasText: "Anna" })
     .textContent(WAIT);
   await visitor.locator("#hub-widget #input").fill("Thank you, Anna!");
+  const typing = await operator.locator("#typing").filter({ hasText: "typing" }).textContent(WAIT);
   await visitor.locator("#hub-widget #send").click();
   const seenByOperator = await operator.locator("#messages li.visitor").filter({ hasText: "Thank you, Anna" })
     .textContent(WAIT);
@@ -70,7 +71,7 @@ try {
     .textContent(WAIT);
   const presence = await operator.locator("#presence").inputValue();
   console.log(JSON.stringify({ dialogId, botReply, waiting, joined, seenByVisitor, seenByOperator, released,
-                               presence, logs }));
+                               presence, typing, logs }));
 } catch (err) {
   console.error(String(err && err.stack || err), "\n", logs.join("\n"));
   process.exitCode = 1;
