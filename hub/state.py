@@ -14,6 +14,19 @@ from redis.exceptions import RedisError
 log = logging.getLogger("hub.state")
 
 
+def sliding_verdict(now: float, window: int, limit: int, current: int, previous: int) -> int:
+    """0 if the estimated hits of the last `window` seconds are within `limit`,
+    else the whole seconds until enough of the previous window has slid out."""
+    elapsed = now % window
+    if current + previous * (1 - elapsed / window) <= limit:
+        return 0
+    if current > limit or previous == 0:
+        return max(1, int(window - elapsed + 0.999))
+    # Wait until previous * (1 - t / window) <= limit - current.
+    t = window * (1 - (limit - current) / previous)
+    return max(1, int(t - elapsed + 0.999))
+
+
 class SharedState(ABC):
     def __init__(self) -> None:
         # Revocations this instance has seen (its own and those heard on the bus):
@@ -44,8 +57,12 @@ class SharedState(ABC):
 
     @abstractmethod
     async def hit(self, key: str, limit: int, window: int) -> int:
-        """Count one hit of `key` in the current `window`-second window; return 0
-        when within `limit`, else the seconds until the window ends."""
+        """Count one hit of `key`; return 0 when the hits of the last `window`
+        seconds are within `limit`, else the seconds to wait.
+
+        A sliding window, estimated from two fixed ones (the current count plus
+        the previous one weighted by how much of it still overlaps), so a burst
+        cannot get twice the limit through by straddling a boundary."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -69,7 +86,7 @@ class SharedState(ABC):
 class MemoryState(SharedState):
     def __init__(self) -> None:
         super().__init__()
-        self._hits: dict[str, tuple[int, int]] = {}
+        self._hits: dict[str, dict[int, int]] = {}
         self._claims: dict[str, float] = {}  # "group:key" -> monotonic expiry
         self._pending: dict[str, dict[str, None]] = {}
 
@@ -107,14 +124,15 @@ class MemoryState(SharedState):
         return self._known_revoked(jti)
 
     async def hit(self, key: str, limit: int, window: int) -> int:
-        now = int(time.time())
-        bucket = now // window
-        seen_bucket, count = self._hits.get(key, (bucket, 0))
-        count = count + 1 if seen_bucket == bucket else 1
-        self._hits[key] = (bucket, count)
+        now = time.time()
+        bucket = int(now // window)
+        counts = self._hits.get(key, {})
+        counts = {b: n for b, n in counts.items() if b >= bucket - 1}
+        counts[bucket] = counts.get(bucket, 0) + 1
+        self._hits[key] = counts
         if len(self._hits) > 100000:
-            self._hits = {k: v for k, v in self._hits.items() if v[0] == bucket}
-        return 0 if count <= limit else (bucket + 1) * window - now
+            self._hits = {k: v for k, v in self._hits.items() if max(v) >= bucket - 1}
+        return sliding_verdict(now, window, limit, counts[bucket], counts.get(bucket - 1, 0))
 
     async def ping(self) -> None:
         pass
@@ -191,18 +209,19 @@ class RedisState(SharedState):
             return False
 
     async def hit(self, key: str, limit: int, window: int) -> int:
-        now = int(time.time())
-        bucket = now // window
+        now = time.time()
+        bucket = int(now // window)
         name = f"{self.prefix}:rl:{key}:{bucket}"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(name).expire(name, window + 1).execute()
+                pipe.incr(name).expire(name, 2 * window + 1).get(f"{self.prefix}:rl:{key}:{bucket - 1}")
+                count, _, previous = await pipe.execute()
         except RedisError as exc:
             # Limits protect the hub; losing them for the length of an outage is
             # better than refusing every login.
             log.warning("rate limit not counted, Redis unreachable: %s", exc)
             return 0
-        return 0 if count <= limit else (bucket + 1) * window - now
+        return sliding_verdict(now, window, limit, count, int(previous or 0))
 
     async def ping(self) -> None:
         await self.redis.ping()
