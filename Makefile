@@ -1,0 +1,22 @@
+# The two commands of the README. Each installs what it needs first, so both work
+# on a fresh machine with Python 3.11+, Node.js/npm (and, for the tests, Debian's
+# chromium, installed here when missing).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+NPM := npm ci --no-audit --no-fund --prefix
+
+.PHONY: run test
+
+run:
+	python3 -m venv .venv
+	.venv/bin/pip install -q -e .
+	$(NPM) web
+	.venv/bin/hub serve --host $(HOST) --port $(PORT)
+
+test:
+	python3 -m venv .venv
+	.venv/bin/pip install -q -e '.[test]'
+	$(NPM) tests/js
+	$(NPM) web
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	.venv/bin/pytest
