@@ -307,14 +307,19 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
             if req.recipient_id == me:
                 raise ValidationFailed("you cannot message yourself",
                                        details=[{"loc": ["recipient_id"], "msg": "is yourself", "type": "value_error"}])
-            if await users_store.get(tx, req.recipient_id) is None:
-                raise NotFound("no such user")
-            thread, created = await store.get_or_create_direct(tx, me, req.recipient_id)
+            # An existing direct thread proves the recipient exists: one query, not two.
+            thread = await store.find_direct(tx, me, req.recipient_id)
+            if thread is None:
+                if await users_store.get(tx, req.recipient_id) is None:
+                    raise NotFound("no such user")
+                thread, created = await store.get_or_create_direct(tx, me, req.recipient_id)
             recipient_id = req.recipient_id
+            members = sorted({me, recipient_id})
         else:
             thread = await _member_thread(tx, ctx, ThreadRef(thread_id=req.thread_id))
+            members = await store.member_ids(tx, thread.id)
             if thread.kind == "direct":
-                recipient_id = next(u for u in await store.member_ids(tx, thread.id) if u != me)
+                recipient_id = next(u for u in members if u != me)
         try:
             msg = await store.add_message(tx, thread, sender_id=me, recipient_id=recipient_id, body=req.message,
                                           booking_id=req.booking_id, client_msg_id=req.client_msg_id)
@@ -326,8 +331,14 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
             raise ValidationFailed("attachment_ids must be your own uploads, not yet attached to a message",
                                    details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
                                              "type": "value_error"}])
-        out = await _message_out(tx, msg, me)
-        members = await store.member_ids(tx, thread.id)
+        if wanted:
+            out = await _message_out(tx, msg, me)
+        else:
+            # A message just written has no attachments and no read receipts.
+            out = MessageOut(id=msg.id, thread_id=msg.thread_id, sender_id=msg.sender_id,
+                             recipient_id=msg.recipient_id, message=msg.body, booking_id=msg.booking_id,
+                             is_read=False, created_at=aware(msg.created_at), edited_at=aware(msg.edited_at),
+                             client_msg_id=msg.client_msg_id, attachments=[])
         if created:
             ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=msg.id, kind=thread.kind,
                                    title=thread.title, member_ids=members), users=members)

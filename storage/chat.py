@@ -9,6 +9,7 @@ from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueCons
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.base import Base, BigId, utcnow
 
@@ -134,17 +135,26 @@ async def add_message(tx: AsyncSession, thread: Thread, *, sender_id: int, recip
     now = utcnow()
     msg = Message(thread_id=thread.id, sender_id=sender_id, recipient_id=recipient_id, body=body,
                   booking_id=booking_id, client_msg_id=client_msg_id, created_at=now, updated_at=now)
-    try:
-        async with tx.begin_nested():
-            tx.add(msg)
-            await tx.flush()
-    except IntegrityError as exc:
-        raise DuplicateClientId(client_msg_id) from exc
-    await tx.execute(
+    if client_msg_id is None:
+        # Nothing here can conflict: no savepoint (two round trips fewer).
+        tx.add(msg)
+        await tx.flush()
+    else:
+        try:
+            async with tx.begin_nested():
+                tx.add(msg)
+                await tx.flush()
+        except IntegrityError as exc:
+            raise DuplicateClientId(client_msg_id) from exc
+    # One statement (UPDATE ... RETURNING) instead of an UPDATE and a refresh.
+    count, last = (await tx.execute(
         update(Thread).where(Thread.id == thread.id)
         .values(last_message_at=now, message_count=Thread.message_count + 1)
-    )
-    await tx.refresh(thread, ["message_count", "last_message_at"])
+        .returning(Thread.message_count, Thread.last_message_at)
+        .execution_options(synchronize_session=False)
+    )).one()
+    set_committed_value(thread, "message_count", count)
+    set_committed_value(thread, "last_message_at", last)
     return msg
 
 
