@@ -20,6 +20,7 @@ import urllib.parse
 
 import engineio
 import socketio
+from aiohttp import web
 from engineio import async_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
@@ -48,8 +49,13 @@ class ProtocolSocket(async_socket.AsyncSocket):
     #: Seconds a websocket may take to send `2probe` and then `5` (Node: upgradeTimeout).
     upgrade_timeout = 10.0
 
+    #: Seconds a poll that arrives during an upgrade waits for it to settle (Node: 100 ms).
+    upgrade_check = 0.1
+
     def __init__(self, server, sid):
         super().__init__(server, sid)
+        self._upgrade_settled: asyncio.Event | None = None
+        self.pong_deadline: float | None = None
         self.polling = False  # a long-polling GET is waiting for packets
         self.ws_claimed = False  # a websocket is attached to this session, or attaching
 
@@ -60,14 +66,41 @@ class ProtocolSocket(async_socket.AsyncSocket):
         Node: the waiting poll is answered with a CLOSE packet, this one with 400."""
         if _wants_upgrade(environ):
             return await super().handle_get_request(environ)
+        if await self._timed_out():
+            raise eio_exceptions.QueueEmpty()
         if self.polling:
             await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
             raise DuplicatePoll()
+        if self.upgrading and self._upgrade_settled is not None:
+            # Item 3: Node answers a poll during an upgrade with NOOP from a check
+            # that runs every 100 ms; if the upgrade completes meanwhile, the poll
+            # is refused like every HTTP request after it.
+            try:
+                await asyncio.wait_for(self._upgrade_settled.wait(), self.upgrade_check)
+            except asyncio.TimeoutError:
+                pass
+            if self.upgraded:
+                return await self._refuse_after_upgrade()
         self.polling = True
         try:
-            return await super().handle_get_request(environ)
+            packets = await super().handle_get_request(environ)
         finally:
             self.polling = False
+        if self.upgraded and isinstance(packets, list) and \
+                all(p.packet_type == eio_packet.NOOP for p in packets):
+            return await self._refuse_after_upgrade()
+        return packets
+
+    #: Pause before refusing a poll that raced an upgrade's completion.
+    refuse_delay = 0.02
+
+    async def _refuse_after_upgrade(self):
+        """A poll that raced the upgrade is refused like any HTTP request after it
+        (400), after a short pause: the websocket's frames sent just before (the
+        probe's answer) then reach the client first, as they do with Node, where
+        such a poll arrives later."""
+        await asyncio.sleep(self.refuse_delay)
+        return self.server._bad_request("Unexpected HTTP request")
 
     async def receive(self, pkt):
         """A packet type outside the protocol is a parse error and closes the
@@ -86,6 +119,8 @@ class ProtocolSocket(async_socket.AsyncSocket):
         if length > self.server.max_http_buffer_size:
             raise eio_exceptions.ContentTooLongError()
         body = await environ["wsgi.input"].read(length)
+        if await self._timed_out():
+            raise eio_exceptions.SocketIsClosedError()
         try:
             packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
         except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
@@ -100,19 +135,38 @@ class ProtocolSocket(async_socket.AsyncSocket):
 
     # -- heartbeat ------------------------------------------------------------------
 
-    async def _send_ping(self):
-        """Item 3: the ping timeout is enforced by its own timer, `pingTimeout`
-        after the PING, like Node. python-engineio noticed a missing PONG only when
-        its monitor task came round to the socket, up to a whole timeout late."""
-        await asyncio.sleep(self.server.ping_interval)
+    def schedule_ping(self):
+        """Item 3: the ping cycle runs on absolute deadlines from its start, and
+        every request checks the pong deadline itself (see `_timed_out`), so a
+        missing PONG is noticed at `pingInterval + pingTimeout`, like Node.
+        python-engineio noticed it when its monitor task came round to the socket,
+        up to a whole timeout late."""
+        if self.last_ping:
+            self.last_ping = None
+            start = asyncio.get_running_loop().time()
+            self.pong_deadline = start + self.server.ping_interval + self.server.ping_timeout
+            self.server.start_background_task(self._send_ping, start)
+
+    async def _send_ping(self, start=None):
+        loop = asyncio.get_running_loop()
+        start = loop.time() if start is None else start
+        await asyncio.sleep(max(0.0, start + self.server.ping_interval - loop.time()))
         if self.closing or self.closed:
             return
         stamp = self.last_ping = time.time()
         await self.send(eio_packet.Packet(eio_packet.PING))
-        await asyncio.sleep(self.server.ping_timeout)
+        await asyncio.sleep(max(0.0, start + self.server.ping_interval + self.server.ping_timeout - loop.time()))
         if self.last_ping == stamp and not self.closing and not self.closed:
             self.server.logger.info("%s: no PONG within pingTimeout, closing", self.sid)
             await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+
+    async def _timed_out(self) -> bool:
+        """True (and the session closed) when a request comes after the pong deadline."""
+        if self.last_ping and self.pong_deadline is not None and \
+                asyncio.get_running_loop().time() >= self.pong_deadline:
+            await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+            return True
+        return False
 
     # -- closing --------------------------------------------------------------------
 
@@ -151,10 +205,10 @@ class ProtocolSocket(async_socket.AsyncSocket):
 
     async def _upgrade_websocket(self, environ):
         """Item 4: one websocket per session. A websocket opened with the sid of a
-        session that is upgraded, or has a websocket attaching, is refused (400).
-        python-engineio accepted it and held it open forever, without pings."""
+        session that is upgraded, or has a websocket attaching, is closed at once
+        (as Node does). python-engineio held it open forever, without pings."""
         if self.upgraded or self.ws_claimed:
-            return self.server._bad_request("Session already has a websocket")
+            return await self.server.close_websocket_at_once(environ)
         if self.server._async["websocket"] is None:
             return self.server._bad_request()
         self.ws_claimed = True
@@ -185,20 +239,30 @@ class ProtocolSocket(async_socket.AsyncSocket):
         if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
             return False
         await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-        self.upgrading = True  # from here on, polls are answered NOOP at once
-        if self.polling:
-            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+        self.upgrading = True  # from here on, polls are answered NOOP
+        self._upgrade_settled = asyncio.Event()
+        check = asyncio.ensure_future(self._end_poll_during_upgrade())
         try:
             pkt = await self._ws_receive(ws, self.upgrade_timeout)
+            self.upgraded = pkt.packet_type == eio_packet.UPGRADE
         except (OSError, ValueError, asyncio.TimeoutError):
+            pass
+        finally:
+            check.cancel()
             self.upgrading = False
-            return False
-        if pkt.packet_type != eio_packet.UPGRADE:
-            self.upgrading = False
-            return False
-        self.upgraded = True
-        self.upgrading = False
-        return True
+            self._upgrade_settled.set()
+        if self.upgraded and self.polling:
+            # A poll still waiting must end before the websocket writer takes over
+            # the queue; if it gets nothing but this NOOP, it is refused (400).
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+        return self.upgraded
+
+    async def _end_poll_during_upgrade(self):
+        """Node's upgrade check: a poll waiting `upgrade_check` after the probe is
+        ended with NOOP, so that the client can pause polling and send UPGRADE."""
+        await asyncio.sleep(self.upgrade_check)
+        if self.upgrading and self.polling:
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
 
     async def _websocket_handler(self, ws):
         """The websocket transport (python-engineio's, with items 3, 4 and 5):
@@ -270,6 +334,27 @@ class ProtocolEngineIOServer(engineio.AsyncServer):
         if self.async_mode != "aiohttp":  # pragma: no cover - the hub runs on aiohttp
             return super().attach(app, engineio_path)
         app.router.add_route("*", f"/{engineio_path.strip('/')}/", self.handle_request)
+
+    async def handle_request(self, *args, **kwargs):
+        """Item 4: a websocket for a session that already has one is accepted and
+        closed at once, like Node (python-engineio answered 400 here when the
+        session was upgraded, and held the websocket open forever when not yet)."""
+        request = args[0] if args and isinstance(args[0], web.BaseRequest) else None
+        if request is not None and request.method == "GET" and \
+                request.headers.get("Upgrade", "").lower() == "websocket":
+            s = self.sockets.get(request.query.get("sid", ""))
+            if s is not None and (s.upgraded or getattr(s, "ws_claimed", False)):
+                return await self.close_websocket_at_once({"aiohttp.request": request})
+        return await super().handle_request(*args, **kwargs)
+
+    async def close_websocket_at_once(self, environ):
+        ws = web.WebSocketResponse()
+        await ws.prepare(environ["aiohttp.request"])
+        # The same short pause as for a refused poll (ProtocolSocket.refuse_delay):
+        # what the session's own websocket sent just before reaches the client first.
+        await asyncio.sleep(self.socket_class.refuse_delay)
+        await ws.close()
+        return ws
 
     def _method_not_found(self):
         """Item 2: an unsupported method is a bad request (400), as in Node."""
