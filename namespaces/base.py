@@ -102,19 +102,27 @@ class OperationNamespace(socketio.AsyncNamespace):
         for room in rooms:
             await self.enter_room(sid, room)
         hub.metrics.connections.labels(self.spec.name).inc()
-        if hub.recovery.enabled:
-            pid = restored[0] if restored else hub.recovery.new_pid()
-            self.server.pids[(self.spec.name, sid)] = pid
-            await hub.recovery.track(self.spec.name, sid, pid, actor, rooms)
-        if restored:
-            # Sent after the CONNECT (held by the server until then), in offset order.
-            for offset, entry in restored[2]:
-                await self.emit(entry["ev"], (entry["d"], offset), to=sid)
-            self.server.settle_held(sid, self.spec.name)
-        if self.spec.on_connect:
-            ctx = self.context(actor, sid)
-            await self.spec.on_connect(ctx)
-            await hub.fanout.deliver(ctx.events)
+        pid = (restored[0] if restored else hub.recovery.new_pid()) if hub.recovery.enabled else None
+        try:
+            if pid:
+                await hub.recovery.track(self.spec.name, sid, pid, actor, rooms)
+            if restored:
+                # Sent after the CONNECT (held by the server until then), in offset order.
+                for offset, entry in restored[2]:
+                    await self.emit(entry["ev"], (entry["d"], offset), to=sid)
+                self.server.settle_held(sid, self.spec.name)
+            if self.spec.on_connect:
+                ctx = self.context(actor, sid)
+                await self.spec.on_connect(ctx)
+                await hub.fanout.deliver(ctx.events)
+        except Exception:
+            # A refused connect gets no disconnect event: undo what it set up here.
+            log.exception("connect to %s failed", self.spec.name)
+            await self.disconnect_socket(sid, "client disconnect")
+            exc = InternalError()
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
+        if pid:
+            self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
 
     async def disconnect_socket(self, sid: str, reason: str | None = None) -> None:
         conn = self.conns.pop(sid, None)
