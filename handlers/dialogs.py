@@ -350,10 +350,14 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 
 # --- the handoff core (shared with /operators) -------------------------------------------
 
-async def emit_queue(ctx: Context, tx) -> None:
-    """Tell every waiting visitor their place, and operators the queue's size."""
-    waiting = await store.queue(tx)
-    for place, w in enumerate(waiting, 1):
+QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
+
+
+async def emit_queue(ctx: Context, tx, from_place: int | None = 1) -> None:
+    """Tell operators the queue's size, and the waiting visitors from `from_place`
+    on (the places before a change do not move) their new place."""
+    waiting = [] if from_place is None else await store.queue(tx, QUEUE_NOTIFY, from_place - 1)
+    for place, w in enumerate(waiting, from_place or 1):
         ctx.emit(QueuePosition(dialog_id=w.id, position=place), rooms=[dialog_room(w.id)])
     ctx.emit(QueueUpdated(size=await store.queue_size(tx)), rooms=[OPERATORS_ROOM])
 
@@ -396,7 +400,7 @@ async def request_handoff(ctx: Context, tx, d: store.Dialog, reason: str | None,
     emit_status(ctx, d, reason)
     ctx.emit(HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason=reason,
                               queue_position=position, version=d.version), rooms=[OPERATORS_ROOM])
-    await emit_queue(ctx, tx)
+    await emit_queue(ctx, tx, position)
     return HandoffRequestedOut(dialog_id=d.id, handoff_status="requested", queue_position=position,
                                version=d.version)
 
@@ -411,11 +415,12 @@ async def accept(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
         raise Conflict("this dialog is not waiting for an operator",
                        details={"handoff_status": d.handoff_status, "version": d.version})
     await _check_capacity(ctx, tx)
+    place = await store.queue_position(tx, d)
     if not await store.transition(tx, d, expect_status=["requested"], handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("another operator accepted this dialog first",
                        details={"operator_id": d.operator_id, "version": d.version})
-    await _taken(ctx, tx, d, queued=True)
+    await _taken(ctx, tx, d, place)
     return d
 
 
@@ -428,13 +433,13 @@ async def takeover(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
         raise Conflict("another operator holds this dialog", details={"operator_id": d.operator_id})
     if d.status != "open":
         raise Conflict("this dialog is closed")
-    queued = d.handoff_status == "requested"
     if ctx.actor.is_staff:
         await _check_capacity(ctx, tx)
+    place = await store.queue_position(tx, d)  # None unless it was waiting
     if not await store.transition(tx, d, expect_version=d.version, handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
-    await _taken(ctx, tx, d, queued=queued)
+    await _taken(ctx, tx, d, place)
     return d
 
 
@@ -448,12 +453,13 @@ async def _check_capacity(ctx: Context, tx) -> None:
                        details={"active_chats": held, "max_active_chats": limit})
 
 
-async def _taken(ctx: Context, tx, d: store.Dialog, *, queued: bool) -> None:
+async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
+    """Announce that `d` is held now; `place`: where it was in the queue, if it was."""
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
     emit_status(ctx, d)
     ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])
-    if queued:
-        await emit_queue(ctx, tx)
+    if place is not None:
+        await emit_queue(ctx, tx, place)
 
 
 async def release(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
@@ -476,6 +482,7 @@ async def cancel(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     """requested -> cancelled (the visitor, the bot or the owner changed their mind)."""
     if d.handoff_status != "requested":
         raise Conflict("no handoff is waiting for this dialog", details={"handoff_status": d.handoff_status})
+    place = await store.queue_position(tx, d)
     if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
                                   handoff_status="cancelled"):
         raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
@@ -483,7 +490,7 @@ async def cancel(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     emit_status(ctx, d, "cancelled")
     ctx.emit(HandoffReleased(dialog_id=d.id, operator_id=None, version=d.version, reason="cancelled"),
              rooms=[OPERATORS_ROOM])
-    await emit_queue(ctx, tx)
+    await emit_queue(ctx, tx, place)
     return d
 
 
@@ -492,7 +499,7 @@ async def requeue_operator(ctx: Context, operator_id: int) -> list[int]:
     their original place (requested_at). Per dialog a compare-and-set on its
     version: with several instances sweeping at once, each dialog is requeued
     (and announced) by exactly one of them. Returns the dialogs this call requeued."""
-    done = []
+    done, first = [], None
     async with ctx.transaction() as tx:
         for d in await store.held_by(tx, operator_id):
             if not await store.transition(tx, d, expect_version=d.version, expect_status=["active"],
@@ -502,14 +509,15 @@ async def requeue_operator(ctx: Context, operator_id: int) -> list[int]:
                 continue
             done.append(d.id)
             await store.add_request(tx, d, request_id=None, reason="operator_offline", requested_by="system")
+            place = await store.queue_position(tx, d)
+            first = place if first is None else min(first, place)
             emit_status(ctx, d, "operator_offline")
             ctx.emit(HandoffReleased(dialog_id=d.id, operator_id=operator_id, version=d.version,
                                      reason="operator_offline"), rooms=[OPERATORS_ROOM])
             ctx.emit(HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="operator_offline",
-                                      queue_position=await store.queue_position(tx, d), version=d.version),
-                     rooms=[OPERATORS_ROOM])
+                                      queue_position=place, version=d.version), rooms=[OPERATORS_ROOM])
         if done:
-            await emit_queue(ctx, tx)
+            await emit_queue(ctx, tx, first)
     return done
 
 

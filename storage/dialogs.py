@@ -216,10 +216,10 @@ async def holders(tx: AsyncSession) -> list[int]:
     return [i for i in (await tx.execute(query)).scalars() if i is not None]
 
 
-async def queue(tx: AsyncSession, limit: int = 500) -> list[Dialog]:
+async def queue(tx: AsyncSession, limit: int = 500, offset: int = 0) -> list[Dialog]:
     """Dialogs waiting for an operator, longest waiting first."""
     query = (select(Dialog).where(Dialog.handoff_status == "requested")
-             .order_by(Dialog.requested_at, Dialog.id).limit(limit))
+             .order_by(Dialog.requested_at, Dialog.id).limit(limit).offset(offset))
     return list((await tx.execute(query)).scalars())
 
 

@@ -206,6 +206,8 @@ async def test_queue_positions_follow_waiting_time(server, api, connect, world):
     # asking again with the same request_id changes nothing
     again = await visitors[1][1].ok("dialog:handoff", {"dialog_id": visitors[1][0], "request_id": "r1"})
     assert again["queue_position"] == 2 and again["version"] == visitors[1][2]["version"]
+    # a newcomer at the end of the queue moves nobody: earlier visitors heard only their own place
+    assert [c.queue("queue:position").qsize() for _, c, _ in visitors] == [1, 1, 1]
     for _, c, _ in visitors:  # drain the positions each got so far
         while not c.queue("queue:position").empty():
             c.queue("queue:position").get_nowait()
@@ -274,3 +276,19 @@ async def test_presence_and_auto_detect_on_one_instance(server, api, connect, wo
     assert {"repeated_message", "bot_failed", "frustration"} <= set(verdict["reasons"])
     assert await bot_ops.error("handoff:queue") == "forbidden"
     assert await c.error("handoff:auto-detect", {"dialog_id": did, "text": "x"}) == "validation_error"
+
+
+async def test_going_offline_requeues_held_dialogs(server, api, connect, world):
+    op_id, op = await account(server.hub.db, "operator")
+    console = await connect(server.url, "/operators", op)
+    vis, did = world["visitor"], world["dialog_id"]
+    await vis.ok("dialog:handoff", {"dialog_id": did})
+    held = await console.ok("handoff:accept", {"dialog_id": did})
+    assert (await console.ok("presence:status"))["active_chats"] == 1
+    await console.ok("presence:update", {"status": "offline"})
+    ev = await next_where(console, "handoff:requested", lambda e: e["reason"] == "operator_offline", timeout=15)
+    assert ev["dialog_id"] == did and ev["version"] > held["version"]
+    status = await next_where(vis, "handoff:status", lambda e: e["reason"] == "operator_offline")
+    assert status["status"] == "requested" and status["operator_id"] is None
+    assert (await console.ok("presence:status"))["active_chats"] == 0
+    assert await console.ok("chats:active") == []
