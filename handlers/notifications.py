@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import namespace, operation, server_event
+from handlers import sync
 from handlers.schema import Empty, Input, Output, Page
 from storage import notifications as store
 from storage import users as users_store
@@ -39,6 +40,10 @@ class NotificationOut(Output):
     data: dict[str, Any] | None
     is_read: bool
     created_at: datetime
+
+
+class SyncedNotification(NotificationOut):
+    deleted_at: datetime | None  # set: the user deleted it; remove it
 
 
 class ListNotifications(Input):
@@ -241,3 +246,15 @@ async def create_notifications(ctx: Context, req: CreateNotification) -> Created
                                   action_url=row.action_url, data=row.data, created_at=aware(row.created_at)),
                      users=[row.user_id])
     return Created(created=len(rows), items=[CreatedOne(notification_id=r.id, user_id=r.user_id) for r in rows])
+
+
+@operation(NOTIFICATIONS, "sync", roles=ACCOUNT_ROLES)
+async def sync_notifications(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedNotification]:
+    """The user's notifications created, read or deleted since a cursor: how a client
+    that was away longer than the recovery window catches up. Deleted ones come with
+    `deleted_at` set: remove them."""
+    since = sync.decode(req.since)
+    async with ctx.transaction() as tx:
+        rows = await store.changed_since(tx, ctx.actor.id, *since, req.limit + 1)
+    items = [SyncedNotification(**_out(r).model_dump(), deleted_at=aware(r.deleted_at)) for r in rows]
+    return sync.SyncPage[SyncedNotification](**sync.page(rows, items, req.limit, since))

@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import namespace, operation, server_event
+from handlers import sync
 from handlers.schema import Input, Output, Page
 from storage import orders as store
 from storage.base import aware
@@ -296,3 +297,16 @@ async def update_status(ctx: Context, req: UpdateStatus) -> OrderOut:
                                   customer_id=out.customer_id, tracking_number=out.tracking_number,
                                   estimated_delivery=out.estimated_delivery), **targets)
     return out
+
+
+@operation(ORDERS, "sync")
+async def sync_orders(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[OrderOut]:
+    """Orders created or changed since a cursor (a customer's own; staff and services
+    every order): how a client that was away longer than the recovery window catches
+    up. Each item is the order as it is now; apply them by `order_id`."""
+    since = sync.decode(req.since)
+    customer = None if _sees_all(ctx.actor) else ctx.actor.id
+    async with ctx.transaction() as tx:
+        rows = await store.changed_since(tx, customer, *since, req.limit + 1)
+        items = [_out(o) for o in rows]
+    return sync.SyncPage[OrderOut](**sync.page(rows, items, req.limit, since))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, func, select, update
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -13,7 +13,11 @@ from storage.base import Base, BigId, utcnow
 
 class Notification(Base):
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_user_id_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_notifications_user_id_id", "user_id", "id"),
+        # A user's `sync`: their notifications in (updated_at, id) order (migration 0006).
+        Index("ix_notifications_user_id_updated_at_id", "user_id", "updated_at", "id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(50))
@@ -87,3 +91,15 @@ async def delete(tx: AsyncSession, row: Notification) -> None:
 async def unread_count(tx: AsyncSession, user_id: int) -> int:
     query = select(func.count()).select_from(Notification).where(_live(user_id), Notification.is_read.is_(False))
     return int((await tx.execute(query)).scalar_one())
+
+
+async def changed_since(tx: AsyncSession, user_id: int, moment: datetime, ident: int,
+                        limit: int) -> list[Notification]:
+    """The user's notifications created, read or deleted (tombstones included) after
+    (moment, ident), in (updated_at, id) order; at most `limit`."""
+    cond = and_(
+        Notification.user_id == user_id,
+        or_(Notification.updated_at > moment, and_(Notification.updated_at == moment, Notification.id > ident)),
+    )
+    query = select(Notification).where(cond).order_by(Notification.updated_at, Notification.id).limit(limit)
+    return list((await tx.execute(query)).scalars())

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, BigInteger, Date, ForeignKey, Index, String, UniqueConstraint, func, select, update
+from sqlalchemy import (JSON, BigInteger, Date, ForeignKey, Index, String, UniqueConstraint, and_, func, or_, select,
+                        update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -18,6 +19,8 @@ class Order(Base):
         UniqueConstraint("customer_id", "client_order_id", name="uq_orders_customer_client_order"),
         Index("ix_orders_status_id", "status", "id"),
         Index("ix_orders_customer_id_id", "customer_id", "id"),
+        # A customer's `sync`: their orders in (updated_at, id) order (migration 0006).
+        Index("ix_orders_customer_id_updated_at_id", "customer_id", "updated_at", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # Derived from the id after insert, so unique across every instance.
@@ -98,3 +101,14 @@ async def page(tx: AsyncSession, *, customer_id: int | None, status: str | None,
     total = int((await tx.execute(select(func.count()).select_from(Order).where(*cond))).scalar_one())
     query = select(Order).where(*cond).order_by(Order.id.desc()).limit(limit).offset(offset)
     return list((await tx.execute(query)).scalars()), total
+
+
+async def changed_since(tx: AsyncSession, customer_id: int | None, moment: datetime, ident: int,
+                        limit: int) -> list[Order]:
+    """Orders created or changed after (moment, ident), in (updated_at, id) order; at
+    most `limit`. Only one customer's when `customer_id` is given (None: every order)."""
+    cond = [or_(Order.updated_at > moment, and_(Order.updated_at == moment, Order.id > ident))]
+    if customer_id is not None:
+        cond.append(Order.customer_id == customer_id)
+    query = select(Order).where(*cond).order_by(Order.updated_at, Order.id).limit(limit)
+    return list((await tx.execute(query)).scalars())
