@@ -445,7 +445,10 @@ async def takeover(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
 
 async def _check_capacity(ctx: Context, tx) -> None:
     me = ctx.actor.id
-    rec = await ctx.presence.get(me) if ctx.presence else None
+    try:
+        rec = await ctx.presence.get(me) if ctx.presence else None
+    except Exception:  # presence unreachable: the default limit still applies
+        rec = None
     limit = (rec.max_active_chats if rec and rec.max_active_chats else None) or ctx.settings.max_active_chats
     held = (await store.count_held(tx, [me]))[me]
     if held >= limit:

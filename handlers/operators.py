@@ -6,7 +6,9 @@ first claims the announcement) and requeues the dialogs of operators who went
 offline (each dialog claimed in the database by a compare-and-set)."""
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -15,7 +17,7 @@ from pydantic import Field, model_validator
 from handlers import autodetect
 from handlers import dialogs as dlg
 from handlers.context import Actor, Context
-from handlers.errors import Forbidden, NotFound
+from handlers.errors import Forbidden, HubError, NotFound, Unavailable
 from handlers.registry import namespace, operation, periodic, server_event
 from handlers.schema import Empty, Input, Output
 from storage import dialogs as store
@@ -23,6 +25,20 @@ from storage.base import aware
 
 OPERATORS = dlg.OPERATORS
 STAFF = {"operator", "admin"}
+log = logging.getLogger("hub.operators")
+
+
+@asynccontextmanager
+async def presence_store():
+    """Presence lives in Redis when several instances run: if it is unreachable,
+    answer `unavailable` instead of an internal error."""
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as exc:
+        log.warning("presence store unreachable: %s", exc)
+        raise Unavailable("operator presence is unavailable right now; retry shortly") from exc
 
 
 def _rooms(actor: Actor) -> list[str]:
@@ -38,14 +54,20 @@ def console_id(ctx: Context) -> str:
 
 async def _on_connect(ctx: Context) -> None:
     if ctx.actor.is_staff and ctx.presence is not None:
-        await ctx.presence.connect(ctx.actor.id, console_id(ctx))
-        await announce(ctx, ctx.actor.id)
+        try:
+            await ctx.presence.connect(ctx.actor.id, console_id(ctx))
+            await announce(ctx, ctx.actor.id)
+        except Exception as exc:  # the console still works; its next heartbeat registers it
+            log.warning("presence of operator %s not recorded on connect: %s", ctx.actor.id, exc)
 
 
 async def _on_disconnect(ctx: Context) -> None:
     if ctx.actor.is_staff and ctx.presence is not None:
         # No event now: the grace period lets a reloading console come back first.
-        await ctx.presence.disconnect(ctx.actor.id, console_id(ctx))
+        try:
+            await ctx.presence.disconnect(ctx.actor.id, console_id(ctx))
+        except Exception as exc:  # the console's heartbeats lapse instead
+            log.warning("presence of operator %s not recorded on disconnect: %s", ctx.actor.id, exc)
 
 
 namespace(OPERATORS, "Live handoff consoles of operators: presence, queue, accept, release.",
@@ -141,10 +163,11 @@ async def _presence_out(ctx: Context, tx, operator_ids: list[int]) -> list[Prese
 async def heartbeat(ctx: Context, req: Empty) -> PresenceOut:
     """Keep this console alive (send more often than HUB_PRESENCE_TIMEOUT)."""
     me = ctx.actor.id
-    await ctx.presence.heartbeat(me, console_id(ctx))
-    await announce(ctx, me)
-    async with ctx.transaction() as tx:
-        return (await _presence_out(ctx, tx, [me]))[0]
+    async with presence_store():
+        await ctx.presence.heartbeat(me, console_id(ctx))
+        await announce(ctx, me)
+        async with ctx.transaction() as tx:
+            return (await _presence_out(ctx, tx, [me]))[0]
 
 
 @operation(OPERATORS, "presence:update", roles=STAFF, http=("POST", "/api/operator/presence/update"))
@@ -152,18 +175,19 @@ async def update(ctx: Context, req: UpdatePresence) -> PresenceOut:
     """Choose online, away or offline (and the most dialogs one holds at once).
     Going offline hands the caller's dialogs back to the queue after HUB_REQUEUE_DELAY."""
     me = ctx.actor.id
-    await ctx.presence.heartbeat(me, console_id(ctx))
-    await ctx.presence.update(me, status=req.status, max_active_chats=req.max_active_chats)
-    await announce(ctx, me)
-    async with ctx.transaction() as tx:
-        return (await _presence_out(ctx, tx, [me]))[0]
+    async with presence_store():
+        await ctx.presence.heartbeat(me, console_id(ctx))
+        await ctx.presence.update(me, status=req.status, max_active_chats=req.max_active_chats)
+        await announce(ctx, me)
+        async with ctx.transaction() as tx:
+            return (await _presence_out(ctx, tx, [me]))[0]
 
 
 @operation(OPERATORS, "presence:status", roles=STAFF, http=("GET", "/api/operator/presence/status"))
 async def status(ctx: Context, req: PresenceQuery) -> PresenceOut | list[PresenceOut]:
     """One operator's presence (default: the caller's); for an admin without
     operator_id, every operator seen recently."""
-    async with ctx.transaction() as tx:
+    async with presence_store(), ctx.transaction() as tx:
         if req.operator_id is None and ctx.actor.role == "admin":
             ids = sorted(r.operator_id for r in await ctx.presence.all())
             return await _presence_out(ctx, tx, ids)
