@@ -31,7 +31,9 @@ MAX_COMMENT = 2000
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 ANALYTICS = "sns-analytics"
 ANALYTICS_INTERVAL = 1.0  # at most one analytics:updated per post per this many seconds
-ANALYTICS_FLUSH_EVERY = 0.25  # how often pending (trailing) analytics are looked for
+TRENDING = "sns-trending"
+TRENDING_INTERVAL = 1.0  # at most one trending recomputation per platform per this many seconds
+COALESCE_EVERY = 0.25  # how often pending (trailing) analytics and trending work is looked for
 TRENDING_WINDOW = timedelta(hours=24)
 TRENDING_TOP = 10
 TRENDING_EVERY = 30.0  # recompute every platform (posts leaving the window)
@@ -436,8 +438,30 @@ async def _emit_analytics(ctx: Context, post_ids) -> None:
 async def _metrics_changed(ctx: Context, post_id: int) -> None:
     """Call after the change committed: sends analytics now if none went out for the
     post in the last second (on any instance); else the flush job sends it later."""
-    if await ctx.state.throttle(ANALYTICS, str(post_id), ANALYTICS_INTERVAL):
-        await _emit_analytics(ctx, [post_id])
+    try:
+        if await ctx.state.throttle(ANALYTICS, str(post_id), ANALYTICS_INTERVAL):
+            await _emit_analytics(ctx, [post_id])
+    except Exception:  # the change itself is committed: don't fail the request
+        log.exception("analytics of post %s not sent", post_id)
+
+
+async def _recompute_trending(ctx: Context, platforms) -> None:
+    async with ctx.transaction() as tx:
+        await refresh_trending(tx, ctx, platforms)
+
+
+async def _trending_changed(ctx: Context, platforms) -> None:
+    """Call after publishing or deleting a published post committed: recomputes the
+    platforms' rankings now unless that happened in the last second (on any
+    instance); else the flush job does it shortly. Keeps the publishing transaction
+    free of the trending row locks and bounds trending:updated to one per platform
+    per second."""
+    try:
+        now = [p for p in sorted(set(platforms)) if await ctx.state.throttle(TRENDING, p, TRENDING_INTERVAL)]
+        if now:
+            await _recompute_trending(ctx, now)
+    except Exception:  # the posts are committed; the periodic recomputation catches up
+        log.exception("trending of %s not recomputed", platforms)
 
 
 # --- operations: posts ---------------------------------------------------------------
@@ -467,7 +491,8 @@ async def create_post(ctx: Context, req: CreatePost) -> PostOut:
             _emit_scheduled(ctx, post)
         elif status == store.PUBLISHED:
             _emit_published(ctx, post)
-            await refresh_trending(tx, ctx, post.platform_list)
+    if status == store.PUBLISHED:
+        await _trending_changed(ctx, post.platform_list)
     return out
 
 
@@ -544,8 +569,8 @@ async def delete_post(ctx: Context, req: PostRef) -> PostDeletedOut:
         was_published = post.status == store.PUBLISHED
         await store.delete_post(tx, post)
         ctx.emit(PostDeleted(post_id=post.id, deleted_at=aware(post.deleted_at)), **_audience(post))
-        if was_published:
-            await refresh_trending(tx, ctx, post.platform_list)
+    if was_published:
+        await _trending_changed(ctx, post.platform_list)
     return PostDeletedOut(post_id=post.id)
 
 
@@ -562,8 +587,9 @@ async def publish_post(ctx: Context, req: PostRef) -> PostOut:
         if post is None:
             raise Conflict("the post was published or deleted meanwhile")
         _emit_published(ctx, post)
-        await refresh_trending(tx, ctx, post.platform_list)
-        return _post_out(post)
+        out = _post_out(post)
+    await _trending_changed(ctx, post.platform_list)
+    return out
 
 
 # --- operations: engagement ---------------------------------------------------------
@@ -725,20 +751,23 @@ async def publish_due(ctx: Context) -> None:
             posts = await store.claim_due(tx, utcnow(), SCHEDULER_BATCH)
             for post in posts:
                 _emit_published(ctx, post)
-            if posts:
-                await refresh_trending(tx, ctx, {p for post in posts for p in post.platform_list})
         if posts:
+            await _trending_changed(ctx, {p for post in posts for p in post.platform_list})
             log.info("published %d scheduled posts (ids %d..%d)", len(posts), posts[0].id, posts[-1].id)
         if len(posts) < SCHEDULER_BATCH:
             return
 
 
-@periodic("sns.analytics", every=ANALYTICS_FLUSH_EVERY)
-async def flush_analytics(ctx: Context) -> None:
-    """Send the trailing analytics:updated of posts that changed while throttled."""
+@periodic("sns.coalesce", every=COALESCE_EVERY)
+async def flush_coalesced(ctx: Context) -> None:
+    """The trailing work of throttled changes: analytics:updated of posts whose metrics
+    changed, and trending recomputation of platforms that got posts, in the last second."""
     due = await ctx.state.due(ANALYTICS, ANALYTICS_INTERVAL, 200)
     if due:
         await _emit_analytics(ctx, due)
+    platforms = [p for p in await ctx.state.due(TRENDING, TRENDING_INTERVAL, len(PLATFORMS)) if p in PLATFORMS]
+    if platforms:
+        await _recompute_trending(ctx, platforms)
 
 
 @periodic("sns.trending", every=TRENDING_EVERY)

@@ -460,6 +460,20 @@ async def test_trending_updates_on_ranking_change(sns):
     assert await late.error("trending:list", {"platform": "myspace"}) == "validation_error"
 
 
+async def test_trending_burst_is_coalesced_per_platform(sns):
+    authors = [await sns.user() for _ in range(3)]
+    listener = await sns.user()
+    started = time.monotonic()
+    await asyncio.gather(*(authors[i % 3].ok("post:create", {"platforms": ["linkedin"], "content": f"#tag{i:02d}"})
+                           for i in range(15)))
+    events = await drain(listener, "trending:updated", wait=2.0)
+    span = time.monotonic() - started
+    assert events[-1]["trending_hashtags"] == [f"#tag{i:02d}" for i in range(10)]  # top 10, alphabetical ties
+    versions = [e["version"] for e in events]
+    assert versions == sorted(set(versions))  # one instance: in order, each version once
+    assert len(events) <= int(span) + 2 and len(events) < 15, (len(events), span)
+
+
 async def test_trending_forgets_posts_that_leave_the_window(sns):
     alice = await sns.user()
     old = await alice.ok("post:create", {"platforms": ["instagram"], "content": "#old news"})
