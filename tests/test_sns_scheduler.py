@@ -107,10 +107,16 @@ async def test_analytics_coalesced_across_instances(spawn_hubs, pg_url, redis_ur
     watch = await connect(a.url, "/sns", author["access_token"])
     post = await watch.ok("post:create", {"platforms": ["twitter"], "content": "two instances"})
     pid = post["post_id"]
+    # A watcher on the other instance gets the post's events through the bus.
+    viewer = await connect(b.url, "/sns", (await api_b.user())["access_token"])
+    await viewer.ok("post:watch", {"post_id": pid})
+    assert (await watch.next("analytics:updated"))["metrics"]["reach"] == 1  # the watch is a view
     fans = []
     for i in range(16):
         login = await (api_a if i % 2 else api_b).user()
-        fans.append(await connect((a if i % 2 else b).url, "/sns", login["access_token"]))
+        fan = await connect((a if i % 2 else b).url, "/sns", login["access_token"])
+        fan.id = login["user"]["id"]
+        fans.append(fan)
     started = time.monotonic()
     await asyncio.gather(*(f.ok("post:like", {"post_id": pid}) for f in fans))
     events = []
@@ -120,8 +126,12 @@ async def test_analytics_coalesced_across_instances(spawn_hubs, pg_url, redis_ur
         except asyncio.TimeoutError:
             break
     span = time.monotonic() - started
-    assert events[-1] == {"post_id": pid, "metrics": {"likes": 16, "comments": 0, "shares": 0,
-                                                      "reach": 16, "impressions": 16}}
+    final = {"post_id": pid, "metrics": {"likes": 16, "comments": 0, "shares": 0, "reach": 17, "impressions": 17}}
+    assert events[-1] == final
+    seen = [await viewer.next("analytics:updated") for _ in range(viewer.queue("analytics:updated").qsize())]
+    assert seen and seen[-1] == final
+    likes = [await viewer.next("engagement:liked") for _ in range(16)]
+    assert sorted(e["liker_id"] for e in likes) == sorted(f.id for f in fans)
     # Both instances saw changes; together they sent at most about one a second.
     assert len(events) <= int(span) + 2, (len(events), span)
 
