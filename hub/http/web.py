@@ -11,7 +11,16 @@ from aiohttp import web
 
 from handlers.errors import NotFound, Unavailable
 
-WEB = Path(__file__).resolve().parents[2] / "web"
+
+
+def _web_dir() -> Path:
+    """web/ beside the source tree (editable install, `make run`), else ./web (an
+    installed package run from a directory holding web/, as in a container image)."""
+    candidates = [Path(__file__).resolve().parents[2] / "web", Path.cwd() / "web"]
+    return next((c for c in candidates if (c / "console.html").is_file()), candidates[0])
+
+
+WEB = _web_dir()
 CLIENT_DIST = WEB / "node_modules" / "socket.io-client" / "dist"
 # Only these files are served from web/ (never node_modules or anything else there).
 ASSETS = {"console.js", "console.css"}
