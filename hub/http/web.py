@@ -12,7 +12,6 @@ from aiohttp import web
 from handlers.errors import NotFound, Unavailable
 
 
-
 def _web_dir() -> Path:
     """web/ beside the source tree (editable install, `make run`), else ./web (an
     installed package run from a directory holding web/, as in a container image)."""
