@@ -292,3 +292,31 @@ async def test_going_offline_requeues_held_dialogs(server, api, connect, world):
     assert status["status"] == "requested" and status["operator_id"] is None
     assert (await console.ok("presence:status"))["active_chats"] == 0
     assert await console.ok("chats:active") == []
+
+
+async def test_http_mirrors_of_the_handoff_operations(server, api, world):
+    op_id, op = await account(server.hub.db, "operator")
+    did, vt = world["dialog_id"], world["session"]["visitor_token"]
+    status, body = await api.request("POST", "/api/handoff/request", token=vt,
+                                     json={"dialog_id": did, "reason": "by http", "request_id": "h1"})
+    assert status == 201 and body["handoff_status"] == "requested" and body["queue_position"] == 1
+    status, queue = await api.request("GET", "/api/handoff/queue", token=op)
+    assert status == 200 and [q["dialog_id"] for q in queue] == [did] and queue[0]["reason"] == "by http"
+    status, hb = await api.request("POST", "/api/operator/presence/heartbeat", token=op, json={})
+    assert status == 201 and hb["status"] == "online" and hb["operator_id"] == op_id
+    status, body = await api.request("POST", f"/api/handoff/accept/{did}", token=op, json={})
+    assert status == 201 and body["operator_id"] == op_id
+    status, again = await api.request("POST", f"/api/handoff/accept/{did}", token=world["owner"], json={})
+    assert status == 403  # owners take over, they do not accept from the queue
+    status, st = await api.request("GET", f"/api/handoff/status/{did}", token=op)
+    assert status == 200 and st["status"] == "active" and st["queue_position"] is None
+    status, chats = await api.request("GET", "/api/operator/active-chats", token=op)
+    assert [c["dialog_id"] for c in chats] == [did]
+    status, msg = await api.request("POST", f"/api/dialogs/{did}/messages", token=op, json={"text": "hello from http"})
+    assert status == 201 and msg["sender"] == "operator"
+    status, body = await api.request("POST", f"/api/handoff/release/{did}", token=op, json={})
+    assert status == 201 and body["handoff_status"] == "resolved"
+    status, verdict = await api.request("POST", "/api/handoff/auto-detect", token=op, json={"text": "оператор!"})
+    assert status == 201 and verdict["should_handoff"]
+    status, body = await api.request("GET", "/api/handoff/queue", token=vt)
+    assert status == 403
