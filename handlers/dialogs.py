@@ -12,6 +12,7 @@ used by /operators too: each transition is one compare-and-set UPDATE of the
 dialog row, and every change emits events carrying the new `version`."""
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import datetime
@@ -524,11 +525,18 @@ async def requeue_operator(ctx: Context, operator_id: int) -> list[int]:
     return done
 
 
+def public_visitor_id(secret: str) -> str:
+    """The id a visitor is shown as (dialogs, messages, tokens): derived from the
+    secret the widget keeps, which is never stored nor shown to anyone else."""
+    return "v" + hashlib.sha256(secret.encode()).hexdigest()[:24]
+
+
 async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
-                         visitor_id: str | None) -> tuple[store.Dialog, str]:
+                         visitor_key: str | None) -> tuple[store.Dialog, str]:
     """For POST /api/widget/sessions: check the page's origin against the
-    assistant's, and resume the visitor's open dialog or start one. Returns the
-    dialog and the visitor id (generated when none was given)."""
+    assistant's, and resume the visitor's open dialog or start one. `visitor_key`
+    is the secret a returning widget presents (generated when none was given);
+    returns the dialog and that secret."""
     async with ctx.transaction() as tx:
         a = await store.get_assistant(tx, assistant_id)
         if a is None:
@@ -536,11 +544,12 @@ async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
         if not origin or normalize_origin(origin) not in a.allowed_origins:
             raise Forbidden("this page's origin is not allowed for this assistant",
                             details={"origin": origin})
-        d = await store.open_dialog_of(tx, a.id, visitor_id) if visitor_id else None
-        visitor_id = visitor_id or secrets.token_urlsafe(24)
+        visitor_key = visitor_key or secrets.token_urlsafe(24)
+        visitor_id = public_visitor_id(visitor_key)
+        d = await store.open_dialog_of(tx, a.id, visitor_id)
         if d is None:
             d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id, channel="widget")
-    return d, visitor_id
+    return d, visitor_key
 
 
 # --- operations: assistants ---------------------------------------------------------------

@@ -25,7 +25,8 @@ async def test_full_handoff_story(server, api, connect, world):
 
     # visitor -> bot, bot -> visitor
     sent = await vis.ok("dialog:send", {"dialog_id": did, "text": "hello, where is my order?"})
-    assert sent["sender"] == "visitor" and sent["sender_id"] == world["session"]["visitor_id"]
+    assert sent["sender"] == "visitor" and sent["sender_id"] == world["session"]["public_visitor_id"]
+    assert sent["sender_id"] != world["session"]["visitor_id"]  # the widget's secret is shown to nobody
     heard = await bot.next("message:added")
     assert heard["dialog_id"] == did and heard["message"]["text"] == "hello, where is my order?"
     reply = await bot.ok("dialog:send", {"dialog_id": did, "text": "I don't know, sorry."})
@@ -162,6 +163,11 @@ async def test_widget_session_checks_origin_and_resumes(server, api, world):
     first = world["session"]
     status, again = await widget_session(api, aid, visitor_id=first["visitor_id"])
     assert status == 201 and again["dialog_id"] == first["dialog_id"]
+    status, d = await api.request("GET", f"/api/dialogs/{first['dialog_id']}", token=world["owner"])
+    assert d["visitor_id"] == first["public_visitor_id"] != first["visitor_id"]
+    # the public id shown to staff does not resume the dialog: it is not the secret
+    status, other = await widget_session(api, aid, visitor_id=d["visitor_id"])
+    assert status == 201 and other["dialog_id"] != first["dialog_id"]
     status, fresh = await widget_session(api, aid)
     assert status == 201 and fresh["dialog_id"] != first["dialog_id"] and fresh["visitor_id"] != first["visitor_id"]
     # CORS: the answer is readable by the allowed page, preflight is answered

@@ -20,8 +20,9 @@ WIDGET = Actor(role="system", name="widget")
 
 class WidgetSession(Input):
     assistant_id: int = Field(ge=1)
-    # A visitor id this browser got earlier (kept in localStorage): resumes its open
-    # dialog. It is a bearer secret, so it must be long enough not to be guessed.
+    # The secret visitor id this browser got earlier (kept in localStorage): resumes
+    # its open dialog. Long enough not to be guessed; others only ever see a public
+    # id derived from it (Dialog.visitor_id).
     visitor_id: str | None = Field(None, min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
 
 
@@ -50,14 +51,14 @@ async def create_session(request: web.Request) -> web.Response:
         await rate_limit(request, "widget-session", hub.settings.widget_sessions_per_minute)
         req = validate(WidgetSession, await read_json(request))
         ctx = hub.context(WIDGET)
-        dialog, visitor_id = await dialogs.widget_session(ctx, req.assistant_id, request.headers.get("Origin"),
-                                                          req.visitor_id)
+        dialog, secret = await dialogs.widget_session(ctx, req.assistant_id, request.headers.get("Origin"),
+                                                      req.visitor_id)
     except HubError as exc:
         return _cors(request, error_response(exc))
     ttl = hub.settings.visitor_token_ttl
-    token = hub.tokens.visitor(dialog.id, dialog.assistant_id, visitor_id, ttl)
-    body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": visitor_id,
-            "assistant_id": dialog.assistant_id, "expires_in": ttl}
+    token = hub.tokens.visitor(dialog.id, dialog.assistant_id, dialog.visitor_id, ttl)
+    body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": secret,
+            "public_visitor_id": dialog.visitor_id, "assistant_id": dialog.assistant_id, "expires_in": ttl}
     return _cors(request, web.json_response(body, status=201))
 
 
