@@ -457,8 +457,22 @@ async def _check_capacity(ctx: Context, tx) -> None:
                        details={"active_chats": held, "max_active_chats": limit})
 
 
+def console_id(ctx: Context) -> str:
+    """One operator console: a socket on this instance, or an HTTP client (by its token)."""
+    if ctx.origin:
+        return f"{ctx.settings.instance_id}:{ctx.origin}"
+    return f"http:{ctx.actor.jti}"
+
+
 async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
     """Announce that `d` is held now; `place`: where it was in the queue, if it was."""
+    if ctx.actor.is_staff and ctx.presence is not None:
+        # Taking a dialog counts as a heartbeat of the console it came from, so a
+        # holder who never heartbeats (HTTP-only) still lapses and gets requeued.
+        try:
+            await ctx.presence.heartbeat(ctx.actor.id, console_id(ctx))
+        except Exception:
+            pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
     emit_status(ctx, d)
     ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])

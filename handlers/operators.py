@@ -45,11 +45,7 @@ def _rooms(actor: Actor) -> list[str]:
     return [dlg.OPERATORS_ROOM] if actor.is_staff else []
 
 
-def console_id(ctx: Context) -> str:
-    """One console: a socket on this instance, or an HTTP client (by its token)."""
-    if ctx.origin:
-        return f"{ctx.settings.instance_id}:{ctx.origin}"
-    return f"http:{ctx.actor.jti}"
+console_id = dlg.console_id
 
 
 async def _on_connect(ctx: Context) -> None:
@@ -279,6 +275,7 @@ async def presence_sweep(ctx: Context) -> None:
         holding = await store.holders(tx)
     for op in holding:
         rec = await ctx.presence.get(op, now)
-        # An operator the presence store never saw (e.g. HTTP-only, no heartbeat) is left alone.
+        # A holder the presence store does not know (an owner who took a dialog over, or
+        # a record forgotten after a day without activity) is left alone.
         if rec is not None and rec.status == "offline" and now >= rec.offline_since + ctx.settings.requeue_delay:
             await dlg.requeue_operator(ctx, op)

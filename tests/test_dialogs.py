@@ -326,3 +326,21 @@ async def test_http_mirrors_of_the_handoff_operations(server, api, world):
     assert status == 201 and verdict["should_handoff"]
     status, body = await api.request("GET", "/api/handoff/queue", token=vt)
     assert status == 403
+
+
+async def test_http_only_holder_who_stops_heartbeating_is_requeued(start_server, make_settings_factory, http,
+                                                                   connect):
+    from tests.conftest import Api
+    server = await start_server(make_settings_factory(presence_timeout=1.0, presence_grace=1.0))
+    api = Api(server.url, http)
+    _, owner = await account(server.hub.db)
+    a = await assistant(api, owner)
+    v = await visitor(api, a["id"])
+    vis = await connect(server.url, "/dialogs", v["visitor_token"])
+    await vis.ok("dialog:handoff", {"dialog_id": v["dialog_id"]})
+    op_id, op = await account(server.hub.db, "operator")
+    status, body = await api.request("POST", f"/api/handoff/accept/{v['dialog_id']}", token=op, json={})
+    assert status == 201 and body["operator_id"] == op_id
+    # no console, no heartbeat: after the timeout and the grace period the dialog goes back
+    ev = await next_where(vis, "handoff:status", lambda e: e["reason"] == "operator_offline", timeout=15)
+    assert ev["status"] == "requested" and ev["version"] > body["version"]
