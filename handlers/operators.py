@@ -79,6 +79,7 @@ class PresenceOut(Output):
     last_seen: datetime | None
     active_chats: int
     max_active_chats: int
+    heartbeat_interval: float  # seconds: how often a console should heartbeat (timeout / 3)
 
 
 class QueueItem(Output):
@@ -151,6 +152,7 @@ async def _presence_out(ctx: Context, tx, operator_ids: list[int]) -> list[Prese
             last_seen=datetime.fromtimestamp(rec.last_seen, timezone.utc) if rec and rec.last_seen else None,
             active_chats=held.get(op, 0),
             max_active_chats=(rec.max_active_chats if rec and rec.max_active_chats else ctx.settings.max_active_chats),
+            heartbeat_interval=round(ctx.settings.presence_timeout / 3, 3),
         ))
     return out
 

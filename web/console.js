@@ -4,7 +4,7 @@
 (() => {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const HEARTBEAT_MS = 15000; // well inside the default HUB_PRESENCE_TIMEOUT (60 s)
+  let heartbeatMs = 15000; // until the hub says (presence.heartbeat_interval: HUB_PRESENCE_TIMEOUT / 3)
   const REFRESH_MS = 10 * 60 * 1000; // access tokens live 15 minutes by default
 
   const state = {
@@ -150,13 +150,14 @@
       }
     });
 
-    state.timers.push(setInterval(heartbeat, HEARTBEAT_MS));
     state.timers.push(setInterval(refreshToken, REFRESH_MS));
+    scheduleHeartbeat();
   }
 
   function stop() {
     state.timers.forEach(clearInterval);
     state.timers = [];
+    clearTimeout(state.heartbeatTimer);
     if (state.ops) state.ops.close();
     if (state.dlg) state.dlg.close();
     state.ops = state.dlg = null;
@@ -176,10 +177,17 @@
   }
 
   // --- presence -----------------------------------------------------------------------------
+  function scheduleHeartbeat() {
+    clearTimeout(state.heartbeatTimer);
+    state.heartbeatTimer = setTimeout(async () => { await heartbeat(); if (state.ops) scheduleHeartbeat(); },
+                                      heartbeatMs);
+  }
+
   async function heartbeat() {
     if (!state.ops || !state.ops.connected) return;
     try {
       const me = await call(state.ops, "presence:heartbeat");
+      if (me.heartbeat_interval) heartbeatMs = Math.max(1000, me.heartbeat_interval * 1000);
       showPresence(me);
     } catch (err) { setConnection(err.message); }
   }
