@@ -156,6 +156,7 @@ class MemoryPresence(Presence):
             rec = self._record(op, raw, now)
             if (rec.last_seen or 0) < now - FORGET_AFTER:
                 del self._ops[op]
+                self._announced.pop(op, None)
                 continue
             out.append(rec)
         return out

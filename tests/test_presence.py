@@ -102,3 +102,11 @@ async def test_operators_are_independent(presence):
     assert (await presence.get(1, now)).status == "online"
     assert (await presence.get(2, now)).status == "offline"
     assert sorted(r.operator_id for r in await presence.all()) == [1, 2]
+
+
+async def test_operators_idle_for_a_day_are_forgotten(presence):
+    from hub.presence import FORGET_AFTER
+    await presence.connect(1, "a:1")
+    await presence.disconnect(1, "a:1")
+    later = time.time() + FORGET_AFTER + 10
+    assert [r.operator_id for r in await presence.all(later)] == []
