@@ -1,7 +1,7 @@
 """The operator console and the website widget, driven in headless Chromium with
 Playwright: a visitor writes in the widget embedded on another website (a bot
-answers), asks for a human, an operator accepts in the console, and both see each
-other's messages live.
+answers), asks for a human, two operators see it in their queues, one accepts (it
+leaves the other's queue), and visitor and operator see each other's messages live.
 
 Needs Chromium at /usr/bin/chromium (Debian: `apt-get install chromium`),
 web/node_modules (`npm ci --prefix web`) and tests/js/node_modules. Skipped with a
@@ -74,11 +74,14 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     # ... and the owner allows it for their assistant.
     a = await assistant(api, owner, origins=[site])
     page.update(hub=server.url, assistant_id=a["id"])
-    op_id, _ = await account(db, "operator")
-    email, password = f"anna{op_id}@example.com", "operator-password"
-    async with db.transaction() as tx:
-        await tx.execute(update(users.User).where(users.User.id == op_id)
-                         .values(email=email, password_hash=await hash_password(password)))
+    password = "operator-password"
+    emails = []
+    for name in ("anna", "boris"):
+        op_id, _ = await account(db, "operator")
+        emails.append(f"{name}{op_id}@example.com")
+        async with db.transaction() as tx:
+            await tx.execute(update(users.User).where(users.User.id == op_id)
+                             .values(email=emails[-1], password_hash=await hash_password(password)))
 
     # the assistant's bot: answers every visitor message it hears
     bot = socketio.AsyncClient(reconnection=False)
@@ -92,8 +95,8 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     bot.on("message:added", on_message, namespace="/dialogs")
     await bot.connect(server.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
     try:
-        out = await run_node("handoff_ui.mjs", server.url, f"{site}/shop.html", email, password, browser_deps,
-                             timeout=120)
+        out = await run_node("handoff_ui.mjs", server.url, f"{site}/shop.html", emails[0], password, emails[1],
+                             browser_deps, timeout=120)
     finally:
         await bot.disconnect()
     seen = json.loads(out.strip().splitlines()[-1])
@@ -106,6 +109,7 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     assert "visitor is typing" in seen["typing"]
     assert "back with our assistant" in seen["released"]
     assert seen["presence"] == "online"
+    assert seen["colleagueQueue"] == 0  # the accepted dialog left the other operator's queue live
     # the bot heard the visitor before the handoff, and nothing while the operator held the dialog
     assert heard == ["Hello bot, where is my parcel?"]
     # what the browsers showed is what the hub stored

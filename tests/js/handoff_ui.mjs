@@ -1,13 +1,15 @@
-// The widget (on the demo page) and the operator console driven in headless Chromium.
-// Usage: node handoff_ui.mjs HUB_URL VISITOR_PAGE_URL OPERATOR_EMAIL OPERATOR_PASSWORD [CHROMIUM]
-// VISITOR_PAGE_URL is a page embedding the widget (e.g. the demo page, or another site).
-// Prints one JSON object with what each side saw.
+// The widget (on a website) and the operator console driven in headless Chromium.
+// Usage: node handoff_ui.mjs HUB_URL VISITOR_PAGE_URL EMAIL PASSWORD COLLEAGUE_EMAIL [CHROMIUM]
+// VISITOR_PAGE_URL is a page embedding the widget (e.g. the demo page, or another site);
+// EMAIL and COLLEAGUE_EMAIL are two operators with the same PASSWORD.
+// Prints one JSON object with what each side saw. Playwright's launch() gives the
+// browser a fresh temporary profile (--user-data-dir) of its own each run.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, visitorPage, email, password, executable] = process.argv.slice(2);
+const [url, visitorPage, email, password, colleagueEmail, executable] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 90000);
 const WAIT = { timeout: 20000 };
@@ -24,7 +26,8 @@ try {
   // two separate browser profiles: a website visitor and an operator
   const visitor = await (await browser.newContext()).newPage();
   const operator = await (await browser.newContext()).newPage();
-  for (const [name, page] of [["visitor", visitor], ["operator", operator]]) {
+  const colleague = await (await browser.newContext()).newPage();
+  for (const [name, page] of [["visitor", visitor], ["operator", operator], ["colleague", colleague]]) {
     page.on("pageerror", (err) => logs.push(`${name} page error: ${err.message}`));
     page.on("console", (msg) => { if (msg.type() === "error") logs.push(`${name} console: ${msg.text()}`); });
   }
@@ -41,15 +44,22 @@ try {
   await visitor.locator("#hub-widget #human").click();
   const waiting = await visitor.locator("#hub-widget #status").filter({ hasText: "#1 in line" }).textContent(WAIT);
 
-  // the operator logs in to the console and accepts the dialog from the queue
-  await operator.goto(`${url}/console`);
-  await operator.locator("#email").fill(email);
-  await operator.locator("#password").fill(password);
-  await operator.locator("#login button[type=submit]").click();
+  // two operators log in to the console and see the dialog in the queue
+  for (const [page, who] of [[operator, email], [colleague, colleagueEmail]]) {
+    await page.goto(`${url}/console`);
+    await page.locator("#email").fill(who);
+    await page.locator("#password").fill(password);
+    await page.locator("#login button[type=submit]").click();
+  }
   const item = operator.locator("#queue li[data-dialog-id]").first();
   await item.waitFor(WAIT);
   const dialogId = Number(await item.getAttribute("data-dialog-id"));
+  const theirs = colleague.locator(`#queue li[data-dialog-id="${dialogId}"]`);
+  await theirs.waitFor(WAIT);
+  // one accepts; the dialog leaves the other's queue live
   await item.locator("button.accept").click();
+  await theirs.waitFor({ state: "detached", ...WAIT });
+  const colleagueQueue = await colleague.locator("#queue li").count();
   await operator.locator("#messages li.visitor").filter({ hasText: "where is my parcel" }).waitFor(WAIT);
   const joined = await visitor.locator("#hub-widget #status").filter({ hasText: "operator has joined" })
     .textContent(WAIT);
@@ -71,7 +81,7 @@ try {
     .textContent(WAIT);
   const presence = await operator.locator("#presence").inputValue();
   console.log(JSON.stringify({ dialogId, botReply, waiting, joined, seenByVisitor, seenByOperator, released,
-                               presence, typing, logs }));
+                               presence, typing, colleagueQueue, logs }));
 } catch (err) {
   console.error(String(err && err.stack || err), "\n", logs.join("\n"));
   process.exitCode = 1;
