@@ -15,8 +15,8 @@ most --deadline seconds, and the ramp stops at the first step not sustained.
 Scenarios (each starts fresh server processes; Node and the hub back to back):
   fanout  one room of N clients (all sockets of one user), one sender emitting
           `typing:set` (acked) that the server broadcasts to the room as
-          `typing:indicator` (~50-byte JSON). Ramp the delivery rate by
-          --rate-step until a step is not sustained; a step is sustained when every
+          `typing:indicator` (~50-byte JSON). Ramp the delivery rate from
+          --start-rate by --growth until a step is not sustained; a step is sustained when every
           delivery arrived, p99 < --p99-ms and the sender kept the rate. Also
           measured there: connection setup rate (connect + JWT check + join, 100 in
           flight) and memory per idle authenticated connection (server RSS after
@@ -262,6 +262,15 @@ def summarize(lines: list[dict], key: str) -> dict:
             "done": next((l["reason"] for l in lines if l["phase"] == "done"), "no result")}
 
 
+def ramp(start: int, growth: float, top: int) -> list[int]:
+    """start, start*growth, ... up to top: fine steps where rates are low."""
+    rates, rate = [], float(start)
+    while rate <= top:
+        rates.append(int(float(f"{rate:.2g}")))  # two significant digits
+        rate *= growth
+    return rates
+
+
 def fanout_run(servers, clients: int, args, instances: int = 1) -> dict:
     users = servers.setup()
     servers.start()
@@ -274,7 +283,7 @@ def fanout_run(servers, clients: int, args, instances: int = 1) -> dict:
             return {"rss_before_kib": base, "rss_after_kib": after,
                     "kib_per_conn": (after - base) / max(1, line["clients"])}
 
-        rates = list(range(args.rate_step, args.max_rate + 1, args.rate_step))
+        rates = ramp(args.start_rate, args.growth, args.max_rate)
         job = {"mode": "fanout", "urls": servers.urls, "clients": clients,
                "receiver_token": users.receiver_token, "receiver_id": users.receiver_id,
                "sender_url": servers.urls[0], "sender_token": users.sender_token,
@@ -309,7 +318,7 @@ def chat_run(args, tmp: Path) -> dict:
             job = {"mode": "chat", "run": secrets.token_hex(3), "text": "x" * 64,
                    "pairs": [{"url": url0, "token": t, "recipient_id": r} for (_, t, r, _) in users.pairs],
                    "recipients": [{"url": url0, "token": rt} for (_, _, _, rt) in users.pairs],
-                   "rates": list(range(args.chat_rate_step, args.chat_max_rate + 1, args.chat_rate_step)),
+                   "rates": ramp(args.chat_start_rate, args.growth, args.chat_max_rate),
                    "step_s": args.step_seconds, "drain_s": args.drain_seconds, "p99_ms": 50,
                    "deadline_s": args.deadline}
             return summarize(run_generator(job, servers, args.deadline + 30), "acked_per_s")
@@ -360,10 +369,11 @@ def main(argv=None) -> None:
     p.add_argument("--servers", default="node,hub", help="node, hub or both (order of the runs)")
     p.add_argument("--step-seconds", type=float, default=3.0)
     p.add_argument("--drain-seconds", type=float, default=5.0)
-    p.add_argument("--rate-step", type=int, default=10_000, help="deliveries/s added per step")
+    p.add_argument("--start-rate", type=int, default=5_000, help="deliveries/s of the first step")
+    p.add_argument("--growth", type=float, default=1.25, help="each step's rate over the previous one's")
     p.add_argument("--max-rate", type=int, default=250_000)
     p.add_argument("--chat-pairs", type=int, default=50)
-    p.add_argument("--chat-rate-step", type=int, default=250)
+    p.add_argument("--chat-start-rate", type=int, default=100, help="message:send/s of the first chat step")
     p.add_argument("--chat-max-rate", type=int, default=6000)
     p.add_argument("--deadline", type=float, default=150.0, help="seconds per generator run, at most")
     p.add_argument("--json", help="also write the raw results here")
