@@ -145,6 +145,10 @@ class HubManager(socketio.AsyncManager):
         # Counters of recipients by path, for metrics and tests.
         self.direct_writes = 0
         self.queued_writes = 0
+        # Frames written "directly" wait here until the end of the loop iteration,
+        # so that several broadcasts in one iteration cost one write per socket.
+        self._pending: dict[HubWebSocket, tuple] = {}
+        self.flushes = 0
 
     def set_server(self, server):
         super().set_server(server)
@@ -185,6 +189,7 @@ class HubManager(socketio.AsyncManager):
         frames = None  # built on first use
         ws_pkts = poll_pkts = None
         sockets = self.server.eio.sockets
+        pending = self._pending
         slow = []
         now = time.time()
         direct = queued = 0
@@ -201,18 +206,20 @@ class HubManager(socketio.AsyncManager):
                 pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
             elif s.upgraded:
                 if ws is not None and not ws.sending and s.queue.empty():
-                    transport = ws.transport()
+                    entry = pending.get(ws)
+                    transport = entry[0] if entry is not None else ws.transport()
                     if transport is not None:
                         if frames is None:
                             frames = b"".join(
                                 ws_frame(eio_packet.Packet(eio_packet.MESSAGE, p).encode()) for p in encoded)
-                        try:
-                            transport.write(frames)
-                        except Exception:  # a broken transport: let the normal path close it
-                            log.debug("direct write to %s failed", eio_sid, exc_info=True)
+                        if entry is None:
+                            if not pending:
+                                asyncio.get_running_loop().call_soon(self._flush)
+                            pending[ws] = (transport, [frames])
                         else:
-                            direct += 1
-                            continue
+                            entry[1].append(frames)
+                        direct += 1
+                        continue
                 if ws_pkts is None:
                     ws_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
                 pkts = ws_pkts
@@ -236,6 +243,23 @@ class HubManager(socketio.AsyncManager):
             # Let the writers and pending long-polls take what was queued before the
             # caller's next emit, as python-socketio's own emit does (its tasks yield).
             await asyncio.sleep(0)
+
+    def _flush(self) -> None:
+        """Write what the broadcasts of the last loop iteration left for each socket.
+
+        Order per connection holds: frames wait here only for sockets whose queue
+        was empty with no write in flight, and anything queued for such a socket
+        afterwards wakes its writer task later than this callback (both are
+        scheduled with call_soon, this one first)."""
+        pending, self._pending = self._pending, {}
+        self.flushes += 1
+        for transport, frames in pending.values():
+            if transport.is_closing():
+                continue
+            try:
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            except Exception:  # a broken transport: its reader notices and closes the session
+                log.debug("direct write failed", exc_info=True)
 
     @staticmethod
     async def _send_slow(s, pkts) -> None:

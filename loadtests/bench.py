@@ -64,6 +64,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -220,10 +226,20 @@ def run_generator(job: dict, servers, timeout: float, on_connected=None) -> list
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[dict] = []
     deadline = time.monotonic() + timeout
+    cpu = lambda: sum(cpu_seconds(p.pid) for p in servers.procs)  # noqa: E731
+    last_cpu = cpu()
     try:
         for raw in proc.stdout:
             line = json.loads(raw)
             lines.append(line)
+            now_cpu = cpu()
+            if line["phase"] == "step":
+                # Server CPU spent on this step (its sending and its drain), per
+                # delivery or request: steadier than rates on a shared machine.
+                done = line.get("deliveries") or line.get("acked") or 0
+                line["server_cpu_s"] = now_cpu - last_cpu
+                line["cpu_us_per_item"] = (now_cpu - last_cpu) * 1e6 / done if done else None
+            last_cpu = now_cpu
             if line["phase"] == "connected" and job.get("wait_go"):
                 if on_connected:
                     line.update(on_connected(line))
@@ -233,6 +249,7 @@ def run_generator(job: dict, servers, timeout: float, on_connected=None) -> list
                 print(f"    {servers.name:18} target {line['target']:>7}/s  "
                       + (f"got {line.get('deliveries_per_s', line.get('acked_per_s', 0)):9.0f}/s  "
                          f"p50 {fmt(line['p50'])} p99 {fmt(line['p99'])} ms  "
+                         f"server CPU {fmt(line['cpu_us_per_item'])} us/item  "
                          f"{'ok' if line['sustained'] else 'NOT sustained'}"), flush=True)
             if time.monotonic() > deadline:
                 break
@@ -334,6 +351,19 @@ def ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def cpu_at_common_step(n, h):
+    """(rate, node us, hub us) at the highest target both servers sustained."""
+    if not n or not h:
+        return None
+    ns = {s["target"]: s for s in n["steps"] if s["sustained"] and s.get("cpu_us_per_item")}
+    hs = {s["target"]: s for s in h["steps"] if s["sustained"] and s.get("cpu_us_per_item")}
+    both = sorted(set(ns) & set(hs))
+    if not both:
+        return None
+    r = both[-1]
+    return r, ns[r]["cpu_us_per_item"], hs[r]["cpu_us_per_item"]
+
+
 def print_report(results: dict) -> None:
     print("\n## Results\n")
     print("| scenario | Node socket.io 4.8 | hub | hub / Node |")
@@ -348,6 +378,11 @@ def print_report(results: dict) -> None:
             cell = lambda b: f"{b['deliveries_per_s']:,.0f}/s (p99 {b['p99']:.0f} ms)" if b else "none sustained"  # noqa
             print(f"| {key}: deliveries/s with p99 < 100 ms | {cell(nb) if n else '-'} | {cell(hb) if h else '-'} "
                   f"| {ratio(hv, nv)} |")
+            common = cpu_at_common_step(n, h)
+            if common:
+                rate, ncpu, hcpu = common
+                print(f"| {key}: server CPU per delivery at {rate:,}/s | {ncpu:.1f} us | {hcpu:.1f} us "
+                      f"| {ratio(hcpu, ncpu)} |")
             if key.startswith("fanout"):
                 nc, hc = (n or {}).get("connected", {}), (h or {}).get("connected", {})
                 print(f"| {key}: connection setup (connect + JWT + join) | {nc.get('rate', 0):,.0f}/s "
@@ -356,7 +391,8 @@ def print_report(results: dict) -> None:
                       f"| {hc.get('kib_per_conn', 0):.1f} KiB | {ratio(hc.get('kib_per_conn'), nc.get('kib_per_conn'))} |")
         elif key == "chat":
             b = res["best"]
-            cell = f"{b['acked_per_s']:,.0f}/s (p99 ack {b['p99']:.1f} ms)" if b else "none sustained"
+            cell = (f"{b['acked_per_s']:,.0f}/s (p99 ack {b['p99']:.1f} ms, server CPU "
+                    f"{b['cpu_us_per_item']:.0f} us/message)") if b else "none sustained"
             print(f"| 1:1 chat on PostgreSQL: acked message:send/s with p99 < 50 ms | - | {cell} | - |")
 
 

@@ -80,16 +80,17 @@ class RawSocket:
     """A bare Engine.IO/Socket.IO websocket client on /chat, reading only when asked,
     so the server's writes to it back up (its transport pauses)."""
 
-    def __init__(self, ws):
-        self.ws = ws
+    def __init__(self, ws, eio_sid: str):
+        self.ws, self.eio_sid = ws, eio_sid
 
     @classmethod
     async def open(cls, http, url: str, token: str) -> "RawSocket":
         ws = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", compress=0)
-        assert (await ws.receive_str()).startswith("0")
+        opened = await ws.receive_str()
+        assert opened.startswith("0")
         await ws.send_str("40/chat," + json.dumps({"token": token}))
         assert (await ws.receive_str()).startswith("40/chat,")
-        return cls(ws)
+        return cls(ws, json.loads(opened[1:])["sid"])
 
     async def frame(self):
         while True:
@@ -220,3 +221,27 @@ async def test_disconnected_sockets_are_skipped(server, api, connect):
     async with aiohttp.ClientSession() as s:
         async with s.get(server.url + "/health") as resp:
             assert resp.status == 200
+
+
+async def test_broadcasts_of_one_loop_iteration_share_one_write(server, api, connect, http):
+    """Frames for the same socket within one loop iteration go out in one write,
+    in order, and before anything queued for that socket afterwards."""
+    manager = _manager(server)
+    login = await api.user()
+    uid, token = login["user"]["id"], login["access_token"]
+    raw = await RawSocket.open(http, server.url, token)
+    py = await connect(server.url, CHAT, token, transports=["websocket"])
+    sio = server.hub.sio
+    flushes = manager.flushes
+    # No await point between these emits suspends: one iteration.
+    for n in range(5):
+        await sio.emit("seq", {"n": n}, to=f"user:{uid}", namespace=CHAT)
+    assert manager.flushes == flushes  # not written yet
+    # A packet queued for the same socket after them (the normal path) comes after.
+    await sio.eio.send(raw.eio_sid, '2/chat,["after",{"x":1}]')
+    for n in range(5):
+        assert await raw.event() == ("seq", {"n": n}, [])
+        assert (await py.next("seq"))["n"] == n
+    assert await raw.event() == ("after", {"x": 1}, [])
+    assert manager.flushes > flushes
+    await raw.ws.close()
