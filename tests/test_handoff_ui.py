@@ -75,9 +75,10 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     a = await assistant(api, owner, origins=[site])
     page.update(hub=server.url, assistant_id=a["id"])
     password = "operator-password"
-    emails = []
+    emails, ids = [], []
     for name in ("anna", "boris"):
         op_id, _ = await account(db, "operator")
+        ids.append(op_id)
         emails.append(f"{name}{op_id}@example.com")
         async with db.transaction() as tx:
             await tx.execute(update(users.User).where(users.User.id == op_id)
@@ -110,6 +111,7 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     assert "back with our assistant" in seen["released"]
     assert seen["presence"] == "online"
     assert seen["colleagueQueue"] == 0  # the accepted dialog left the other operator's queue live
+    assert seen["loggedOut"] == f"#{ids[0]}offline"  # logging out showed Anna offline to Boris
     # the bot heard the visitor before the handoff, and nothing while the operator held the dialog
     assert heard == ["Hello bot, where is my parcel?"]
     # what the browsers showed is what the hub stored

@@ -83,7 +83,11 @@
   $("logout").addEventListener("click", async () => {
     try { await call(state.ops, "presence:update", { status: "offline" }); } catch (_) { /* leaving anyway */ }
     try {
-      await fetch("/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + state.token } });
+      await fetch("/auth/logout", {
+        method: "POST",
+        headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: state.refresh }),
+      });
     } catch (_) { /* leaving anyway */ }
     stop();
     forget();

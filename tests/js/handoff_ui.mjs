@@ -80,8 +80,14 @@ try {
   const released = await visitor.locator("#hub-widget #status").filter({ hasText: "back with our assistant" })
     .textContent(WAIT);
   const presence = await operator.locator("#presence").inputValue();
+
+  // logging out takes the operator offline at once, as the colleague's console shows
+  await operator.locator("#logout").click();
+  await operator.locator("#login").waitFor(WAIT);
+  const loggedOut = await colleague.locator("#operators li").filter({ hasText: "offline" }).first()
+    .textContent(WAIT);
   console.log(JSON.stringify({ dialogId, botReply, waiting, joined, seenByVisitor, seenByOperator, released,
-                               presence, typing, colleagueQueue, logs }));
+                               presence, typing, colleagueQueue, loggedOut, logs }));
 } catch (err) {
   console.error(String(err && err.stack || err), "\n", logs.join("\n"));
   process.exitCode = 1;
