@@ -9,6 +9,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers import sync
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, periodic, server_event
@@ -174,6 +175,10 @@ class PostOut(Output):
     likes: int
     comments: int
     shares: int
+
+
+class SyncedPost(PostOut):
+    deleted_at: datetime | None  # set: remove the post
 
 
 class CommentOut(Output):
@@ -775,3 +780,15 @@ async def trending_tick(ctx: Context) -> None:
     """Posts leave the trending window with time: recompute every platform."""
     async with ctx.transaction() as tx:
         await refresh_trending(tx, ctx, PLATFORMS)
+
+
+@operation(SNS, "sync")
+async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedPost]:
+    """Posts the caller may see that were created, changed (counts included) or
+    deleted since a cursor: catching up beyond the recovery window."""
+    since = sync.decode(req.since)
+    async with ctx.transaction() as tx:
+        rows = await store.posts_changed_since(tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == "admin",
+                                               moment=since[0], ident=since[1], limit=req.limit + 1)
+    items = [SyncedPost(**_post_out(p).model_dump(), deleted_at=aware(p.deleted_at)) for p in rows]
+    return sync.SyncPage[SyncedPost](**sync.page(rows, items, req.limit, since))

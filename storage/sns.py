@@ -241,6 +241,17 @@ async def list_posts(tx: AsyncSession, *, viewer_id: int, see_all: bool, platfor
     return list((await tx.execute(query)).scalars()), total
 
 
+async def posts_changed_since(tx: AsyncSession, *, viewer_id: int, see_all: bool, moment: datetime,
+                              ident: int, limit: int) -> list[Post]:
+    """Posts the viewer may see that changed after (moment, ident), deleted ones
+    included, in (updated_at, id) order."""
+    cond = [or_(Post.updated_at > moment, and_(Post.updated_at == moment, Post.id > ident))]
+    if not see_all:
+        cond.append(or_(Post.status == PUBLISHED, Post.author_id == viewer_id))
+    query = select(Post).where(*cond).order_by(Post.updated_at, Post.id).limit(limit)
+    return list((await tx.execute(query)).scalars())
+
+
 # --- engagement --------------------------------------------------------------------
 
 async def _insert_once(tx: AsyncSession, row) -> bool:
