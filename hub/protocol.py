@@ -485,10 +485,6 @@ class ProtocolServer(socketio.AsyncServer):
         """The data of the CONNECT packet that accepts `sid` in `namespace`."""
         return {"sid": sid}
 
-    def holding(self, sid, namespace) -> bool:
-        """True while `sid`'s connect handler runs: its events wait for the CONNECT."""
-        return sid in self._connecting.get(namespace or "/", ())
-
     async def emit(self, event, data=None, to=None, room=None, skip_sid=None, namespace=None,
                    callback=None, ignore_queue=False):
         """Item 6: events for a socket whose connect handler is still running are
