@@ -35,9 +35,9 @@ async def test_accept_race_has_exactly_one_winner_every_time(cluster, connect):
     hubs, db, apis = cluster
     _, owner = await account(db)
     a = await assistant(apis[0], owner)
-    operators = [await account(db, "operator") for _ in range(8)]
+    operators = [await account(db, "operator") for _ in range(10)]
     consoles = [await connect(hubs[i % 2].url, "/operators", tok) for i, (_, tok) in enumerate(operators)]
-    for round_ in range(6):
+    for round_ in range(10):
         did, vis = await waiting_dialog(apis[round_ % 2], connect, hubs[(round_ + 1) % 2].url, a["id"])
         replies = await asyncio.gather(*(c.call("handoff:accept", {"dialog_id": did}) for c in consoles))
         winners = [(i, r["data"]) for i, r in enumerate(replies) if r["ok"]]
