@@ -466,7 +466,9 @@ class ProtocolServer(socketio.AsyncServer):
         self._options = dict(kwargs, connect_timeout=connect_timeout)
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
-        # namespace -> {sid: [(event, data, callback), ...]} for connect handlers running
+        # namespace -> {sid: [(event, data, callback), ...]}: the events held for sockets
+        # whose connect handler runs (item 6). hub.transport.HubServer.settle_held
+        # reorders these lists in place: keep this shape.
         self._connecting: dict[str, dict[str, list]] = {}
         self._connect_timers: dict[str, asyncio.TimerHandle] = {}
 

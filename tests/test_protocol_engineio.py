@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 
 from tests.protocol_helpers import (closed, open_polling, receive, start_conformance, text)
@@ -238,3 +239,34 @@ async def test_silent_upgrade_websocket_is_closed_and_polling_goes_on(conf, http
     assert await closed(ws) == []  # never probed: closed, not held open
     assert await text(http, "GET", eio(conf.url, sid)) == (200, "2")
     assert await text(http, "POST", eio(conf.url, sid), data="3") == (200, "ok")
+
+
+async def test_conformance_server_command(http, tmp_path):
+    """`hub conformance-server --port N` serves both endpoints with the suites' settings."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "conformance-server", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                _, handshake = await open_polling(http, base, "/socket.io/")
+                break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("conformance server did not start")
+        assert (handshake["pingInterval"], handshake["pingTimeout"], handshake["maxPayload"]) == (300, 200, 1_000_000)
+        sid, _ = await open_polling(http, base, "/engine.io/")
+        assert await text(http, "POST", eio(base, sid), data="4echo") == (200, "ok")
+        assert await text(http, "GET", eio(base, sid)) == (200, "4echo")
+    finally:
+        proc.terminate()
+        proc.wait(10)
