@@ -305,14 +305,18 @@
     } catch (err) { $("chat-error").textContent = err.message; }
   });
 
-  let typingTimer = null;
+  // "typing" is repeated at most every 1.5 s while typing, withdrawn 2 s after the last keystroke.
+  let typingStop = null, typingSent = 0;
   $("text").addEventListener("input", () => {
     if (!state.current || !state.dlg) return;
-    if (!typingTimer) state.dlg.emit("typing:set", { dialog_id: state.current, is_typing: true }, () => {});
-    clearTimeout(typingTimer);
     const dialogId = state.current;
-    typingTimer = setTimeout(() => {
-      typingTimer = null;
+    if (Date.now() - typingSent > 1500) {
+      typingSent = Date.now();
+      state.dlg.emit("typing:set", { dialog_id: dialogId, is_typing: true }, () => {});
+    }
+    clearTimeout(typingStop);
+    typingStop = setTimeout(() => {
+      typingSent = 0;
       state.dlg.emit("typing:set", { dialog_id: dialogId, is_typing: false }, () => {});
     }, 2000);
   });

@@ -13,7 +13,7 @@
   const ASSISTANT = Number(script.dataset.assistantId || new URLSearchParams(location.search).get("assistant_id"));
   const TITLE = script.dataset.title || "Chat with us";
   const KEY = `hub-widget:${HUB}:${ASSISTANT}`;
-  const state = { session: null, socket: null, version: 0, seen: new Set(), started: false };
+  const state = { session: null, socket: null, version: 0, seen: new Set(), started: false, position: null };
 
   const uid = () => (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
     : Date.now().toString(36) + Math.random().toString(36).slice(2);
@@ -101,7 +101,9 @@
       cancelled: "You are talking to our assistant.",
     };
     let text = texts[status] || status;
-    if (status === "requested" && reason === "operator_offline") text = "Your operator left; finding another one…";
+    if (status !== "requested") state.position = null;
+    else if (reason === "operator_offline") text = "Your operator left; finding another one…";
+    else if (state.position) text = `Waiting for an operator: you are #${state.position} in line.`;
     $("status").textContent = text;
     $("human").hidden = status === "requested" || status === "active";
   }
@@ -164,6 +166,7 @@
         showHandoff(ev.status, ev.reason);
       });
       socket.on("queue:position", (ev) => {
+        state.position = ev.position;
         $("status").textContent = `Waiting for an operator: you are #${ev.position} in line.`;
       });
       socket.on("typing:indicator", (ev) => {
@@ -187,14 +190,19 @@
     } catch (err) { $("error").textContent = err.message; }
   });
 
-  let typing = null;
+  // "typing" is repeated at most every 1.5 s while the visitor types (so someone who
+  // joins meanwhile sees it too) and withdrawn 2 s after the last keystroke.
+  let typingStop = null, typingSent = 0;
   $("input").addEventListener("input", () => {
     if (!state.socket || !state.socket.connected) return;
     const dialogId = state.session.dialog_id;
-    if (!typing) state.socket.emit("typing:set", { dialog_id: dialogId, is_typing: true }, () => {});
-    clearTimeout(typing);
-    typing = setTimeout(() => {
-      typing = null;
+    if (Date.now() - typingSent > 1500) {
+      typingSent = Date.now();
+      state.socket.emit("typing:set", { dialog_id: dialogId, is_typing: true }, () => {});
+    }
+    clearTimeout(typingStop);
+    typingStop = setTimeout(() => {
+      typingSent = 0;
       state.socket.emit("typing:set", { dialog_id: dialogId, is_typing: false }, () => {});
     }, 2000);
   });
@@ -203,7 +211,10 @@
     if (!state.socket) return;
     try {
       const r = await call("dialog:handoff", { dialog_id: state.session.dialog_id, request_id: uid() });
-      if (r.queue_position) $("status").textContent = `Waiting for an operator: you are #${r.queue_position} in line.`;
+      if (r.handoff_status === "requested" && r.queue_position) {
+        state.position = r.queue_position;
+        $("status").textContent = `Waiting for an operator: you are #${r.queue_position} in line.`;
+      }
       $("human").hidden = true;
     } catch (err) { $("error").textContent = err.message; }
   });

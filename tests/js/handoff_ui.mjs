@@ -69,7 +69,8 @@ try {
   await operator.locator("#send button").click();
   const seenByVisitor = await visitor.locator("#hub-widget li.operator").filter({ hasText: "Anna" })
     .textContent(WAIT);
-  await visitor.locator("#hub-widget #input").fill("Thank you, Anna!");
+  // typed key by key for over 1.5 s: the widget repeats "typing" meanwhile, so the operator sees it
+  await visitor.locator("#hub-widget #input").pressSequentially("Thank you, Anna!", { delay: 120 });
   const typing = await operator.locator("#typing").filter({ hasText: "typing" }).textContent(WAIT);
   await visitor.locator("#hub-widget #send").click();
   const seenByOperator = await operator.locator("#messages li.visitor").filter({ hasText: "Thank you, Anna" })
