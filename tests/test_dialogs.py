@@ -212,11 +212,14 @@ async def test_queue_positions_follow_waiting_time(server, api, connect, world):
     # asking again with the same request_id changes nothing
     again = await visitors[1][1].ok("dialog:handoff", {"dialog_id": visitors[1][0], "request_id": "r1"})
     assert again["queue_position"] == 2 and again["version"] == visitors[1][2]["version"]
-    # a newcomer at the end of the queue moves nobody: earlier visitors heard only their own place
-    assert [c.queue("queue:position").qsize() for _, c, _ in visitors] == [1, 1, 1]
-    for _, c, _ in visitors:  # drain the positions each got so far
-        while not c.queue("queue:position").empty():
-            c.queue("queue:position").get_nowait()
+    # each heard their own place; a newcomer at the end of the queue moves nobody, so the
+    # first visitor hears nothing more (events are delivered in order: the last visitor's
+    # place arriving means everything before it has arrived too)
+    for place, (_, c, _) in enumerate(visitors, 1):
+        assert (await c.next("queue:position"))["position"] == place
+    await next_where(console, "handoff:requested", lambda e: e["dialog_id"] == visitors[2][0])
+    assert await visitors[0][1].nothing("queue:position", 0.3)
+    assert visitors[1][1].queue("queue:position").empty()
     await console.ok("handoff:accept", {"dialog_id": visitors[0][0]})
     assert (await visitors[1][1].next("queue:position"))["position"] == 1
     assert (await visitors[2][1].next("queue:position"))["position"] == 2
