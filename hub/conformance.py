@@ -34,13 +34,15 @@ def _configure(eio) -> None:
     eio.cors_allowed_origins = "*"
 
 
-def reference_handlers(sio) -> None:
+def reference_handlers(sio, no_auth=None) -> None:
     """Namespaces `/` and `/custom`: emit `auth` with the handshake auth on connect,
     echo `message` as `message-back`, acknowledge `message-with-ack` with its
-    arguments."""
+    arguments, and answer `emit-with-ack` by emitting it back with an ack request,
+    then emitting the ack's arguments (newer suite versions test server acks)."""
     for namespace in ("/", "/custom"):
         async def connect(sid, environ, auth, namespace=namespace):
-            await sio.emit("auth", auth if auth is not None else {}, to=sid, namespace=namespace)
+            auth = auth if auth is not None else no_auth
+            await sio.emit("auth", (auth,), to=sid, namespace=namespace)  # a tuple: null stays an argument
 
         async def message(sid, *args, namespace=namespace):
             await sio.emit("message-back", tuple(args), to=sid, namespace=namespace)
@@ -48,9 +50,16 @@ def reference_handlers(sio) -> None:
         async def message_with_ack(sid, *args):
             return tuple(args)
 
+        async def emit_with_ack(sid, *args, namespace=namespace):
+            async def acked(*ack_args):
+                await sio.emit("emit-with-ack", ack_args, to=sid, namespace=namespace)
+
+            await sio.emit("emit-with-ack", args, to=sid, namespace=namespace, callback=acked)
+
         sio.on("connect", connect, namespace=namespace)
         sio.on("message", message, namespace=namespace)
         sio.on("message-with-ack", message_with_ack, namespace=namespace)
+        sio.on("emit-with-ack", emit_with_ack, namespace=namespace)
 
 
 def create_conformance_app(settings: Settings, parser: str = "default") -> web.Application:
@@ -65,7 +74,9 @@ def create_conformance_app(settings: Settings, parser: str = "default") -> web.A
     sio = hub.sio if parser == "default" else msgpack_server(hub)
     _configure(sio.eio)
     sio.connect_timeout = CONNECT_TIMEOUT
-    reference_handlers(sio)
+    # Without handshake auth the suites expect `{}` from the JSON server and `null`
+    # from the msgpack one (the msgpack variant of the Socket.IO suite).
+    reference_handlers(sio, no_auth={} if parser == "default" else None)
 
     eio = type(sio.eio)(async_mode="aiohttp", ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
                         max_http_buffer_size=MAX_PAYLOAD, cors_allowed_origins="*")

@@ -108,3 +108,35 @@ async def test_binary_broadcast_with_the_default_manager():
         for c in clients:
             await c.sio.disconnect()
         await runner.cleanup()
+
+
+async def test_raw_msgpack_packets_as_notepack_writes_them(settings, http):
+    """The msgpack server reads notepack's `undefined` as no data, leaves absent
+    fields out (a DISCONNECT has no `data`), and supports server-side acks."""
+    import msgpack
+
+    from tests.protocol_helpers import receive, receive_skipping_pings, start_conformance
+
+    conf = await start_conformance(settings, parser="msgpack")
+    try:
+        ws = await http.ws_connect(f"{conf.ws_url}/socket.io/?EIO=4&transport=websocket")
+        assert (await receive(ws)).startswith("0")
+        undefined = msgpack.ExtType(0, b"\x00")  # notepack.io's encoding of `undefined`
+        await ws.send_bytes(msgpack.packb({"type": 0, "nsp": "/", "data": undefined}))
+        connect = msgpack.unpackb(await receive(ws))
+        assert connect["type"] == 0 and connect["nsp"] == "/" and list(connect["data"]) == ["sid"]
+        assert msgpack.unpackb(await receive(ws)) == {"type": 2, "nsp": "/", "data": ["auth", None]}
+
+        await ws.send_bytes(msgpack.packb({"type": 2, "nsp": "/", "data": ["emit-with-ack", 1, b"\x01\x02"]}))
+        asked = msgpack.unpackb(await receive_skipping_pings(ws))
+        assert asked == {"type": 2, "nsp": "/", "id": 1, "data": ["emit-with-ack", 1, b"\x01\x02"]}
+        await ws.send_bytes(msgpack.packb({"type": 3, "nsp": "/", "id": 1, "data": ["back", b"\x03"]}))
+        assert msgpack.unpackb(await receive_skipping_pings(ws)) == \
+            {"type": 2, "nsp": "/", "data": ["emit-with-ack", "back", b"\x03"]}
+
+        sid = connect["data"]["sid"]
+        await conf.sio.disconnect(sid, namespace="/")
+        assert msgpack.unpackb(await receive_skipping_pings(ws)) == {"type": 1, "nsp": "/"}
+        await ws.close()
+    finally:
+        await conf.runner.cleanup()
