@@ -59,13 +59,13 @@ async def test_accept_race_has_exactly_one_winner_every_time(cluster, connect):
         assert await c.nothing("handoff:accepted", 0.2)  # no duplicate announcements
 
 
-async def test_presence_across_instances_grace_and_requeue(cluster, connect):
+async def test_presence_across_instances_grace_and_requeue(cluster, connect, keep_alive):
     hubs, db, apis = cluster
     _, owner = await account(db)
     a = await assistant(apis[0], owner)
     _, watcher_token = await account(db, "operator")
     op_id, op_token = await account(db, "operator")
-    watcher = await connect(hubs[1].url, "/operators", watcher_token)
+    watcher = keep_alive(await connect(hubs[1].url, "/operators", watcher_token))
     mine = lambda e: e["operator_id"] == op_id  # noqa: E731
 
     # online on instance A is seen on instance B, as an event and in the shared status
@@ -77,7 +77,7 @@ async def test_presence_across_instances_grace_and_requeue(cluster, connect):
     await first.close()
     console = await connect(hubs[1].url, "/operators", op_token)
     await console.ok("presence:heartbeat")
-    assert await watcher.nothing("presence:changed", GRACE + 1.5)
+    assert await none_where(watcher, "presence:changed", mine, GRACE + 1.5)
     assert (await watcher.ok("presence:status", {"operator_id": op_id}))["status"] == "online"
 
     # the operator holds a dialog, then goes away for good: after the grace period they are
@@ -110,13 +110,13 @@ async def test_presence_across_instances_grace_and_requeue(cluster, connect):
     assert (st["status"], st["operator_id"], st["queue_position"]) == ("requested", None, place)
 
 
-async def test_requeue_when_the_operators_instance_dies(cluster, connect):
+async def test_requeue_when_the_operators_instance_dies(cluster, connect, keep_alive):
     hubs, db, apis = cluster
     _, owner = await account(db)
     a = await assistant(apis[1], owner)
     _, watcher_token = await account(db, "operator")
     op_id, op_token = await account(db, "operator")
-    watcher = await connect(hubs[1].url, "/operators", watcher_token)
+    watcher = keep_alive(await connect(hubs[1].url, "/operators", watcher_token))
     console = await connect(hubs[0].url, "/operators", op_token)
     did, vis = await waiting_dialog(apis[1], connect, hubs[1].url, a["id"])
     await console.ok("handoff:accept", {"dialog_id": did})
@@ -129,6 +129,33 @@ async def test_requeue_when_the_operators_instance_dies(cluster, connect):
     assert presence["status"] == "offline" and presence["active_chats"] == 0
     # the dialog can be accepted again by someone who is there
     assert (await watcher.ok("handoff:accept", {"dialog_id": did}))["handoff_status"] == "active"
+
+
+@pytest.fixture
+async def keep_alive():
+    """keep_alive(client): heartbeat that console every second until the test ends
+    (with these short timeouts, a silent console would go offline mid-test)."""
+    tasks = []
+
+    async def beat(client):
+        while True:
+            await client.call("presence:heartbeat")
+            await asyncio.sleep(1)
+
+    def start(client):
+        tasks.append(asyncio.create_task(beat(client)))
+        return client
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def none_where(client, event: str, pred, wait: float) -> bool:
+    """True if, within `wait` seconds, no `event` satisfying `pred` arrives (others are kept)."""
+    await asyncio.sleep(wait)
+    return not any(pred(e) for e in list(client.queue(event)._queue))
 
 
 def drain(client, event: str) -> list:
