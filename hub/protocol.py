@@ -1,12 +1,14 @@
 """python-socketio / python-engineio, keeping the Socket.IO v5 and Engine.IO v4
 protocols the way Node's reference server does (issue 6, docs/protocol.md).
 
-Three subclasses over the libraries' own extension points, nothing patched:
+Subclasses over the libraries' own extension points, nothing patched:
 
 * `ProtocolSocket` (engineio.async_socket.AsyncSocket): one client session.
 * `ProtocolEngineIOServer` (engineio.AsyncServer): creates `ProtocolSocket`s.
 * `ProtocolServer` (socketio.AsyncServer): picks `ProtocolEngineIOServer` through
   `_engineio_server_class()`; `hub.transport.HubServer` derives from it.
+* `NotepackPacket` (socketio.msgpack_packet.MsgPackPacket): msgpack as
+  socket.io-msgpack-parser writes it, for the hub's msgpack endpoint.
 
 Each fix is a small override whose docstring names the item of issue 6 it fixes,
 written so it could be offered upstream as it is. The internals reached are those
