@@ -16,8 +16,10 @@ Scenarios (each starts fresh server processes; Node and the hub back to back):
   fanout  one room of N clients (all sockets of one user), one sender emitting
           `typing:set` (acked) that the server broadcasts to the room as
           `typing:indicator` (~50-byte JSON). Ramp the delivery rate from
-          --start-rate by --growth until a step is not sustained; a step is sustained when every
-          delivery arrived, p99 < --p99-ms and the sender kept the rate. Also
+          --start-rate by --growth (after a 2 s warm-up) until a step is not
+          fully delivered. A step is delivered when every delivery arrived
+          within --drain-seconds and the sender kept the rate; sustained when,
+          in addition, p99 < 100 ms. Also
           measured there: connection setup rate (connect + JWT check + join, 100 in
           flight) and memory per idle authenticated connection (server RSS after
           minus before the N connections, divided by N).
@@ -250,7 +252,8 @@ def run_generator(job: dict, servers, timeout: float, on_connected=None) -> list
                       + (f"got {line.get('deliveries_per_s', line.get('acked_per_s', 0)):9.0f}/s  "
                          f"p50 {fmt(line['p50'])} p99 {fmt(line['p99'])} ms  "
                          f"server CPU {fmt(line['cpu_us_per_item'])} us/item  "
-                         f"{'ok' if line['sustained'] else 'NOT sustained'}"), flush=True)
+                         + ("ok" if line["sustained"] else "p99 over the limit" if line.get("delivered")
+                            else "NOT delivered")), flush=True)
             if time.monotonic() > deadline:
                 break
         proc.wait(max(1, deadline - time.monotonic()))
@@ -274,8 +277,10 @@ def summarize(lines: list[dict], key: str) -> dict:
     steps = [l for l in lines if l["phase"] == "step"]
     ok = [s for s in steps if s["sustained"]]
     best = max(ok, key=lambda s: s[key]) if ok else None
+    delivered = [s for s in steps if s.get("delivered", s["sustained"])]
+    top = max(delivered, key=lambda s: s[key]) if delivered else None
     connected = next((l for l in lines if l["phase"] == "connected"), {})
-    return {"best": best, "steps": steps, "connected": connected,
+    return {"best": best, "throughput": top, "steps": steps, "connected": connected,
             "done": next((l["reason"] for l in lines if l["phase"] == "done"), "no result")}
 
 
@@ -352,11 +357,11 @@ def ratio(a, b) -> str:
 
 
 def cpu_at_common_step(n, h):
-    """(rate, node us, hub us) at the highest target both servers sustained."""
+    """(rate, node us, hub us) at the highest target both servers fully delivered."""
     if not n or not h:
         return None
-    ns = {s["target"]: s for s in n["steps"] if s["sustained"] and s.get("cpu_us_per_item")}
-    hs = {s["target"]: s for s in h["steps"] if s["sustained"] and s.get("cpu_us_per_item")}
+    ns = {s["target"]: s for s in n["steps"] if s.get("delivered") and s.get("cpu_us_per_item")}
+    hs = {s["target"]: s for s in h["steps"] if s.get("delivered") and s.get("cpu_us_per_item")}
     both = sorted(set(ns) & set(hs))
     if not both:
         return None
@@ -378,6 +383,9 @@ def print_report(results: dict) -> None:
             cell = lambda b: f"{b['deliveries_per_s']:,.0f}/s (p99 {b['p99']:.0f} ms)" if b else "none sustained"  # noqa
             print(f"| {key}: deliveries/s with p99 < 100 ms | {cell(nb) if n else '-'} | {cell(hb) if h else '-'} "
                   f"| {ratio(hv, nv)} |")
+            nt, ht = n and n["throughput"], h and h["throughput"]
+            print(f"| {key}: deliveries/s all delivered, any p99 | {cell(nt) if n else '-'} "
+                  f"| {cell(ht) if h else '-'} | {ratio(ht and ht['deliveries_per_s'], nt and nt['deliveries_per_s'])} |")
             common = cpu_at_common_step(n, h)
             if common:
                 rate, ncpu, hcpu = common
@@ -390,10 +398,10 @@ def print_report(results: dict) -> None:
                 print(f"| {key}: memory per idle authenticated connection | {nc.get('kib_per_conn', 0):.1f} KiB "
                       f"| {hc.get('kib_per_conn', 0):.1f} KiB | {ratio(hc.get('kib_per_conn'), nc.get('kib_per_conn'))} |")
         elif key == "chat":
-            b = res["best"]
-            cell = (f"{b['acked_per_s']:,.0f}/s (p99 ack {b['p99']:.1f} ms, server CPU "
-                    f"{b['cpu_us_per_item']:.0f} us/message)") if b else "none sustained"
-            print(f"| 1:1 chat on PostgreSQL: acked message:send/s with p99 < 50 ms | - | {cell} | - |")
+            cell = lambda b: (f"{b['acked_per_s']:,.0f}/s (p99 ack {b['p99']:.1f} ms, server CPU "  # noqa: E731
+                              f"{b['cpu_us_per_item']:.0f} us/message)") if b else "none"
+            print(f"| 1:1 chat on PostgreSQL: acked message:send/s with p99 < 50 ms | - | {cell(res['best'])} | - |")
+            print(f"| 1:1 chat on PostgreSQL: acked message:send/s, any p99 | - | {cell(res['throughput'])} | - |")
 
 
 def main(argv=None) -> None:
