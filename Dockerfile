@@ -1,4 +1,9 @@
 # The hub as an image: `docker compose up` uses it for every instance.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -7,6 +12,9 @@ COPY namespaces ./namespaces
 COPY handlers ./handlers
 COPY storage ./storage
 RUN pip install --no-cache-dir .
+# The console and widget pages, with socket.io-client from the npm registry.
+COPY web ./web
+COPY --from=web /web/node_modules ./web/node_modules
 RUN useradd --create-home hub && mkdir -p /data && chown hub /data
 USER hub
 ENV HUB_DATA_DIR=/data
