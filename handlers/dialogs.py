@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from handlers import sync
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, server_event
@@ -614,24 +615,29 @@ async def delete_assistant(ctx: Context, req: AssistantRef) -> AssistantDeleted:
 
 # --- operations: dialogs -----------------------------------------------------------------------
 
+def _scope(ctx: Context) -> dict:
+    """What the caller may see: a visitor their dialog, a bot its assistant's, an
+    owner their assistants', staff everything."""
+    actor = ctx.actor
+    if actor.role == "visitor":
+        return {"dialog_id": actor.dialog_id}
+    if actor.role == "service":
+        if actor.assistant_id is None:
+            raise Forbidden("this service token is not scoped to an assistant")
+        return {"assistant_ids": [actor.assistant_id]}
+    if actor.role == "user":
+        return {"owner_id": actor.id}
+    return {}
+
+
 @operation(DIALOGS, "dialogs:list", http=("GET", "/api/dialogs"))
 async def list_dialogs(ctx: Context, req: ListDialogs) -> Page[DialogOut]:
     """Dialogs the caller may see, newest activity first: staff all, an owner their
     assistants', a bot its assistant's, a visitor their own. `user_id` filters by
     the operator holding the dialog; `search` looks in message texts."""
-    actor = ctx.actor
-    scope: dict = {}
-    if actor.role == "visitor":
-        scope["dialog_id"] = actor.dialog_id
-    elif actor.role == "service":
-        if actor.assistant_id is None:
-            raise Forbidden("this service token is not scoped to an assistant")
-        scope["assistant_ids"] = [actor.assistant_id]
-    elif actor.role == "user":
-        scope["owner_id"] = actor.id
     async with ctx.transaction() as tx:
         rows, total = await store.list_dialogs(
-            tx, **scope, operator_id=req.user_id, assistant_id=req.assistant_id, status=req.status,
+            tx, **_scope(ctx), operator_id=req.user_id, assistant_id=req.assistant_id, status=req.status,
             date_from=req.date_from, date_to=req.date_to, search=req.search, limit=req.limit, offset=req.offset)
     return Page[DialogOut](total=total, limit=req.limit, offset=req.offset, items=[dialog_out(d) for d in rows])
 
@@ -759,3 +765,15 @@ async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
         rooms.append(bots_room(d.assistant_id))
     ctx.emit(DialogTyping(dialog_id=d.id, sender=sender, is_typing=req.is_typing), rooms=rooms, skip_origin=True)
     return Nothing()
+
+
+@operation(DIALOGS, "sync")
+async def sync_messages(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[DialogMessageOut]:
+    """Dialog messages written since a cursor in every dialog the caller may see:
+    catching up beyond the recovery window."""
+    since = sync.decode(req.since)
+    async with ctx.transaction() as tx:
+        rows = await store.messages_changed_since(tx, **_scope(ctx), moment=since[0], ident=since[1],
+                                                  limit=req.limit + 1)
+    items = [message_out(m) for m in rows]
+    return sync.SyncPage[DialogMessageOut](**sync.page(rows, items, req.limit, since))

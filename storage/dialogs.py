@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, exists, func, or_,
+from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, and_, exists, func, or_,
                         select, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -159,11 +159,8 @@ async def open_dialog_of(tx: AsyncSession, assistant_id: int, visitor_id: str) -
     return (await tx.execute(query)).scalar_one_or_none()
 
 
-async def list_dialogs(tx: AsyncSession, *, owner_id: int | None = None, assistant_ids: Iterable[int] | None = None,
-                       dialog_id: int | None = None, operator_id: int | None = None,
-                       assistant_id: int | None = None, status: str | None = None,
-                       date_from: datetime | None = None, date_to: datetime | None = None,
-                       search: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Dialog], int]:
+def _scope(owner_id: int | None, assistant_ids: Iterable[int] | None, dialog_id: int | None) -> list:
+    """Conditions on Dialog for what a caller may see (none: everything, for staff)."""
     conds = []
     if owner_id is not None:
         conds.append(Dialog.assistant_id.in_(select(Assistant.id).where(Assistant.owner_id == owner_id)))
@@ -171,6 +168,29 @@ async def list_dialogs(tx: AsyncSession, *, owner_id: int | None = None, assista
         conds.append(Dialog.assistant_id.in_(list(assistant_ids)))
     if dialog_id is not None:
         conds.append(Dialog.id == dialog_id)
+    return conds
+
+
+async def messages_changed_since(tx: AsyncSession, *, owner_id: int | None = None,
+                                 assistant_ids: Iterable[int] | None = None, dialog_id: int | None = None,
+                                 moment: datetime, ident: int, limit: int) -> list[DialogMessage]:
+    """Messages of the dialogs in scope written after (moment, ident), in
+    (updated_at, id) order."""
+    conds = [or_(DialogMessage.updated_at > moment,
+                 and_(DialogMessage.updated_at == moment, DialogMessage.id > ident))]
+    scope = _scope(owner_id, assistant_ids, dialog_id)
+    if scope:
+        conds.append(DialogMessage.dialog_id.in_(select(Dialog.id).where(*scope)))
+    query = select(DialogMessage).where(*conds).order_by(DialogMessage.updated_at, DialogMessage.id).limit(limit)
+    return list((await tx.execute(query)).scalars())
+
+
+async def list_dialogs(tx: AsyncSession, *, owner_id: int | None = None, assistant_ids: Iterable[int] | None = None,
+                       dialog_id: int | None = None, operator_id: int | None = None,
+                       assistant_id: int | None = None, status: str | None = None,
+                       date_from: datetime | None = None, date_to: datetime | None = None,
+                       search: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Dialog], int]:
+    conds = _scope(owner_id, assistant_ids, dialog_id)
     if operator_id is not None:
         conds.append(Dialog.operator_id == operator_id)
     if assistant_id is not None:

@@ -66,3 +66,30 @@ async def test_sns_sync_sees_only_visible_posts_and_deletions(server, api, conne
     changed, _, _ = await _drain(cr, since=cursor)
     assert [p["post_id"] for p in changed] == [public["post_id"]]
     assert changed[0]["deleted_at"] is not None and changed[0]["likes"] == 1
+
+
+async def test_dialogs_sync_stays_in_each_callers_scope(server, api, connect, monkeypatch):
+    from tests.dialog_helpers import account, assistant, bot_token, visitor
+
+    monkeypatch.setattr(sync, "SETTLE", sync.timedelta(0))
+    owner_id, owner = await account(server.hub.db)
+    mine = await assistant(api, owner)
+    _, other_owner = await account(server.hub.db)
+    theirs = await assistant(api, other_owner, name="Other")
+    v1, v2, v3 = await visitor(api, mine["id"]), await visitor(api, mine["id"]), await visitor(api, theirs["id"])
+    clients = {}
+    for name, token in (("v1", v1["visitor_token"]), ("v2", v2["visitor_token"]), ("v3", v3["visitor_token"]),
+                        ("bot", bot_token(mine["id"])), ("owner", owner)):
+        clients[name] = await connect(server.url, "/dialogs", token)
+    for name, v in (("v1", v1), ("v2", v2), ("v3", v3)):
+        await clients[name].ok("dialog:send", {"dialog_id": v["dialog_id"], "text": f"from {name}"})
+
+    def texts(items):
+        return sorted(m["text"] for m in items)
+
+    assert texts((await _drain(clients["v1"]))[0]) == ["from v1"]
+    assert texts((await _drain(clients["bot"]))[0]) == ["from v1", "from v2"]
+    assert texts((await _drain(clients["owner"]))[0]) == ["from v1", "from v2"]
+    _, cursor, _ = await _drain(clients["v2"])
+    await clients["bot"].ok("dialog:send", {"dialog_id": v2["dialog_id"], "text": "bot answers v2"})
+    assert texts((await _drain(clients["v2"], since=cursor))[0]) == ["bot answers v2"]
