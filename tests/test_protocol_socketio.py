@@ -189,3 +189,15 @@ async def test_session_without_namespace_is_closed_after_connect_timeout(conf, h
     assert data in ("1", None)  # a CLOSE packet, or the websocket closed
     assert pings >= 2  # it lived through pings: not closed by a ping timeout
     assert await closed(ws) == []
+
+
+async def test_server_side_ack_round_trip(conf, http):
+    """The reference `emit-with-ack`: the server asks for an ack (id 1) and emits its arguments."""
+    ws = await sio_ws(http, conf.ws_url)
+    await ws.send_str("40")
+    await receive(ws), await receive(ws)
+    await ws.send_str('42["emit-with-ack",1,"2",{"3":[true]}]')
+    assert await receive_skipping_pings(ws) == '421["emit-with-ack",1,"2",{"3":[true]}]'
+    await ws.send_str('431[1,"2",{"3":[true]}]')
+    assert await receive_skipping_pings(ws) == '42["emit-with-ack",1,"2",{"3":[true]}]'
+    await ws.close()
