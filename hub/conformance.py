@@ -66,7 +66,8 @@ def create_conformance_app(settings: Settings, parser: str = "default") -> web.A
     from hub.app import build_hub, msgpack_server
 
     # Nothing of the hub but its transport is used: its database is never opened.
-    scratch = Path(tempfile.mkdtemp(prefix="hub-conformance-"))  # never written to
+    tmp = tempfile.TemporaryDirectory(prefix="hub-conformance-")  # nothing is written there
+    scratch = Path(tmp.name)
     settings = replace(settings, data_dir=scratch, database_url=f"sqlite+aiosqlite:///{scratch / 'unused.db'}",
                        redis_url=None,
                        jwt_secret=settings.jwt_secret or secrets.token_urlsafe(32))
@@ -89,6 +90,11 @@ def create_conformance_app(settings: Settings, parser: str = "default") -> web.A
     sio.attach(app)
     eio.attach(app, "engine.io")
     app[SIO], app[EIO] = sio, eio
+
+    async def remove_scratch(app):
+        tmp.cleanup()
+
+    app.on_cleanup.append(remove_scratch)
     return app
 
 
