@@ -74,6 +74,8 @@ class HubWebSocket(eio_aiohttp.WebSocket):
 
     compress = False  # set per server by HubManager.set_server
 
+    writer = raw = protocol = None
+
     def __init__(self, handler, server):
         super().__init__(handler, server)
         self.sending = 0  # writes in flight from the socket's writer task
@@ -85,6 +87,9 @@ class HubWebSocket(eio_aiohttp.WebSocket):
                                        compress=self.compress)
         await self._sock.prepare(request)
         self.environ = environ
+        writer = self._sock._writer
+        # Looked up once here, not per broadcast and recipient.
+        self.writer, self.raw, self.protocol = writer, writer.transport, writer.protocol
         if self.eio_socket is not None:
             self.eio_socket.hub_ws = self
         try:
@@ -104,12 +109,9 @@ class HubWebSocket(eio_aiohttp.WebSocket):
     def transport(self):
         """The transport to write a ready frame to, or None when this connection must
         go through its queue (compression negotiated, closing, or paused)."""
-        sock = self._sock
-        writer = getattr(sock, "_writer", None) if sock is not None else None
-        if writer is None or writer.compress or writer._closing or sock.closed:
-            return None
-        transport = writer.transport
-        if transport is None or transport.is_closing() or writer.protocol._paused:
+        writer, transport = self.writer, self.raw
+        if (writer is None or writer.compress or writer._closing or transport is None
+                or transport.is_closing() or self.protocol._paused):
             return None
         return transport
 
@@ -147,7 +149,7 @@ class HubManager(socketio.AsyncManager):
         self.queued_writes = 0
         # Frames written "directly" wait here until the end of the loop iteration,
         # so that several broadcasts in one iteration cost one write per socket.
-        self._pending: dict[HubWebSocket, tuple] = {}
+        self._pending: dict = {}  # transport -> frames (bytes, or a list of them)
         self.flushes = 0
 
     def set_server(self, server):
@@ -185,11 +187,15 @@ class HubManager(socketio.AsyncManager):
         await self.broadcast(encoded, self.get_participants(namespace, room), skip_sid)
 
     async def broadcast(self, encoded: list, participants, skip_sid=()) -> None:
-        """Send the encoded Socket.IO packet parts to (sid, eio_sid) participants."""
-        frames = None  # built on first use
+        """Send the encoded Socket.IO packet parts to (sid, eio_sid) participants.
+
+        The loop runs once per recipient of every broadcast: it allocates nothing
+        on the direct path and looks up only what it must."""
+        frames = b"".join(ws_frame(eio_packet.Packet(eio_packet.MESSAGE, p).encode()) for p in encoded)
         ws_pkts = poll_pkts = None
         sockets = self.server.eio.sockets
         pending = self._pending
+        was_empty = not pending
         slow = []
         now = time.time()
         direct = queued = 0
@@ -199,25 +205,26 @@ class HubManager(socketio.AsyncManager):
             s = sockets.get(eio_sid)
             if s is None or s.closed or s.closing:
                 continue
-            ws = getattr(s, "hub_ws", None)
             if s.upgrading:
                 # Mid-upgrade: whichever transport ends up writing these packets
                 # encodes them, so they are this socket's own.
                 pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
             elif s.upgraded:
+                ws = getattr(s, "hub_ws", None)
                 if ws is not None and not ws.sending and s.queue.empty():
-                    entry = pending.get(ws)
-                    transport = entry[0] if entry is not None else ws.transport()
-                    if transport is not None:
-                        if frames is None:
-                            frames = b"".join(
-                                ws_frame(eio_packet.Packet(eio_packet.MESSAGE, p).encode()) for p in encoded)
-                        if entry is None:
-                            if not pending:
-                                asyncio.get_running_loop().call_soon(self._flush)
-                            pending[ws] = (transport, [frames])
+                    tr = ws.raw
+                    held = pending.get(tr)
+                    if held is not None:
+                        if type(held) is list:
+                            held.append(frames)
                         else:
-                            entry[1].append(frames)
+                            pending[tr] = [held, frames]
+                        direct += 1
+                        continue
+                    writer = ws.writer
+                    if (writer is not None and not writer.compress and not writer._closing
+                            and not tr.is_closing() and not ws.protocol._paused):
+                        pending[tr] = frames
                         direct += 1
                         continue
                 if ws_pkts is None:
@@ -235,6 +242,8 @@ class HubManager(socketio.AsyncManager):
                 continue
             for p in pkts:
                 s.queue.put_nowait(p)
+        if was_empty and pending:
+            asyncio.get_running_loop().call_soon(self._flush)
         self.direct_writes += direct
         self.queued_writes += queued
         if slow:
@@ -253,11 +262,11 @@ class HubManager(socketio.AsyncManager):
         scheduled with call_soon, this one first)."""
         pending, self._pending = self._pending, {}
         self.flushes += 1
-        for transport, frames in pending.values():
+        for transport, frames in pending.items():
             if transport.is_closing():
                 continue
             try:
-                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                transport.write(frames if type(frames) is bytes else b"".join(frames))
             except Exception:  # a broken transport: its reader notices and closes the session
                 log.debug("direct write failed", exc_info=True)
 
