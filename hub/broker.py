@@ -163,6 +163,8 @@ class RedisBroker(Broker):
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
+        self._last_offset: str | None = None  # the newest logged entry this broker delivered
+        self._lost_at = 0.0
 
     def _log_key(self, namespace: str) -> str:
         return f"{self.prefix}:log:{namespace}"
@@ -209,6 +211,32 @@ class RedisBroker(Broker):
             await asyncio.gather(self._task, return_exceptions=True)
         await self.redis.aclose()
 
+    async def _handle(self, handler: Handler, message: dict) -> None:
+        if message.get("t") == "log" and message["x"]:
+            newest = max(message["x"], key=offset_key)
+            if self._last_offset is None or offset_key(newest) > offset_key(self._last_offset):
+                self._last_offset = newest
+        try:
+            await handler(message)
+        except Exception:
+            log.exception("bus message handler failed")
+
+    async def _catch_up(self, handler: Handler) -> None:
+        """Pub/sub drops what is published while a subscriber is away, so after a
+        resubscription read the logs from the last delivered offset (or from a
+        little before the loss) and deliver what was appended meanwhile. The
+        receiver drops what it already had, by event id."""
+        start = self._last_offset or f"{int((self._lost_at - 5) * 1000)}-0"
+        found: list[tuple[str, dict]] = []
+        async for key in self.redis.scan_iter(match=f"{self.prefix}:log:*", count=100):
+            for oid, fields in await self.redis.xrange(key, min="(" + start, max="+"):
+                found.append((oid.decode(), msgpack.unpackb(fields[b"e"])))
+        found.sort(key=lambda item: offset_key(item[0]))
+        if found:
+            log.warning("caught up %d events logged while the bus was unreachable", len(found))
+            await self._handle(handler, {"t": "log", "o": None, "e": [e for _, e in found],
+                                         "x": [o for o, _ in found]})
+
     @staticmethod
     def _decode(raw: bytes) -> dict:
         unpacker = msgpack.Unpacker(raw=False)
@@ -229,6 +257,7 @@ class RedisBroker(Broker):
                 self._subscribed.set()
                 if lost:
                     log.warning("Redis is back: resubscribed to %s", self.channel)
+                    await self._catch_up(handler)
                 else:
                     log.info("subscribed to %s", self.channel)
                 backoff, lost = 0.1, False
@@ -239,15 +268,13 @@ class RedisBroker(Broker):
                         continue
                     if msg["type"] != "message":
                         continue
-                    try:
-                        await handler(self._decode(msg["data"]))
-                    except Exception:
-                        log.exception("bus message handler failed")
+                    await self._handle(handler, self._decode(msg["data"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 if not lost:
                     log.error("lost the Redis bus (%s); resubscribing", exc)
+                    self._lost_at = time.time()
                 self.healthy, lost = False, True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
