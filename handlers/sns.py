@@ -671,40 +671,37 @@ async def list_likes(ctx: Context, req: PostPage) -> Page[LikeOut]:
                          items=[LikeOut(user_id=r.user_id, liked_at=aware(r.created_at)) for r in rows])
 
 
-@operation(SNS, "post:like", http=("POST", "/api/sns/posts/{post_id}/like"))
-async def like_post(ctx: Context, req: PostRef) -> LikesTotal:
-    """Like a published post; liking it again is a no-op (no toggle, no event)."""
+async def _engage(ctx: Context, post_id: int, record, event) -> store.Post:
+    """Record the caller's like or share of a published post, once: a first one
+    counts as a view, and `event(post, user_id)` goes to the author and watchers."""
     me = ctx.actor.id
     async with ctx.transaction() as tx:
-        post = await _published_post(tx, ctx, req.post_id)
-        new = await store.like_post(tx, post.id, me)
+        post = await _published_post(tx, ctx, post_id)
+        new = await record(tx, post.id, me)
         if new:
             if me != post.author_id:
                 await store.record_view(tx, post.id, me)
             post = await store.reload(tx, post)
-            ctx.emit(EngagementLiked(post_id=post.id, liker_id=me, total_likes=post.likes), **_audience(post))
-        total = post.likes
+            ctx.emit(event(post, me), **_audience(post))
     if new:
         await _metrics_changed(ctx, post.id)
-    return LikesTotal(post_id=post.id, total_likes=total)
+    return post
+
+
+@operation(SNS, "post:like", http=("POST", "/api/sns/posts/{post_id}/like"))
+async def like_post(ctx: Context, req: PostRef) -> LikesTotal:
+    """Like a published post; liking it again is a no-op (no toggle, no event)."""
+    post = await _engage(ctx, req.post_id, store.like_post,
+                         lambda p, me: EngagementLiked(post_id=p.id, liker_id=me, total_likes=p.likes))
+    return LikesTotal(post_id=post.id, total_likes=post.likes)
 
 
 @operation(SNS, "post:share", http=("POST", "/api/sns/posts/{post_id}/share"))
 async def share_post(ctx: Context, req: PostRef) -> SharesTotal:
     """Share a published post; a user's share counts once (sharing again is a no-op)."""
-    me = ctx.actor.id
-    async with ctx.transaction() as tx:
-        post = await _published_post(tx, ctx, req.post_id)
-        new = await store.share_post(tx, post.id, me)
-        if new:
-            if me != post.author_id:
-                await store.record_view(tx, post.id, me)
-            post = await store.reload(tx, post)
-            ctx.emit(EngagementShared(post_id=post.id, sharer_id=me, total_shares=post.shares), **_audience(post))
-        total = post.shares
-    if new:
-        await _metrics_changed(ctx, post.id)
-    return SharesTotal(post_id=post.id, total_shares=total)
+    post = await _engage(ctx, req.post_id, store.share_post,
+                         lambda p, me: EngagementShared(post_id=p.id, sharer_id=me, total_shares=p.shares))
+    return SharesTotal(post_id=post.id, total_shares=post.shares)
 
 
 @operation(SNS, "post:watch")
