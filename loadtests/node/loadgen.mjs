@@ -101,7 +101,7 @@ async function fanout() {
     let sent = 0;
     const stepMs = job.step_s * 1000;
     while (performance.now() - t0 < stepMs) {
-      const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
+      const due = Math.floor(((performance.now() - t0) / 1000) * perSecond) + 1;  // the first at t0
       while (sent < due) { send(); sent++; total++; }
       await sleep(2);
     }
@@ -144,7 +144,7 @@ async function chat() {
     const t0 = performance.now();
     const stepMs = job.step_s * 1000;
     while (performance.now() - t0 < stepMs) {
-      const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate) + 1;  // the first at t0
       while (sent < due) {
         const s = senders[sent % senders.length];
         const spec = job.pairs[sent % senders.length];
