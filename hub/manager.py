@@ -25,8 +25,9 @@ What this module does, and the guarantees it keeps:
   through the socket's queue as before, so the frames of one connection keep their
   order: a direct write happens only when everything queued before it is already
   written.
-* Writes never wait: a slow recipient's transport pauses, and from then on its
-  packets queue until its writer has drained them.
+* Writes never wait: a slow recipient's transport pauses; its frames still go
+  straight into its (bounded, `buffer_limit`) transport buffer, and past that they
+  queue until its writer has drained them.
 * Long-polling clients, broadcasts with callbacks, and single packets sent by the
   server (connect, acks, pings) use python-socketio's normal path.
 * Websocket permessage-deflate is off unless asked for (HUB_WS_COMPRESSION).
@@ -140,7 +141,7 @@ def check_internals() -> list[str]:
 class HubManager(socketio.AsyncManager):
     """The hub's client manager; see the module docstring."""
 
-    def __init__(self, *, websocket_compression: bool = False) -> None:
+    def __init__(self, *, websocket_compression: bool = False, buffer_limit: int = 128 * 1024) -> None:
         super().__init__()
         self.websocket_compression = websocket_compression
         self.fast = True
@@ -151,6 +152,10 @@ class HubManager(socketio.AsyncManager):
         # so that several broadcasts in one iteration cost one write per socket.
         self._pending: dict = {}  # transport -> frames (bytes, or a list of them)
         self.flushes = 0
+        # A paused transport (the client reads slower than we write) still takes
+        # frames directly until this many bytes wait in its buffer; past that its
+        # frames go through the socket's queue, whose writer waits for the drain.
+        self.buffer_limit = buffer_limit
 
     def set_server(self, server):
         super().set_server(server)
@@ -223,7 +228,8 @@ class HubManager(socketio.AsyncManager):
                         continue
                     writer = ws.writer
                     if (writer is not None and not writer.compress and not writer._closing
-                            and not tr.is_closing() and not ws.protocol._paused):
+                            and not tr.is_closing()
+                            and (not ws.protocol._paused or tr.get_write_buffer_size() < self.buffer_limit)):
                         pending[tr] = frames
                         direct += 1
                         continue
