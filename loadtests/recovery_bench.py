@@ -22,8 +22,9 @@ Redis key prefix of its own (its keys deleted afterwards):
 
 Also measured directly (on a fresh database of its own, hubs stopped): a write
 transaction (one INSERT of a stand-in row, commit) against the same transaction plus the
-outbox INSERT of one message:send's three events, interleaved; and the batched UPDATE
-that marks them published.
+outbox INSERT of one message:send's three events (as storage.outbox.add does it, ORM),
+interleaved with the same rows by one Core INSERT .. RETURNING for comparison; and the
+batched UPDATE that marks them published.
 
 Load: --senders python-socketio clients on A (websocket), each sending to its own
 recipient connected to B. Three phases per variant:
@@ -34,7 +35,9 @@ recipient connected to B. Three phases per variant:
   closed  each sender sends its next message when the previous one is acked, for
           --closed-seconds: throughput, and latency at saturation.
 Each message carries its send time; the recipient's `message:new` gives the end-to-end
-latency (both clients run in this process, on the same clock). After each phase the
+latency (both clients run in this process, on the same clock). Over the closed phase the
+benchmark also reads each hub process's CPU time (/proc) and divides by the acked
+messages: CPU per message moves much less than throughput when other work shares the box. After each phase the
 benchmark waits (at most --drain-seconds) for every acked message to arrive, and counts
 missing and duplicate deliveries.
 
@@ -118,6 +121,12 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -385,7 +394,7 @@ async def connects(pairs: list[Pair], url: str, count: int, in_flight: int) -> d
             "p50": quantile(times, 0.5), "p99": quantile(times, 0.99)}
 
 
-async def drive(pairs: list[Pair], url_a: str, url_b: str, args) -> list[dict]:
+async def drive(pairs: list[Pair], url_a: str, url_b: str, args, pids: list[int]) -> list[dict]:
     connect_phase = await connects(pairs, url_a, args.connects, 10) if args.connects else None
     load = Load(pairs, url_a, url_b)
     await load.connect()
@@ -397,8 +406,15 @@ async def drive(pairs: list[Pair], url_a: str, url_b: str, args) -> list[dict]:
             await asyncio.gather(*(load.send(i) for i in range(len(pairs))))
         await load.drain(warm, args.drain_seconds)
         paced = await load.paced(args.rate, args.paced_seconds, args.max_messages, args.drain_seconds)
+        cpu = [cpu_seconds(pid) for pid in pids]
         closed = await load.closed(args.closed_seconds, args.max_messages, args.drain_seconds)
-        return [paced.summary(), closed.summary()] + ([connect_phase] if connect_phase else [])
+        used = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu)]
+        summary = closed.summary()
+        # Hub CPU per acked message (writer A, recipients' instance B), over the closed phase
+        # and its drain: less sensitive than throughput to what else runs on the machine.
+        summary["cpu_ms_a"] = round(used[0] * 1000 / closed.acked, 2) if closed.acked else None
+        summary["cpu_ms_b"] = round(used[1] * 1000 / closed.acked, 2) if closed.acked else None
+        return [paced.summary(), summary] + ([connect_phase] if connect_phase else [])
     finally:
         await load.close()
 
@@ -435,7 +451,7 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
                                           stdout=log.open("ab"), stderr=subprocess.STDOUT))
             urls.append(f"http://127.0.0.1:{port}")
             wait_ready(urls[-1], procs[-1], log)
-        phases = asyncio.run(drive(pairs, urls[0], urls[1], args))
+        phases = asyncio.run(drive(pairs, urls[0], urls[1], args, [p.pid for p in procs]))
         time.sleep(0.5)  # let the outbox marker run
         outbox_rows = asyncio.run(pg_value(name, "SELECT count(*) FROM outbox"))
         import redis
@@ -468,8 +484,9 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
 
 async def _outbox_micro(database_url: str, n: int) -> dict:
     from handlers.context import Outgoing
-    from sqlalchemy import text
+    from sqlalchemy import insert, text
     from storage import outbox
+    from storage.base import utcnow
     from storage.db import Database
     from storage.migrate import upgrade
 
@@ -490,7 +507,8 @@ async def _outbox_micro(database_url: str, n: int) -> dict:
                                   "created_at TIMESTAMPTZ NOT NULL DEFAULT now())"))
         write = text("INSERT INTO bench_write (body) VALUES (:body)")
         body = {"body": "x" * 64}
-        timings: dict[str, list[float]] = {"write": [], "outbox": [], "mark": []}
+        timings: dict[str, list[float]] = {"write": [], "outbox": [], "core": [], "mark": []}
+        core = insert(outbox.OutboxEvent).returning(outbox.OutboxEvent.id)
         ids: list[int] = []
         for i in range(n):  # interleaved, so both see the same machine
             t = time.perf_counter()
@@ -502,7 +520,17 @@ async def _outbox_micro(database_url: str, n: int) -> dict:
                 await tx.execute(write, body)
                 ids += await outbox.add(tx, events)
             timings["outbox"].append(time.perf_counter() - t)
-            if len(ids) >= 60:  # the marker's batch: what ~0.2 s of 100 writes/s publishes
+            # For comparison only: the same rows through one Core INSERT .. RETURNING
+            # instead of the ORM unit of work that storage.outbox.add uses.
+            t = time.perf_counter()
+            async with db.transaction() as tx:
+                await tx.execute(write, body)
+                now = utcnow()
+                rows = [{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,
+                         "skip_sid": e.skip_sid, "created_at": now} for e in events]
+                ids += list((await tx.execute(core, rows)).scalars())
+            timings["core"].append(time.perf_counter() - t)
+            if len(ids) >= 120:  # the marker's batch: what ~0.2 s of 200 writes/s publishes
                 t = time.perf_counter()
                 async with db.transaction() as tx:
                     await outbox.mark_published(tx, ids)
@@ -553,6 +581,13 @@ def report(results: dict[str, list[dict]], micro: dict | None, args) -> str:
             f"{ms(median_of(runs, 'paced', 'e2e_p99'))} | {lost}{f' ({failed} failed)' if failed else ''} | {dup} "
             f"| {', '.join(str(r['outbox_rows']) for r in runs)} | {', '.join(str(r['relayed']) for r in runs)} "
             f"| {', '.join(str(r['session_records']) for r in runs)} |")
+    lines += ["", "| variant | hub CPU per acked message, writer A / recipients' B (ms, closed phase) |", "| --- | --- |"]
+    for variant, runs in results.items():
+        if runs:
+            a, b = median_of(runs, "closed", "cpu_ms_a"), median_of(runs, "closed", "cpu_ms_b")
+            lines.append(f"| {variant} | {'-' if a is None else f'{a:.2f}'} / {'-' if b is None else f'{b:.2f}'} "
+                         f"(rounds: " + ", ".join(f"{p.get('cpu_ms_a')}/{p.get('cpu_ms_b')}" for r in runs
+                                                  for p in r["phases"] if p["phase"] == "closed") + ") |")
     lines += ["", "| variant | connects/s (10 in flight) | connect p50 / p99 ms | /chat log in Redis after the run |",
               "| --- | --- | --- | --- |"]
     for variant, runs in results.items():
@@ -568,6 +603,17 @@ def report(results: dict[str, list[dict]], micro: dict | None, args) -> str:
             lines.append(f"  {v}: " + ", ".join(
                 f"{p['acked_per_s']} [{r['loadavg'][0]}/{r['loadavg'][1]}]"
                 for r in runs for p in r["phases"] if p["phase"] == "closed"))
+    base = [next(p["acked_per_s"] for p in r["phases"] if p["phase"] == "closed") for r in results.get("full", [])]
+    if base:
+        lines.append("paired with the full stack in the same round (median of the per-round ratios, "
+                     "robust to the machine's load drifting between rounds):")
+        for v, runs in results.items():
+            if v != "full" and runs:
+                ratios = [next(p["acked_per_s"] for p in r["phases"] if p["phase"] == "closed") / b
+                          for r, b in zip(runs, base) if b]
+                if ratios:
+                    lines.append(f"  {v}: closed-loop throughput x{statistics.median(ratios):.2f} of full's "
+                                 f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
     if micro:
         s, i = micro["write"], micro["outbox"]
         lines += ["", f"outbox statements, timed directly ({s['n']} transactions each, interleaved, one connection):",
@@ -577,9 +623,13 @@ def report(results: dict[str, list[dict]], micro: dict | None, args) -> str:
                   f"p99 {ms(i['p99'])}",
                   f"  -> the outbox adds about {ms(i['mean'] - s['mean'])} ms (mean), {ms(i['p50'] - s['p50'])} ms "
                   f"(p50) to each write's transaction"]
+        if "core" in micro:
+            c = micro["core"]
+            lines.append(f"  for comparison, the same rows by one Core INSERT .. RETURNING: mean {ms(c['mean'])} ms, "
+                         f"p50 {ms(c['p50'])}, p99 {ms(c['p99'])} (adds {ms(c['mean'] - s['mean'])} ms mean)")
         if "mark" in micro:
             m = micro["mark"]
-            lines.append(f"  batched mark-published UPDATE (20 writes per batch), per write: mean {ms(m['mean'])} ms, "
+            lines.append(f"  batched mark-published UPDATE (40 writes per batch), per write: mean {ms(m['mean'])} ms, "
                          f"off the request path")
     return "\n".join(lines)
 
