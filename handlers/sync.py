@@ -3,8 +3,8 @@ whose events reflect stored data.
 
 A cursor is an opaque string naming a point in a stream of changes ordered by
 (updated_at, id). A change is committed a little after its timestamp was taken, so
-a cursor never moves past "now minus SETTLE": the next sync may return a few changes
-again (apply them by id, they are idempotent), but never skips one."""
+a cursor never moves past "now minus SETTLE" (30 s): the next sync may return the
+last half-minute's changes again (apply them by id, they are idempotent), but never skips one."""
 from __future__ import annotations
 
 import base64
@@ -17,7 +17,8 @@ from handlers.errors import ValidationFailed
 from handlers.schema import Input, Output
 
 T = TypeVar("T")
-SETTLE = timedelta(seconds=5)
+# Longer than any write transaction takes to commit after taking its timestamp.
+SETTLE = timedelta(seconds=30)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -38,7 +39,8 @@ def decode(cursor: str | None) -> tuple[datetime, int]:
     try:
         stamp, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         moment = datetime.fromisoformat(stamp)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), int(ident)
+        moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment, int(ident)
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("invalid cursor", details=[{"loc": ["since"], "msg": "not a cursor from this hub",
                                                            "type": "value_error"}]) from None

@@ -65,9 +65,10 @@ class Broker(ABC):
         """Send to every broker on the bus; raises BrokerUnavailable if it cannot."""
 
     @abstractmethod
-    async def append(self, origin: str, entries: list[dict]) -> list[str]:
-        """Log durable entries (each with its "ns") and send them, with their offsets,
-        as one `{"t": "log", "o": origin, "e": entries, "x": offsets}` message."""
+    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+        """Log durable entries (each with its "ns" and event "id") and send them, with
+        their offsets, as one `{"t": "log", "o": origin, "e": entries, "x": offsets}`
+        message. An id logged before is skipped (None): the log holds each event once."""
 
     @abstractmethod
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
@@ -84,6 +85,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
         self.logs: dict[str, list[tuple[str, float, dict]]] = {}
+        self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.last = (0, 0)
 
     def next_offset(self) -> str:
@@ -109,18 +111,25 @@ class MemoryBroker(Broker):
         for handler in list(self.bus.handlers):
             await handler(data)
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str]:
+    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
         entries = msgpack.unpackb(msgpack.packb(entries))
         now = time.time()
-        offsets = []
+        offsets: list[str | None] = []
+        fresh = []
         for entry in entries:
+            if self.bus.logged.get(entry["id"], 0) > now:
+                offsets.append(None)
+                continue
+            self.bus.logged[entry["id"]] = now + self.retention
             offset = self.bus.next_offset()
             stream = self.bus.logs.setdefault(entry["ns"], [])
             stream.append((offset, now, entry))
             while stream and stream[0][1] < now - self.retention:
-                stream.pop(0)
+                self.bus.logged.pop(stream.pop(0)[2]["id"], None)
             offsets.append(offset)
-        await self.publish({"t": "log", "o": origin, "e": entries, "x": offsets})
+            fresh.append((offset, entry))
+        if fresh:
+            await self.publish({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
@@ -133,21 +142,33 @@ class MemoryBroker(Broker):
             self.bus.handlers.remove(self.handler)
 
 
-# KEYS: the bus channel, then each entry's namespace log. ARGV: retention in ms, the
-# origin, then each entry (msgpack). Appends and publishes atomically, so offsets
-# and bus order agree on every instance.
+# KEYS: the bus channel, then per entry its namespace log and its "logged" marker.
+# ARGV: retention in ms, the origin, then each entry (msgpack). Appends and
+# publishes atomically, so offsets and bus order agree on every instance. An event
+# id already logged (the writer and the outbox relay both got to it) is skipped:
+# its offset is returned as "" and it is not published again.
 _APPEND = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local minid = tostring(now - tonumber(ARGV[1])) .. '-0'
-local offsets = {}
-local entries = {}
-for i = 2, #KEYS do
-  offsets[i - 1] = redis.call('XADD', KEYS[i], 'MINID', '~', minid, '*', 'e', ARGV[i + 1])
-  entries[i - 1] = ARGV[i + 1]
+local retention = tonumber(ARGV[1])
+local minid = tostring(now - retention) .. '-0'
+local offsets, published, entries = {}, {}, {}
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local entry = ARGV[i + 2]
+  if redis.call('SET', KEYS[1 + n + i], 1, 'NX', 'PX', retention) then
+    local offset = redis.call('XADD', KEYS[1 + i], 'MINID', '~', minid, '*', 'e', entry)
+    offsets[i] = offset
+    published[#published + 1] = offset
+    entries[#entries + 1] = entry
+  else
+    offsets[i] = ''
+  end
 end
--- A header object followed by the entries exactly as packed by the caller.
-redis.call('PUBLISH', KEYS[1], cmsgpack.pack({t = 'log', o = ARGV[2], x = offsets}) .. table.concat(entries))
+if #entries > 0 then
+  -- A header object followed by the entries exactly as packed by the caller.
+  redis.call('PUBLISH', KEYS[1], cmsgpack.pack({t = 'log', o = ARGV[2], x = published}) .. table.concat(entries))
+end
 return offsets
 """
 
@@ -182,14 +203,15 @@ class RedisBroker(Broker):
         except RedisError as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str]:
-        keys = [self.channel] + [self._log_key(e["ns"]) for e in entries]
+    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+        keys = ([self.channel] + [self._log_key(e["ns"]) for e in entries]
+                + [f"{self.prefix}:logged:{e['id']}" for e in entries])
         args = [int(self.retention * 1000), origin] + [msgpack.packb(e) for e in entries]
         try:
             offsets = await self._append(keys=keys, args=args)
         except RedisError as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return [o.decode() if isinstance(o, bytes) else o for o in offsets]
+        return [(o.decode() if isinstance(o, bytes) else o) or None for o in offsets]
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         try:

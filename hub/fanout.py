@@ -24,7 +24,7 @@ from storage import outbox
 log = logging.getLogger("hub.fanout")
 
 # Unpublished outbox events older than this are the relay's: their writer had time.
-RELAY_AFTER = timedelta(seconds=2)
+RELAY_AFTER = timedelta(seconds=5)
 RELAY_EVERY = 1.0
 PRUNE_AFTER = timedelta(hours=1)
 SEEN_CAPACITY = 200_000

@@ -160,3 +160,18 @@ async def test_log_assigns_increasing_offsets_and_delivers_them_in_order(brokers
     assert await a.since("/orders", offsets[0], 100) == []
     # More than the caller can replay: None, so it starts a new session instead.
     assert await a.since("/chat", offsets[0], 5) is None
+
+
+async def test_log_holds_each_event_id_once(brokers):
+    """The writer and the outbox relay may both append an event: the log keeps and
+    sends it once, so a replay cannot show it twice under two offsets."""
+    a, b = brokers
+    inbox = await _collect(b)
+    await _collect(a)
+    entry = {"ns": "/chat", "ev": "e", "d": {}, "r": ["user:1"], "s": None, "id": 77}
+    first = await a.append("writer", [entry])
+    again = await b.append("relay", [entry, {**entry, "id": 78}])
+    assert first[0] and again[0] is None and again[1]
+    got = [await asyncio.wait_for(inbox.get(), 5) for _ in range(2)]
+    assert [m["x"] for m in got] == [first, [again[1]]]
+    assert [o for o, _ in await a.since("/chat", "0-0", 100)] == [first[0], again[1]]
