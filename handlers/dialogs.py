@@ -22,8 +22,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from handlers import sync
 from handlers.context import Actor, Context
-from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from handlers.registry import namespace, operation, server_event
+from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationFailed
+from handlers.registry import namespace, operation, rejoin_check, server_event
 from handlers.schema import Input, Output, Page
 from storage import dialogs as store
 from storage.base import aware, utcnow
@@ -331,6 +331,20 @@ async def reachable_dialog(tx, ctx: Context, dialog_id: int) -> store.Dialog:
         if a is None or a.owner_id != actor.id:
             raise Forbidden("this dialog belongs to someone else's assistant")
     return d
+
+
+@rejoin_check(DIALOGS)
+async def _may_rejoin(ctx: Context, room: str) -> bool:
+    """A recovering socket is back in a dialog's room only if it may still reach it."""
+    kind, _, ident = room.partition(":")
+    if kind != "dialog" or not ident.isdigit():
+        return False
+    try:
+        async with ctx.transaction() as tx:
+            await reachable_dialog(tx, ctx, int(ident))
+    except HubError:
+        return False
+    return True
 
 
 def _check_length(ctx: Context, text: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable
 
 from pydantic import BaseModel, TypeAdapter
@@ -28,6 +28,9 @@ class NamespaceSpec:
     on_disconnect: Callable[[Context], Awaitable[None]] | None = None
     # Room name patterns a service may publish to, e.g. r"staff" or r"post:\d+".
     publish_rooms: tuple[str, ...] = ()
+    # Whether a recovering socket may get back a room it had joined through an
+    # operation (`@rejoin_check`); without one such rooms are not restored.
+    may_rejoin: Callable[[Context, str], Awaitable[bool]] | None = None
 
     def room_allowed(self, room: str) -> bool:
         return any(re.fullmatch(p, room) for p in self.publish_rooms)
@@ -152,6 +155,18 @@ def periodic(name: str, *, every: float | Callable[[Any], float]):
 
     def register(func):
         REGISTRY.jobs[name] = Job(name=name, func=func, every=every)
+        return func
+
+    return register
+
+
+def rejoin_check(name: str):
+    """Register `async def check(ctx, room) -> bool` for namespace `name`: asked, when
+    a socket recovers its session, for each room it had joined through an operation
+    (the actor's rights may have changed while it was away)."""
+
+    def register(func):
+        REGISTRY.namespaces[name] = replace(REGISTRY.namespaces[name], may_rejoin=func)
         return func
 
     return register

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from handlers import sync
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from handlers.registry import namespace, operation, periodic, server_event
+from handlers.registry import namespace, operation, periodic, rejoin_check, server_event
 from handlers.schema import Input, Output, Page
 from storage import sns as store
 from storage.base import aware, utcnow
@@ -367,6 +367,17 @@ def _can_see(ctx: Context, post: store.Post) -> bool:
     """Published posts are public; drafts and scheduled posts are their author's
     (and visible to admins, who may delete any post)."""
     return post.status == store.PUBLISHED or post.author_id == ctx.actor.id or ctx.actor.role == "admin"
+
+
+@rejoin_check(SNS)
+async def _may_rewatch(ctx: Context, room: str) -> bool:
+    """A recovering socket watches a post again only if the caller may still see it."""
+    kind, _, ident = room.partition(":")
+    if kind != "post" or not ident.isdigit():
+        return False
+    async with ctx.transaction() as tx:
+        post = await store.get_post(tx, int(ident))
+    return post is not None and post.deleted_at is None and _can_see(ctx, post)
 
 
 async def _visible_post(tx, ctx: Context, post_id: int) -> store.Post:

@@ -136,13 +136,15 @@ class Recovery:
         if not (self.enabled and isinstance(auth, dict)):
             return None
         pid, offset = auth.get("pid"), auth.get("offset")
-        if not isinstance(pid, str) or len(pid) > 64 or not valid_offset(offset):
+        if not isinstance(pid, str) or len(pid) > 64 or not (offset is None or valid_offset(offset)):
             return None
         try:
             record = await self.sessions.get(pid)
             if record is None or record["ns"] != namespace or record["who"] != identity(actor):
                 return None
-            entries = await self.broker.since(namespace, offset, self.max_replay)
+            # No offset: the client got no durable event in that session, so it
+            # missed everything since the session began.
+            entries = await self.broker.since(namespace, offset or record["start"], self.max_replay)
         except (RedisError, BrokerUnavailable, OSError) as exc:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
@@ -152,8 +154,14 @@ class Recovery:
         missed = [(o, e) for o, e in entries if rooms.intersection(e["r"]) and e.get("s") != record["sid"]]
         return pid, record, missed
 
-    async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str]) -> None:
-        record = {"ns": namespace, "who": identity(actor), "rooms": sorted(set(rooms)), "sid": sid}
+    async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],
+                    start: str | None = None) -> None:
+        """Record a connected socket's session. `start`: where its events begin in
+        the log (a recovered session keeps its own); a new one starts a little
+        before now, as offsets come from Redis' clock."""
+        start = start or f"{int((time.time() - 2) * 1000)}-0"
+        record = {"ns": namespace, "who": identity(actor), "rooms": sorted(set(rooms)), "sid": sid,
+                  "start": start}
         self.live[(namespace, sid)] = (pid, record)
         await self._save(pid, record)
 

@@ -98,16 +98,19 @@ class OperationNamespace(socketio.AsyncNamespace):
             rooms += self.spec.connect_rooms(actor)
         restored = await hub.recovery.restore(self.spec.name, auth, actor)
         if restored:
-            rooms = list(dict.fromkeys(rooms + restored[1]["rooms"]))
+            rooms += await self._rejoinable(actor, [r for r in restored[1]["rooms"] if r not in rooms])
         for room in rooms:
             await self.enter_room(sid, room)
         hub.metrics.connections.labels(self.spec.name).inc()
         pid = (restored[0] if restored else hub.recovery.new_pid()) if hub.recovery.enabled else None
         try:
             if pid:
-                await hub.recovery.track(self.spec.name, sid, pid, actor, rooms)
+                await hub.recovery.track(self.spec.name, sid, pid, actor, rooms,
+                                         start=restored[1]["start"] if restored else None)
             if restored:
-                # Sent after the CONNECT (held by the server until then), in offset order.
+                # What its rooms got while it was away (a room it may no longer be in
+                # included: e.g. the deletion of a post it watched), sent after the
+                # CONNECT (held by the server until then), in offset order.
                 for offset, entry in restored[2]:
                     await self.emit(entry["ev"], (entry["d"], offset), to=sid)
                 self.server.settle_held(sid, self.spec.name)
@@ -123,6 +126,15 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+
+    async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
+        """The rooms, among those a recovering socket had joined through operations,
+        that the actor may still be in."""
+        check = self.spec.may_rejoin
+        if not check:
+            return []
+        ctx = self.context(actor, None)
+        return [room for room in rooms if await check(ctx, room)]
 
     async def disconnect_socket(self, sid: str, reason: str | None = None) -> None:
         conn = self.conns.pop(sid, None)

@@ -392,3 +392,39 @@ def private_redis(tmp_path):
     redis = PrivateRedis(tmp_path).start()
     yield redis
     redis.stop()
+
+
+class JsDriver:
+    """An official JS client in a node process, driven command by command
+    (tests/js/driver.mjs), behind a proxy the test can drop and resume."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    async def do(self, op: str, **args):
+        import json as _json
+
+        self.proc.stdin.write((_json.dumps({"op": op, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        answer = _json.loads(line)
+        assert answer["ok"], answer
+        return answer["value"]
+
+
+@pytest.fixture
+async def js_driver(node):
+    procs = []
+
+    async def start() -> JsDriver:
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(JS_DIR / "driver.mjs"), cwd=JS_DIR,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        procs.append(proc)
+        return JsDriver(proc)
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

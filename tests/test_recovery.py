@@ -143,3 +143,33 @@ async def test_redis_restart_under_traffic_loses_nothing(spawn_hubs, pg_url, pri
     for device in (local, remote):
         got = await _collect_messages(device, len(acked))
         assert sorted(got) == sorted(acked)
+
+
+async def test_recovered_rooms_are_authorized_again(server, api, connect, js_driver):
+    """A socket gets back the post rooms it watched only while it may still see the
+    post, and hears what those rooms got while it was away (the deletion included)."""
+    author, reader, liker = await api.user(), await api.user(), await api.user()
+    ca = await connect(server.url, "/sns", author["access_token"])
+    cl = await connect(server.url, "/sns", liker["access_token"])
+    kept = await ca.ok("post:create", {"platforms": ["twitter"], "content": "stays"})
+    gone = await ca.ok("post:create", {"platforms": ["twitter"], "content": "goes"})
+    js = await js_driver()
+    assert await js.do("connect", url=server.url, ns="/sns", token=reader["access_token"]) == {"recovered": False}
+    for post in (kept, gone):
+        assert (await js.do("call", event="post:watch", data={"post_id": post["post_id"]}))["ok"]
+    await js.do("drop")
+    await cl.ok("post:like", {"post_id": kept["post_id"]})
+    await ca.ok("post:delete", {"post_id": gone["post_id"]})
+    await js.do("resume")
+    assert (await js.do("reconnected"))["recovered"] is True
+    wanted = {("engagement:liked", kept["post_id"]), ("post:deleted", gone["post_id"])}
+    for _ in range(100):  # replayed right after the CONNECT
+        seen = {(e, d.get("post_id")) for e, d, _ in await js.do("events")}
+        if wanted <= seen:
+            break
+        await asyncio.sleep(0.05)
+    assert wanted <= seen
+    rooms = server.hub.sio.manager.rooms["/sns"]
+    assert len(rooms.get(f"post:{kept['post_id']}", {})) == 1
+    assert len(rooms.get(f"post:{gone['post_id']}", {})) == 0
+    await js.do("close")
