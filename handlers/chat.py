@@ -492,7 +492,10 @@ async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
     me = ctx.actor.id
     async with ctx.transaction() as tx:
         thread = await _member_thread(tx, ctx, req)
-        members = await store.member_ids(tx, thread.id)
+        if req.other_user_id is not None:
+            members = [me, req.other_user_id]  # a direct thread: its two members, no query
+        else:
+            members = await store.member_ids(tx, thread.id)
     ctx.emit(TypingIndicator(thread_id=thread.id, user_id=me, is_typing=req.is_typing),
              users=[u for u in members if u != me])
     return Nothing()

@@ -21,10 +21,12 @@ What this module does, and the guarantees it keeps:
   sets never mix.
 * A frame is written directly to the transport of a recipient whose socket is
   upgraded to websocket, has nothing queued, no write in flight, no compression
-  negotiated and a transport that is not paused by flow control. Anything else goes
-  through the socket's queue as before, so the frames of one connection keep their
-  order: a direct write happens only when everything queued before it is already
-  written.
+  negotiated and an open transport. Anything else goes through the socket's queue
+  as before, so the frames of one connection keep their order: a direct write
+  happens only when everything queued before it is already written.
+* Direct frames for one socket within one event-loop iteration are gathered and
+  written by one `call_soon` callback, one write per socket: several broadcasts in
+  an iteration (high rates) cost one system call per recipient, not one each.
 * Writes never wait: a slow recipient's transport pauses; its frames still go
   straight into its (bounded, `buffer_limit`) transport buffer, and past that they
   queue until its writer has drained them.
@@ -88,9 +90,12 @@ class HubWebSocket(eio_aiohttp.WebSocket):
                                        compress=self.compress)
         await self._sock.prepare(request)
         self.environ = environ
-        writer = self._sock._writer
-        # Looked up once here, not per broadcast and recipient.
-        self.writer, self.raw, self.protocol = writer, writer.transport, writer.protocol
+        # Looked up once here, not per broadcast and recipient (None if aiohttp's
+        # internals ever change: check_internals() has then turned the fast path off).
+        writer = getattr(self._sock, "_writer", None)
+        self.writer = writer
+        self.raw = getattr(writer, "transport", None)
+        self.protocol = getattr(writer, "protocol", None)
         if self.eio_socket is not None:
             self.eio_socket.hub_ws = self
         try:
