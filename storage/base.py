@@ -4,6 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
@@ -32,3 +34,17 @@ def aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+async def insert_once(tx: AsyncSession, *rows) -> bool:
+    """Insert the rows in a savepoint; False, with nothing inserted and the
+    transaction still usable, if a unique key is already taken (an idempotent
+    retry, or a race that another writer won)."""
+    try:
+        async with tx.begin_nested():
+            for row in rows:
+                tx.add(row)
+                await tx.flush()
+    except IntegrityError:
+        return False
+    return True

@@ -6,12 +6,11 @@ from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
                         exists, func, insert, or_, select, update)
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
-from storage.base import Base, BigId, utcnow
+from storage.base import Base, BigId, insert_once, utcnow
 
 
 class Thread(Base):
@@ -98,16 +97,10 @@ async def get_or_create_direct(tx: AsyncSession, a: int, b: int) -> tuple[Thread
     if thread:
         return thread, False
     thread = Thread(kind="direct", direct_key=direct_key(a, b), created_by=a)
-    try:
-        async with tx.begin_nested():
-            tx.add(thread)
-            await tx.flush()
-            tx.add_all([Member(thread_id=thread.id, user_id=u) for u in {a, b}])
-            await tx.flush()
-    except IntegrityError:
-        # Another request created it first: use theirs.
-        thread = await find_direct(tx, a, b)
-        return thread, False
+    if not await insert_once(tx, thread):
+        return await find_direct(tx, a, b), False  # another request created it first
+    tx.add_all([Member(thread_id=thread.id, user_id=u) for u in {a, b}])
+    await tx.flush()
     return thread, True
 
 
@@ -140,12 +133,8 @@ async def add_message(tx: AsyncSession, thread: Thread, *, sender_id: int, recip
         tx.add(msg)
         await tx.flush()
     else:
-        try:
-            async with tx.begin_nested():
-                tx.add(msg)
-                await tx.flush()
-        except IntegrityError as exc:
-            raise DuplicateClientId(client_msg_id) from exc
+        if not await insert_once(tx, msg):
+            raise DuplicateClientId(client_msg_id)
     # One statement (UPDATE ... RETURNING) instead of an UPDATE and a refresh.
     count, last = (await tx.execute(
         update(Thread).where(Thread.id == thread.id)
@@ -240,13 +229,7 @@ async def mark_read(tx: AsyncSession, msg: Message, user_id: int) -> datetime | 
     if existing:
         return None
     now = utcnow()
-    try:
-        async with tx.begin_nested():
-            tx.add(Receipt(message_id=msg.id, user_id=user_id, read_at=now))
-            await tx.flush()
-    except IntegrityError:
-        return None
-    return now
+    return now if await insert_once(tx, Receipt(message_id=msg.id, user_id=user_id, read_at=now)) else None
 
 
 async def read_all(tx: AsyncSession, thread_id: int, user_id: int) -> tuple[list[int], datetime]:

@@ -12,11 +12,10 @@ from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, and_, exists, func, or_,
                         select, update)
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, utcnow
+from storage.base import Base, BigId, insert_once, utcnow
 
 # Handoff states: none -> requested -> active -> resolved; requested -> cancelled;
 # active -> requested (the operator went offline: requeued). resolved/cancelled/none
@@ -295,12 +294,8 @@ async def add_message(tx: AsyncSession, d: Dialog, *, sender: str, sender_id: st
     now = utcnow()
     msg = DialogMessage(dialog_id=d.id, sender=sender, sender_id=sender_id, sender_key=f"{sender}:{sender_id}",
                         text=text, client_msg_id=client_msg_id, created_at=now, updated_at=now)
-    try:
-        async with tx.begin_nested():
-            tx.add(msg)
-            await tx.flush()
-    except IntegrityError as exc:
-        raise DuplicateClientId(client_msg_id) from exc
+    if not await insert_once(tx, msg):
+        raise DuplicateClientId(client_msg_id)
     await touch_dialog(tx, d, now)
     return msg
 
@@ -328,13 +323,7 @@ async def add_request(tx: AsyncSession, d: Dialog, *, request_id: str | None, re
                       requested_by: str) -> HandoffRequest | None:
     """Record a request; None if this dialog already has one with `request_id`."""
     req = HandoffRequest(dialog_id=d.id, request_id=request_id, reason=reason, requested_by=requested_by)
-    try:
-        async with tx.begin_nested():
-            tx.add(req)
-            await tx.flush()
-    except IntegrityError:
-        return None
-    return req
+    return req if await insert_once(tx, req) else None
 
 
 async def request_by_id(tx: AsyncSession, dialog_id: int, request_id: str) -> HandoffRequest | None:

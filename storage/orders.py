@@ -5,11 +5,10 @@ from datetime import date, datetime
 
 from sqlalchemy import (JSON, BigInteger, Date, ForeignKey, Index, String, UniqueConstraint, and_, func, or_, select,
                         update)
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, aware, utcnow
+from storage.base import Base, BigId, aware, insert_once, utcnow
 
 
 class Order(Base):
@@ -52,12 +51,8 @@ async def create(tx: AsyncSession, *, customer_id: int, items: list[dict], total
     order = Order(customer_id=customer_id, status="pending", items=items, total_krw=total_krw,
                   billing_address=billing_address, shipping_address=shipping_address,
                   client_order_id=client_order_id, created_at=now, updated_at=now)
-    try:
-        async with tx.begin_nested():
-            tx.add(order)
-            await tx.flush()
-    except IntegrityError as exc:
-        raise DuplicateClientOrderId(client_order_id) from exc
+    if not await insert_once(tx, order):
+        raise DuplicateClientOrderId(client_order_id)
     order.order_number = order_number(order.id, now)
     await tx.flush()
     return order

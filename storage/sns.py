@@ -8,11 +8,10 @@ from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, and_, delete, func, insert,
                         or_, select, update)
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, utcnow
+from storage.base import Base, BigId, insert_once, utcnow
 
 DRAFT, SCHEDULED, PUBLISHED = "draft", "scheduled", "published"
 UNPUBLISHED = (DRAFT, SCHEDULED)
@@ -142,12 +141,8 @@ async def create_post(tx: AsyncSession, *, author_id: int, platforms: list[str],
     post = Post(author_id=author_id, platforms=platforms_column(platforms), content=content, image_url=image_url,
                 status=status, scheduled_at=scheduled_at, published_at=now if status == PUBLISHED else None,
                 request_id=request_id, created_at=now, updated_at=now)
-    try:
-        async with tx.begin_nested():
-            tx.add(post)
-            await tx.flush()
-    except IntegrityError as exc:
-        raise DuplicateRequest(request_id) from exc
+    if not await insert_once(tx, post):
+        raise DuplicateRequest(request_id)
     await set_tags(tx, post.id, tags)
     return post
 
@@ -254,17 +249,6 @@ async def posts_changed_since(tx: AsyncSession, *, viewer_id: int, see_all: bool
 
 # --- engagement --------------------------------------------------------------------
 
-async def _insert_once(tx: AsyncSession, row) -> bool:
-    """Insert a row keyed by (thing, user); False if it was already there."""
-    try:
-        async with tx.begin_nested():
-            tx.add(row)
-            await tx.flush()
-    except IntegrityError:
-        return False
-    return True
-
-
 async def _bump(tx: AsyncSession, post_id: int, **deltas: int) -> None:
     values = {name: getattr(Post, name) + n for name, n in deltas.items()}
     await tx.execute(update(Post).where(Post.id == post_id).values(**values, updated_at=utcnow()))
@@ -273,7 +257,7 @@ async def _bump(tx: AsyncSession, post_id: int, **deltas: int) -> None:
 async def like_post(tx: AsyncSession, post_id: int, user_id: int) -> bool:
     """Record the user's like; False (and nothing changes) if they already liked it."""
     now = utcnow()
-    if not await _insert_once(tx, PostLike(post_id=post_id, user_id=user_id, created_at=now, updated_at=now)):
+    if not await insert_once(tx, PostLike(post_id=post_id, user_id=user_id, created_at=now, updated_at=now)):
         return False
     await _bump(tx, post_id, likes=1)
     return True
@@ -281,7 +265,7 @@ async def like_post(tx: AsyncSession, post_id: int, user_id: int) -> bool:
 
 async def share_post(tx: AsyncSession, post_id: int, user_id: int) -> bool:
     now = utcnow()
-    if not await _insert_once(tx, Share(post_id=post_id, user_id=user_id, created_at=now, updated_at=now)):
+    if not await insert_once(tx, Share(post_id=post_id, user_id=user_id, created_at=now, updated_at=now)):
         return False
     await _bump(tx, post_id, shares=1)
     return True
@@ -299,12 +283,8 @@ async def add_comment(tx: AsyncSession, *, post_id: int, author_id: int, text: s
     now = utcnow()
     comment = Comment(post_id=post_id, author_id=author_id, text=text, reply_to=reply_to,
                       request_id=request_id, created_at=now, updated_at=now)
-    try:
-        async with tx.begin_nested():
-            tx.add(comment)
-            await tx.flush()
-    except IntegrityError as exc:
-        raise DuplicateRequest(request_id) from exc
+    if not await insert_once(tx, comment):
+        raise DuplicateRequest(request_id)
     await _bump(tx, post_id, comments=1)
     return comment
 
@@ -328,7 +308,7 @@ async def comments_of(tx: AsyncSession, post_id: int, limit: int, offset: int) -
 
 async def like_comment(tx: AsyncSession, comment: Comment, user_id: int) -> bool:
     now = utcnow()
-    if not await _insert_once(tx, CommentLike(comment_id=comment.id, user_id=user_id, created_at=now,
+    if not await insert_once(tx, CommentLike(comment_id=comment.id, user_id=user_id, created_at=now,
                                               updated_at=now)):
         return False
     await tx.execute(update(Comment).where(Comment.id == comment.id)
@@ -340,7 +320,7 @@ async def like_comment(tx: AsyncSession, comment: Comment, user_id: int) -> bool
 async def record_view(tx: AsyncSession, post_id: int, user_id: int) -> None:
     """One more impression by `user_id`; one more reached user if it is their first."""
     now = utcnow()
-    if await _insert_once(tx, Audience(post_id=post_id, user_id=user_id, views=1, created_at=now, updated_at=now)):
+    if await insert_once(tx, Audience(post_id=post_id, user_id=user_id, views=1, created_at=now, updated_at=now)):
         await _bump(tx, post_id, reach=1, impressions=1)
         return
     await tx.execute(update(Audience).where(Audience.post_id == post_id, Audience.user_id == user_id)
@@ -355,7 +335,7 @@ async def lock_trending(tx: AsyncSession, platform: str) -> Trending:
     query = select(Trending).where(Trending.platform == platform).with_for_update()
     row = (await tx.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
     if row is None:
-        await _insert_once(tx, Trending(platform=platform, ranking="[]", version=0, updated_at=utcnow()))
+        await insert_once(tx, Trending(platform=platform, ranking="[]", version=0, updated_at=utcnow()))
         row = (await tx.execute(query.execution_options(populate_existing=True))).scalar_one()
     return row
 

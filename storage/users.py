@@ -5,11 +5,10 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import ForeignKey, String, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, utcnow
+from storage.base import Base, BigId, insert_once, utcnow
 
 
 class User(Base):
@@ -51,12 +50,8 @@ async def create_user(
 ) -> User:
     user = User(email=email.lower(), password_hash=password_hash, role=role,
                 first_name=first_name, last_name=last_name)
-    tx.add(user)
-    try:
-        async with tx.begin_nested():
-            await tx.flush()
-    except IntegrityError as exc:
-        raise EmailTaken(email) from exc
+    if not await insert_once(tx, user):
+        raise EmailTaken(email)
     return user
 
 
