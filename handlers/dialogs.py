@@ -26,6 +26,7 @@ from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationF
 from handlers.registry import namespace, operation, rejoin_check, server_event
 from handlers.schema import Input, Output, Page
 from storage import dialogs as store
+from storage import users as users_store
 from storage.base import aware, utcnow
 
 DIALOGS = "/dialogs"
@@ -466,6 +467,8 @@ async def _check_capacity(ctx: Context, tx) -> None:
     except Exception:  # presence unreachable: the default limit still applies
         rec = None
     limit = (rec.max_active_chats if rec and rec.max_active_chats else None) or ctx.settings.max_active_chats
+    # Two accepts by one operator at once must not both pass the count.
+    await users_store.lock(tx, me)
     held = (await store.count_held(tx, [me]))[me]
     if held >= limit:
         raise Conflict(f"you already hold {held} dialogs (your limit is {limit})",

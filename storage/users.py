@@ -63,6 +63,12 @@ async def get(tx: AsyncSession, user_id: int) -> User | None:
     return await tx.get(User, user_id)
 
 
+async def lock(tx: AsyncSession, user_id: int) -> None:
+    """Serialize this transaction with any other that locks the same user (a row
+    lock on PostgreSQL; SQLite runs one writer at a time anyway)."""
+    await tx.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 async def by_ids(tx: AsyncSession, ids: Iterable[int]) -> dict[int, User]:
     ids = list(set(ids))
     if not ids:

@@ -347,3 +347,34 @@ async def test_http_only_holder_who_stops_heartbeating_is_requeued(start_server,
     # no console, no heartbeat: after the timeout and the grace period the dialog goes back
     ev = await next_where(vis, "handoff:status", lambda e: e["reason"] == "operator_offline", timeout=15)
     assert ev["status"] == "requested" and ev["version"] > body["version"]
+
+
+async def test_one_operator_cannot_exceed_the_chat_limit_by_racing(start_server, tmp_path, pg_url, http, connect):
+    """Two accepts by the same operator at the same time: the limit holds (PostgreSQL)."""
+    import asyncio
+
+    from tests.conftest import Api, make_settings
+
+    server = await start_server(make_settings(tmp_path, database_url=pg_url, max_active_chats=1))
+    api = Api(server.url, http)
+    _, owner = await account(server.hub.db)
+    a = await assistant(api, owner)
+    dialogs = []
+    for _ in range(2):
+        v = await visitor(api, a["id"])
+        vis = await connect(server.url, "/dialogs", v["visitor_token"])
+        await vis.ok("dialog:handoff", {"dialog_id": v["dialog_id"]})
+        dialogs.append(v["dialog_id"])
+    _, op = await account(server.hub.db, "operator")
+    consoles = [await connect(server.url, "/operators", op) for _ in range(2)]
+    for _ in range(5):
+        replies = await asyncio.gather(*(c.call("handoff:accept", {"dialog_id": d}) for c, d in zip(consoles, dialogs)))
+        assert sorted(r["ok"] for r in replies) == [False, True], replies
+        assert [r["error"]["code"] for r in replies if not r["ok"]] == ["conflict"]
+        won = next(r["data"]["dialog_id"] for r in replies if r["ok"])
+        await consoles[0].ok("handoff:release", {"dialog_id": won})
+        v_status = await consoles[0].ok("handoff:status", {"dialog_id": won})
+        assert v_status["status"] == "resolved"
+        # back in the queue for the next round
+        status, _ = await api.request("POST", "/api/handoff/request", token=owner, json={"dialog_id": won})
+        assert status in (200, 201)
