@@ -51,6 +51,7 @@ class Hub:
     connections: Connections
     presence: Presence
     recovery: Recovery
+    widget_origins: widget.WidgetOrigins
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
@@ -101,10 +102,11 @@ def build_hub(settings: Settings) -> Hub:
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+    widget_origins = widget.WidgetOrigins()
     sio = HubServer(
         client_manager=HubManager(websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
-        cors_allowed_origins=widget.socketio_origins(settings.cors_origins),
+        cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
         max_http_buffer_size=TRANSPORT_MAX_PACKET,
         logger=False,
         engineio_logger=False,
@@ -116,7 +118,8 @@ def build_hub(settings: Settings) -> Hub:
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
-               recovery=Recovery(sessions, broker, window=settings.recovery_window))
+               recovery=Recovery(sessions, broker, window=settings.recovery_window),
+               widget_origins=widget_origins)
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the
@@ -150,4 +153,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
+    app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
     return app

@@ -113,6 +113,12 @@ async def create_assistant(tx: AsyncSession, *, owner_id: int, name: str, allowe
     return a
 
 
+async def all_allowed_origins(tx: AsyncSession) -> frozenset[str]:
+    """Every assistant's allowed website origins."""
+    rows = (await tx.execute(select(Assistant.allowed_origins_json))).scalars()
+    return frozenset(origin for raw in rows for origin in json.loads(raw or "[]"))
+
+
 async def get_assistant(tx: AsyncSession, assistant_id: int) -> Assistant | None:
     return await tx.get(Assistant, assistant_id)
 

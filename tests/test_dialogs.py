@@ -378,3 +378,20 @@ async def test_one_operator_cannot_exceed_the_chat_limit_by_racing(start_server,
         # back in the queue for the next round
         status, _ = await api.request("POST", "/api/handoff/request", token=owner, json={"dialog_id": won})
         assert status in (200, 201)
+
+
+async def test_socketio_accepts_assistant_origins_and_refuses_others(server, api, http):
+    """Browsers on an assistant's allowed website may open Socket.IO connections (the
+    hub reads the origins from the database); other websites may not."""
+    _, owner = await account(server.hub.db)
+    await assistant(api, owner, origins=["https://allowed.example"])
+
+    async def handshake(origin: str) -> int:
+        async with http.get(server.url + "/socket.io/?EIO=4&transport=polling", headers={"Origin": origin}) as resp:
+            return resp.status
+
+    assert await handshake("https://evil.example") == 400
+    await server.hub.widget_origins.refresh(server.hub.db)  # what every instance does every 10 s
+    assert await handshake("https://allowed.example") == 200
+    assert await handshake("https://evil.example") == 400
+    assert await handshake(server.url) == 200  # the hub's own pages

@@ -5,6 +5,9 @@ allowed_origins, and calls are rate-limited per client address. The response
 carries CORS headers for that origin (the widget runs on other sites)."""
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from aiohttp import web
 from pydantic import Field
 
@@ -13,6 +16,9 @@ from handlers.context import Actor
 from handlers.errors import HubError
 from handlers.schema import Input
 from hub.http.common import HUB, error_response, rate_limit, read_json, validate
+from storage import dialogs as dialogs_store
+
+log = logging.getLogger("hub.widget")
 
 PATH = "/api/widget/sessions"
 WIDGET = Actor(role="system", name="widget")
@@ -55,6 +61,8 @@ async def create_session(request: web.Request) -> web.Response:
                                                       req.visitor_id)
     except HubError as exc:
         return _cors(request, error_response(exc))
+    # The origin was just checked against the assistant: its widget connects next.
+    hub.widget_origins.add(dialogs.normalize_origin(request.headers["Origin"]))
     ttl = hub.settings.visitor_token_ttl
     token = hub.tokens.visitor(dialog.id, dialog.assistant_id, dialog.visitor_id, ttl)
     body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": secret,
@@ -62,19 +70,53 @@ async def create_session(request: web.Request) -> web.Response:
     return _cors(request, web.json_response(body, status=201))
 
 
-def socketio_origins(configured: tuple[str, ...] | None):
-    """The Socket.IO origin check. Unset HUB_CORS_ORIGINS: python-engineio's own
-    same-origin rule. Set: those origins ("*": any) *and* the hub's own origin, so
-    that the console and the demo page served by the hub keep working when the
-    operator lists the websites that embed the widget (docs/handoff.md)."""
-    if not configured:
-        return None
+class WidgetOrigins:
+    """The websites assistants embed their widget on: a widget there may open a
+    Socket.IO connection without anyone listing the site in HUB_CORS_ORIGINS. Read
+    from the database at start and every REFRESH seconds (every instance)."""
+
+    REFRESH = 10.0
+
+    def __init__(self) -> None:
+        self.origins: frozenset[str] = frozenset()
+
+    def add(self, origin: str) -> None:
+        """An origin just allowed by an assistant, before the next refresh."""
+        self.origins = self.origins | {origin}
+
+    async def refresh(self, db) -> None:
+        async with db.transaction() as tx:
+            self.origins = await dialogs_store.all_allowed_origins(tx)
+
+    async def run(self, db):
+        """cleanup_ctx: keep the set fresh for the app's lifetime; never dies silently."""
+
+        async def loop():
+            while True:
+                try:
+                    await self.refresh(db)
+                except Exception:
+                    log.exception("could not read the assistants' widget origins")
+                await asyncio.sleep(self.REFRESH)
+
+        task = asyncio.create_task(loop(), name="widget-origins")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def socketio_origins(configured: tuple[str, ...] | None, widgets: WidgetOrigins):
+    """The Socket.IO origin check: the hub's own origin (the console, the demo
+    page), the origins in HUB_CORS_ORIGINS ("*": any), and every assistant's
+    allowed origins (docs/handoff.md). Tokens, not cookies, authenticate every
+    connection; this check keeps other pages from using a visitor's browser."""
+    configured = configured or ()
     if "*" in configured:
         return "*"
     allowed = {o.rstrip("/") for o in configured}
 
     def check(origin: str | None, environ: dict) -> bool:
-        if origin in allowed:
+        if origin in allowed or origin in widgets.origins:
             return True
         host = environ.get("HTTP_HOST")
         if not origin or not host:
