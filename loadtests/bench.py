@@ -235,6 +235,8 @@ def run_generator(job: dict, servers, timeout: float, on_connected=None) -> list
             line = json.loads(raw)
             lines.append(line)
             now_cpu = cpu()
+            if line["phase"] == "connected" and line.get("clients"):
+                line["cpu_us_per_conn"] = (now_cpu - last_cpu) * 1e6 / line["clients"]
             if line["phase"] == "step":
                 # Server CPU spent on this step (its sending and its drain), per
                 # delivery or request: steadier than rates on a shared machine.
@@ -395,6 +397,9 @@ def print_report(results: dict) -> None:
                 nc, hc = (n or {}).get("connected", {}), (h or {}).get("connected", {})
                 print(f"| {key}: connection setup (connect + JWT + join) | {nc.get('rate', 0):,.0f}/s "
                       f"| {hc.get('rate', 0):,.0f}/s | {ratio(hc.get('rate'), nc.get('rate'))} |")
+                print(f"| {key}: server CPU per connection set up | {nc.get('cpu_us_per_conn', 0):,.0f} us "
+                      f"| {hc.get('cpu_us_per_conn', 0):,.0f} us "
+                      f"| {ratio(hc.get('cpu_us_per_conn'), nc.get('cpu_us_per_conn'))} |")
                 print(f"| {key}: memory per idle authenticated connection | {nc.get('kib_per_conn', 0):.1f} KiB "
                       f"| {hc.get('kib_per_conn', 0):.1f} KiB | {ratio(hc.get('kib_per_conn'), nc.get('kib_per_conn'))} |")
         elif key == "chat":
