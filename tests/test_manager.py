@@ -245,3 +245,28 @@ async def test_broadcasts_of_one_loop_iteration_share_one_write(server, api, con
     assert await raw.event() == ("after", {"x": 1}, [])
     assert manager.flushes > flushes
     await raw.ws.close()
+
+
+async def test_the_writer_task_writes_gathered_frames_before_what_was_queued_after(server, api, http):
+    """With a flush_window, frames wait for the next flush; a packet queued
+    meanwhile (an ack, a ping) must not overtake them."""
+    manager = _manager(server)
+    login = await api.user()
+    raw = await RawSocket.open(http, server.url, login["access_token"])
+    room = f"user:{login['user']['id']}"
+    loop = asyncio.get_running_loop()
+    manager.flush_window = 30.0
+    manager._last_flush = loop.time()  # the next flush is due in 30 s
+    try:
+        for n in range(3):
+            await server.hub.sio.emit("seq", {"n": n}, to=room, namespace=CHAT)
+        await asyncio.sleep(0.2)
+        assert manager._pending  # still gathered
+        await server.hub.sio.eio.send(raw.eio_sid, '2/chat,["after",{"x":1}]')
+        for n in range(3):
+            assert await raw.event() == ("seq", {"n": n}, [])
+        assert await raw.event() == ("after", {"x": 1}, [])
+    finally:
+        manager.flush_window = 0.0
+        manager._flush()
+        await raw.ws.close()
