@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, Index, String, delete, select, update
+from sqlalchemy import JSON, Index, String, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,12 +26,15 @@ class OutboxEvent(Base):
 
 
 async def add(tx: AsyncSession, events: list) -> list[int]:
-    """Store `handlers.context.Outgoing` events; returns their ids in order."""
-    rows = [OutboxEvent(namespace=e.namespace, event=e.event, data=e.data, rooms=e.rooms, skip_sid=e.skip_sid)
-            for e in events]
-    tx.add_all(rows)
-    await tx.flush()
-    return [r.id for r in rows]
+    """Store `handlers.context.Outgoing` events in one statement; returns their ids
+    in order."""
+    now = utcnow()
+    result = await tx.execute(
+        insert(OutboxEvent).returning(OutboxEvent.id, sort_by_parameter_order=True),
+        [{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,
+          "skip_sid": e.skip_sid, "created_at": now} for e in events],
+    )
+    return list(result.scalars())
 
 
 async def mark_published(tx: AsyncSession, ids: list[int]) -> None:
