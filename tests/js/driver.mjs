@@ -6,26 +6,12 @@
 //   {"op": "drop"} / {"op": "resume", "url"?}   -> {} (resume may point at another instance)
 //   {"op": "reconnected"}                       -> {"recovered": bool} once connected again
 //   {"op": "events"}                            -> [[event, data, offset], ...] received so far
-import net from "node:net";
 import readline from "node:readline";
 import { io } from "socket.io-client";
+import { balancer } from "./balancer.mjs";
 
-let target = null;
-let paused = false;
-const open = new Set();
-const proxy = net.createServer((client) => {
-  if (paused || !target) return client.destroy();
-  const upstream = net.connect(target, "127.0.0.1");
-  for (const [a, b] of [[client, upstream], [upstream, client]]) {
-    a.pipe(b);
-    a.on("error", () => b.destroy());
-    a.on("close", () => b.destroy());
-  }
-  open.add(client); open.add(upstream);
-  client.on("close", () => { open.delete(client); open.delete(upstream); });
-});
-await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
-const via = `http://127.0.0.1:${proxy.address().port}`;
+const lb = await balancer();
+const via = lb.url;
 
 let socket = null;
 const events = [];
@@ -37,7 +23,7 @@ const waitFor = async (pred, ms = 15000) => {
 
 const handlers = {
   async connect({ url, ns, token }) {
-    target = Number(new URL(url).port);
+    lb.to(Number(new URL(url).port));
     socket = io(via + ns, { auth: { token }, transports: ["websocket"], reconnectionDelay: 200, reconnectionDelayMax: 400 });
     socket.onAny((event, ...args) => {
       const offset = args.length > 1 && typeof args[args.length - 1] === "string" ? args[args.length - 1] : null;
@@ -49,15 +35,15 @@ const handlers = {
   },
   async call({ event, data }) { return socket.emitWithAck(event, data ?? {}); },
   async drop() {
-    paused = true;
-    for (const s of open) s.destroy();
+    lb.pause();
+    lb.drop();
     await waitFor(() => !socket.connected);
     return {};
   },
-  async resume({ url }) { if (url) target = Number(new URL(url).port); paused = false; return {}; },
+  async resume({ url }) { if (url) lb.to(Number(new URL(url).port)); lb.resume(); return {}; },
   async reconnected() { const before = connects; await waitFor(() => connects > 0 && socket.connected); return { recovered: socket.recovered, connects }; },
   async events() { return events; },
-  async close() { socket?.close(); proxy.close(); for (const s of open) s.destroy(); setTimeout(() => process.exit(0), 10); return {}; },
+  async close() { socket?.close(); lb.close(); setTimeout(() => process.exit(0), 10); return {}; },
 };
 
 for await (const line of readline.createInterface({ input: process.stdin })) {

@@ -9,8 +9,8 @@
 //         revoke  drop, log the receiver out meanwhile, reconnect: must be refused
 //         window  drop for longer than the (short) recovery window, then catch up with `sync`
 // Prints one JSON line: what the receiver saw.
-import net from "node:net";
 import { io } from "socket.io-client";
+import { balancer } from "./balancer.mjs";
 
 const [mode, target1, target2, senderUrl, senderToken, receiverToken, receiverId, hub1Pid] = process.argv.slice(2);
 const portOf = (url) => Number(new URL(url).port);
@@ -18,22 +18,8 @@ const fail = (why) => { console.error(why); process.exit(2); };
 setTimeout(() => fail("timed out"), 45000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-let target = portOf(target1);
-let paused = false;
-const open = new Set();
-const proxy = net.createServer((client) => {
-  if (paused) return client.destroy();
-  const upstream = net.connect(target, "127.0.0.1");
-  for (const [a, b] of [[client, upstream], [upstream, client]]) {
-    a.pipe(b);
-    a.on("error", () => b.destroy());
-    a.on("close", () => b.destroy());
-  }
-  open.add(client); open.add(upstream);
-  client.on("close", () => { open.delete(client); open.delete(upstream); });
-});
-await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
-const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+const lb = await balancer(portOf(target1));
+const proxyUrl = lb.url;
 
 const connect = (url, token, opts = {}) => new Promise((resolve, reject) => {
   const s = io(url + "/chat", { auth: { token }, transports: ["websocket"], reconnectionDelay: 200,
@@ -71,12 +57,12 @@ if (!(await until(() => seen.length >= 5))) fail("live messages did not arrive: 
 const firstOffsets = offsets.slice();
 
 if (mode === "sigterm") {
-  target = portOf(target2);
+  lb.to(portOf(target2));
   process.kill(Number(hub1Pid), "SIGTERM");
 } else {
-  paused = true;
-  for (const s of open) s.destroy();
-  if (mode === "other") target = portOf(target2);
+  lb.pause();
+  lb.drop();
+  if (mode === "other") lb.to(portOf(target2));
 }
 if (!(await until(() => reasons.length >= 1))) fail("the receiver never noticed the drop");
 
@@ -89,7 +75,7 @@ if (mode === "revoke") {
 }
 let synced = null;
 if (mode === "window") await sleep(2500); // longer than HUB_RECOVERY_WINDOW in that test
-paused = false;
+lb.resume();
 
 if (mode === "revoke") {
   await until(() => connectError !== null || connects.length > 0, 10000);
@@ -113,6 +99,5 @@ if (mode === "revoke") {
 }
 console.log(JSON.stringify({ seen, offsets, firstOffsets, reasons, connects, connectError, synced,
                              recovered: receiver.recovered }));
-sender.close(); receiver.close(); proxy.close();
-for (const s of open) s.destroy();
+sender.close(); receiver.close(); lb.close();
 process.exit(0);
