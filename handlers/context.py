@@ -48,8 +48,7 @@ class Outgoing:
     data: dict
     rooms: list[str]
     skip_sid: str | None = None
-    durable: bool = False  # emitted inside ctx.transaction(): stored with the write
-    event_id: int | None = None  # its outbox id, once stored
+    event_id: int | None = None  # its outbox id: set for events emitted inside ctx.transaction()
 
 
 @dataclass
@@ -65,26 +64,22 @@ class Context:
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
-    _tx: Any = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """A database transaction for this operation. Events emitted inside it
         belong to the write: they are recorded with it, and sent only if it commits."""
         async with self.db.transaction() as tx:
-            self._tx = tx
             start = len(self.events)
             try:
                 yield tx
-                stored = [e for e in self.events[start:] if e.durable]
+                stored = self.events[start:]
                 if stored:
                     for event, event_id in zip(stored, await outbox.add(tx, stored)):
                         event.event_id = event_id
             except BaseException:
                 del self.events[start:]  # a rolled-back write sends nothing
                 raise
-            finally:
-                self._tx = None
 
     def join(self, room: str) -> None:
         """Make the requesting socket join `room` once the operation succeeded.
@@ -120,6 +115,5 @@ class Context:
                 data=event.model_dump(mode="json"),
                 rooms=targets,
                 skip_sid=self.origin if skip_origin else None,
-                durable=self._tx is not None,
             )
         )

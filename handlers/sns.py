@@ -387,6 +387,16 @@ async def _visible_post(tx, ctx: Context, post_id: int) -> store.Post:
     return post
 
 
+async def _own_unpublished(tx, ctx: Context, post_id: int, verb: str) -> store.Post:
+    """The caller's own draft or scheduled post, for `verb` (edit, publish)."""
+    post = await _visible_post(tx, ctx, post_id)
+    if post.author_id != ctx.actor.id:
+        raise Forbidden(f"only the author can {verb} a post")
+    if post.status == store.PUBLISHED:
+        raise Conflict("the post is already published")
+    return post
+
+
 async def _published_post(tx, ctx: Context, post_id: int) -> store.Post:
     post = await _visible_post(tx, ctx, post_id)
     if post.status != store.PUBLISHED:
@@ -533,11 +543,7 @@ async def edit_post(ctx: Context, req: EditPost) -> PostOut:
     elif req.draft:
         values.update(status=store.DRAFT, scheduled_at=None)
     async with ctx.transaction() as tx:
-        post = await _visible_post(tx, ctx, req.post_id)
-        if post.author_id != ctx.actor.id:
-            raise Forbidden("only the author can edit a post")
-        if post.status == store.PUBLISHED:
-            raise Conflict("a published post cannot be edited")
+        post = await _own_unpublished(tx, ctx, req.post_id, "edit")
         before = (post.status, aware(post.scheduled_at))
         post = await store.edit_unpublished(tx, post.id, values)
         if post is None:
@@ -594,11 +600,7 @@ async def delete_post(ctx: Context, req: PostRef) -> PostDeletedOut:
 async def publish_post(ctx: Context, req: PostRef) -> PostOut:
     """Publish a draft or scheduled post now (author only); already published: conflict."""
     async with ctx.transaction() as tx:
-        post = await _visible_post(tx, ctx, req.post_id)
-        if post.author_id != ctx.actor.id:
-            raise Forbidden("only the author can publish a post")
-        if post.status == store.PUBLISHED:
-            raise Conflict("the post is already published")
+        post = await _own_unpublished(tx, ctx, req.post_id, "publish")
         post = await store.publish(tx, post.id)
         if post is None:
             raise Conflict("the post was published or deleted meanwhile")

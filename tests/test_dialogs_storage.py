@@ -88,7 +88,7 @@ async def test_queue_order_requeue_keeps_place_and_events_carry_versions(db):  #
                              "reason": "operator_offline"}
     (status,) = by_event["handoff:status"]
     assert status.rooms == [f"dialog:{ds[0].id}", f"bots:{a.id}"] and status.data["status"] == "requested"
-    assert status.durable  # emitted inside the transaction that requeued it
+    assert status.event_id is not None  # emitted inside the transaction that requeued it
     positions = {tuple(e.rooms): e.data["position"] for e in by_event["queue:position"]}
     assert positions == {(f"dialog:{ds[0].id}",): 1, (f"dialog:{ds[1].id}",): 2, (f"dialog:{ds[2].id}",): 3}
 

@@ -40,7 +40,7 @@ async def _user(db, email):
         return await users.create_user(tx, email=email, password_hash="x")
 
 
-def _ctx(db, user, tmp_path=None) -> Context:
+def _ctx(db, user) -> Context:
     settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
     return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings)
 
@@ -92,7 +92,7 @@ async def test_events_are_buffered_and_only_for_successful_writes(db):
     a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
     ctx = _ctx(db, a)
     msg = await chat.send_message(ctx, chat.SendMessage(recipient_id=b.id, message="hello"))
-    names = [(e.event, e.rooms, e.durable) for e in ctx.events]
+    names = [(e.event, e.rooms, e.event_id is not None) for e in ctx.events]
     assert names == [
         ("thread:created", [f"user:{a.id}", f"user:{b.id}"], True),
         ("message:new", [f"user:{b.id}"], True),
