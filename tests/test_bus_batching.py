@@ -1,0 +1,152 @@
+"""Volatile messages between instances go out in batches (hub/broker.py): whatever
+is published while the previous PUBLISH is on its way shares the next one. These
+tests check that batching keeps every message, in order, on a real Redis."""
+import asyncio
+
+import msgpack
+import redis.asyncio as aioredis
+import socketio
+
+from handlers.context import Outgoing
+from hub.broker import BrokerUnavailable, RedisBroker
+from hub.protocol import NotepackPacket
+from tests.conftest import Api, make_settings
+
+
+async def _raw_messages(redis_url: str, channel: str):
+    """A plain redis-py subscriber: what the channel carried, PUBLISH by PUBLISH."""
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=1)  # the subscription's confirmation
+    return client, pubsub
+
+
+async def test_concurrent_publishes_arrive_in_order_in_fewer_publishes(redis_url, redis_prefix):
+    a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)
+    inboxes = {a: [], b: []}
+    for broker, inbox in inboxes.items():
+        async def handler(message, inbox=inbox):
+            inbox.append(message)
+        await broker.start(handler)
+    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    try:
+        messages = [{"t": "emit", "o": "x", "n": i, "d": {"text": "é" * (i % 7)}} for i in range(500)]
+        # Published all at once (one loop iteration), then in waves while earlier
+        # batches are on their way: every publisher returns once its batch is out.
+        await asyncio.gather(*(a.publish(m) for m in messages[:200]))
+        waves = [asyncio.gather(*(a.publish(m) for m in messages[i:i + 50])) for i in range(200, 500, 50)]
+        for wave in waves:
+            await wave
+            await asyncio.sleep(0)
+        for inbox in inboxes.values():
+            for _ in range(100):
+                if len(inbox) >= len(messages):
+                    break
+                await asyncio.sleep(0.05)
+            assert inbox == messages
+        publishes = 0
+        while await pubsub.get_message(timeout=0.2) is not None:
+            publishes += 1
+        assert 0 < publishes < len(messages)
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_batch_is_the_header_then_the_messages(redis_url, redis_prefix):
+    """The wire format the other instances read: {"t": "batch", "n": k} and k messages."""
+    broker = RedisBroker(redis_url, redis_prefix)
+    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    try:
+        await asyncio.gather(*(broker.publish({"t": "emit", "n": i}) for i in range(3)))
+        raw = await pubsub.get_message(timeout=5)
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(raw["data"])
+        assert list(unpacker) == [{"t": "batch", "n": 3}] + [{"t": "emit", "n": i} for i in range(3)]
+        # A lone message goes as it is.
+        await broker.publish({"t": "emit", "n": 9})
+        raw = await pubsub.get_message(timeout=5)
+        assert msgpack.unpackb(raw["data"]) == {"t": "emit", "n": 9}
+        assert RedisBroker._decode(msgpack.packb({"t": "batch", "n": 2}) + msgpack.packb({"a": 1})
+                                   + msgpack.packb({"b": 2})) == [{"a": 1}, {"b": 2}]
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+        await broker.stop()
+
+
+async def test_publishers_hear_when_redis_is_gone_and_publishing_resumes(private_redis):
+    broker = RedisBroker(private_redis.url, "gone")
+    received = []
+
+    async def handler(message):
+        received.append(message)
+    await broker.start(handler)
+    try:
+        await broker.publish({"n": 1})
+        private_redis.stop()
+        results = await asyncio.gather(*(broker.publish({"n": i}) for i in range(2, 5)), return_exceptions=True)
+        assert all(isinstance(r, BrokerUnavailable) for r in results)
+        private_redis.start()
+        for _ in range(150):  # the listener resubscribes with a backoff
+            if broker.healthy:
+                break
+            await asyncio.sleep(0.1)
+        await broker.publish({"n": 5})
+        for _ in range(50):
+            if received and received[-1] == {"n": 5}:
+                break
+            await asyncio.sleep(0.1)
+        assert received[0] == {"n": 1} and received[-1] == {"n": 5}
+    finally:
+        await broker.stop()
+    # Stopped: publishing is refused, not left waiting.
+    try:
+        await broker.publish({"n": 6})
+    except BrokerUnavailable:
+        pass
+    else:
+        raise AssertionError("a stopped broker accepted a message")
+
+
+async def test_many_volatile_events_reach_a_client_of_the_other_instance_in_order(
+        start_server, redis_url, redis_prefix, tmp_path, http, connect):
+    """From the first instance's fan-out to a real client of the second one, for the
+    JSON and the msgpack endpoints: every event, in order, batched or not."""
+    one = await start_server(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+    two = await start_server(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+    api = Api(one.url, http)
+    user = await api.user()
+    room = f"user:{user['user']['id']}"
+    json_client = await connect(two.url, "/chat", user["access_token"])
+    packed = socketio.AsyncClient(reconnection=False, serializer=NotepackPacket)
+    got_packed: list = []
+    packed.on("typing:indicator", lambda data: got_packed.append(data), namespace="/chat")
+    await packed.connect(two.url, namespaces=["/chat"], auth={"token": user["access_token"]},
+                         socketio_path="socket.io-msgpack", wait_timeout=5)
+    try:
+        def event(i):
+            return Outgoing(namespace="/chat", event="typing:indicator",
+                            data={"thread_id": i, "user_id": 0, "is_typing": True}, rooms=[room])
+
+        n = 0
+        # In bursts (one loop iteration each: batched) and one by one (not).
+        for burst in (1, 40, 1, 1, 200, 7, 1):
+            await asyncio.gather(*(one.hub.fanout.deliver([event(n + i)]) for i in range(burst)))
+            n += burst
+        # Several events of one delivery, too.
+        await one.hub.fanout.deliver([event(n + i) for i in range(5)])
+        n += 5
+        got = [(await json_client.next("typing:indicator"))["thread_id"] for _ in range(n)]
+        assert got == list(range(n))
+        for _ in range(100):
+            if len(got_packed) >= n:
+                break
+            await asyncio.sleep(0.05)
+        assert [d["thread_id"] for d in got_packed] == list(range(n))
+        assert await json_client.nothing("typing:indicator")
+    finally:
+        await packed.disconnect()
