@@ -1,19 +1,21 @@
 """/chat: direct and group threads, messages, receipts, typing."""
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from handlers.context import Context
+from handlers.context import Context, shared_transaction
 from handlers.errors import Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
 from handlers.schema import Empty, Input, Output
 from storage import chat as store
 from storage import users as users_store
-from storage.base import aware
+from storage.base import aware, utcnow
 
 CHAT = "/chat"
 namespace(CHAT, "Direct and group messaging between users.", roles={"user", "operator", "admin"})
@@ -250,30 +252,54 @@ async def _messages_out(tx, messages: list[store.Message], viewer: int) -> list[
             id=m.id, thread_id=m.thread_id, sender_id=m.sender_id, recipient_id=m.recipient_id,
             message=m.body, booking_id=m.booking_id, is_read=is_read,
             created_at=aware(m.created_at), edited_at=aware(m.edited_at), client_msg_id=m.client_msg_id,
-            attachments=[AttachmentOut(id=a.id, filename=a.filename, content_type=a.content_type,
-                                       size=a.size, url=f"/api/attachments/{a.id}") for a in atts[m.id]],
+            attachments=[_attachment_out(a) for a in atts[m.id]],
         ))
     return out
+
+
+def _attachment_out(a: store.Attachment) -> AttachmentOut:
+    return AttachmentOut(id=a.id, filename=a.filename, content_type=a.content_type, size=a.size,
+                         url=f"/api/attachments/{a.id}")
 
 
 async def _message_out(tx, message: store.Message, viewer: int) -> MessageOut:
     return (await _messages_out(tx, [message], viewer))[0]
 
 
-async def _member_thread(tx, ctx: Context, ref: ThreadRef) -> store.Thread:
-    """The referenced thread, which the actor must be a member of."""
+async def _member_thread(ctx: Context, ref: ThreadRef, tx=None) -> store.ThreadFacts:
+    """The referenced thread, which the actor must be a member of. A thread's facts
+    never change, so each instance reads them once (storage/facts.py); `tx`, if
+    given, is the transaction to read them in on a miss."""
     me = ctx.actor.id
     if ref.thread_id is not None:
-        thread = await store.get_thread(tx, ref.thread_id)
-        if thread is None:
-            raise NotFound("no such thread")
-        if not await store.is_member(tx, thread.id, me):
-            raise Forbidden("you are not a member of this thread")
-        return thread
-    thread = await store.find_direct(tx, me, ref.other_user_id)
-    if thread is None:
-        raise NotFound("no conversation with this user")
-    return thread
+        key = ("chat:thread", ref.thread_id)
+    else:
+        key = ("chat:direct", store.direct_key(me, ref.other_user_id))
+    facts = ctx.db.facts.get(key)
+    if facts is None:
+        if tx is None:
+            async with ctx.db.transaction() as tx:
+                return await _member_thread(ctx, ref, tx)
+        if ref.thread_id is not None:
+            thread = await store.get_thread(tx, ref.thread_id)
+            if thread is None:
+                raise NotFound("no such thread")
+        else:
+            thread = await store.find_direct(tx, me, ref.other_user_id)
+            if thread is None:
+                raise NotFound("no conversation with this user")
+        facts = await store.thread_facts(tx, thread)
+        _remember(ctx, facts)
+    if me not in facts.members:
+        raise Forbidden("you are not a member of this thread")
+    return facts
+
+
+def _remember(ctx: Context, facts: store.ThreadFacts) -> None:
+    """Cache a committed thread's facts."""
+    ctx.db.facts.put(("chat:thread", facts.id), facts)
+    if facts.kind == "direct":
+        ctx.db.facts.put(("chat:direct", store.direct_key(*facts.members)), facts)
 
 
 async def _visible_message(tx, ctx: Context, message_id: int) -> store.Message:
@@ -294,60 +320,85 @@ def _thread_out(thread: store.Thread, members: list[int]) -> ThreadOut:
 @operation(CHAT, "message:send")
 async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     """Send a message to a user (direct thread, created on first message) or a thread."""
-    me = ctx.actor.id
     _check_length(ctx, req.message)
-    async with ctx.transaction() as tx:
-        if req.client_msg_id:
-            earlier = await store.by_client_msg_id(tx, me, req.client_msg_id)
-            if earlier is not None:
-                return await _message_out(tx, earlier, me)
-        created = False
-        recipient_id = None
-        if req.recipient_id is not None:
-            if req.recipient_id == me:
-                raise ValidationFailed("you cannot message yourself",
-                                       details=[{"loc": ["recipient_id"], "msg": "is yourself", "type": "value_error"}])
-            # An existing direct thread proves the recipient exists: one query, not two.
-            thread = await store.find_direct(tx, me, req.recipient_id)
-            if thread is None:
-                if await users_store.get(tx, req.recipient_id) is None:
-                    raise NotFound("no such user")
-                thread, created = await store.get_or_create_direct(tx, me, req.recipient_id)
-            recipient_id = req.recipient_id
-            members = sorted({me, recipient_id})
-        else:
-            thread = await _member_thread(tx, ctx, ThreadRef(thread_id=req.thread_id))
-            members = await store.member_ids(tx, thread.id)
-            if thread.kind == "direct":
-                recipient_id = next(u for u in members if u != me)
+    if req.recipient_id is None:
+        thread = await _member_thread(ctx, ThreadRef(thread_id=req.thread_id))
+    elif req.recipient_id == ctx.actor.id:
+        raise ValidationFailed("you cannot message yourself",
+                               details=[{"loc": ["recipient_id"], "msg": "is yourself", "type": "value_error"}])
+    else:
         try:
-            msg = await store.add_message(tx, thread, sender_id=me, recipient_id=recipient_id, body=req.message,
-                                          booking_id=req.booking_id, client_msg_id=req.client_msg_id)
-        except store.DuplicateClientId:
-            # A concurrent retry of the same request won the race: answer with its message.
-            return await _message_out(tx, await store.by_client_msg_id(tx, me, req.client_msg_id), me)
-        wanted = set(req.attachment_ids)
-        if wanted and await store.claim_attachments(tx, list(wanted), me, msg.id) != len(wanted):
-            raise ValidationFailed("attachment_ids must be your own uploads, not yet attached to a message",
-                                   details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
-                                             "type": "value_error"}])
-        if wanted:
-            out = await _message_out(tx, msg, me)
-        else:
-            # A message just written has no attachments and no read receipts.
-            out = MessageOut(id=msg.id, thread_id=msg.thread_id, sender_id=msg.sender_id,
-                             recipient_id=msg.recipient_id, message=msg.body, booking_id=msg.booking_id,
-                             is_read=False, created_at=aware(msg.created_at), edited_at=aware(msg.edited_at),
-                             client_msg_id=msg.client_msg_id, attachments=[])
-        if created:
-            ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=msg.id, kind=thread.kind,
-                                   title=thread.title, member_ids=members), users=members)
-        fields: dict[str, Any] = dict(message_id=out.id, thread_id=out.thread_id, sender_id=me,
-                                      content=out.message, timestamp=out.created_at, message=out)
-        ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
-        ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
-        ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=thread.message_count), users=members)
-    return out
+            thread = await _member_thread(ctx, ThreadRef(other_user_id=req.recipient_id))
+        except NotFound:
+            thread = None  # the first message of the pair: its write creates the thread
+    return await ctx.db.group("chat:message:send", _write_messages).submit(_Send(ctx, req, thread))
+
+
+@dataclass
+class _Send:
+    ctx: Context
+    req: SendMessage
+    thread: store.ThreadFacts | None
+
+
+async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
+    """The write of message:send for sends that arrived together: one transaction and
+    a few statements for all of them (storage/group_commit.py)."""
+    ctx0 = sends[0].ctx
+    now = utcnow()
+    async with shared_transaction(ctx0.db, [s.ctx for s in sends]) as tx:
+        threads, created = [], set()
+        for s in sends:
+            thread = s.thread
+            if thread is None:
+                me, other = s.ctx.actor.id, s.req.recipient_id
+                if await users_store.get(tx, other) is None:
+                    raise NotFound("no such user")
+                row, new = await store.get_or_create_direct(tx, me, other)
+                thread = store.ThreadFacts(row.id, row.kind, row.title, tuple(sorted((me, other))))
+                if new:
+                    created.add(id(s))
+            threads.append(thread)
+        rows = [dict(thread_id=t.id, sender_id=s.ctx.actor.id, body=s.req.message, booking_id=s.req.booking_id,
+                     recipient_id=next((u for u in t.members if u != s.ctx.actor.id), None) if t.kind == "direct"
+                     else None, client_msg_id=s.req.client_msg_id, created_at=now, updated_at=now)
+                for s, t in zip(sends, threads)]
+        ids = await store.add_messages(tx, rows)
+        added = Counter(row["thread_id"] for row, mid in zip(rows, ids) if mid is not None)
+        counts = await store.count_messages(tx, added, now) if added else {}
+        outs = []
+        for s, thread, row, mid in zip(sends, threads, rows, ids):
+            me = s.ctx.actor.id
+            if mid is None:  # a retry: answer with the message its key already names
+                outs.append(await _message_out(tx, await store.by_client_msg_id(tx, me, row["client_msg_id"]), me))
+                continue
+            wanted = set(s.req.attachment_ids)
+            if wanted and await store.claim_attachments(tx, list(wanted), me, mid) != len(wanted):
+                raise ValidationFailed("attachment_ids must be your own uploads, not yet attached to a message",
+                                       details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
+                                                 "type": "value_error"}])
+            atts = (await store.attachments_of(tx, [mid]))[mid] if wanted else []
+            # A message just written has no read receipts.
+            out = MessageOut(id=mid, thread_id=thread.id, sender_id=me, recipient_id=row["recipient_id"],
+                             message=row["body"], booking_id=row["booking_id"], is_read=False, created_at=now,
+                             edited_at=None, client_msg_id=row["client_msg_id"],
+                             attachments=[_attachment_out(a) for a in atts])
+            outs.append(out)
+            members = thread.members
+            if id(s) in created:
+                s.ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=mid, kind=thread.kind,
+                                         title=thread.title, member_ids=list(members)), users=members)
+            fields: dict[str, Any] = dict(message_id=mid, thread_id=thread.id, sender_id=me, content=out.message,
+                                          timestamp=now, message=out)
+            s.ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
+            s.ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
+            # Counts of one thread's messages in this batch go up one by one, in batch order.
+            added[thread.id] -= 1
+            s.ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=counts[thread.id] - added[thread.id]),
+                       users=members)
+    for thread in threads:
+        _remember(ctx0, thread)  # committed now
+    return outs
 
 
 @operation(CHAT, "thread:create")
@@ -403,7 +454,7 @@ async def thread_history(ctx: Context, req: ThreadHistory) -> History:
             if thread is None:
                 return History(messages=[], total=0, page=req.page)
         else:
-            thread = await _member_thread(tx, ctx, req)
+            thread = await _member_thread(ctx, req, tx)
         rows, total = await store.history(tx, thread.id, req.page, req.page_size)
         return History(messages=await _messages_out(tx, rows, me), total=total, page=req.page)
 
@@ -437,12 +488,11 @@ async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     """Mark every unread message of a thread as read."""
     me = ctx.actor.id
     async with ctx.transaction() as tx:
-        thread = await _member_thread(tx, ctx, req)
+        thread = await _member_thread(ctx, req, tx)
         ids, read_at = await store.read_all(tx, thread.id, me)
-        members = await store.member_ids(tx, thread.id) if ids else []
         for mid in ids:
             ctx.emit(MessageRead(message_id=mid, thread_id=thread.id, reader_id=me, read_at=read_at),
-                     users=members)
+                     users=thread.members)
     return Updated(updated=len(ids))
 
 
@@ -490,14 +540,9 @@ async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
 async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
     """Tell the other members that the user is (or stopped) typing."""
     me = ctx.actor.id
-    async with ctx.transaction() as tx:
-        thread = await _member_thread(tx, ctx, req)
-        if req.other_user_id is not None:
-            members = [me, req.other_user_id]  # a direct thread: its two members, no query
-        else:
-            members = await store.member_ids(tx, thread.id)
+    thread = await _member_thread(ctx, req)  # no query once this instance knows the thread
     ctx.emit(TypingIndicator(thread_id=thread.id, user_id=me, is_typing=req.is_typing),
-             users=[u for u in members if u != me])
+             users=[u for u in thread.members if u != me])
     return Nothing()
 
 

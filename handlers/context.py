@@ -65,21 +65,10 @@ class Context:
     joins: list[str] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
+    def transaction(self):
         """A database transaction for this operation. Events emitted inside it
         belong to the write: they are recorded with it, and sent only if it commits."""
-        async with self.db.transaction() as tx:
-            start = len(self.events)
-            try:
-                yield tx
-                stored = self.events[start:]
-                if stored:
-                    for event, event_id in zip(stored, await outbox.add(tx, stored)):
-                        event.event_id = event_id
-            except BaseException:
-                del self.events[start:]  # a rolled-back write sends nothing
-                raise
+        return shared_transaction(self.db, [self])
 
     def join(self, room: str) -> None:
         """Make the requesting socket join `room` once the operation succeeded.
@@ -117,3 +106,23 @@ class Context:
                 skip_sid=self.origin if skip_origin else None,
             )
         )
+
+
+@asynccontextmanager
+async def shared_transaction(db: Any, contexts: list[Context]) -> AsyncIterator[Any]:
+    """One transaction for the writes of one or more operations (several: a group
+    commit). The events each context emits inside it are stored in the outbox with
+    the write, and dropped if it does not commit."""
+    starts = [len(ctx.events) for ctx in contexts]
+    try:
+        async with db.transaction() as tx:
+            yield tx
+            stored = [event for ctx, start in zip(contexts, starts) for event in ctx.events[start:]]
+            if stored:
+                for event, event_id in zip(stored, await outbox.add(tx, stored)):
+                    event.event_id = event_id
+    except BaseException:
+        for ctx, start in zip(contexts, starts):
+            del ctx.events[start:]  # a rolled-back write sends nothing
+        raise
+

@@ -1,14 +1,16 @@
 """Chat threads (direct and group), messages, read receipts and attachments."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
+from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_, case,
                         exists, func, insert, or_, select, update)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.base import Base, BigId, insert_once, utcnow
 
@@ -73,10 +75,6 @@ class Attachment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class DuplicateClientId(Exception):
-    """The sender already has a message with this client_msg_id."""
-
-
 def direct_key(a: int, b: int) -> str:
     low, high = sorted((a, b))
     return f"{low}:{high}"
@@ -123,28 +121,61 @@ async def is_member(tx: AsyncSession, thread_id: int, user_id: int) -> bool:
     return bool((await tx.execute(query)).scalar())
 
 
-async def add_message(tx: AsyncSession, thread: Thread, *, sender_id: int, recipient_id: int | None,
-                      body: str, booking_id: int | None, client_msg_id: str | None) -> Message:
-    now = utcnow()
-    msg = Message(thread_id=thread.id, sender_id=sender_id, recipient_id=recipient_id, body=body,
-                  booking_id=booking_id, client_msg_id=client_msg_id, created_at=now, updated_at=now)
-    if client_msg_id is None:
-        # Nothing here can conflict: no savepoint (two round trips fewer).
-        tx.add(msg)
-        await tx.flush()
-    else:
-        if not await insert_once(tx, msg):
-            raise DuplicateClientId(client_msg_id)
-    # One statement (UPDATE ... RETURNING) instead of an UPDATE and a refresh.
-    count, last = (await tx.execute(
-        update(Thread).where(Thread.id == thread.id)
-        .values(last_message_at=now, message_count=Thread.message_count + 1)
-        .returning(Thread.message_count, Thread.last_message_at)
-        .execution_options(synchronize_session=False)
-    )).one()
-    set_committed_value(thread, "message_count", count)
-    set_committed_value(thread, "last_message_at", last)
-    return msg
+@dataclass(frozen=True)
+class ThreadFacts:
+    """What never changes once a thread exists (no operation edits a thread or its
+    members): cached per database by storage.facts."""
+
+    id: int
+    kind: str
+    title: str | None
+    members: tuple[int, ...]  # sorted
+
+
+async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
+    return ThreadFacts(thread.id, thread.kind, thread.title, tuple(await member_ids(tx, thread.id)))
+
+
+def _insert(tx: AsyncSession):
+    # On the table, not the mapped class: plain Core statements skip the ORM's bulk
+    # machinery, which costs more than the statements themselves on this hot path.
+    return (pg_insert if tx.bind.dialect.name == "postgresql" else sqlite_insert)(Message.__table__)
+
+
+async def add_messages(tx: AsyncSession, rows: list[dict]) -> list[int | None]:
+    """Insert messages (dicts of every Message column but id) in at most two
+    statements; returns each one's id, or None where the sender's client_msg_id was
+    already taken (an idempotent retry, or a race another request won)."""
+    table = Message.__table__
+    keyed = [r for r in rows if r["client_msg_id"] is not None]
+    plain = [r for r in rows if r["client_msg_id"] is None]
+    ids: dict[int, int] = {}  # id(row) -> message id
+    if keyed:
+        query = (_insert(tx).on_conflict_do_nothing(index_elements=[table.c.sender_id, table.c.client_msg_id])
+                 .returning(table.c.id, table.c.sender_id, table.c.client_msg_id))
+        taken = {(sender, key): mid for mid, sender, key in (await tx.execute(query, keyed)).all()}
+        for r in keyed:
+            # A key twice in one batch: the first row got it, the second is its retry.
+            mid = taken.pop((r["sender_id"], r["client_msg_id"]), None)
+            if mid is not None:
+                ids[id(r)] = mid
+    if plain:
+        query = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        for r, mid in zip(plain, (await tx.execute(query, plain)).scalars()):
+            ids[id(r)] = mid
+    return [ids.get(id(r)) for r in rows]
+
+
+async def count_messages(tx: AsyncSession, added: dict[int, int], at: datetime) -> dict[int, int]:
+    """Add `added[thread_id]` new messages to each thread (one statement); returns
+    the threads' new message counts."""
+    table = Thread.__table__
+    query = (
+        update(table).where(table.c.id.in_(list(added)))
+        .values(last_message_at=at, message_count=table.c.message_count + case(added, value=table.c.id))
+        .returning(table.c.id, table.c.message_count)
+    )
+    return {tid: count for tid, count in (await tx.execute(query)).all()}
 
 
 async def by_client_msg_id(tx: AsyncSession, sender_id: int, client_msg_id: str) -> Message | None:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager, nullcontext
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from storage.facts import Facts
+from storage.group_commit import GroupCommit
 
 
 class Database:
@@ -25,6 +28,15 @@ class Database:
         # SQLite takes one writer at a time and answers a second with "database is
         # locked" instead of waiting inside a transaction: serialize in-process.
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
+        self.facts = Facts()
+        self._groups: dict[str, GroupCommit] = {}
+
+    def group(self, name: str, write: Callable[[list], Awaitable[list]]) -> GroupCommit:
+        """The group commit of one kind of write on this database (storage/group_commit.py)."""
+        group = self._groups.get(name)
+        if group is None:
+            group = self._groups[name] = GroupCommit(write)
+        return group
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

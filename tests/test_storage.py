@@ -106,6 +106,48 @@ async def test_events_are_buffered_and_only_for_successful_writes(db):
     assert (await chat.thread_history(ctx, chat.ThreadHistory(thread_id=msg.thread_id))).total == 1
 
 
+async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db):
+    """message:send goes through a group commit: sends that arrive together are written
+    in one transaction, and a send that cannot be written fails alone."""
+    a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
+    await chat.send_message(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="first"))
+    async with db.transaction() as tx:
+        upload = await store.add_attachment(tx, uploader_id=a.id, filename="f.txt", content_type="text/plain",
+                                            content=b"hi")
+    batches = []
+    group = db.group("chat:message:send", chat._write_messages)
+    write = group._write
+    group._write = lambda items: batches.append(len(items)) or write(items)
+
+    good = [(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message=f"m{i}", client_msg_id=f"k{i}"))
+            for i in range(8)]
+    good.append((_ctx(db, a), chat.SendMessage(recipient_id=c.id, message="new thread")))
+    good.append((_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="with file", attachment_ids=[upload.id])))
+    good.append((_ctx(db, b), chat.SendMessage(recipient_id=a.id, message="retry", client_msg_id="k0")))
+    bad = [(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="x", attachment_ids=[upload.id + 100])),
+           (_ctx(db, a), chat.SendMessage(recipient_id=987654, message="nobody"))]
+    results = await asyncio.gather(*(chat.send_message(ctx, req) for ctx, req in good + bad),
+                                   return_exceptions=True)
+
+    assert batches[0] > 1  # the sends of one moment went in one transaction
+    assert 1 in batches  # one failed, so its sends were retried one by one
+    assert [type(r).__name__ for r in results[len(good):]] == ["ValidationFailed", "NotFound"]
+    sent = results[:len(good)]
+    assert all(isinstance(m, chat.MessageOut) for m in sent)
+    assert len({m.id for m in sent}) == len(good)  # b's "k0" is b's own key, not a's
+    assert sent[9].attachments[0].id == upload.id and sent[8].thread_id != sent[0].thread_id
+    for ctx, _ in bad:
+        assert ctx.events == []
+    # Every thread:updated of the a-b thread carries its own count: 2..11 after "first".
+    counts = sorted(e.data["message_count"] for ctx, _ in good for e in ctx.events
+                    if e.event == "thread:updated" and e.data["thread_id"] == sent[0].thread_id)
+    assert counts == list(range(2, 12))
+    created = [e for ctx, _ in good for e in ctx.events if e.event == "thread:created"]
+    assert [e.data["first_message_id"] for e in created] == [sent[8].id]
+    async with db.transaction() as tx:
+        assert (await store.get_thread(tx, sent[0].thread_id)).message_count == 11
+
+
 async def test_unread_counts_and_receipts(db):
     a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
     ca, cb, cc = _ctx(db, a), _ctx(db, b), _ctx(db, c)
