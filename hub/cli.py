@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import sys
@@ -28,6 +29,12 @@ def serve(settings: Settings, args) -> None:
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
         pass
     app = create_app(settings)
+    # What exists now (modules, the app) lives as long as the process: move it out of
+    # the collector's sight, and collect the young generation less often. The hub
+    # makes many short-lived objects per event; this cut ~10% of its CPU per chat
+    # message in loadtests/bench.py (docs/performance.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 1_000)
     print(f"hub listening on http://{args.host}:{args.port}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
                 shutdown_timeout=10)
