@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi
+from hub import asyncapi, jsoncodec
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
@@ -87,7 +87,7 @@ def build_hub(settings: Settings) -> Hub:
     settings = settings.with_jwt_secret()
     if settings.sqlite_path:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, json_serializer=jsoncodec.dumps)
     # The log keeps events a little longer than a session is kept for recovery, so
     # whatever a recoverable session missed is still there.
     retention = settings.recovery_window + 30
@@ -106,6 +106,7 @@ def build_hub(settings: Settings) -> Hub:
     sio = HubServer(
         client_manager=HubManager(websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
+        json=jsoncodec,
         cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
         max_http_buffer_size=TRANSPORT_MAX_PACKET,
         logger=False,

@@ -13,16 +13,22 @@ from storage.group_commit import GroupCommit
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, json_serializer=None):
+        """`json_serializer` encodes JSON columns (the standard library's if None)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine = create_async_engine(url, connect_args={"timeout": 30})
+            self.engine = create_async_engine(url, connect_args={"timeout": 30},
+                                              json_serializer=json_serializer)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         else:
             self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                json_serializer=json_serializer,
+                # Group commits write batches of any size, and each size is its own
+                # statement text: keep them prepared (the driver's default keeps 100).
+                connect_args={"prepared_statement_cache_size": 1000},
             )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite takes one writer at a time and answers a second with "database is
