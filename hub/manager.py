@@ -46,14 +46,24 @@ misbehaving if they ever change. tests/test_manager.py covers both paths.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import time
 
 import socketio
+from aiohttp import web
 from aiohttp.web import WebSocketResponse
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
+
+try:  # aiohttp's C unmasking (its pure-Python one otherwise)
+    from aiohttp._websocket.helpers import websocket_mask
+except ImportError:  # pragma: no cover - aiohttp moved it
+    def websocket_mask(mask: bytes, data: bytearray) -> None:
+        n = len(data)
+        data[:] = (int.from_bytes(data, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
 
 log = logging.getLogger("hub.manager")
 
@@ -123,6 +133,16 @@ class HubWebSocket(eio_aiohttp.WebSocket):
         finally:
             self.sending -= 1
 
+    @property
+    def open(self) -> bool:
+        """Frames may be written straight to `raw` (no compression, not closing)."""
+        writer = self.writer
+        return writer is not None and not writer.compress and not writer._closing
+
+    @property
+    def paused(self) -> bool:
+        return self.protocol._paused
+
     def transport(self):
         """The transport to write a ready frame to, or None when this connection must
         go through its queue (compression negotiated, closing, or paused)."""
@@ -131,6 +151,351 @@ class HubWebSocket(eio_aiohttp.WebSocket):
                 or transport.is_closing() or self.protocol._paused):
             return None
         return transport
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(request) -> bytes | None:
+    """The Sec-WebSocket-Accept value for a valid RFC 6455 upgrade request without
+    extensions we would take, or None (aiohttp then answers it, as before)."""
+    h = request.headers
+    if request.method != "GET" or h.get("Upgrade", "").lower() != "websocket" or \
+            "upgrade" not in [t.strip() for t in h.get("Connection", "").lower().split(",")] or \
+            h.get("Sec-WebSocket-Version") != "13":
+        return None
+    key = h.get("Sec-WebSocket-Key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except ValueError:
+        return None
+    return base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest())
+
+
+class _HandedOver(web.StreamResponse):
+    """What the aiohttp handler returns for a connection the hub took over: aiohttp
+    writes nothing more on it (the 101 is sent, the websocket is ours)."""
+
+    async def prepare(self, request):
+        return None
+
+    async def write_eof(self, data=b""):
+        return None
+
+
+class LeanWebSocket(asyncio.Protocol):
+    """The hub's websocket driver: after the handshake, the connection leaves aiohttp
+    (its request handler and its two tasks end, the parsed request is freed) and
+    this object is the transport's protocol. It parses client frames itself,
+    hands messages to its Engine.IO session, and writes the session's queue
+    straight to the transport. An idle connection then costs this object, the
+    session and the transport: no task, no timer, no aiohttp request.
+
+    * Reads: messages go to an inbox; a task drains it only while there is
+      something to handle (one at a time: order holds), and ends when it is empty.
+    * Writes: the session's PacketQueue calls `_schedule_flush` on put; the flush
+      (once per loop iteration) writes the manager's gathered frames for this
+      connection first, then the queued packets, in one write. While the
+      transport is paused (slow reader), packets wait in the queue.
+    * Before `attach` (the upgrade probe exchange), `wait`/`send`/`close` work as
+      in python-engineio's aiohttp driver.
+    * Compression (HUB_WS_COMPRESSION) negotiated, or a handshake this class does
+      not take: the aiohttp driver (`fallback`) serves the connection as before.
+
+    Reached into (checked by check_internals): aiohttp's RequestHandler
+    `_message_tail`, `_paused`, `transport` and `connection_lost`."""
+
+    __slots__ = ("handler", "server", "eio_socket", "transport", "raw", "inbox", "waiter", "buf", "frag",
+                 "frag_op", "attached", "draining", "paused", "open", "closing", "lost", "flushing",
+                 "close_timer", "reading_paused", "handed_over", "environ")
+
+    compress = False  # set per server by HubManager.set_server
+    manager = None
+    fallback_class = None  # the aiohttp driver to use when this one cannot take the connection
+    sending = 0  # the manager's check: no write of this driver is ever in flight
+    close_timeout = 5.0  # seconds the peer has to answer our close frame
+    inbox_limit = 64  # messages waiting to be handled before reading pauses
+
+    def __init__(self, handler, server):
+        self.handler = handler
+        self.server = server
+        self.eio_socket = getattr(handler, "__self__", None)
+        self.transport = self.raw = self.waiter = self.frag = self.close_timer = self.environ = None
+        self.inbox = []
+        self.buf = b""
+        self.frag_op = 0
+        self.attached = self.draining = self.paused = self.open = self.closing = self.lost = False
+        self.flushing = self.reading_paused = self.handed_over = False
+
+    # -- handshake --------------------------------------------------------------------
+
+    async def __call__(self, environ):
+        request = environ["aiohttp.request"]
+        accept = None if self.compress else ws_accept(request)
+        rh, tr = request.protocol, request.transport
+        if accept is None or rh is None or tr is None or getattr(rh, "_manager", None) is None \
+                or rh._manager.handler_cancellation or not hasattr(tr, "set_protocol"):
+            return await self.fallback_class(self.handler, self.server)(environ)
+        tail, rh._message_tail = rh._message_tail, b""
+        tr.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        self.paused = rh._paused
+        tr.set_protocol(self)
+        self.transport = self.raw = tr
+        self.open = self.handed_over = True
+        # aiohttp forgets the connection: its handler ends without writing or
+        # closing anything, and its server no longer counts it.
+        rh.transport = None
+        rh.connection_lost(None)
+        if not tr.is_reading():
+            tr.resume_reading()
+        # The session keeps the environ (python-socketio passes it to namespace
+        # connect handlers); the request in it is done with.
+        environ.pop("aiohttp.request", None)
+        environ.pop("wsgi.input", None)
+        self.environ = environ
+        asyncio.get_running_loop().create_task(self._run_handler())
+        if tail:
+            self.data_received(tail)
+        return _HandedOver()
+
+    async def _run_handler(self):
+        try:
+            await self.handler(self)
+        except Exception:  # pragma: no cover - a bug must not leave the connection open
+            log.exception("websocket handler failed")
+            self._close(1011)
+
+    # -- the interface of python-engineio's drivers (before attach) ----------------------
+
+    async def wait(self):
+        while not self.inbox:
+            fut = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await fut
+            finally:
+                self.waiter = None
+        data = self.inbox.pop(0)
+        if data is None:
+            raise OSError("websocket closed")
+        return data
+
+    async def send(self, message):
+        if not self.open:
+            raise ConnectionResetError("websocket closing")
+        self._write(ws_frame(message))
+
+    async def close(self):
+        self._close(1000)
+
+    def attach(self, eio_socket) -> None:
+        """From now on, messages go to `eio_socket` and its queue is written here."""
+        self.eio_socket = eio_socket
+        self.attached = True
+        if not self.lost:
+            eio_socket.hub_ws = self
+            eio_socket.queue.on_put = self._schedule_flush
+            if not eio_socket.queue.empty():
+                self._schedule_flush()
+        if self.inbox and not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        tr = self.transport
+        manager = self.manager
+        if manager is not None:
+            held = manager._pending.pop(tr, None)  # gathered before: goes first
+            if held is not None:
+                data = (held if type(held) is bytes else b"".join(held)) + data
+        if not tr.is_closing():
+            tr.write(data)
+
+    def _schedule_flush(self) -> None:
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flushing = False
+        s = self.eio_socket
+        if self.paused and not s.closed:
+            return  # resume_writing flushes
+        frames, end = [], False
+        for pkt in s.queue.take_all():
+            if pkt is None:
+                end = True
+                break
+            frames.append(ws_frame(bytes(pkt.data) if pkt.binary else pkt.encode()))
+        if frames and self.open:
+            self._write(b"".join(frames))
+        if end:
+            self._close(1000)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.attached and not self.eio_socket.queue.empty():
+            self._schedule_flush()
+
+    def _close(self, code: int) -> None:
+        """Start the closing handshake: our close frame, then the peer's answer (or
+        `close_timeout`) ends the TCP connection."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self._write(bytes((0x88, 2)) + code.to_bytes(2, "big"))
+        self.open = False
+        if not self.lost:
+            self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.abort)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data, self.buf = self.buf + data, b""
+        pos, n = 0, len(data)
+        limit = self.server.max_http_buffer_size
+        while n - pos >= 2:
+            b0, b1 = data[pos], data[pos + 1]
+            length, start = b1 & 0x7F, pos + 2
+            if length == 126:
+                if n - start < 2:
+                    break
+                length, start = int.from_bytes(data[start:start + 2], "big"), start + 2
+            elif length == 127:
+                if n - start < 8:
+                    break
+                length, start = int.from_bytes(data[start:start + 8], "big"), start + 8
+            if b0 & 0x70 or not b1 & 0x80:
+                return self._fail(1002)  # reserved bits, or a client frame not masked
+            if length > limit:
+                return self._fail(1009)
+            end = start + 4 + length
+            if n < end:
+                break
+            payload = bytearray(data[start + 4:end])
+            if length:
+                websocket_mask(data[start:start + 4], payload)
+            pos = end
+            if not self._frame(b0 & 0x80, b0 & 0x0F, payload, limit):
+                return
+        if pos < n:
+            self.buf = data[pos:]
+
+    def _frame(self, fin, opcode, payload: bytearray, limit: int) -> bool:
+        """Handle one frame; False when the connection is done reading."""
+        if opcode >= 8:
+            if not fin or len(payload) > 125:
+                return self._fail(1002)
+            if opcode == 8:  # close
+                if not self.closing:
+                    self._close(1000)
+                self.transport.close()
+                self._deliver_end()
+                return False
+            if opcode == 9:  # ping
+                if self.open:
+                    self._write(bytes((0x8A, len(payload))) + bytes(payload))
+                return True
+            return opcode == 10 or self._fail(1002)  # pong: nothing to do
+        if opcode == 0:
+            if self.frag is None:
+                return self._fail(1002)
+            self.frag.append(payload)
+            if sum(len(p) for p in self.frag) > limit:
+                return self._fail(1009)
+            if not fin:
+                return True
+            payload, opcode, self.frag = b"".join(self.frag), self.frag_op, None
+        elif opcode in (1, 2):
+            if self.frag is not None:
+                return self._fail(1002)
+            if not fin:
+                self.frag, self.frag_op = [payload], opcode
+                return True
+        else:
+            return self._fail(1002)
+        if self.closing:
+            return True  # closing: what the peer still sends is not handled
+        if opcode == 1:
+            try:
+                message = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._fail(1007)
+        else:
+            message = bytes(payload)
+        self._deliver(message)
+        return True
+
+    def _fail(self, code: int) -> bool:
+        """A protocol error: close with `code`; for the session, the transport closed
+        (as with aiohttp's driver)."""
+        self._close(code)
+        self.transport.close()
+        self._deliver_end()
+        return False
+
+    def _deliver(self, message) -> None:
+        self.inbox.append(message)
+        if self.attached:
+            if not self.draining:
+                self.draining = True
+                asyncio.get_running_loop().create_task(self._drain())
+        elif self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        if len(self.inbox) >= self.inbox_limit and not self.reading_paused and not self.lost:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _deliver_end(self) -> None:
+        """The connection is over: the session learns it after what came before."""
+        if self.lost:
+            return
+        self.lost = True
+        self.open = False
+        self._deliver(None)
+
+    async def _drain(self) -> None:
+        s, inbox = self.eio_socket, self.inbox
+        try:
+            while inbox:
+                data = inbox.pop(0)
+                if data is None:
+                    reason = s.server.reason.TRANSPORT_CLOSE
+                elif s.closed:
+                    continue  # a closed session reads nothing more
+                else:
+                    reason = await s._ws_message(data)
+                if reason:
+                    inbox.clear()
+                    await s._ws_end(reason)
+                    return
+        finally:
+            self.draining = False
+            if self.reading_paused and not inbox and not self.lost:
+                self.reading_paused = False
+                self.transport.resume_reading()
+
+    def eof_received(self):
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+        self.closing = True
+        s = self.eio_socket
+        if s is not None and getattr(s, "hub_ws", None) is self:
+            s.hub_ws = None
+            s.queue.on_put = None
+        if not self.lost:
+            self._deliver_end()
 
 
 def check_internals() -> list[str]:
@@ -151,6 +516,22 @@ def check_internals() -> list[str]:
     for name in ("_websocket_handler", "send", "poll", "check_ping_timeout"):
         if not hasattr(AsyncSocket, name):
             missing.append(f"engineio AsyncSocket.{name}")
+    return missing
+
+
+def check_handover() -> list[str]:
+    """What LeanWebSocket needs of aiohttp's RequestHandler and is missing."""
+    from aiohttp.web_protocol import RequestHandler
+
+    missing = []
+    names = set(RequestHandler.__init__.__code__.co_names) | set(getattr(RequestHandler, "__slots__", ()))
+    from aiohttp.base_protocol import BaseProtocol
+    names |= set(BaseProtocol.__slots__)
+    for name in ("_message_tail", "_paused", "transport", "_manager"):
+        if name not in names:
+            missing.append(f"aiohttp RequestHandler.{name}")
+    if not hasattr(RequestHandler, "connection_lost"):
+        missing.append("aiohttp RequestHandler.connection_lost")
     return missing
 
 
@@ -190,6 +571,12 @@ class HubManager(socketio.AsyncManager):
         if eio._async is not None and eio._async.get("websocket") is eio_aiohttp.WebSocket:
             driver = type("HubWebSocket", (HubWebSocket,),
                           {"compress": self.websocket_compression, "manager": self})
+            if not check_handover():
+                driver = type("LeanWebSocket", (LeanWebSocket,),
+                              {"__slots__": (), "compress": self.websocket_compression, "manager": self,
+                               "fallback_class": driver})
+            else:  # pragma: no cover - aiohttp changed
+                log.warning("lean websockets off: aiohttp internals changed: %s", ", ".join(check_handover()))
             eio._async = dict(eio._async, websocket=driver)
         elif self.fast:
             self.fast = False
@@ -250,10 +637,8 @@ class HubManager(socketio.AsyncManager):
                             pending[tr] = [held, frames]
                         direct += 1
                         continue
-                    writer = ws.writer
-                    if (writer is not None and not writer.compress and not writer._closing
-                            and not tr.is_closing()
-                            and (not ws.protocol._paused or tr.get_write_buffer_size() < self.buffer_limit)):
+                    if (ws.open and not tr.is_closing()
+                            and (not ws.paused or tr.get_write_buffer_size() < self.buffer_limit)):
                         pending[tr] = frames
                         direct += 1
                         continue

@@ -17,6 +17,8 @@ of python-socketio 5.18.1 / python-engineio 4.15.1, pinned in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 import urllib.parse
 
@@ -40,6 +42,141 @@ class DuplicatePoll(eio_exceptions.EngineIOError):
     """A second long-polling GET while one is still waiting."""
 
 
+class PacketQueue:
+    """The send queue of a session: what python-engineio uses of asyncio.Queue
+    (put/get/task_done/join/empty), for one consumer at a time, at a fraction of the
+    memory: asyncio.Queue holds four deques (~3 KiB per idle connection); this holds
+    a list, and futures only while someone waits.
+
+    `on_put`, when set, is called after each put: a websocket that writes without a
+    task (hub.manager.LeanWebSocket) is told that there is something to write."""
+
+    __slots__ = ("_items", "_getters", "_unfinished", "_joiners", "on_put")
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._getters: list | None = None
+        self._joiners: list | None = None
+        self._unfinished = 0
+        self.on_put = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        self._unfinished += 1
+        getters = self._getters
+        if getters:
+            self._getters = None
+            for fut in getters:
+                if not fut.done():
+                    fut.set_result(None)
+        if self.on_put is not None:
+            self.on_put()
+
+    async def put(self, item) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self):
+        if not self._items:
+            raise asyncio.QueueEmpty()
+        return self._items.pop(0)
+
+    async def get(self):
+        while not self._items:
+            fut = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(fut)
+            try:
+                await fut
+            finally:
+                if self._getters and fut in self._getters:
+                    self._getters.remove(fut)
+        return self._items.pop(0)
+
+    def take_all(self) -> list:
+        """Everything queued, at once (counted as done)."""
+        items, self._items = self._items, []
+        self._unfinished -= len(items)
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._release_joiners()
+        return items
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0:
+            self._release_joiners()
+
+    def _release_joiners(self) -> None:
+        joiners, self._joiners = self._joiners, None
+        for fut in joiners or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            fut = asyncio.get_running_loop().create_future()
+            if self._joiners is None:
+                self._joiners = []
+            self._joiners.append(fut)
+            await fut
+
+
+class Heartbeat:
+    """The pings and pong deadlines of all sessions of a server on one loop timer:
+    a heap of (when, seq, socket, stamp) entries, the timer armed for the earliest.
+    A task and a timer per session (python-engineio, and this module before) cost
+    ~1 KiB per idle connection. An entry that no longer applies (the session
+    answered, or closed) is dropped when it comes due."""
+
+    def __init__(self) -> None:
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = float("inf")
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, when: float, socket, stamp) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), socket, stamp))
+        if when < self._armed:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._run)
+
+    def _run(self) -> None:
+        self._timer, self._armed = None, float("inf")
+        heap = self._heap
+        # Timers may fire up to a clock tick early; what is due within 1 ms runs now.
+        now = asyncio.get_running_loop().time() + 0.001
+        while heap and heap[0][0] <= now:
+            _, _, socket, stamp = heapq.heappop(heap)
+            try:
+                socket._heartbeat(stamp)
+            except Exception:  # pragma: no cover - one session must not stop the others
+                socket.server.logger.exception("heartbeat of %s failed", socket.sid)
+        if heap:
+            self._arm(heap[0][0])
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._armed, self._heap = None, float("inf"), []
+
+
 def _wants_upgrade(environ: dict) -> bool:
     connections = [s.strip() for s in environ.get("HTTP_CONNECTION", "").lower().split(",")]
     return "upgrade" in connections and environ.get("HTTP_UPGRADE", "").lower() == "websocket"
@@ -58,6 +195,7 @@ class ProtocolSocket(async_socket.AsyncSocket):
         super().__init__(server, sid)
         self._upgrade_settled: asyncio.Event | None = None
         self.pong_deadline: float | None = None
+        self.ping_start = 0.0
         self.polling = False  # a long-polling GET is waiting for packets
         self.ws_claimed = False  # a websocket is attached to this session, or attaching
 
@@ -142,25 +280,30 @@ class ProtocolSocket(async_socket.AsyncSocket):
         every request checks the pong deadline itself (see `_timed_out`), so a
         missing PONG is noticed at `pingInterval + pingTimeout`, like Node.
         python-engineio noticed it when its monitor task came round to the socket,
-        up to a whole timeout late."""
+        up to a whole timeout late.
+
+        The PING and the pong deadline are entries of the server's `Heartbeat`
+        (one loop timer for all sessions), not a task per session."""
         if self.last_ping:
             self.last_ping = None
             start = asyncio.get_running_loop().time()
             self.pong_deadline = start + self.server.ping_interval + self.server.ping_timeout
-            self.server.start_background_task(self._send_ping, start)
+            self.ping_start = start
+            self.server.heartbeat.add(start + self.server.ping_interval, self, None)
 
-    async def _send_ping(self, start=None):
-        loop = asyncio.get_running_loop()
-        start = loop.time() if start is None else start
-        await asyncio.sleep(max(0.0, start + self.server.ping_interval - loop.time()))
+    def _heartbeat(self, stamp) -> None:
+        """Due: send the PING (stamp None), or check that its PONG came (the stamp
+        of the PING it waits for)."""
         if self.closing or self.closed:
             return
-        stamp = self.last_ping = time.time()
-        await self.send(eio_packet.Packet(eio_packet.PING))
-        await asyncio.sleep(max(0.0, start + self.server.ping_interval + self.server.ping_timeout - loop.time()))
-        if self.last_ping == stamp and not self.closing and not self.closed:
+        if stamp is None:
+            stamp = self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+            self.server.heartbeat.add(self.ping_start + self.server.ping_interval + self.server.ping_timeout,
+                                      self, stamp)
+        elif self.last_ping == stamp:
             self.server.logger.info("%s: no PONG within pingTimeout, closing", self.sid)
-            await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+            asyncio.ensure_future(self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT))
 
     async def _timed_out(self) -> bool:
         """True (and the session closed) when a request comes after the pong deadline."""
@@ -214,11 +357,13 @@ class ProtocolSocket(async_socket.AsyncSocket):
         if self.server._async["websocket"] is None:
             return self.server._bad_request()
         self.ws_claimed = True
+        ws = self.server._async["websocket"](self._websocket_handler, self.server)
         try:
-            ws = self.server._async["websocket"](self._websocket_handler, self.server)
             return await ws(environ)
         finally:
-            if not self.upgraded:
+            # A driver that took the connection over (hub.manager.LeanWebSocket)
+            # runs the handler in its own task, which releases the claim itself.
+            if not self.upgraded and not getattr(ws, "handed_over", False):
                 self.ws_claimed = False
 
     async def _ws_receive(self, ws, timeout):
@@ -226,6 +371,31 @@ class ProtocolSocket(async_socket.AsyncSocket):
         if data and len(data) > self.server.max_http_buffer_size:
             raise ValueError("packet is too large")
         return eio_packet.Packet(encoded_packet=data)
+
+    async def _ws_message(self, data) -> str | None:
+        """Handle one message of the websocket; the reason to end the session, if any."""
+        try:
+            if data and len(data) > self.server.max_http_buffer_size:
+                raise ValueError("packet is too large")
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except Exception:  # undecodable packet
+            return self.server.reason.TRANSPORT_ERROR
+        try:
+            await self.receive(pkt)
+        except eio_exceptions.UnknownPacketError:
+            return self.server.reason.TRANSPORT_ERROR
+        except eio_exceptions.SocketIsClosedError:
+            return self.server.reason.TRANSPORT_CLOSE
+        except Exception:  # pragma: no cover - a handler bug must not end the session
+            self.server.logger.exception("Unknown receive error")
+        return None
+
+    async def _ws_end(self, reason: str) -> None:
+        """The websocket of this session is gone (or failed): close the session and
+        forget it, as python-engineio does when its websocket request returns."""
+        await self.close(wait=False, abort=True, reason=reason)
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
 
     async def _upgrade(self, ws) -> bool:
         """Items 3 and 4: the probe exchange of an upgrade from long-polling.
@@ -274,61 +444,76 @@ class ProtocolSocket(async_socket.AsyncSocket):
           of a packet object another (long-polling) socket may share (item 5);
         * an undecodable packet closes the connection, like Node (python-engineio
           let the exception escape, leaving the session registered);
-        * a closed session closes its websocket at once (see `close`)."""
+        * a closed session closes its websocket at once (see `close`);
+        * no timer per read: a silent client is caught by the heartbeat's pong
+          deadline, which closes the session and so the websocket.
+
+        A driver with `attach` (hub.manager.LeanWebSocket) reads and writes
+        without tasks once attached; any other runs a reader loop here and a
+        writer task."""
         if self.connected:
             if not await self._upgrade(ws):
                 self.server.logger.info("%s: websocket upgrade failed", self.sid)
+                self.ws_claimed = False
+                await ws.close()
                 return
         else:
             self.connected = True
             self.upgraded = True
+        attach = getattr(ws, "attach", None)
+        if attach is not None:
+            attach(self)
+            return
 
         async def writer():
-            while True:
-                try:
-                    packets = await self.poll()
-                except eio_exceptions.QueueEmpty:
-                    break
-                if not packets:
-                    break
-                try:
-                    for pkt in packets:
+            queue = self.queue
+            try:
+                while True:
+                    pkt = await queue.get()
+                    queue.task_done()
+                    for pkt in [pkt] + queue.take_all():
+                        if pkt is None:
+                            return
                         await ws.send(bytes(pkt.data) if pkt.binary else pkt.encode())
-                except Exception:
-                    break
-            await ws.close()
+            except Exception:
+                pass
+            finally:
+                await ws.close()
 
         writer_task = asyncio.ensure_future(writer())
-        reason = self.server.reason.TRANSPORT_CLOSE
-        timeout = self.server.ping_interval + self.server.ping_timeout
+        reason = None
         try:
-            while not self.closed:
+            while not self.closed and reason is None:
                 try:
-                    pkt = await self._ws_receive(ws, timeout)
-                except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+                    data = await ws.wait()
+                except (OSError, asyncio.CancelledError):
                     break
-                except Exception:  # undecodable packet
+                except Exception:  # pragma: no cover - the driver failed
                     reason = self.server.reason.TRANSPORT_ERROR
                     break
-                try:
-                    await self.receive(pkt)
-                except eio_exceptions.UnknownPacketError:
-                    reason = self.server.reason.TRANSPORT_ERROR
-                    break
-                except eio_exceptions.SocketIsClosedError:
-                    break
-                except Exception:  # pragma: no cover - a handler bug must not kill the loop
-                    self.server.logger.exception("Unknown receive error")
+                reason = await self._ws_message(data)
         finally:
             self.queue.put_nowait(None)  # unlock the writer
             await writer_task
-            await self.close(wait=False, abort=True, reason=reason)
+            await self.close(wait=False, abort=True, reason=reason or self.server.reason.TRANSPORT_CLOSE)
 
 
 class ProtocolEngineIOServer(engineio.AsyncServer):
     """python-engineio's asyncio server with the fixes of issue 6 (see module)."""
 
     socket_class = ProtocolSocket
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.heartbeat = Heartbeat()
+
+    def create_queue(self, *args, **kwargs):
+        """The sessions' send queues (see PacketQueue)."""
+        return PacketQueue()
+
+    async def shutdown(self):
+        self.heartbeat.stop()
+        await super().shutdown()
 
     def attach(self, app, engineio_path="engine.io"):
         """Item 2: the endpoint takes every method, so that an unsupported one is
