@@ -258,7 +258,7 @@ class LeanWebSocket(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._run_handler())
         if tail:
             self.data_received(tail)
-        return _HandedOver()
+        return _HandedOver(status=101)
 
     async def _run_handler(self):
         try:
