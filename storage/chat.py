@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_, case,
-                        exists, func, insert, or_, select, update)
+from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
+                        case, exists, func, insert, or_, select, update)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,32 +136,36 @@ async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
     return ThreadFacts(thread.id, thread.kind, thread.title, tuple(await member_ids(tx, thread.id)))
 
 
-def _insert(tx: AsyncSession):
-    # On the table, not the mapped class: plain Core statements skip the ORM's bulk
-    # machinery, which costs more than the statements themselves on this hot path.
-    return (pg_insert if tx.bind.dialect.name == "postgresql" else sqlite_insert)(Message.__table__)
+# The group commit's statements (handlers/chat.py), built once: building SQLAlchemy
+# statements costs more than running them on this path. They are on the tables,
+# not the mapped classes: plain Core statements skip the ORM's bulk machinery.
+_messages, _threads = Message.__table__, Thread.__table__
+_ADD_KEYED = {
+    dialect: insert_(_messages)
+    .on_conflict_do_nothing(index_elements=[_messages.c.sender_id, _messages.c.client_msg_id])
+    .returning(_messages.c.id, _messages.c.sender_id, _messages.c.client_msg_id)
+    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_ADD_PLAIN = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
 
 
 async def add_messages(tx: AsyncSession, rows: list[dict]) -> list[int | None]:
     """Insert messages (dicts of every Message column but id) in at most two
     statements; returns each one's id, or None where the sender's client_msg_id was
     already taken (an idempotent retry, or a race another request won)."""
-    table = Message.__table__
     keyed = [r for r in rows if r["client_msg_id"] is not None]
     plain = [r for r in rows if r["client_msg_id"] is None]
     ids: dict[int, int] = {}  # id(row) -> message id
     if keyed:
-        query = (_insert(tx).on_conflict_do_nothing(index_elements=[table.c.sender_id, table.c.client_msg_id])
-                 .returning(table.c.id, table.c.sender_id, table.c.client_msg_id))
-        taken = {(sender, key): mid for mid, sender, key in (await tx.execute(query, keyed)).all()}
+        result = await tx.execute(_ADD_KEYED[tx.bind.dialect.name], keyed)
+        taken = {(sender, key): mid for mid, sender, key in result.all()}
         for r in keyed:
             # A key twice in one batch: the first row got it, the second is its retry.
             mid = taken.pop((r["sender_id"], r["client_msg_id"]), None)
             if mid is not None:
                 ids[id(r)] = mid
     if plain:
-        query = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        for r, mid in zip(plain, (await tx.execute(query, plain)).scalars()):
+        for r, mid in zip(plain, (await tx.execute(_ADD_PLAIN, plain)).scalars()):
             ids[id(r)] = mid
     return [ids.get(id(r)) for r in rows]
 
@@ -169,13 +173,12 @@ async def add_messages(tx: AsyncSession, rows: list[dict]) -> list[int | None]:
 async def count_messages(tx: AsyncSession, added: dict[int, int], at: datetime) -> dict[int, int]:
     """Add `added[thread_id]` new messages to each thread (one statement); returns
     the threads' new message counts."""
-    table = Thread.__table__
     query = (
-        update(table).where(table.c.id.in_(list(added)))
-        .values(last_message_at=at, message_count=table.c.message_count + case(added, value=table.c.id))
-        .returning(table.c.id, table.c.message_count)
+        update(_threads).where(_threads.c.id.in_(list(added)))
+        .values(last_message_at=at, message_count=_threads.c.message_count + case(added, value=_threads.c.id))
+        .returning(_threads.c.id, _threads.c.message_count)
     )
-    return {tid: count for tid, count in (await tx.execute(query)).all()}
+    return dict((await tx.execute(query)).all())
 
 
 async def by_client_msg_id(tx: AsyncSession, sender_id: int, client_msg_id: str) -> Message | None:

@@ -25,13 +25,18 @@ class OutboxEvent(Base):
     published_at: Mapped[datetime | None]
 
 
+# Every durable event goes through here: built once, and on the table (a Core
+# insert), because the ORM's bulk path and building the statement cost more than
+# running it.
+_ADD = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id, sort_by_parameter_order=True)
+
+
 async def add(tx: AsyncSession, events: list) -> list[int]:
     """Store `handlers.context.Outgoing` events in one statement; returns their ids
     in order."""
     now = utcnow()
-    table = OutboxEvent.__table__  # a Core insert: the ORM's bulk path costs more than the statement
     result = await tx.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True),
+        _ADD,
         [{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,
           "skip_sid": e.skip_sid, "created_at": now} for e in events],
     )
