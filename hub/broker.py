@@ -25,7 +25,8 @@ from typing import Awaitable, Callable
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("hub.broker")
 
@@ -33,6 +34,11 @@ Handler = Callable[[dict], Awaitable[None]]
 
 # Seconds a PUBLISH may take before its publishers are told the bus is unavailable.
 PUBLISH_TIMEOUT = 5.0
+SUBSCRIBE_TIMEOUT = 5.0
+# An idle bus connection is PINGed this often (seconds); no answer by the next
+# time means it is dead.
+IDLE_PING = 1.0
+READ_SIZE = 1 << 16
 
 
 class BrokerUnavailable(Exception):
@@ -184,6 +190,9 @@ return offsets
 
 
 class RedisBroker(Broker):
+    # Read the bus with the lean reader (`_read`); False: redis-py's PubSub.
+    lean_reader = True
+
     def __init__(self, url: str, prefix: str, retention: float = 150.0) -> None:
         super().__init__(retention)
         self.redis = aioredis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
@@ -264,7 +273,7 @@ class RedisBroker(Broker):
             payload = msgpack.packb({"t": "batch", "n": len(batch)}) + b"".join(batch)
         conn = self._publish_conn
         if conn is None:
-            conn = self._publish_conn = self.redis.connection_pool.make_connection()
+            conn = self._publish_conn = self._own_connection()
         try:
             # A Redis that accepts the connection but never answers must not hold
             # the publishers forever.
@@ -351,13 +360,28 @@ class RedisBroker(Broker):
             message["e"] = list(unpacker)  # the entries follow the header
         return [message]
 
+    def _own_connection(self):
+        """A connection outside the client's pool, with the pool's settings (host,
+        TLS, password...), RESP2 (one shape of replies in subscribed mode) and no
+        per-command socket timeout: redis-py runs every command with one as a task
+        of its own; the callers here bound the whole exchange instead."""
+        pool = self.redis.connection_pool
+        # redis-py 8's maintenance notifications need RESP3: not for these two.
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
+        return pool.connection_class(**{**kwargs, "protocol": 2, "socket_timeout": None})
+
     async def _listen(self, handler: Handler) -> None:
         """Never dies silently: on any error it logs, backs off and resubscribes."""
         backoff, lost = 0.1, False
         while not self._closing:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            conn = pubsub = None
             try:
-                await pubsub.subscribe(self.channel)
+                if self.lean_reader:
+                    conn = self._own_connection()
+                    reader, early = await self._subscribe(conn)
+                else:
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(self.channel)
                 self.healthy = True
                 self._subscribed.set()
                 if lost:
@@ -366,15 +390,10 @@ class RedisBroker(Broker):
                 else:
                     log.info("subscribed to %s", self.channel)
                 backoff, lost = 0.1, False
-                while not self._closing:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        await pubsub.ping()  # notice a dead connection while idle
-                        continue
-                    if msg["type"] != "message":
-                        continue
-                    for message in self._decode(msg["data"]):
-                        await self._handle(handler, message)
+                if conn is not None:
+                    await self._read(conn, reader, early, handler)
+                else:
+                    await self._read_pubsub(pubsub, handler)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -386,6 +405,115 @@ class RedisBroker(Broker):
                 backoff = min(backoff * 2, 5.0)
             finally:
                 try:
-                    await pubsub.aclose()
+                    if conn is not None:
+                        await conn.disconnect(nowait=True)
+                    if pubsub is not None:
+                        await pubsub.aclose()
                 except Exception:
                     pass
+
+    async def _subscribe(self, conn) -> tuple[asyncio.StreamReader, bytes]:
+        """Connect (redis-py does the handshake), subscribe, and wait for Redis to
+        confirm; returns the connection's stream, which `_read` reads from then on,
+        and what came right behind the confirmation."""
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+            await conn.connect()
+            reader = getattr(conn, "_reader", None)
+            if not isinstance(reader, asyncio.StreamReader):
+                # redis-py's internals changed: use its pub/sub reader from now on.
+                log.warning("redis-py's connection has no stream reader; using its pub/sub reader")
+                self.lean_reader = False
+                raise RedisConnectionError("no stream reader on the connection")
+            await conn.send_command("SUBSCRIBE", self.channel, check_health=False)
+            buf = bytearray()
+            while True:
+                chunk = await reader.read(READ_SIZE)
+                if not chunk:
+                    raise RedisConnectionError("Redis closed the bus connection")
+                buf += chunk
+                parsed = resp_parse(buf, 0)
+                if parsed is not None:
+                    reply, end = parsed
+                    if isinstance(reply, ResponseError):
+                        raise reply
+                    if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+                        raise RedisConnectionError(f"unexpected answer to SUBSCRIBE: {reply!r}")
+                    return reader, bytes(buf[end:])
+
+    async def _read(self, conn, reader: asyncio.StreamReader, early: bytes, handler: Handler) -> None:
+        """The lean reader: one read takes whatever Redis has sent, and every
+        complete message in it is handled in order before the next read, without
+        redis-py's per-message machinery (a timeout, several awaits and a dict per
+        message). While idle, a PING every IDLE_PING seconds notices a dead
+        connection; silence after one is a lost connection."""
+        buf = bytearray(early)
+        pinged = False
+        while not self._closing:
+            pos = 0
+            while (parsed := resp_parse(buf, pos)) is not None:
+                reply, pos = parsed
+                if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                    for message in self._decode(reply[2]):
+                        await self._handle(handler, message)
+                elif isinstance(reply, ResponseError):
+                    raise reply
+                # Else: the pong of an idle PING, or a (un)subscribe confirmation.
+            del buf[:pos]
+            try:
+                async with asyncio.timeout(IDLE_PING):
+                    chunk = await reader.read(READ_SIZE)
+            except TimeoutError:
+                if pinged:
+                    raise RedisConnectionError("Redis did not answer a PING on the bus connection") from None
+                await conn.send_command("PING", check_health=False)
+                pinged = True
+                continue
+            if not chunk:
+                raise RedisConnectionError("Redis closed the bus connection")
+            pinged = False
+            buf += chunk
+
+    async def _read_pubsub(self, pubsub, handler: Handler) -> None:
+        """redis-py's own pub/sub reader: used only if the lean one cannot be."""
+        while not self._closing:
+            msg = await pubsub.get_message(timeout=IDLE_PING)
+            if msg is None:
+                await pubsub.ping()  # notice a dead connection while idle
+                continue
+            if msg["type"] != "message":
+                continue
+            for message in self._decode(msg["data"]):
+                await self._handle(handler, message)
+
+
+def resp_parse(buf: bytearray, pos: int):
+    """One RESP2 reply from `buf` at `pos`: (value, position after it), or None if
+    it is not all there yet. Bulk strings come back as bytes, errors as
+    ResponseError values (not raised)."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, line, after = buf[pos], buf[pos + 1:end], end + 2
+    if kind == 0x24:  # $: bulk string
+        n = int(line)
+        if n < 0:
+            return None, after
+        if len(buf) < after + n + 2:
+            return None
+        return bytes(buf[after:after + n]), after + n + 2
+    if kind == 0x2A:  # *: array
+        items = []
+        for _ in range(int(line)):
+            parsed = resp_parse(buf, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        return items, after
+    if kind == 0x3A:  # :: integer
+        return int(line), after
+    if kind == 0x2B:  # +: simple string
+        return bytes(line), after
+    if kind == 0x2D:  # -: error
+        return ResponseError(line.decode("utf-8", "replace")), after
+    raise RedisConnectionError(f"unexpected data from Redis: {bytes(buf[pos:pos + 20])!r}")

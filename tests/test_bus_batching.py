@@ -150,3 +150,78 @@ async def test_many_volatile_events_reach_a_client_of_the_other_instance_in_orde
         assert await json_client.nothing("typing:indicator")
     finally:
         await packed.disconnect()
+
+
+def test_resp_parse_reads_whole_replies_and_waits_for_the_rest():
+    from redis.exceptions import ResponseError
+
+    from hub.broker import resp_parse
+
+    message = b"*3\r\n$7\r\nmessage\r\n$5\r\nx:bus\r\n$4\r\n\r\n\x00\xff\r\n"
+    pong = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+    buf = bytearray(message + pong + b":12\r\n+OK\r\n-ERR no\r\n$-1\r\n")
+    value, end = resp_parse(buf, 0)
+    assert value == [b"message", b"x:bus", b"\r\n\x00\xff"] and end == len(message)
+    assert resp_parse(buf, end) == ([b"pong", b""], len(message) + len(pong))
+    pos = len(message) + len(pong)
+    assert resp_parse(buf, pos) == (12, pos + 5)
+    assert resp_parse(buf, pos + 5) == (b"OK", pos + 10)
+    error, after = resp_parse(buf, pos + 10)
+    assert isinstance(error, ResponseError) and str(error) == "ERR no"
+    assert resp_parse(buf, after) == (None, len(buf))
+    # Every cut short of the end of a reply: not there yet.
+    for cut in range(len(message)):
+        assert resp_parse(bytearray(message[:cut]), 0) is None
+
+
+async def test_redis_py_reader_fallback_delivers_in_order(redis_url, redis_prefix):
+    """The reader used if redis-py's connection ever lacks the stream the lean one reads."""
+    a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)
+    b.lean_reader = False
+    got = []
+
+    async def handler(message):
+        got.append(message)
+    await b.start(handler)
+    try:
+        messages = [{"t": "emit", "n": i} for i in range(100)]
+        await asyncio.gather(*(a.publish(m) for m in messages))
+        for _ in range(100):
+            if len(got) >= len(messages):
+                break
+            await asyncio.sleep(0.05)
+        assert got == messages and b.healthy
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_frozen_redis_is_noticed_by_the_idle_ping(private_redis):
+    """Redis stops answering but keeps the connection open: the bus turns unhealthy
+    (/ready answers 503 from that flag), and comes back when Redis does."""
+    import os
+    import signal
+
+    broker = RedisBroker(private_redis.url, "frozen")
+
+    async def handler(message):
+        pass
+    await broker.start(handler)
+    try:
+        assert broker.healthy
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(100):
+                if not broker.healthy:
+                    break
+                await asyncio.sleep(0.1)
+            assert not broker.healthy
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+        for _ in range(150):
+            if broker.healthy:
+                break
+            await asyncio.sleep(0.1)
+        assert broker.healthy
+    finally:
+        await broker.stop()
