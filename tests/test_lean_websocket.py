@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from hub.manager import LeanWebSocket
+from hub.manager import LeanWebSocket, check_handover
 from hub.protocol import PacketQueue
 from tests.protocol_helpers import start_conformance
 
@@ -179,6 +179,10 @@ async def test_silent_client_is_closed_at_the_pong_deadline(conf):
 
 
 # --- what a connection holds --------------------------------------------------------
+
+def test_the_aiohttp_internals_of_the_handover_exist():
+    assert check_handover() == []
+
 
 async def test_idle_connections_hold_no_task_and_leave_nothing_when_closed(conf):
     clients, tasks = [], None
