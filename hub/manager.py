@@ -28,8 +28,9 @@ What this module does, and the guarantees it keeps:
   per socket: at the end of the loop iteration (`call_soon`), or, with a
   `flush_window`, no sooner than that long after the previous flush. Several
   broadcasts in one iteration then cost one system call per recipient, not one
-  each. The socket's writer task writes its gathered frames before anything
-  queued after them (HubWebSocket.send), so order holds whenever the flush runs.
+  each. The socket's writer writes its gathered frames before anything queued
+  after them (LeanWebSocket._write, or HubWebSocket.send on aiohttp's driver), so
+  order holds whenever the flush runs.
 * Writes never wait: a slow recipient's transport pauses; its frames still go
   straight into its (bounded, `buffer_limit`) transport buffer, and past that they
   queue until its writer has drained them.
@@ -38,10 +39,12 @@ What this module does, and the guarantees it keeps:
 * Websocket permessage-deflate is off unless asked for (HUB_WS_COMPRESSION).
 
 The internals reached here (python-engineio's socket queue and upgrade flags, its
-aiohttp websocket driver, aiohttp's websocket writer and transport) are those of the
-versions pinned in pyproject.toml; `check_internals()` verifies them when the
-manager is attached, and the fast path turns itself off (with a warning) instead of
-misbehaving if they ever change. tests/test_manager.py covers both paths.
+aiohttp websocket driver, aiohttp's websocket writer and transport, and aiohttp's
+request handler for the websocket handover of `LeanWebSocket`) are those of the
+versions pinned in pyproject.toml; `check_internals()` and `check_handover()` verify
+them when the manager is attached, and the fast path or the handover turns itself
+off (with a warning) instead of misbehaving if they ever change.
+tests/test_manager.py and tests/test_lean_websocket.py cover them.
 """
 from __future__ import annotations
 
@@ -679,7 +682,7 @@ class HubManager(socketio.AsyncManager):
 
         Order per connection holds: frames are gathered only for sockets whose
         queue was empty with no write in flight, and whatever is queued for such a
-        socket afterwards is written by its writer task through HubWebSocket.send,
+        socket afterwards is written by its writer (LeanWebSocket._write, HubWebSocket.send),
         which first writes the socket's gathered frames."""
         pending, self._pending = self._pending, {}
         self.flushes += 1
