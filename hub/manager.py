@@ -268,6 +268,9 @@ class LeanWebSocket(asyncio.Protocol):
             await self.handler(self)
         except Exception:  # pragma: no cover - a bug must not leave the connection open
             log.exception("websocket handler failed")
+            s = self.eio_socket
+            if s is not None and not s.upgraded:
+                s.ws_claimed = False  # another websocket may try again
             self._close(1011)
 
     # -- the interface of python-engineio's drivers (before attach) ----------------------
@@ -280,14 +283,14 @@ class LeanWebSocket(asyncio.Protocol):
             finally:
                 self.waiter = None
         data = self.inbox.pop(0)
+        self._resume_reading()
         if data is None:
             raise OSError("websocket closed")
         return data
 
     async def send(self, message):
-        if not self.open:
-            raise ConnectionResetError("websocket closing")
-        self._write(ws_frame(message))
+        if self.open:  # closing or gone: the reader learns it (wait raises OSError)
+            self._write(ws_frame(message))
 
     async def close(self):
         self._close(1000)
@@ -481,9 +484,12 @@ class LeanWebSocket(asyncio.Protocol):
                     return
         finally:
             self.draining = False
-            if self.reading_paused and not inbox and not self.lost:
-                self.reading_paused = False
-                self.transport.resume_reading()
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and len(self.inbox) < self.inbox_limit // 2 and not self.lost:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def eof_received(self):
         return False  # the transport closes; connection_lost follows

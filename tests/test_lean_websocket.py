@@ -14,7 +14,7 @@ import pytest
 
 from hub.manager import LeanWebSocket, check_handover
 from hub.protocol import PacketQueue
-from tests.protocol_helpers import start_conformance
+from tests.protocol_helpers import open_polling, start_conformance, text
 
 PATH = b"/socket.io/?EIO=4&transport=websocket"
 
@@ -51,10 +51,10 @@ class RawWs:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int, extra: bytes = b"") -> "RawWs":
+    async def open(cls, port: int, extra: bytes = b"", path: bytes = PATH) -> "RawWs":
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16))
-        writer.write(b"GET " + PATH + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
                      b"Sec-WebSocket-Version: 13\r\n\r\n" + extra)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -151,6 +151,33 @@ async def test_client_close_is_answered_and_ends_the_session(conf):
     assert await ws.closed() == 1000
     assert await ws.frame() == (None, b"")  # then the server ends the TCP connection
     assert await eventually(lambda: not conf.sio.eio.sockets)
+
+
+async def test_a_burst_is_handled_in_order(conf):
+    """More messages at once than the inbox takes before reading pauses."""
+    ws = await connected(conf.port)
+    ws.text("40")
+    assert (await ws.message()).startswith("40")
+    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    ws.send(b"".join(frame(0x1, f'42["message",{i}]'.encode()) for i in range(300)))
+    for i in range(300):
+        assert await ws.message() == f'42["message-back",{i}]'
+    ws.close()
+
+
+async def test_upgrade_from_polling(conf, http):
+    sid, _ = await open_polling(http, conf.url, "/socket.io/")
+    ws = await RawWs.open(conf.port, path=PATH + b"&sid=" + sid.encode())
+    ws.text("2probe")
+    assert await ws.message() == "3probe"
+    ws.text("5")
+    ws.text("40")
+    assert (await ws.message()).startswith('40{"sid":')
+    assert isinstance(conf.sio.eio.sockets[sid].hub_ws, LeanWebSocket)
+    status, _ = await text(http, "GET", f"{conf.url}/socket.io/?EIO=4&transport=polling&sid={sid}")
+    assert status == 400  # upgraded: polling is over
+    ws.close()
+    assert await eventually(lambda: sid not in conf.sio.eio.sockets)
 
 
 @pytest.mark.parametrize("bad, code", [
