@@ -361,9 +361,9 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
             threads.append(thread)
         rows = [dict(thread_id=t.id, sender_id=s.ctx.actor.id, body=s.req.message, booking_id=s.req.booking_id,
                      recipient_id=next((u for u in t.members if u != s.ctx.actor.id), None) if t.kind == "direct"
-                     else None, client_msg_id=s.req.client_msg_id, created_at=now, updated_at=now)
+                     else None, client_msg_id=s.req.client_msg_id)
                 for s, t in zip(sends, threads)]
-        ids = await store.add_messages(tx, rows)
+        ids = await store.add_messages(tx, rows, now)
         added = Counter(row["thread_id"] for row, mid in zip(rows, ids) if mid is not None)
         counts = await store.count_messages(tx, added, now) if added else {}
         outs = []

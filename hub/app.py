@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi, jsoncodec
+from hub import asyncapi
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
@@ -25,6 +25,7 @@ from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
+from storage import jsoncodec
 from storage.db import Database
 from storage.migrate import upgrade
 
@@ -87,7 +88,7 @@ def build_hub(settings: Settings) -> Hub:
     settings = settings.with_jwt_secret()
     if settings.sqlite_path:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url, json_serializer=jsoncodec.dumps)
+    db = Database(settings.database_url)
     # The log keeps events a little longer than a session is kept for recovery, so
     # whatever a recoverable session missed is still there.
     retention = settings.recovery_window + 30

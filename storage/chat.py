@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
-                        case, exists, func, insert, or_, select, update)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+                        case, exists, func, insert, or_, select, text, update)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -136,49 +135,71 @@ async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
     return ThreadFacts(thread.id, thread.kind, thread.title, tuple(await member_ids(tx, thread.id)))
 
 
-# The group commit's statements (handlers/chat.py), built once: building SQLAlchemy
-# statements costs more than running them on this path. They are on the tables,
-# not the mapped classes: plain Core statements skip the ORM's bulk machinery.
+# The group commit's statements (handlers/chat.py). On PostgreSQL each takes its rows
+# as arrays: one statement text whatever the batch size (prepared once per
+# connection), and the driver encodes the arrays in C instead of SQLAlchemy
+# processing every row's parameters. Rows go in in order (ORDER BY n), so their
+# ids, sorted, are in the order of the input, as SQLAlchemy's insertmanyvalues
+# also relies on. SQLite gets the same from Core statements built once, on the
+# tables: the ORM's bulk machinery costs more than the statements themselves.
+_PG_ADD_MESSAGES = text("""
+INSERT INTO chat_messages (thread_id, sender_id, recipient_id, body, booking_id, client_msg_id,
+                           created_at, updated_at)
+SELECT thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, :at, :at
+FROM unnest(CAST(:thread_id AS bigint[]), CAST(:sender_id AS bigint[]), CAST(:recipient_id AS bigint[]),
+            CAST(:body AS text[]), CAST(:booking_id AS bigint[]), CAST(:client_msg_id AS text[]))
+     WITH ORDINALITY AS r(thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, n)
+ORDER BY n
+ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+RETURNING id, sender_id, client_msg_id""")
+_PG_COUNT = text("""
+UPDATE chat_threads AS t SET message_count = t.message_count + v.n, last_message_at = :at
+FROM unnest(CAST(:thread_id AS bigint[]), CAST(:added AS integer[])) AS v(id, n)
+WHERE t.id = v.id
+RETURNING t.id, t.message_count""")
 _messages, _threads = Message.__table__, Thread.__table__
-_ADD_KEYED = {
-    dialect: insert_(_messages)
-    .on_conflict_do_nothing(index_elements=[_messages.c.sender_id, _messages.c.client_msg_id])
-    .returning(_messages.c.id, _messages.c.sender_id, _messages.c.client_msg_id)
-    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
+_ADD_KEYED = (sqlite_insert(_messages)
+              .on_conflict_do_nothing(index_elements=[_messages.c.sender_id, _messages.c.client_msg_id])
+              .returning(_messages.c.id, _messages.c.sender_id, _messages.c.client_msg_id))
 _ADD_PLAIN = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
+_MESSAGE_FIELDS = ("thread_id", "sender_id", "recipient_id", "body", "booking_id", "client_msg_id")
 
 
-async def add_messages(tx: AsyncSession, rows: list[dict]) -> list[int | None]:
-    """Insert messages (dicts of every Message column but id) in at most two
-    statements; returns each one's id, or None where the sender's client_msg_id was
-    already taken (an idempotent retry, or a race another request won)."""
-    keyed = [r for r in rows if r["client_msg_id"] is not None]
-    plain = [r for r in rows if r["client_msg_id"] is None]
-    ids: dict[int, int] = {}  # id(row) -> message id
-    if keyed:
-        result = await tx.execute(_ADD_KEYED[tx.bind.dialect.name], keyed)
-        taken = {(sender, key): mid for mid, sender, key in result.all()}
-        for r in keyed:
-            # A key twice in one batch: the first row got it, the second is its retry.
-            mid = taken.pop((r["sender_id"], r["client_msg_id"]), None)
-            if mid is not None:
-                ids[id(r)] = mid
-    if plain:
-        for r, mid in zip(plain, (await tx.execute(_ADD_PLAIN, plain)).scalars()):
-            ids[id(r)] = mid
-    return [ids.get(id(r)) for r in rows]
+def is_postgresql(tx: AsyncSession) -> bool:
+    return tx.bind.dialect.name == "postgresql"
+
+
+async def add_messages(tx: AsyncSession, rows: list[dict], at: datetime) -> list[int | None]:
+    """Insert messages (dicts of thread_id, sender_id, recipient_id, body, booking_id,
+    client_msg_id), created at `at`; returns each one's id, or None where the
+    sender's client_msg_id was already taken (an idempotent retry, or a race another
+    request won). A key twice in one batch: the first row gets it."""
+    if is_postgresql(tx):
+        arrays = {f: [r[f] for r in rows] for f in _MESSAGE_FIELDS}
+        inserted = sorted((await tx.execute(_PG_ADD_MESSAGES, {**arrays, "at": at})).all())
+    else:
+        keyed = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is not None]
+        plain = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is None]
+        inserted = list((await tx.execute(_ADD_KEYED, keyed)).all()) if keyed else []
+        if plain:
+            inserted += [(mid, None, None) for mid in (await tx.execute(_ADD_PLAIN, plain)).scalars()]
+    by_key = {(sender, key): mid for mid, sender, key in inserted if key is not None}
+    unkeyed = iter([mid for mid, _, key in inserted if key is None])  # in input order
+    return [next(unkeyed) if r["client_msg_id"] is None else by_key.pop((r["sender_id"], r["client_msg_id"]), None)
+            for r in rows]
 
 
 async def count_messages(tx: AsyncSession, added: dict[int, int], at: datetime) -> dict[int, int]:
     """Add `added[thread_id]` new messages to each thread (one statement); returns
     the threads' new message counts."""
-    query = (
-        update(_threads).where(_threads.c.id.in_(list(added)))
-        .values(last_message_at=at, message_count=_threads.c.message_count + case(added, value=_threads.c.id))
-        .returning(_threads.c.id, _threads.c.message_count)
-    )
-    return dict((await tx.execute(query)).all())
+    if is_postgresql(tx):
+        query, params = _PG_COUNT, {"thread_id": list(added), "added": list(added.values()), "at": at}
+    else:
+        query = (update(_threads).where(_threads.c.id.in_(list(added)))
+                 .values(last_message_at=at, message_count=_threads.c.message_count + case(added, value=_threads.c.id))
+                 .returning(_threads.c.id, _threads.c.message_count))
+        params = None
+    return dict((await tx.execute(query, params)).all())
 
 
 async def by_client_msg_id(tx: AsyncSession, sender_id: int, client_msg_id: str) -> Message | None:

@@ -8,24 +8,24 @@ from typing import AsyncIterator, Awaitable, Callable
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from storage import jsoncodec
 from storage.facts import Facts
 from storage.group_commit import GroupCommit
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, json_serializer=None):
-        """`json_serializer` encodes JSON columns (the standard library's if None)."""
+    def __init__(self, url: str, *, pool_size: int = 10):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = create_async_engine(url, connect_args={"timeout": 30},
-                                              json_serializer=json_serializer)
+                                              json_serializer=jsoncodec.dumps)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         else:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                json_serializer=json_serializer,
+                json_serializer=jsoncodec.dumps,
                 # Group commits write batches of any size, and each size is its own
                 # statement text: keep them prepared (the driver's default keeps 100),
                 # and reuse the most recent connections, whose statements are prepared

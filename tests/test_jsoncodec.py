@@ -1,7 +1,7 @@
 """The fast JSON encoder gives what the standard library would read back the same."""
 import json
 
-from hub import jsoncodec
+from storage import jsoncodec
 
 
 def test_encodes_like_the_standard_library():

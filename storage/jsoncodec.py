@@ -1,4 +1,4 @@
-"""The JSON encoder of the Socket.IO servers and of the database's JSON columns.
+"""The JSON encoder of the database's JSON columns and of the Socket.IO servers.
 
 orjson encodes several times faster than the standard library, and every event the
 hub sends is encoded at least twice (the outbox row, the packet). What orjson does
