@@ -203,8 +203,9 @@ class LeanWebSocket(asyncio.Protocol):
       transport is paused (slow reader), packets wait in the queue.
     * Before `attach` (the upgrade probe exchange), `wait`/`send`/`close` work as
       in python-engineio's aiohttp driver.
-    * Compression (HUB_WS_COMPRESSION) negotiated, or a handshake this class does
-      not take: the aiohttp driver (`fallback`) serves the connection as before.
+    * Compression (HUB_WS_COMPRESSION) on and offered by the client, or a
+      handshake this class does not take: the aiohttp driver (`fallback_class`)
+      serves the connection as before.
 
     Reached into (checked by check_internals): aiohttp's RequestHandler
     `_message_tail`, `_paused`, `transport` and `connection_lost`."""
@@ -235,7 +236,10 @@ class LeanWebSocket(asyncio.Protocol):
 
     async def __call__(self, environ):
         request = environ["aiohttp.request"]
-        accept = None if self.compress else ws_accept(request)
+        # Compression is aiohttp's: a client offering it, when the hub allows it,
+        # gets aiohttp's driver.
+        offers = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "").lower()
+        accept = None if self.compress and offers else ws_accept(request)
         rh, tr = request.protocol, request.transport
         if accept is None or rh is None or tr is None or getattr(rh, "_manager", None) is None \
                 or rh._manager.handler_cancellation or not hasattr(tr, "set_protocol"):

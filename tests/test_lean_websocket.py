@@ -256,3 +256,21 @@ async def test_packet_queue_keeps_what_engineio_uses_of_asyncio_queue():
         q.get_nowait()
     with pytest.raises(ValueError):
         q.task_done()
+
+
+async def test_with_compression_on_only_clients_offering_it_use_aiohttps_driver(settings, http):
+    from dataclasses import replace
+
+    conf = await start_conformance(replace(settings, ws_compression=True))
+    try:
+        drivers = {}
+        for offer in (15, 0):
+            async with http.ws_connect(f"{conf.ws_url}/socket.io/?EIO=4&transport=websocket", compress=offer) as ws:
+                sid = json.loads((await ws.receive_str())[1:])["sid"]
+                await ws.send_str("40")
+                assert (await ws.receive_str()).startswith("40")
+                drivers[offer] = (ws.compress, type(conf.sio.eio.sockets[sid].hub_ws))
+        assert drivers[15][0] and not issubclass(drivers[15][1], LeanWebSocket)
+        assert drivers[0] == (0, drivers[0][1]) and issubclass(drivers[0][1], LeanWebSocket)
+    finally:
+        await conf.runner.cleanup()
