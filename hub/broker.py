@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Awaitable, Callable
 
 import msgpack
@@ -100,7 +101,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
-        self.logs: dict[str, list[tuple[str, float, dict]]] = {}
+        self.logs: dict[str, deque[tuple[str, float, dict]]] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.last = (0, 0)
 
@@ -123,12 +124,14 @@ class MemoryBroker(Broker):
 
     async def publish(self, message: dict) -> None:
         # Encode and decode as Redis would, so both backends accept the same messages.
-        data = msgpack.unpackb(msgpack.packb(message))
+        await self._dispatch(msgpack.unpackb(msgpack.packb(message)))
+
+    async def _dispatch(self, message: dict) -> None:
         for handler in list(self.bus.handlers):
-            await handler(data)
+            await handler(message)
 
     async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
-        entries = msgpack.unpackb(msgpack.packb(entries))
+        entries = msgpack.unpackb(msgpack.packb(entries))  # as Redis would (see publish); once
         now = time.time()
         offsets: list[str | None] = []
         fresh = []
@@ -138,14 +141,16 @@ class MemoryBroker(Broker):
                 continue
             self.bus.logged[entry["id"]] = now + self.retention
             offset = self.bus.next_offset()
-            stream = self.bus.logs.setdefault(entry["ns"], [])
+            stream = self.bus.logs.get(entry["ns"])
+            if stream is None:
+                stream = self.bus.logs[entry["ns"]] = deque()
             stream.append((offset, now, entry))
             while stream and stream[0][1] < now - self.retention:
-                self.bus.logged.pop(stream.pop(0)[2]["id"], None)
+                self.bus.logged.pop(stream.popleft()[2]["id"], None)
             offsets.append(offset)
             fresh.append((offset, entry))
         if fresh:
-            await self.publish({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
+            await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
