@@ -156,6 +156,16 @@ class HubWebSocket(eio_aiohttp.WebSocket):
         return transport
 
 
+def encode_event(packet_class, namespace: str, data: list):
+    """An EVENT packet's encoding. python-socketio scans every payload for bytes
+    (a recursive walk in Python, the largest cost of encoding a small event); the
+    JSON encoder meets bytes anyway, so try without the scan first."""
+    try:
+        return packet_class(sio_packet.EVENT, namespace=namespace, data=data, binary=False).encode()
+    except TypeError:  # bytes inside: a binary event with attachments
+        return packet_class(sio_packet.EVENT, namespace=namespace, data=data).encode()
+
+
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -610,7 +620,7 @@ class HubManager(socketio.AsyncManager):
             data = []
         if not isinstance(skip_sid, list):
             skip_sid = [skip_sid]
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event] + data).encode()
+        encoded = encode_event(self.server.packet_class, namespace, [event] + data)
         if not isinstance(encoded, list):
             encoded = [encoded]
         await self.broadcast(encoded, self.get_participants(namespace, room), skip_sid)
