@@ -101,7 +101,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
-        self.logs: dict[str, deque[tuple[str, float, dict]]] = {}
+        self.logs: dict[str, deque[tuple[str, float, int, bytes]]] = {}  # (offset, time, id, entry)
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.last = (0, 0)
 
@@ -131,32 +131,36 @@ class MemoryBroker(Broker):
             await handler(message)
 
     async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
-        entries = msgpack.unpackb(msgpack.packb(entries))  # as Redis would (see publish); once
         now = time.time()
         offsets: list[str | None] = []
         fresh = []
         for entry in entries:
-            if self.bus.logged.get(entry["id"], 0) > now:
+            event_id = entry["id"]
+            if self.bus.logged.get(event_id, 0) > now:
                 offsets.append(None)
                 continue
-            self.bus.logged[entry["id"]] = now + self.retention
+            self.bus.logged[event_id] = now + self.retention
             offset = self.bus.next_offset()
             stream = self.bus.logs.get(entry["ns"])
             if stream is None:
                 stream = self.bus.logs[entry["ns"]] = deque()
-            stream.append((offset, now, entry))
+            # Kept encoded, as Redis keeps it: a bytes object is one thing the garbage
+            # collector never scans, where the decoded event is dozens (minutes of
+            # them made every full collection take longer and longer).
+            packed = msgpack.packb(entry)
+            stream.append((offset, now, event_id, packed))
             while stream and stream[0][1] < now - self.retention:
-                self.bus.logged.pop(stream.popleft()[2]["id"], None)
+                self.bus.logged.pop(stream.popleft()[2], None)
             offsets.append(offset)
-            fresh.append((offset, entry))
+            fresh.append((offset, msgpack.unpackb(packed)))
         if fresh:
             await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         after = offset_key(offset)
-        found = [(o, e) for o, _, e in self.bus.logs.get(namespace, []) if offset_key(o) > after]
-        return None if len(found) > limit else found
+        found = [(o, packed) for o, _, _, packed in self.bus.logs.get(namespace, ()) if offset_key(o) > after]
+        return None if len(found) > limit else [(o, msgpack.unpackb(packed)) for o, packed in found]
 
     async def stop(self) -> None:
         if self.handler in self.bus.handlers:
