@@ -17,6 +17,18 @@ class Metrics:
                                   ["namespace"], registry=self.registry)
         self.bus = Counter("hub_bus_messages_total", "Messages on the inter-instance bus",
                            ["direction", "outcome"], registry=self.registry)
+        self._children: dict[tuple, tuple] = {}
+
+    def count_event(self, namespace: str, event: str, outcome: str, seconds: float | None) -> None:
+        """One client event handled (with its operation's latency, if it had one)."""
+        key = (namespace, event, outcome)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds its key on every call: once per kind.
+            children = self._children[key] = (self.events.labels(*key), self.latency.labels(namespace, event))
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

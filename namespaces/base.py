@@ -166,10 +166,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         except Exception:
             log.exception("operation %s %s failed", self.spec.name, event)
             reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
-        metrics = self.hub.metrics
-        metrics.events.labels(self.spec.name, label, outcome).inc()
-        if op:
-            metrics.latency.labels(self.spec.name, label).observe(time.perf_counter() - started)
+        self.hub.metrics.count_event(self.spec.name, label, outcome, time.perf_counter() - started if op else None)
         if not reply["ok"] and not wants_ack:
             await self.emit("error", {**reply["error"], "event": event}, to=sid)
         return reply

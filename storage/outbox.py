@@ -59,9 +59,19 @@ async def add(tx: AsyncSession, events: list) -> list[int]:
     return list(result.scalars())
 
 
+_PG_MARK = text("UPDATE outbox SET published_at = :at WHERE id = ANY(CAST(:ids AS bigint[]))")
+_table = OutboxEvent.__table__
+
+
 async def mark_published(tx: AsyncSession, ids: list[int]) -> None:
-    if ids:
-        await tx.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(published_at=utcnow()))
+    """One statement for the whole list (on PostgreSQL one text whatever its length:
+    an IN list is rendered anew for every length)."""
+    if not ids:
+        return
+    if tx.bind.dialect.name == "postgresql":
+        await tx.execute(_PG_MARK, {"ids": ids, "at": utcnow()})
+    else:
+        await tx.execute(update(_table).where(_table.c.id.in_(ids)).values(published_at=utcnow()))
 
 
 async def claim_stale(tx: AsyncSession, older_than: timedelta, limit: int) -> list[OutboxEvent]:
