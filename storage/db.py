@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from contextlib import asynccontextmanager, nullcontext
 from typing import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from storage import jsoncodec
@@ -14,7 +17,9 @@ from storage.group_commit import GroupCommit
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, idle_ping_after: float = 5.0):
+        """`idle_ping_after`: seconds a pooled PostgreSQL connection may sit unused
+        before it is checked on its next checkout (see _ping_if_idle)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -24,7 +29,7 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         else:
             self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                url, pool_size=pool_size, max_overflow=pool_size,
                 json_serializer=jsoncodec.dumps,
                 # Group commits write batches of any size, and each size is its own
                 # statement text: keep them prepared (the driver's default keeps 100),
@@ -32,6 +37,9 @@ class Database:
                 # already, instead of going round the whole pool.
                 connect_args={"prepared_statement_cache_size": 1000}, pool_use_lifo=True,
             )
+            event.listen(self.engine.sync_engine, "checkin", _stamp)
+            event.listen(self.engine.sync_engine, "checkout",
+                         functools.partial(_ping_if_idle, self.engine.dialect, idle_ping_after))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite takes one writer at a time and answers a second with "database is
         # locked" instead of waiting inside a transaction: serialize in-process.
@@ -79,3 +87,22 @@ def _sqlite_begin(conn) -> None:
     # IMMEDIATE takes the write lock up front, so another process's writer makes
     # us wait (busy_timeout) instead of failing on a read-to-write upgrade.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# A connection that sat idle in the pool is checked before use, so a database that
+# restarted meanwhile costs nobody an error. A busy one is not: the check is three
+# round trips (SQLAlchemy's pool_pre_ping on asyncpg), which under load cost more
+# than the writes. If the database restarts under load, the first failing operation
+# invalidates the pool (group commits then retry their requests one by one).
+def _stamp(_dbapi_conn, record) -> None:
+    record.info["used"] = time.monotonic()
+
+
+def _ping_if_idle(dialect, idle_after: float, dbapi_conn, record, _proxy) -> None:
+    if time.monotonic() - record.info.get("used", 0.0) < idle_after:
+        return
+    try:
+        dialect.do_ping(dbapi_conn)
+    except Exception as exc:
+        raise DisconnectionError("stale pooled connection") from exc  # the pool takes another
+

@@ -1,0 +1,59 @@
+"""The PostgreSQL pool without pool_pre_ping: a connection that died while idle is
+replaced before use, and a group commit rides out one that died while busy."""
+import asyncio
+import secrets
+
+import asyncpg
+from sqlalchemy import text
+
+from handlers import chat
+from handlers.context import Actor, Context
+from hub.settings import Settings
+from storage import users
+from storage.db import Database
+from storage.migrate import upgrade
+
+
+async def _backend_pid(db: Database) -> int:
+    async with db.transaction() as tx:
+        return (await tx.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+
+
+async def _terminate(pg_url: str, pid: int) -> None:
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+async def test_a_connection_that_died_idle_is_replaced_unseen(pg_url):
+    db = Database(pg_url, idle_ping_after=0.0)
+    try:
+        pid = await _backend_pid(db)
+        await _terminate(pg_url, pid)
+        assert await _backend_pid(db) != pid  # no error: the checkout found it dead
+    finally:
+        await db.close()
+
+
+async def test_a_group_commit_rides_out_a_connection_that_died_busy(pg_url):
+    db = Database(pg_url)  # connections in use are not checked
+    try:
+        await upgrade(db.engine)
+        run = secrets.token_hex(4)
+        async with db.transaction() as tx:
+            a = await users.create_user(tx, email=f"a-{run}@x.io", password_hash="x")
+            b = await users.create_user(tx, email=f"b-{run}@x.io", password_hash="x")
+        settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
+
+        def ctx():
+            return Context(actor=Actor(role="user", id=a.id), db=db, settings=settings)
+
+        await chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message="first"))
+        await _terminate(pg_url, await _backend_pid(db))  # the connection the next batch gets
+        sent = await asyncio.gather(*(chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message=f"m{i}"))
+                                      for i in range(10)))
+        assert len({m.id for m in sent}) == 10
+    finally:
+        await db.close()
