@@ -110,12 +110,12 @@ async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db
     """message:send goes through a group commit: sends that arrive together are written
     in one transaction, and a send that cannot be written fails alone."""
     a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
-    await chat.send_message(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="first"))
+    sent_first = await chat.send_message(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="first"))
     async with db.transaction() as tx:
         upload = await store.add_attachment(tx, uploader_id=a.id, filename="f.txt", content_type="text/plain",
                                             content=b"hi")
     batches = []
-    group = db.group("chat:message:send", chat._write_messages)
+    group = db.group(f"chat:message:send:{sent_first.thread_id % chat.SEND_LANES}", chat._write_messages)
     write = group._write
     group._write = lambda items: batches.append(len(items)) or write(items)
 

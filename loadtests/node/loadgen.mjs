@@ -138,6 +138,23 @@ async function chat() {
   const { sockets: senders, failed } = await connectMany(job.pairs, 50);
   out({ phase: "connected", clients: senders.length + recipients.length, failed });
   let n = 0;
+  // warm up (not measured), as in fanout: the first rate for warmup_s, until all acked
+  {
+    const t0 = performance.now();
+    let sent = 0, acked = 0;
+    while (performance.now() - t0 < (job.warmup_s ?? 2) * 1000) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * job.rates[0]) + 1;
+      while (sent < due) {
+        const spec = job.pairs[sent % senders.length];
+        senders[sent % senders.length].emit("message:send",
+          { recipient_id: spec.recipient_id, message: job.text, client_msg_id: `b${job.run}-${n++}` }, () => { acked++; });
+        sent++;
+      }
+      await sleep(2);
+    }
+    const t1 = performance.now();
+    while (acked < sent && performance.now() - t1 < 10000) await sleep(10);
+  }
   for (const rate of job.rates) {
     const lat = [];
     let errors = 0, sent = 0, acked = 0;
