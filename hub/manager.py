@@ -427,17 +427,17 @@ class LeanWebSocket(asyncio.Protocol):
         if opcode == 0:
             if self.frag is None:
                 return self._fail(1002)
-            self.frag.append(payload)
-            if sum(len(p) for p in self.frag) > limit:
+            self.frag += payload  # one growing buffer: thousands of tiny fragments stay linear
+            if len(self.frag) > limit:
                 return self._fail(1009)
             if not fin:
                 return True
-            payload, opcode, self.frag = b"".join(self.frag), self.frag_op, None
+            payload, opcode, self.frag = self.frag, self.frag_op, None
         elif opcode in (1, 2):
             if self.frag is not None:
                 return self._fail(1002)
             if not fin:
-                self.frag, self.frag_op = [payload], opcode
+                self.frag, self.frag_op = payload, opcode
                 return True
         else:
             return self._fail(1002)

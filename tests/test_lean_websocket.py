@@ -195,6 +195,23 @@ async def test_protocol_errors_close_the_websocket_and_the_session(conf, bad, co
     ws.close()
 
 
+async def test_many_tiny_fragments_are_joined_and_bounded_by_max_payload(conf):
+    ws = await connected(conf.port)
+    ws.text("40")
+    assert (await ws.message()).startswith('40{"sid":')
+    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    body = b'42["message","' + b"y" * 3000 + b'"]'
+    ws.send(frame(0x1, body[:1], fin=False) + b"".join(frame(0x0, body[i:i + 1], fin=False)
+                                                       for i in range(1, len(body))) + frame(0x0, b""))
+    assert await ws.message() == '42["message-back","' + "y" * 3000 + '"]'
+    ws.close()
+    ws = await connected(conf.port)
+    chunk = b"x" * 100_000
+    ws.send(frame(0x1, b"42", fin=False) + b"".join(frame(0x0, chunk, fin=False) for _ in range(11)))
+    assert await ws.closed() == 1009  # the fragments together went over maxPayload
+    ws.close()
+
+
 async def test_silent_client_is_closed_at_the_pong_deadline(conf):
     ws = await connected(conf.port)
     ws.text("40")
