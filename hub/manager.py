@@ -378,7 +378,10 @@ class LeanWebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.buf:
-            data, self.buf = self.buf + data, b""
+            # A frame arriving in pieces grows one buffer: concatenating a new bytes
+            # object per piece would be quadratic in the frame's size.
+            self.buf += data
+            data, self.buf = self.buf, b""
         pos, n = 0, len(data)
         limit = self.server.max_http_buffer_size
         while n - pos >= 2:
@@ -401,12 +404,12 @@ class LeanWebSocket(asyncio.Protocol):
                 break
             payload = bytearray(data[start + 4:end])
             if length:
-                websocket_mask(data[start:start + 4], payload)
+                websocket_mask(bytes(data[start:start + 4]), payload)
             pos = end
             if not self._frame(b0 & 0x80, b0 & 0x0F, payload, limit):
                 return
         if pos < n:
-            self.buf = data[pos:]
+            self.buf = bytearray(data[pos:])
 
     def _frame(self, fin, opcode, payload: bytearray, limit: int) -> bool:
         """Handle one frame; False when the connection is done reading."""

@@ -204,6 +204,11 @@ async def test_many_tiny_fragments_are_joined_and_bounded_by_max_payload(conf):
     ws.send(frame(0x1, body[:1], fin=False) + b"".join(frame(0x0, body[i:i + 1], fin=False)
                                                        for i in range(1, len(body))) + frame(0x0, b""))
     assert await ws.message() == '42["message-back","' + "y" * 3000 + '"]'
+    whole = frame(0x1, b'42["message","' + b"z" * 200_000 + b'"]')  # one frame, in many pieces
+    for i in range(0, len(whole), 1000):
+        ws.send(whole[i:i + 1000])
+        await ws.writer.drain()
+    assert await ws.message() == '42["message-back","' + "z" * 200_000 + '"]'
     ws.close()
     ws = await connected(conf.port)
     chunk = b"x" * 100_000
