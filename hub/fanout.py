@@ -64,11 +64,17 @@ class Fanout:
             return []
         volatile = [e for e in events if e.event_id is None]
         durable = [e for e in events if e.event_id is not None]
-        for ev in volatile:
-            await self._emit_local(ev.namespace, ev.event, ev.data, ev.rooms, ev.skip_sid)
         if volatile:
-            await self._publish({"t": "emit", "e": [[e.namespace, e.event, e.data, e.rooms, e.skip_sid]
-                                                    for e in volatile]})
+            # On its way first: the other instances broadcast while this one
+            # writes to its own sockets (on Redis the PUBLISH goes out before the
+            # local broadcast's flush).
+            sending = self._send({"t": "emit", "e": [[e.namespace, e.event, e.data, e.rooms, e.skip_sid]
+                                                     for e in volatile]})
+            try:
+                for ev in volatile:
+                    await self._emit_local(ev.namespace, ev.event, ev.data, ev.rooms, ev.skip_sid)
+            finally:
+                await self._sent(sending)
         if durable:
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
@@ -100,9 +106,21 @@ class Fanout:
             return None
 
     async def _publish(self, message: dict) -> None:
+        await self._sent(self._send(message))
+
+    def _send(self, message: dict):
+        """Start publishing; `_sent` awaits the outcome."""
         message["o"] = self.instance_id
         try:
-            await self.broker.publish(message)
+            return self.broker.publish_soon(message)
+        except BrokerUnavailable as exc:
+            return exc
+
+    async def _sent(self, sending) -> None:
+        try:
+            if isinstance(sending, BrokerUnavailable):
+                raise sending
+            await sending
             self.metrics.bus.labels("out", "ok").inc()
         except BrokerUnavailable as exc:
             self.metrics.bus.labels("out", "error").inc()
