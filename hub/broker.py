@@ -158,7 +158,7 @@ class MemoryBroker(Broker):
             while stream and stream[0][1] < now - self.retention:
                 self.bus.logged.pop(stream.popleft()[2], None)
             offsets.append(offset)
-            fresh.append((offset, msgpack.unpackb(packed)))
+            fresh.append((offset, entry))  # packing proved it crosses Redis; no need to unpack
         if fresh:
             await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
