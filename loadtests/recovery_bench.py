@@ -22,7 +22,7 @@ Redis key prefix of its own (its keys deleted afterwards):
 
 Also measured directly (on a fresh database of its own, hubs stopped): a write
 transaction (one INSERT of a stand-in row, commit) against the same transaction plus the
-outbox INSERT of one message:send's three events (as storage.outbox.add does it, ORM),
+outbox INSERT of one message:send's three events (as storage.outbox.add does it),
 interleaved with the same rows by one Core INSERT .. RETURNING for comparison; and the
 batched UPDATE that marks them published.
 
@@ -521,7 +521,7 @@ async def _outbox_micro(database_url: str, n: int) -> dict:
                 ids += await outbox.add(tx, events)
             timings["outbox"].append(time.perf_counter() - t)
             # For comparison only: the same rows through one Core INSERT .. RETURNING
-            # instead of the ORM unit of work that storage.outbox.add uses.
+            # (storage.outbox.add sends them as arrays on PostgreSQL).
             t = time.perf_counter()
             async with db.transaction() as tx:
                 await tx.execute(write, body)
