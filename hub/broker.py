@@ -282,6 +282,10 @@ class RedisBroker(Broker):
                 raise
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 sent.set_exception(BrokerUnavailable(str(exc) or type(exc).__name__))
+            except Exception as exc:
+                # Never leave publishers waiting, nor this task dead with a batch due.
+                log.exception("publishing on the bus failed")
+                sent.set_exception(BrokerUnavailable(str(exc) or type(exc).__name__))
             else:
                 sent.set_result(None)
 
