@@ -25,9 +25,10 @@ from collections import deque
 from typing import Awaitable, Callable
 
 import msgpack
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+
+from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.broker")
 
@@ -210,7 +211,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, prefix: str, retention: float = 150.0) -> None:
         super().__init__(retention)
-        self.redis = aioredis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
+        self.redis = redis_client(url, socket_connect_timeout=2, socket_keepalive=True)
         self.prefix = prefix
         self.channel = f"{prefix}:bus"
         self.healthy = False

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
+from hub.redis_client import redis_client
 
 STATUSES = ("online", "away", "offline")
 # Forget an operator (and a console) nobody has heard of for this long.
@@ -186,7 +186,7 @@ class RedisPresence(Presence):
 
     def __init__(self, url: str, prefix: str, *, timeout: float, grace: float) -> None:
         super().__init__(timeout=timeout, grace=grace)
-        self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = f"{prefix}:presence"
         self._claim = self.redis.register_script(_CLAIM)
 

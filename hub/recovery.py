@@ -19,10 +19,10 @@ import time
 from abc import ABC, abstractmethod
 
 import msgpack
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hub.broker import Broker, BrokerUnavailable, valid_offset
+from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.recovery")
 
@@ -72,7 +72,7 @@ class MemorySessions(Sessions):
 
 class RedisSessions(Sessions):
     def __init__(self, url: str, prefix: str) -> None:
-        self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
 
     def _key(self, pid: str) -> str:

@@ -8,8 +8,9 @@ import logging
 import time
 from abc import ABC, abstractmethod
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.state")
 
@@ -166,7 +167,7 @@ return out
 class RedisState(SharedState):
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
-        self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self._throttle = self.redis.register_script(_THROTTLE)
         self._due = self.redis.register_script(_DUE)
