@@ -337,8 +337,10 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
 
 # Group commits of message:send that run side by side. A batch waits for the one
 # before it in its lane; with one lane, a send waited for up to two batches' round
-# trips (docs/performance.md). A thread is always in the same lane, so batches
-# running together never update the same thread rows (no lock waits, no deadlock).
+# trips (docs/performance.md). A known thread is always in the same lane, so
+# batches running together do not update the same thread rows (a first message,
+# laned by its recipient, can wait for a lock at most; a deadlock between batches
+# fails them and their sends are retried one by one).
 SEND_LANES = 4
 
 
