@@ -98,10 +98,10 @@ class Fanout:
     async def _append(self, entries: list[dict]) -> list[str] | None:
         try:
             offsets = await self.broker.append(self.instance_id, entries)
-            self.metrics.bus.labels("out", "ok").inc()
+            self.metrics.child(self.metrics.bus, "out", "ok").inc()
             return offsets
         except BrokerUnavailable as exc:
-            self.metrics.bus.labels("out", "error").inc()
+            self.metrics.child(self.metrics.bus, "out", "error").inc()
             log.error("could not append %d durable events; the outbox relay will: %s", len(entries), exc)
             return None
 
@@ -121,9 +121,9 @@ class Fanout:
             if isinstance(sending, BrokerUnavailable):
                 raise sending
             await sending
-            self.metrics.bus.labels("out", "ok").inc()
+            self.metrics.child(self.metrics.bus, "out", "ok").inc()
         except BrokerUnavailable as exc:
-            self.metrics.bus.labels("out", "error").inc()
+            self.metrics.child(self.metrics.bus, "out", "error").inc()
             log.error("could not publish to other instances: %s", exc)
 
     async def _on_message(self, message: dict) -> None:
@@ -134,7 +134,7 @@ class Fanout:
             return
         if message.get("o") == self.instance_id:
             return
-        self.metrics.bus.labels("in", "ok").inc()
+        self.metrics.child(self.metrics.bus, "in", "ok").inc()
         if kind == "emit":
             for namespace, event, data, rooms, skip_sid in message["e"]:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
@@ -162,7 +162,7 @@ class Fanout:
                 await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
         if total:
-            self.metrics.deliveries.labels(namespace).inc(total)
+            self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
     async def _disconnect(self, jti: str, ttl: int) -> None:
         self.state.remember_revoked(jti, ttl)

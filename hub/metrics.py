@@ -17,18 +17,16 @@ class Metrics:
                                   ["namespace"], registry=self.registry)
         self.bus = Counter("hub_bus_messages_total", "Messages on the inter-instance bus",
                            ["direction", "outcome"], registry=self.registry)
-        self._children: dict[tuple, tuple] = {}
+        self._children: dict[tuple, object] = {}
 
-    def count_event(self, namespace: str, event: str, outcome: str, seconds: float | None) -> None:
-        """One client event handled (with its operation's latency, if it had one)."""
-        key = (namespace, event, outcome)
-        children = self._children.get(key)
-        if children is None:
-            # labels() takes a lock and builds its key on every call: once per kind.
-            children = self._children[key] = (self.events.labels(*key), self.latency.labels(namespace, event))
-        children[0].inc()
-        if seconds is not None:
-            children[1].observe(seconds)
+    def child(self, metric, *labels):
+        """`metric.labels(*labels)`, looked up once: prometheus_client takes a lock and
+        builds its key on every labels() call, and the hot paths count per event."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -74,11 +74,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60, log: Path | None = None) -> None:
+    """Until `url` answers with a status below 500 (a 503 from /ready: not yet)."""
+    tail = lambda: f":\n{log.read_text()[-3000:]}" if log else ""  # noqa: E731
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered")
+            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered{tail()}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status < 500:
@@ -87,17 +89,28 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
             if getattr(exc, "code", None) and exc.code < 500:  # an HTTP error status: it is up
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in {timeout}s")
+    raise TimeoutError(f"{url} did not answer in {timeout}s{tail()}")
 
 
 def stop(proc: subprocess.Popen | None) -> None:
     if proc and proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def spawn(args: list[str], *, port: int, ready: str, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    """A server process on `port`, its output appended to `log`, once `ready` answers."""
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready}", proc, log=log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 # --- the servers ------------------------------------------------------------------
@@ -149,7 +162,18 @@ async def _setup_users(env: dict, pairs: int) -> Users:
         await db.close()
 
 
-class HubServers:
+class Servers:
+    """Server processes of one kind, stopped together."""
+
+    procs: list[subprocess.Popen]
+    urls: list[str]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+
+
+class HubServers(Servers):
     name = "hub"
 
     def __init__(self, tmp: Path, instances: int = 1, database_url: str | None = None,
@@ -174,19 +198,12 @@ class HubServers:
     def start(self) -> None:
         for i in range(self.instances):
             port = free_port()
-            log = (self.tmp / f"hub-{i}.log").open("ab")
-            proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
-                                    env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            self.procs.append(proc)
+            self.procs.append(spawn([sys.executable, "-m", "hub.cli", "serve", "--port", str(port)], port=port,
+                                    ready="/ready", cwd=ROOT, env=self.env, log=self.tmp / f"hub-{i}.log"))
             self.urls.append(f"http://127.0.0.1:{port}")
-            wait_http(self.urls[-1] + "/ready", proc)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            stop(p)
 
 
-class NodeServers:
+class NodeServers(Servers):
     name = "node socket.io 4.8"
 
     def __init__(self, tmp: Path, instances: int = 1, redis: bool = False) -> None:
@@ -208,18 +225,10 @@ class NodeServers:
         env = {**os.environ, "BENCH_RUN": secrets.token_hex(4)}
         for i in range(self.instances):
             port = free_port()
-            args = ["node", str(NODE_DIR / "server.mjs"), str(port), self.secret]
-            if self.redis:
-                args.append(REDIS_URL)
-            log = (self.tmp / f"node-{i}.log").open("ab")
-            proc = subprocess.Popen(args, cwd=NODE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-            self.procs.append(proc)
+            args = ["node", str(NODE_DIR / "server.mjs"), str(port), self.secret] + ([REDIS_URL] if self.redis else [])
+            self.procs.append(spawn(args, port=port, ready="/socket.io/?EIO=4&transport=polling", cwd=NODE_DIR,
+                                    env=env, log=self.tmp / f"node-{i}.log"))
             self.urls.append(f"http://127.0.0.1:{port}")
-            wait_http(self.urls[-1] + "/socket.io/?EIO=4&transport=polling", proc)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            stop(p)
 
 
 # --- the generator ----------------------------------------------------------------

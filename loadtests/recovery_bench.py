@@ -57,16 +57,15 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loadtests.bench import cpu_seconds, free_port, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -90,43 +89,6 @@ async def add(tx, events):  # noqa: F811
 async def mark_published(tx, ids):  # noqa: F811
     return None
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"hub exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready in {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -445,12 +407,9 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
         urls = []
         for i in range(2):
             port = free_port()
-            log = work / f"hub-{i}.log"
-            procs.append(subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1",
-                                           "--port", str(port)], env=env, cwd=cwd,
-                                          stdout=log.open("ab"), stderr=subprocess.STDOUT))
+            procs.append(spawn([sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               port=port, ready="/ready", cwd=cwd, env=env, log=work / f"hub-{i}.log"))
             urls.append(f"http://127.0.0.1:{port}")
-            wait_ready(urls[-1], procs[-1], log)
         phases = asyncio.run(drive(pairs, urls[0], urls[1], args, [p.pid for p in procs]))
         time.sleep(0.5)  # let the outbox marker run
         outbox_rows = asyncio.run(pg_value(name, "SELECT count(*) FROM outbox"))

@@ -101,7 +101,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             rooms += await self._rejoinable(actor, [r for r in restored[1]["rooms"] if r not in rooms])
         for room in rooms:
             await self.enter_room(sid, room)
-        hub.metrics.connections.labels(self.spec.name).inc()
+        hub.metrics.child(hub.metrics.connections, self.spec.name).inc()
         pid = (restored[0] if restored else hub.recovery.new_pid()) if hub.recovery.enabled else None
         try:
             if pid:
@@ -144,7 +144,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         await self.hub.recovery.gone(self.spec.name, sid,
                                      keep=reason not in ("client disconnect", "server disconnect"))
         self.hub.connections.remove(conn.actor.jti, self.spec.name, sid)
-        self.hub.metrics.connections.labels(self.spec.name).dec()
+        self.hub.metrics.child(self.hub.metrics.connections, self.spec.name).dec()
         if self.spec.on_disconnect:
             ctx = self.context(conn.actor, sid)
             try:
@@ -166,7 +166,10 @@ class OperationNamespace(socketio.AsyncNamespace):
         except Exception:
             log.exception("operation %s %s failed", self.spec.name, event)
             reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
-        self.hub.metrics.count_event(self.spec.name, label, outcome, time.perf_counter() - started if op else None)
+        metrics = self.hub.metrics
+        metrics.child(metrics.events, self.spec.name, label, outcome).inc()
+        if op:
+            metrics.child(metrics.latency, self.spec.name, label).observe(time.perf_counter() - started)
         if not reply["ok"] and not wants_ack:
             await self.emit("error", {**reply["error"], "event": event}, to=sid)
         return reply

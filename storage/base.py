@@ -25,6 +25,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
+def is_postgresql(tx: AsyncSession) -> bool:
+    """Hot paths take PostgreSQL-only statements (arrays) where SQLite has none."""
+    return tx.bind.dialect.name == "postgresql"
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

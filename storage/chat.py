@@ -11,7 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, insert_once, utcnow
+from storage.base import Base, BigId, insert_once, is_postgresql, utcnow
 
 
 class Thread(Base):
@@ -163,10 +163,6 @@ _ADD_KEYED = (sqlite_insert(_messages)
               .returning(_messages.c.id, _messages.c.sender_id, _messages.c.client_msg_id))
 _ADD_PLAIN = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
 _MESSAGE_FIELDS = ("thread_id", "sender_id", "recipient_id", "body", "booking_id", "client_msg_id")
-
-
-def is_postgresql(tx: AsyncSession) -> bool:
-    return tx.bind.dialect.name == "postgresql"
 
 
 async def add_messages(tx: AsyncSession, rows: list[dict], at: datetime) -> list[int | None]:

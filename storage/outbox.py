@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage import jsoncodec
-from storage.base import Base, BigId, utcnow
+from storage.base import Base, BigId, is_postgresql, utcnow
 
 
 class OutboxEvent(Base):
@@ -45,7 +45,7 @@ async def add(tx: AsyncSession, events: list) -> list[int]:
     """Store `handlers.context.Outgoing` events in one statement; returns their ids
     in order."""
     now = utcnow()
-    if tx.bind.dialect.name == "postgresql":
+    if is_postgresql(tx):
         result = await tx.execute(_PG_ADD, {
             "namespace": [e.namespace for e in events], "event": [e.event for e in events],
             "data": [jsoncodec.dumps(e.data) for e in events], "rooms": [jsoncodec.dumps(e.rooms) for e in events],
@@ -68,7 +68,7 @@ async def mark_published(tx: AsyncSession, ids: list[int]) -> None:
     an IN list is rendered anew for every length)."""
     if not ids:
         return
-    if tx.bind.dialect.name == "postgresql":
+    if is_postgresql(tx):
         await tx.execute(_PG_MARK, {"ids": ids, "at": utcnow()})
     else:
         await tx.execute(update(_table).where(_table.c.id.in_(ids)).values(published_at=utcnow()))

@@ -112,6 +112,15 @@ async def connected(port: int, extra: bytes = b"") -> RawWs:
     return ws
 
 
+async def joined(port: int) -> RawWs:
+    """Connected, and joined to the main namespace (the server greets with `auth`)."""
+    ws = await connected(port)
+    ws.text("40")
+    assert (await ws.message()).startswith('40{"sid":')
+    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    return ws
+
+
 async def eventually(predicate, timeout: float = 10) -> bool:
     """Wait for a state the server reaches on its own (no timing asserted)."""
     for _ in range(int(timeout / 0.02)):
@@ -155,10 +164,7 @@ async def test_client_close_is_answered_and_ends_the_session(conf):
 
 async def test_a_burst_is_handled_in_order(conf):
     """More messages at once than the inbox takes before reading pauses."""
-    ws = await connected(conf.port)
-    ws.text("40")
-    assert (await ws.message()).startswith("40")
-    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    ws = await joined(conf.port)
     ws.send(b"".join(frame(0x1, f'42["message",{i}]'.encode()) for i in range(300)))
     for i in range(300):
         assert await ws.message() == f'42["message-back",{i}]'
@@ -196,10 +202,7 @@ async def test_protocol_errors_close_the_websocket_and_the_session(conf, bad, co
 
 
 async def test_many_tiny_fragments_are_joined_and_bounded_by_max_payload(conf):
-    ws = await connected(conf.port)
-    ws.text("40")
-    assert (await ws.message()).startswith('40{"sid":')
-    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    ws = await joined(conf.port)
     body = b'42["message","' + b"y" * 3000 + b'"]'
     ws.send(frame(0x1, body[:1], fin=False) + b"".join(frame(0x0, body[i:i + 1], fin=False)
                                                        for i in range(1, len(body))) + frame(0x0, b""))
@@ -218,10 +221,7 @@ async def test_many_tiny_fragments_are_joined_and_bounded_by_max_payload(conf):
 
 
 async def test_silent_client_is_closed_at_the_pong_deadline(conf):
-    ws = await connected(conf.port)
-    ws.text("40")
-    assert (await ws.message()).startswith("40")
-    assert json.loads((await ws.message())[2:]) == ["auth", {}]
+    ws = await joined(conf.port)
     assert await ws.frame() == (0x1, b"2")  # a PING, left unanswered
     assert await ws.closed(timeout=5) == 1000
     assert await eventually(lambda: not conf.sio.eio.sockets)
