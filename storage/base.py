@@ -30,6 +30,29 @@ def is_postgresql(tx: AsyncSession) -> bool:
     return tx.bind.dialect.name == "postgresql"
 
 
+async def pg_driver(tx: AsyncSession):
+    """The asyncpg connection under a PostgreSQL session, inside the session's
+    transaction: the group commit's array statements run on it directly, without
+    SQLAlchemy's statement, cursor and row machinery (~10% of the CPU per chat message,
+    docs/performance.md). What goes wrong there raises asyncpg's own exceptions.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with a statement of its own, so
+    the transaction is started here. That reaches into the adapter, here only; its
+    `_transaction`/`_start_transaction` are checked by tests/test_storage.py."""
+    conn = await tx.connection()
+    raw = await conn.get_raw_connection()
+    adapter = raw.dbapi_connection
+    if adapter._transaction is None:
+        try:
+            await adapter._start_transaction()
+        except Exception:
+            # SQLAlchemy did not see this fail, so it would pool the connection
+            # again (a backend killed while idle): it must not.
+            await conn.invalidate()
+            raise
+    return raw.driver_connection
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
-                        case, exists, func, insert, or_, select, text, update)
+                        case, exists, func, insert, or_, select, update)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, insert_once, is_postgresql, utcnow
+from storage.base import Base, BigId, insert_once, is_postgresql, pg_driver, utcnow
 
 
 class Thread(Base):
@@ -137,26 +137,25 @@ async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
 
 # The group commit's statements (handlers/chat.py). On PostgreSQL each takes its rows
 # as arrays: one statement text whatever the batch size (prepared once per
-# connection), and the driver encodes the arrays in C instead of SQLAlchemy
-# processing every row's parameters. Rows go in in order (ORDER BY n), so their
-# ids, sorted, are in the order of the input, as SQLAlchemy's insertmanyvalues
-# also relies on. SQLite gets the same from Core statements built once, on the
-# tables: the ORM's bulk machinery costs more than the statements themselves.
-_PG_ADD_MESSAGES = text("""
+# connection), run on the driver's connection (storage.base.pg_driver), which
+# encodes the arrays in C. Rows go in in order (ORDER BY n), so their ids, sorted,
+# are in the order of the input, as SQLAlchemy's insertmanyvalues also relies on.
+# SQLite gets the same from Core statements built once, on the tables: the ORM's
+# bulk machinery costs more than the statements themselves.
+_PG_ADD_MESSAGES = """
 INSERT INTO chat_messages (thread_id, sender_id, recipient_id, body, booking_id, client_msg_id,
                            created_at, updated_at)
-SELECT thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, :at, :at
-FROM unnest(CAST(:thread_id AS bigint[]), CAST(:sender_id AS bigint[]), CAST(:recipient_id AS bigint[]),
-            CAST(:body AS text[]), CAST(:booking_id AS bigint[]), CAST(:client_msg_id AS text[]))
+SELECT thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, $7, $7
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])
      WITH ORDINALITY AS r(thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, n)
 ORDER BY n
 ON CONFLICT (sender_id, client_msg_id) DO NOTHING
-RETURNING id, sender_id, client_msg_id""")
-_PG_COUNT = text("""
-UPDATE chat_threads AS t SET message_count = t.message_count + v.n, last_message_at = :at
-FROM unnest(CAST(:thread_id AS bigint[]), CAST(:added AS integer[])) AS v(id, n)
+RETURNING id, sender_id, client_msg_id"""
+_PG_COUNT = """
+UPDATE chat_threads AS t SET message_count = t.message_count + v.n, last_message_at = $3
+FROM unnest($1::bigint[], $2::integer[]) AS v(id, n)
 WHERE t.id = v.id
-RETURNING t.id, t.message_count""")
+RETURNING t.id, t.message_count"""
 _messages, _threads = Message.__table__, Thread.__table__
 _ADD_KEYED = (sqlite_insert(_messages)
               .on_conflict_do_nothing(index_elements=[_messages.c.sender_id, _messages.c.client_msg_id])
@@ -171,8 +170,9 @@ async def add_messages(tx: AsyncSession, rows: list[dict], at: datetime) -> list
     sender's client_msg_id was already taken (an idempotent retry, or a race another
     request won). A key twice in one batch: the first row gets it."""
     if is_postgresql(tx):
-        arrays = {f: [r[f] for r in rows] for f in _MESSAGE_FIELDS}
-        inserted = sorted((await tx.execute(_PG_ADD_MESSAGES, {**arrays, "at": at})).all())
+        pg = await pg_driver(tx)
+        inserted = sorted(map(tuple, await pg.fetch(_PG_ADD_MESSAGES, *([r[f] for r in rows] for f in _MESSAGE_FIELDS),
+                                                    at)))
     else:
         keyed = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is not None]
         plain = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is None]
@@ -189,13 +189,12 @@ async def count_messages(tx: AsyncSession, added: dict[int, int], at: datetime) 
     """Add `added[thread_id]` new messages to each thread (one statement); returns
     the threads' new message counts."""
     if is_postgresql(tx):
-        query, params = _PG_COUNT, {"thread_id": list(added), "added": list(added.values()), "at": at}
-    else:
-        query = (update(_threads).where(_threads.c.id.in_(list(added)))
-                 .values(last_message_at=at, message_count=_threads.c.message_count + case(added, value=_threads.c.id))
-                 .returning(_threads.c.id, _threads.c.message_count))
-        params = None
-    return dict((await tx.execute(query, params)).all())
+        pg = await pg_driver(tx)
+        return dict(map(tuple, await pg.fetch(_PG_COUNT, list(added), list(added.values()), at)))
+    query = (update(_threads).where(_threads.c.id.in_(list(added)))
+             .values(last_message_at=at, message_count=_threads.c.message_count + case(added, value=_threads.c.id))
+             .returning(_threads.c.id, _threads.c.message_count))
+    return dict((await tx.execute(query)).all())
 
 
 async def by_client_msg_id(tx: AsyncSession, sender_id: int, client_msg_id: str) -> Message | None:

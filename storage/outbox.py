@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage import jsoncodec
-from storage.base import Base, BigId, is_postgresql, utcnow
+from storage.base import Base, BigId, is_postgresql, pg_driver, utcnow
 
 
 class OutboxEvent(Base):
@@ -28,16 +28,15 @@ class OutboxEvent(Base):
 
 # Every durable event goes through here. On PostgreSQL the events go in as arrays,
 # in order, so their ids sorted are in the order given (see storage/chat.py's
-# group commit statements); elsewhere, a Core insert built once (the ORM's bulk path
+# group commit statements), on the driver's connection; elsewhere, a Core insert built once (the ORM's bulk path
 # and building the statement cost more than running it).
-_PG_ADD = text("""
+_PG_ADD = """
 INSERT INTO outbox (namespace, event, data, rooms, skip_sid, created_at)
-SELECT namespace, event, CAST(data AS json), CAST(rooms AS json), skip_sid, :at
-FROM unnest(CAST(:namespace AS text[]), CAST(:event AS text[]), CAST(:data AS text[]),
-            CAST(:rooms AS text[]), CAST(:skip_sid AS text[]))
+SELECT namespace, event, data::json, rooms::json, skip_sid, $6
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
      WITH ORDINALITY AS e(namespace, event, data, rooms, skip_sid, n)
 ORDER BY n
-RETURNING id""")
+RETURNING id"""
 _ADD = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id, sort_by_parameter_order=True)
 
 
@@ -46,11 +45,11 @@ async def add(tx: AsyncSession, events: list) -> list[int]:
     in order."""
     now = utcnow()
     if is_postgresql(tx):
-        result = await tx.execute(_PG_ADD, {
-            "namespace": [e.namespace for e in events], "event": [e.event for e in events],
-            "data": [jsoncodec.dumps(e.data) for e in events], "rooms": [jsoncodec.dumps(e.rooms) for e in events],
-            "skip_sid": [e.skip_sid for e in events], "at": now})
-        return sorted(result.scalars())
+        pg = await pg_driver(tx)
+        return sorted(row[0] for row in await pg.fetch(
+            _PG_ADD, [e.namespace for e in events], [e.event for e in events],
+            [jsoncodec.dumps(e.data) for e in events], [jsoncodec.dumps(e.rooms) for e in events],
+            [e.skip_sid for e in events], now))
     result = await tx.execute(
         _ADD,
         [{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,

@@ -57,3 +57,26 @@ async def test_a_group_commit_rides_out_a_connection_that_died_busy(pg_url):
         assert len({m.id for m in sent}) == 10
     finally:
         await db.close()
+
+
+async def test_a_connection_that_died_under_a_driver_statement_is_not_pooled_again(pg_url):
+    """Statements on the driver's connection (storage.base.pg_driver) bypass
+    SQLAlchemy's disconnect detection: the rollback must still discard it."""
+    from storage.base import pg_driver
+
+    db = Database(pg_url)
+    try:
+        for _ in range(2):
+            try:
+                async with db.transaction() as tx:
+                    pg = await pg_driver(tx)
+                    await _terminate(pg_url, await pg.fetchval("SELECT pg_backend_pid()"))
+                    await pg.fetchval("SELECT 1")
+            except Exception as exc:
+                assert "connection" in str(exc).lower()
+            else:
+                raise AssertionError("the statement on a dead connection succeeded")
+            async with db.transaction() as tx:  # a fresh connection, at once
+                assert await (await pg_driver(tx)).fetchval("SELECT 1") == 1
+    finally:
+        await db.close()

@@ -149,6 +149,39 @@ async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db
         assert (await store.get_thread(tx, sent[0].thread_id)).message_count == 13
 
 
+async def test_driver_statements_are_part_of_the_session_transaction(pg_url):
+    """storage.base.pg_driver reaches into SQLAlchemy's asyncpg adapter to start the
+    session's transaction: what runs on the driver commits and rolls back with it,
+    first statement or not."""
+    from storage.base import pg_driver
+
+    db = Database(pg_url)
+    await upgrade(db.engine)
+    try:
+        count = "SELECT count(*) FROM users WHERE email LIKE 'driver-%'"
+        add = "INSERT INTO users (email, password_hash, role, first_name, last_name, created_at) " \
+              "VALUES ($1, 'x', 'user', '', '', now())"
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                await (await pg_driver(tx)).execute(add, "driver-1@x.io")  # the first statement
+                await users.create_user(tx, email="driver-2@x.io", password_hash="x")  # through SQLAlchemy
+                await (await pg_driver(tx)).execute(add, "driver-3@x.io")
+                raise RuntimeError("roll back")
+        async with db.transaction() as tx:
+            assert await (await pg_driver(tx)).fetchval(count) == 0
+            await (await pg_driver(tx)).execute(add, "driver-4@x.io")
+        async with db.transaction() as tx:
+            assert await (await pg_driver(tx)).fetchval(count) == 1
+            await users.create_user(tx, email="driver-5@x.io", password_hash="x")
+            await (await pg_driver(tx)).execute(add, "driver-6@x.io")
+        async with db.engine.connect() as conn:
+            assert (await conn.exec_driver_sql(count)).scalar() == 3
+            await conn.exec_driver_sql("DELETE FROM users WHERE email LIKE 'driver-%'")
+            await conn.commit()
+    finally:
+        await db.close()
+
+
 async def test_unread_counts_and_receipts(db):
     a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
     ca, cb, cc = _ctx(db, a), _ctx(db, b), _ctx(db, c)
