@@ -152,6 +152,40 @@ async def test_many_volatile_events_reach_a_client_of_the_other_instance_in_orde
         await packed.disconnect()
 
 
+async def test_durable_events_delivered_together_share_one_append(
+        start_server, redis_url, redis_prefix, tmp_path, http, connect):
+    """Operations that finish in one loop iteration (a group commit's) deliver
+    together: their durable events go to the log in one append, in order, and every
+    instance delivers each once, with its offset."""
+    one = await start_server(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+    two = await start_server(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+    api = Api(one.url, http)
+    user = await api.user()
+    room = f"user:{user['user']['id']}"
+    here, there = await connect(one.url, "/chat", user["access_token"]), await connect(two.url, "/chat",
+                                                                                       user["access_token"])
+    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    try:
+        def event(i):  # as if stored in the outbox with id 9000 + i
+            return Outgoing(namespace="/chat", event="thread:updated", data={"thread_id": i, "message_count": 1},
+                            rooms=[room], event_id=9000 + i)
+
+        offsets = await asyncio.gather(*(one.hub.fanout.deliver([event(2 * i), event(2 * i + 1)])
+                                         for i in range(30)))
+        offsets = [o for pair in offsets for o in pair]
+        assert all(offsets) and offsets == sorted(offsets, key=lambda o: tuple(map(int, o.split("-"))))
+        for c in (here, there):
+            assert [(await c.next("thread:updated"))["thread_id"] for _ in range(60)] == list(range(60))
+            assert c.offsets["thread:updated"] == offsets
+        logs = []
+        while (raw := await pubsub.get_message(timeout=0.2)) is not None:
+            logs += [m for m in RedisBroker._decode(raw["data"]) if m["t"] == "log"]
+        assert len(logs) == 1 and len(logs[0]["e"]) == 60
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
 def test_resp_parse_reads_whole_replies_and_waits_for_the_rest():
     from redis.exceptions import ResponseError
 
