@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage import jsoncodec
 from storage.base import Base, BigId, insert_once, is_postgresql, pg_driver, utcnow
 
 
@@ -135,19 +136,19 @@ async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
     return ThreadFacts(thread.id, thread.kind, thread.title, tuple(await member_ids(tx, thread.id)))
 
 
-# The group commit's statements (handlers/chat.py). On PostgreSQL each takes its rows
-# as arrays: one statement text whatever the batch size (prepared once per
-# connection), run on the driver's connection (storage.base.pg_driver), which
-# encodes the arrays in C. Rows go in in order (ORDER BY n), so their ids, sorted,
-# are in the order of the input, as SQLAlchemy's insertmanyvalues also relies on.
-# SQLite gets the same from Core statements built once, on the tables: the ORM's
-# bulk machinery costs more than the statements themselves.
+# The group commit's statements (handlers/chat.py). On PostgreSQL they run on the
+# driver's connection (storage.base.pg_driver), one statement text whatever the batch
+# size (prepared once per connection). The rows go in as one JSON array: one string
+# parameter, encoded in C, where arrays of text cost the driver a Python-level type
+# check per element. Rows go in in order (ORDER BY n), so their ids, sorted, are in
+# the order of the input, as SQLAlchemy's insertmanyvalues also relies on. SQLite
+# gets the same from Core statements built once, on the tables: the ORM's bulk
+# machinery costs more than the statements themselves.
 _PG_ADD_MESSAGES = """
 INSERT INTO chat_messages (thread_id, sender_id, recipient_id, body, booking_id, client_msg_id,
                            created_at, updated_at)
-SELECT thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, $7, $7
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])
-     WITH ORDINALITY AS r(thread_id, sender_id, recipient_id, body, booking_id, client_msg_id, n)
+SELECT (m->>0)::bigint, (m->>1)::bigint, (m->>2)::bigint, m->>3, (m->>4)::bigint, m->>5, $2, $2
+FROM json_array_elements($1::json) WITH ORDINALITY AS r(m, n)
 ORDER BY n
 ON CONFLICT (sender_id, client_msg_id) DO NOTHING
 RETURNING id, sender_id, client_msg_id"""
@@ -171,8 +172,8 @@ async def add_messages(tx: AsyncSession, rows: list[dict], at: datetime) -> list
     request won). A key twice in one batch: the first row gets it."""
     if is_postgresql(tx):
         pg = await pg_driver(tx)
-        inserted = sorted(map(tuple, await pg.fetch(_PG_ADD_MESSAGES, *([r[f] for r in rows] for f in _MESSAGE_FIELDS),
-                                                    at)))
+        batch = jsoncodec.dumps([[r[f] for f in _MESSAGE_FIELDS] for r in rows])
+        inserted = sorted(map(tuple, await pg.fetch(_PG_ADD_MESSAGES, batch, at)))
     else:
         keyed = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is not None]
         plain = [{**r, "created_at": at, "updated_at": at} for r in rows if r["client_msg_id"] is None]

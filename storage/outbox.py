@@ -26,15 +26,14 @@ class OutboxEvent(Base):
     published_at: Mapped[datetime | None]
 
 
-# Every durable event goes through here. On PostgreSQL the events go in as arrays,
-# in order, so their ids sorted are in the order given (see storage/chat.py's
-# group commit statements), on the driver's connection; elsewhere, a Core insert built once (the ORM's bulk path
+# Every durable event goes through here. On PostgreSQL the events go in as one JSON
+# array, in order, so their ids sorted are in the order given (see storage/chat.py's
+# group commit statements); elsewhere, a Core insert built once (the ORM's bulk path
 # and building the statement cost more than running it).
 _PG_ADD = """
 INSERT INTO outbox (namespace, event, data, rooms, skip_sid, created_at)
-SELECT namespace, event, data::json, rooms::json, skip_sid, $6
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-     WITH ORDINALITY AS e(namespace, event, data, rooms, skip_sid, n)
+SELECT e->>0, e->>1, e->2, e->3, e->>4, $2
+FROM json_array_elements($1::json) WITH ORDINALITY AS r(e, n)
 ORDER BY n
 RETURNING id"""
 _ADD = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id, sort_by_parameter_order=True)
@@ -46,10 +45,8 @@ async def add(tx: AsyncSession, events: list) -> list[int]:
     now = utcnow()
     if is_postgresql(tx):
         pg = await pg_driver(tx)
-        return sorted(row[0] for row in await pg.fetch(
-            _PG_ADD, [e.namespace for e in events], [e.event for e in events],
-            [jsoncodec.dumps(e.data) for e in events], [jsoncodec.dumps(e.rooms) for e in events],
-            [e.skip_sid for e in events], now))
+        batch = jsoncodec.dumps([[e.namespace, e.event, e.data, e.rooms, e.skip_sid] for e in events])
+        return sorted(row[0] for row in await pg.fetch(_PG_ADD, batch, now))
     result = await tx.execute(
         _ADD,
         [{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,

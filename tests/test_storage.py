@@ -2,6 +2,7 @@
 
 Operations are called directly with a Context (no transport), as DESIGN.md asks."""
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, inspect
@@ -147,6 +148,26 @@ async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db
     assert [e.data["first_message_id"] for e in created] == [sent[2].id]
     async with db.transaction() as tx:
         assert (await store.get_thread(tx, sent[0].thread_id)).message_count == 13
+
+
+async def test_message_text_and_event_data_are_stored_exactly(db):
+    """The group commit passes rows as JSON on PostgreSQL: text and event data come
+    back as they went in."""
+    from storage import outbox
+
+    a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
+    body = 'é "quoted" \\ back\\slash\n\ttab 😀 \u2028 <b>&amp;</b> ' + "x" * 500
+    ctx = _ctx(db, a)
+    sent = await chat.send_message(ctx, chat.SendMessage(recipient_id=b.id, message=body, client_msg_id="ü-1 \"k\""))
+    assert sent.message == body and sent.client_msg_id == 'ü-1 "k"'
+    history = await chat.thread_history(_ctx(db, b), chat.ThreadHistory(thread_id=sent.thread_id))
+    assert history.messages[0].message == body
+    async with db.transaction() as tx:
+        stored = {row.id: row for row in await outbox.claim_stale(tx, timedelta(seconds=-60), 100)}
+    for event in ctx.events:
+        row = stored[event.event_id]
+        assert (row.namespace, row.event, row.data, row.rooms, row.skip_sid) == (
+            event.namespace, event.event, event.data, event.rooms, event.skip_sid)
 
 
 async def test_driver_statements_are_part_of_the_session_transaction(pg_url):
