@@ -182,8 +182,14 @@ class Fanout:
         args = (data, offset) if offset else data
         total = 0
         for server in self.servers:
-            ns_rooms = server.manager.rooms.get(namespace, {})
-            reached = sum(len(ns_rooms[r]) for r in rooms if r in ns_rooms)
+            ns_rooms = server.manager.rooms.get(namespace)
+            if not ns_rooms:
+                continue
+            reached = 0
+            for room in rooms:
+                members = ns_rooms.get(room)
+                if members:
+                    reached += len(members)
             if reached:
                 await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextvars
 
+from socketio import packet as sio_packet
+
 from hub.broker import offset_key
 from hub.protocol import ProtocolServer
 
@@ -20,7 +22,14 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
 
     async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         WANTS_ACK.set(id is not None)
-        return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        if id is None or not getattr(server.namespace_handlers.get(namespace), "json_replies", False):
+            return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        # python-socketio's own, less its recursive search of every reply for bytes:
+        # an operation's reply is dumped in JSON mode, so it has none.
+        reply = await server._trigger_event(data[0], namespace, sid, *data[1:])
+        if reply != self.not_handled:
+            await server._send_packet(eio_sid, self.packet_class(
+                sio_packet.ACK, namespace=namespace, id=id, data=[] if reply is None else [reply], binary=False))
 
     def connect_reply(self, sid, namespace) -> dict:
         """CONNECT data with the private session id the client recovers with."""

@@ -61,6 +61,8 @@ def payload_size(payload) -> int:
 
 
 class OperationNamespace(socketio.AsyncNamespace):
+    json_replies = True  # every reply is JSON data: hub.transport.HubServer acks it as such
+
     def __init__(self, spec: NamespaceSpec, operations: dict[str, Operation], hub, wants_ack) -> None:
         super().__init__(spec.name)
         self.spec = spec
