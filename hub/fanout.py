@@ -20,6 +20,7 @@ from datetime import timedelta
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable
 from storage import outbox
+from storage.group_commit import GroupCommit
 
 log = logging.getLogger("hub.fanout")
 
@@ -44,7 +45,12 @@ class Fanout:
         self.metrics = metrics
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
         self._published: list[int] = []  # appended to the log, to be marked in the outbox
-        self._joining: tuple[list[dict], asyncio.Future] | None = None  # appends of this loop iteration
+        # Appends to the log go one at a time, and those that wait meanwhile go
+        # together in the next: when a group commit settles, its operations deliver
+        # at once, and their events take one append instead of one each. In order,
+        # too: appends on several Redis connections at once could get offsets in an
+        # order other than the deliveries'.
+        self._appends = GroupCommit(self._append_batch)
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -79,7 +85,7 @@ class Fanout:
         if durable:
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
-            offsets = await self._append_together(entries)
+            offsets = await self._appends.submit(entries)
             if offsets is not None:
                 self._published.extend(e.event_id for e in durable)
                 by_id = {e.event_id: o for e, o in zip(durable, offsets)}
@@ -96,30 +102,17 @@ class Fanout:
         await self._disconnect(jti, ttl)
         await self._publish({"t": "revoke", "j": jti, "ttl": ttl})
 
-    async def _append_together(self, entries: list[dict]) -> list[str] | None:
-        """Append with whatever else is appended in this loop iteration: when a group
-        commit settles, its operations deliver together, and their events go to the
-        log in one append (on Redis, one script call instead of one per operation),
-        in the order they were delivered."""
-        joining = self._joining
-        if joining is None:
-            joining = self._joining = ([], asyncio.get_running_loop().create_future())
-            # A task: it starts after the operations resumed in this iteration joined.
-            asyncio.create_task(self._append_joined())
-        start = len(joining[0])
-        joining[0].extend(entries)
-        offsets = await asyncio.shield(joining[1])  # one caller cancelled: not the others
-        return None if offsets is None else offsets[start:start + len(entries)]
-
-    async def _append_joined(self) -> None:
-        (entries, done), self._joining = self._joining, None
-        try:
-            done.set_result(await self._append(entries))
-        except asyncio.CancelledError:
-            done.cancel()
-            raise
-        except Exception as exc:  # a bug: each caller raises it
-            done.set_exception(exc)
+    async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
+        """The log append of several deliveries' entries: one append (on Redis, one
+        script call) for all of them, in order."""
+        offsets = await self._append([entry for entries in batches for entry in entries])
+        if offsets is None:
+            return [None] * len(batches)
+        out, start = [], 0
+        for entries in batches:
+            out.append(offsets[start:start + len(entries)])
+            start += len(entries)
+        return out
 
     async def _append(self, entries: list[dict]) -> list[str] | None:
         try:
