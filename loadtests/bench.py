@@ -30,6 +30,8 @@ Scenarios (each starts fresh server processes; Node and the hub back to back):
           senders to 50 recipients; after a 2 s warm-up, ramp the rate from
           --chat-start-rate by --growth until a step is not fully acked or its
           p99 ack is over 500 ms. Sustained: p99 ack under 50 ms.
+          `--only chat --chat-start-rate 1500 --growth 1 --chat-steps 4
+          --step-seconds 5` holds 1,500/s for four steps instead.
 """
 from __future__ import annotations
 
@@ -297,10 +299,11 @@ def summarize(lines: list[dict], key: str) -> dict:
             "done": next((l["reason"] for l in lines if l["phase"] == "done"), "no result")}
 
 
-def ramp(start: int, growth: float, top: int) -> list[int]:
-    """start, start*growth, ... up to top: fine steps where rates are low."""
+def ramp(start: int, growth: float, top: int, steps: int = 100) -> list[int]:
+    """start, start*growth, ... up to top, at most `steps` of them: fine steps where
+    rates are low (with growth 1, the same rate `steps` times)."""
     rates, rate = [], float(start)
-    while rate <= top:
+    while rate <= top and len(rates) < steps:
         rates.append(int(float(f"{rate:.2g}")))  # two significant digits
         rate *= growth
     return rates
@@ -353,7 +356,7 @@ def chat_run(args, tmp: Path) -> dict:
             job = {"mode": "chat", "run": secrets.token_hex(3), "text": "x" * 64,
                    "pairs": [{"url": url0, "token": t, "recipient_id": r} for (_, t, r, _) in users.pairs],
                    "recipients": [{"url": url0, "token": rt} for (_, _, _, rt) in users.pairs],
-                   "rates": ramp(args.chat_start_rate, args.growth, args.chat_max_rate),
+                   "rates": ramp(args.chat_start_rate, args.growth, args.chat_max_rate, args.chat_steps),
                    "step_s": args.step_seconds, "drain_s": args.drain_seconds, "p99_ms": 50,
                    "deadline_s": args.deadline}
             return summarize(run_generator(job, servers, args.deadline + 30), "acked_per_s")
@@ -435,6 +438,8 @@ def main(argv=None) -> None:
     p.add_argument("--chat-pairs", type=int, default=50)
     p.add_argument("--chat-start-rate", type=int, default=100, help="message:send/s of the first chat step")
     p.add_argument("--chat-max-rate", type=int, default=6000)
+    p.add_argument("--chat-steps", type=int, default=100,
+                   help="chat steps at most; with --growth 1 they hold one rate (to compare two trees)")
     p.add_argument("--deadline", type=float, default=150.0, help="seconds per generator run, at most")
     p.add_argument("--json", help="also write the raw results here")
     args = p.parse_args(argv)
