@@ -32,13 +32,16 @@ def is_postgresql(tx: AsyncSession) -> bool:
 
 async def pg_driver(tx: AsyncSession):
     """The asyncpg connection under a PostgreSQL session, inside the session's
-    transaction: the group commit's array statements run on it directly, without
-    SQLAlchemy's statement, cursor and row machinery (~10% of the CPU per chat message,
-    docs/performance.md). What goes wrong there raises asyncpg's own exceptions.
+    transaction: the group commit's statements run on it directly, without
+    SQLAlchemy's statement, cursor and row machinery (~5% of the hub's CPU per chat
+    message, docs/performance.md). What goes wrong there raises asyncpg's own
+    exceptions; a connection that died under a statement is discarded by the
+    session's rollback.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with a statement of its own, so
     the transaction is started here. That reaches into the adapter, here only; its
-    `_transaction`/`_start_transaction` are checked by tests/test_storage.py."""
+    `_transaction`/`_start_transaction` are checked by tests/test_storage.py and
+    tests/test_db_pool.py."""
     conn = await tx.connection()
     raw = await conn.get_raw_connection()
     adapter = raw.dbapi_connection
