@@ -22,7 +22,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import msgpack
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -103,12 +103,43 @@ class Broker(ABC):
     async def stop(self) -> None: ...
 
 
+class MemoryLog:
+    """One namespace's log, in memory: each entry's offset, time, event id and encoded
+    entry, in columns. A tuple per entry would be a container that the garbage
+    collector tracks: minutes of them, alive until they expire, made every young
+    collection scan tens of thousands of them (15-35 ms pauses at 2,000 chat
+    messages/s). Strings, floats, ints and bytes are not tracked."""
+
+    __slots__ = ("offsets", "times", "ids", "entries")
+
+    def __init__(self) -> None:
+        self.offsets: deque[str] = deque()
+        self.times: deque[float] = deque()
+        self.ids: deque[int] = deque()
+        self.entries: deque[bytes] = deque()
+
+    def append(self, offset: str, at: float, event_id: int, packed: bytes) -> None:
+        self.offsets.append(offset)
+        self.times.append(at)
+        self.ids.append(event_id)
+        self.entries.append(packed)
+
+    def expire(self, before: float) -> Iterator[int]:
+        """Drop the entries older than `before`; yields their event ids."""
+        times = self.times
+        while times and times[0] < before:
+            times.popleft()
+            self.offsets.popleft()
+            self.entries.popleft()
+            yield self.ids.popleft()
+
+
 class MemoryBus:
     """An in-process bus and log; brokers sharing one behave like instances sharing Redis."""
 
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
-        self.logs: dict[str, deque[tuple[str, float, int, bytes]]] = {}  # (offset, time, id, entry)
+        self.logs: dict[str, MemoryLog] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.last = (0, 0)
 
@@ -150,14 +181,13 @@ class MemoryBroker(Broker):
             offset = self.bus.next_offset()
             stream = self.bus.logs.get(entry["ns"])
             if stream is None:
-                stream = self.bus.logs[entry["ns"]] = deque()
+                stream = self.bus.logs[entry["ns"]] = MemoryLog()
             # Kept encoded, as Redis keeps it: a bytes object is one thing the garbage
             # collector never scans, where the decoded event is dozens (minutes of
             # them made every full collection take longer and longer).
-            packed = msgpack.packb(entry)
-            stream.append((offset, now, event_id, packed))
-            while stream and stream[0][1] < now - self.retention:
-                self.bus.logged.pop(stream.popleft()[2], None)
+            stream.append(offset, now, event_id, msgpack.packb(entry))
+            for expired in stream.expire(now - self.retention):
+                self.bus.logged.pop(expired, None)
             offsets.append(offset)
             fresh.append((offset, entry))  # packing proved it crosses Redis; no need to unpack
         if fresh:
@@ -166,7 +196,8 @@ class MemoryBroker(Broker):
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         after = offset_key(offset)
-        found = [(o, packed) for o, _, _, packed in self.bus.logs.get(namespace, ()) if offset_key(o) > after]
+        log = self.bus.logs.get(namespace) or MemoryLog()
+        found = [(o, packed) for o, packed in zip(log.offsets, log.entries) if offset_key(o) > after]
         return None if len(found) > limit else [(o, msgpack.unpackb(packed)) for o, packed in found]
 
     async def stop(self) -> None:

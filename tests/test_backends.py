@@ -175,3 +175,39 @@ async def test_log_holds_each_event_id_once(brokers):
     got = [await asyncio.wait_for(inbox.get(), 5) for _ in range(2)]
     assert [m["x"] for m in got] == [first, [again[1]]]
     assert [o for o, _ in await a.since("/chat", "0-0", 100)] == [first[0], again[1]]
+
+
+async def test_memory_log_expires_and_adds_nothing_for_the_collector_to_scan():
+    """The embedded log keeps minutes of events. If each entry were a tracked
+    container, each young collection would first scan all those added since the
+    last one (15-35 ms pauses at 2,000 chat messages/s)."""
+    import gc
+
+    broker = MemoryBroker(retention=0.5)
+    await broker.start(_discard)
+    gc.disable()  # as between two collections
+    try:
+        for i in range(20):
+            await broker.append("origin", [{"ns": "/chat", "ev": "e", "d": {"n": i * 500 + j}, "r": ["user:1"],
+                                            "s": None, "id": i * 500 + j} for j in range(500)])
+        held, seen, tracked = [broker.bus.logs], set(), 0
+        while held:  # everything the log reaches
+            obj = held.pop()
+            if id(obj) not in seen and not isinstance(obj, type):
+                seen.add(id(obj))
+                tracked += gc.is_tracked(obj)
+                held.extend(gc.get_referents(obj))
+        assert tracked < 20  # the log's own containers: none per entry
+        gc.enable()
+        assert len(await broker.since("/chat", "0-0", 20_000)) == 10_000
+        await asyncio.sleep(0.6)
+        await broker.append("origin", [{"ns": "/chat", "ev": "e", "d": {}, "r": [], "s": None, "id": 99_999}])
+        assert len(await broker.since("/chat", "0-0", 20_000)) == 1  # the rest expired
+        assert set(broker.bus.logged) == {99_999}
+    finally:
+        gc.enable()
+        await broker.stop()
+
+
+async def _discard(message) -> None:
+    pass
