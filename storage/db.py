@@ -31,11 +31,9 @@ class Database:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size,
                 json_serializer=jsoncodec.dumps,
-                # Group commits write batches of any size, and each size is its own
-                # statement text: keep them prepared (the driver's default keeps 100),
-                # and reuse the most recent connections, whose statements are prepared
+                # Reuse the most recent connections, whose statements are prepared
                 # already, instead of going round the whole pool.
-                connect_args={"prepared_statement_cache_size": 1000}, pool_use_lifo=True,
+                pool_use_lifo=True,
             )
             event.listen(self.engine.sync_engine, "checkin", _stamp)
             event.listen(self.engine.sync_engine, "checkout",

@@ -1,4 +1,5 @@
-"""Group commit: concurrent writes of one kind share a transaction.
+"""Group commit: concurrent writes of one kind share one write (a transaction, a log
+append).
 
 While one batch is being written, the requests that arrive meanwhile wait and go
 together in the next one. Alone, a request is written at once; under load a
@@ -21,8 +22,8 @@ R = TypeVar("R")
 
 class GroupCommit(Generic[T, R]):
     def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], *, limit: int = 200) -> None:
-        """`write(items)` writes the items in one transaction and returns one result
-        per item, in order; raising fails the whole batch."""
+        """`write(items)` writes the items together (one transaction, one append) and
+        returns one result per item, in order; raising fails the whole batch."""
         self._write = write
         self._limit = limit
         self._pending: list[tuple[T, asyncio.Future]] = []
