@@ -1,6 +1,7 @@
 """The benchmark: the hub (`hub serve`, the real code path) against a Node socket.io
 4.8 peer, on loopback, driven by the same Node load generator (official
-socket.io-client, websocket transport). Prints the table of docs/performance.md.
+socket.io-client, websocket transport; see --receivers). Prints the table of
+docs/performance.md.
 
     .venv/bin/python -m loadtests.bench                 # everything (~10-15 min)
     .venv/bin/python -m loadtests.bench --only fanout --sizes 500 --step-seconds 2
@@ -32,6 +33,20 @@ Scenarios (each starts fresh server processes; Node and the hub back to back):
           p99 ack is over 500 ms. Sustained: p99 ack under 50 ms.
           `--only chat --chat-start-rate 1500 --growth 1 --chat-steps 4
           --step-seconds 5` holds 1,500/s for four steps instead.
+
+--receivers (fanout and redis): `official` (default) receives with socket.io-client;
+`lean` with raw websockets (the `ws` package) speaking Engine.IO v4 / Socket.IO v5
+themselves. Why: with socket.io-client the generator spends ~40 us of CPU per
+delivery (2-core VM), ~200 ms for one broadcast to 5,000, more than the servers spend
+sending it, so at that size the benchmark measures the generator. Lean receivers use
+the same websocket transport, URL, handshake (CONNECT to /chat with the token as
+auth) and websocket options, and answer pings, but recognise a `typing:indicator` by
+its packet prefix without parsing it: ~27 us per delivery. The rest (~17-19 us: a
+wakeup, a read and a stream callback per socket per message) any Node receiver pays,
+so at 5,000 on 2 cores the generator still takes about as much CPU per broadcast as
+the server. The sender stays socket.io-client; both servers get the same generator.
+Connection setup rates depend on the receivers (lean ones connect faster); compare
+them only within one mode.
 """
 from __future__ import annotations
 
@@ -326,8 +341,11 @@ def fanout_run(servers, clients: int, args, instances: int = 1) -> dict:
                "receiver_token": users.receiver_token, "receiver_id": users.receiver_id,
                "sender_url": servers.urls[0], "sender_token": users.sender_token,
                "rates": rates, "step_s": args.step_seconds, "drain_s": args.drain_seconds,
-               "p99_ms": 100, "deadline_s": args.deadline, "wait_go": True, "connect_concurrency": 100}
-        return summarize(run_generator(job, servers, args.deadline + 30, measure), "deliveries_per_s")
+               "p99_ms": 100, "deadline_s": args.deadline, "wait_go": True, "connect_concurrency": 100,
+               "receivers": args.receivers}
+        res = summarize(run_generator(job, servers, args.deadline + 30, measure), "deliveries_per_s")
+        res["receivers"] = args.receivers
+        return res
     finally:
         servers.stop()
 
@@ -440,6 +458,8 @@ def main(argv=None) -> None:
     p.add_argument("--chat-max-rate", type=int, default=6000)
     p.add_argument("--chat-steps", type=int, default=100,
                    help="chat steps at most; with --growth 1 they hold one rate (to compare two trees)")
+    p.add_argument("--receivers", choices=["official", "lean"], default="official",
+                   help="fan-out receivers: socket.io-client, or lean raw websockets (see above)")
     p.add_argument("--deadline", type=float, default=150.0, help="seconds per generator run, at most")
     p.add_argument("--json", help="also write the raw results here")
     args = p.parse_args(argv)
@@ -449,7 +469,8 @@ def main(argv=None) -> None:
     which = args.servers.split(",")
     results: dict = {}
     tmp = Path(tempfile.mkdtemp(prefix="hub-bench-"))
-    print(f"machine: {os.cpu_count()} cores, {platform_line()}; logs in {tmp}", flush=True)
+    print(f"machine: {os.cpu_count()} cores, {platform_line()}; fan-out receivers: {args.receivers}; "
+          f"logs in {tmp}", flush=True)
     try:
         if "fanout" in only:
             for n in [int(x) for x in args.sizes.split(",") if x]:

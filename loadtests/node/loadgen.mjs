@@ -1,11 +1,14 @@
 // The load generator of loadtests/bench.py: the official socket.io-client, websocket
-// transport, one Node process. Reads a JSON job from argv[2], prints JSON lines:
+// transport, one Node process (fanout receivers optionally "lean": raw websockets
+// speaking the protocol themselves, see LeanSocket). Reads a JSON job from argv[2],
+// prints JSON lines:
 //   {"phase":"connected",...}  then waits for "go" on stdin (the bench samples memory)
 //   {"phase":"step",...} per load step, {"phase":"done",...} at the end.
 // Every run is bounded: steps have a fixed duration, drains a timeout, the whole job
 // a deadline (job.deadline_s), after which it reports what it has and exits.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
+import WebSocket from "ws";
 
 const job = JSON.parse(process.argv[2]);
 const started = performance.now();
@@ -27,14 +30,117 @@ function connect(url, token) {
   });
 }
 
-async function connectMany(specs, concurrency) {
+// A fan-out receiver without socket.io-client: one raw websocket speaking Engine.IO v4 /
+// Socket.IO v5 itself, for rooms so large that the generator's receive cost rivals the
+// servers' send cost (measured on a 2-core VM: ~40 us of generator CPU a delivery with
+// socket.io-client, ~27 us lean; the floor, ~17-19 us, is one wakeup, read and stream
+// callback per socket per message, which any Node receiver pays). Same transport, URL,
+// handshake (CONNECT to /chat with the token as auth) and websocket options as the
+// official client; what it skips is decoding: a typing:indicator is recognised by its
+// bytes, never JSON-parsed (latency comes from sequence numbers, not from the payload).
+const CHAT = "/chat";
+// EIO message (4) + SIO EVENT (2) + namespace + no ack id + the event name. The hub may
+// append arguments (an offset); they come after the name, so the prefix still matches.
+const INDICATOR = Buffer.from(`42${CHAT},["typing:indicator"`);
+
+class LeanSocket {
+  constructor(url, token) {
+    this.onIndicator = null;
+    // The official client's ws options: it offers permessage-deflate (threshold 1024),
+    // so whatever each server negotiates stays the same in both receiver modes.
+    this.ws = new WebSocket(url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket",
+                            { perMessageDeflate: { threshold: 1024 } });
+    this.token = token;
+  }
+
+  on(event, fn) {
+    if (event !== "typing:indicator") throw new Error(`lean receivers handle only typing:indicator, not ${event}`);
+    this.onIndicator = fn;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      let pending = true;
+      const settle = (err) => {
+        if (!pending) return;
+        pending = false;
+        clearTimeout(timer);
+        if (err) { this.ws.terminate(); reject(err); } else resolve(this);
+      };
+      const timer = setTimeout(() => settle(new Error("lean connect timeout")), 20000);  // as the official client's
+      this.ws.on("error", (e) => settle(e));
+      this.ws.on("close", () => settle(new Error("websocket closed before the /chat connect")));
+      this.ws.on("message", (data, isBinary) => {
+        // Binary frames are attachments of binary packets (types 5/6): never ours.
+        if (isBinary) return;
+        // The hot path: compare bytes, no string decoding, no JSON.
+        if (data.length > INDICATOR.length && INDICATOR.compare(data, 0, INDICATOR.length) === 0) {
+          if (this.onIndicator) this.onIndicator();
+          return;
+        }
+        // EIO4: the server pings ("2"), the client must pong ("3") within pingTimeout.
+        if (data.length === 1 && data[0] === 0x32) { this.ws.send("3"); return; }
+        this.slow(data.toString(), settle);
+      });
+    });
+  }
+
+  // Everything but the hot path: the Engine.IO packet type first, then for a message
+  // (4) the Socket.IO packet: type digit, optional "/nsp,", optional ack id digits,
+  // then the JSON payload.
+  slow(s, settle) {
+    switch (s[0]) {
+      case "0":  // Engine.IO open {sid, pingInterval, ...}: connect to the namespace with auth
+        this.ws.send(`40${CHAT},${JSON.stringify({ token: this.token })}`);
+        return;
+      case "1":  // Engine.IO close
+        this.ws.close();
+        return;
+      case "4": break;  // a Socket.IO packet
+      default: return;  // "6" noop, and nothing else is sent to a client over websocket
+    }
+    const type = s[1];
+    let i = 2, nsp = "/";
+    if (s[i] === "/") {
+      const comma = s.indexOf(",", i);
+      nsp = comma < 0 ? s.slice(i) : s.slice(i, comma);
+      i = comma < 0 ? s.length : comma + 1;
+    }
+    if (nsp !== CHAT) return;
+    // An ack id is only ever requested by the server's emitWithAck; the official path's
+    // handler ignores the ack callback, so neither answers it.
+    while (i < s.length && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++;
+    const payload = s.slice(i);
+    if (type === "0") settle(null);  // CONNECT: {sid[, pid]}
+    else if (type === "4") {  // CONNECT_ERROR: {message, data}
+      let msg = payload;
+      try { msg = JSON.parse(payload).message; } catch {}
+      settle(new Error(`connect_error: ${msg}`));
+    } else if (type === "2") {  // an EVENT the fast path did not take (e.g. with an ack id)
+      let args;
+      try { args = JSON.parse(payload); } catch { return; }
+      if (Array.isArray(args) && args[0] === "typing:indicator" && this.onIndicator) this.onIndicator();
+    }
+    // "1" DISCONNECT: the server dropped us; like the official client, just stop receiving.
+  }
+
+  close() {
+    // As socket.close() in the official client: DISCONNECT from the namespace, then the transport.
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(`41${CHAT},`);
+    this.ws.close();
+  }
+}
+
+const connectLean = (url, token) => new LeanSocket(url, token).connect();
+
+async function connectMany(specs, concurrency, connectOne = connect) {
   const sockets = new Array(specs.length);
   let next = 0, failed = 0;
   const t0 = performance.now();
   async function worker() {
     while (next < specs.length) {
       const i = next++;
-      try { sockets[i] = await connect(specs[i].url, specs[i].token); } catch (e) { failed++; }
+      try { sockets[i] = await connectOne(specs[i].url, specs[i].token); } catch (e) { failed++; }
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, specs.length) }, worker));
@@ -50,7 +156,10 @@ async function waitForGo() {
 async function fanout() {
   const specs = [];
   for (let i = 0; i < job.clients; i++) specs.push({ url: job.urls[i % job.urls.length], token: job.receiver_token });
-  const { sockets, seconds, failed } = await connectMany(specs, job.connect_concurrency || 100);
+  const receivers = job.receivers || "official";
+  if (receivers !== "official" && receivers !== "lean") throw new Error(`unknown receivers ${receivers}`);
+  const { sockets, seconds, failed } = await connectMany(specs, job.connect_concurrency || 100,
+                                                         receivers === "lean" ? connectLean : connect);
   out({ phase: "connected", clients: sockets.length, failed, seconds, rate: sockets.length / seconds });
   if (job.wait_go) await waitForGo();
   if (!job.rates.length) { sockets.forEach((s) => s.close()); return; }
