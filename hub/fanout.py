@@ -182,7 +182,10 @@ class Fanout:
             for room in rooms:
                 members = ns_rooms.get(room)
                 if members:
-                    reached += len(members)
+                    # Not counting the skipped socket: an event for a user's other
+                    # sockets (message:sent) mostly reaches no one, and is then not
+                    # even encoded.
+                    reached += len(members) - (skip_sid in members)
             if reached:
                 await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
