@@ -142,7 +142,7 @@ async def start_server():
 
     yield start
     for runner in runners:
-        await runner.cleanup()
+        await bounded(runner.cleanup(), "stopping a hub", timeout=30)
 
 
 @pytest.fixture
@@ -242,7 +242,21 @@ class Client:
         return self.queue(event).empty()
 
     async def close(self):
-        await self.sio.disconnect()
+        await bounded(self.sio.disconnect(), "closing a Socket.IO client")
+
+
+async def bounded(awaitable, what: str, timeout: float = 10):
+    """Await a teardown step; if it hangs, fail with every task's stack instead of
+    sitting until the suite's timeout (a teardown once hung here, unexplained)."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        stacks = []
+        for task in asyncio.all_tasks():
+            frames = task.get_stack(limit=8)
+            stacks.append(f"{task.get_name()}: " + " <- ".join(
+                f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno} {f.f_code.co_name}" for f in frames))
+        raise AssertionError(f"{what} took over {timeout} s; tasks:\n" + "\n".join(stacks)) from None
 
 
 @pytest.fixture
@@ -259,6 +273,8 @@ async def connect():
     for client in clients:
         try:
             await client.close()
+        except AssertionError:
+            raise  # hung: bounded() says where
         except Exception:
             pass
 

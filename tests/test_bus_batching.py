@@ -10,7 +10,7 @@ import socketio
 from handlers.context import Outgoing
 from hub.broker import BrokerUnavailable, RedisBroker
 from hub.protocol import NotepackPacket
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, bounded, make_settings
 
 
 async def _raw_messages(redis_url: str, channel: str):
@@ -149,7 +149,7 @@ async def test_many_volatile_events_reach_a_client_of_the_other_instance_in_orde
         assert [d["thread_id"] for d in got_packed] == list(range(n))
         assert await json_client.nothing("typing:indicator")
     finally:
-        await packed.disconnect()
+        await bounded(packed.disconnect(), "closing the msgpack client")
 
 
 async def test_durable_events_delivered_together_share_one_append(
