@@ -141,8 +141,7 @@ async def start_server():
         return Server(app, runner, port)
 
     yield start
-    for runner in runners:
-        await bounded(runner.cleanup(), "stopping a hub", timeout=30)
+    await all_bounded([runner.cleanup() for runner in runners], "stopping a hub", timeout=30)
 
 
 @pytest.fixture
@@ -259,6 +258,21 @@ async def bounded(awaitable, what: str, timeout: float = 10):
         raise AssertionError(f"{what} took over {timeout} s; tasks:\n" + "\n".join(stacks)) from None
 
 
+async def all_bounded(awaitables, what: str, *, timeout: float = 10, ignore=()) -> None:
+    """Run every teardown step, one after the other, even if one hangs; then fail
+    with the first that hung. Errors of the `ignore` kinds do not count."""
+    hung = None
+    for awaitable in awaitables:
+        try:
+            await bounded(awaitable, what, timeout)
+        except AssertionError as exc:
+            hung = hung or exc
+        except ignore:
+            pass
+    if hung:
+        raise hung
+
+
 @pytest.fixture
 async def connect():
     """Factory: connect(url, namespace, token) -> Client; all closed after the test."""
@@ -270,13 +284,8 @@ async def connect():
         return await client.connect(url, token, **kw)
 
     yield make
-    for client in clients:
-        try:
-            await client.close()
-        except AssertionError:
-            raise  # hung: bounded() says where
-        except Exception:
-            pass
+    await all_bounded([client.sio.disconnect() for client in clients], "closing a Socket.IO client",
+                      ignore=Exception)
 
 
 # --- hub processes ----------------------------------------------------------------
