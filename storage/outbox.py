@@ -27,14 +27,16 @@ class OutboxEvent(Base):
 
 
 # Every durable event goes through here. On PostgreSQL the events go in as one JSON
-# array, in order, so their ids sorted are in the order given (see storage/chat.py's
-# group commit statements); elsewhere, a Core insert built once (the ORM's bulk path
-# and building the statement cost more than running it).
+# array of objects, parsed once, in order, so their ids sorted are in the order given
+# (see storage/chat.py's group commit statements); elsewhere, a Core insert built once
+# (the ORM's bulk path and building the statement cost more than running it).
 _PG_ADD = """
 INSERT INTO outbox (namespace, event, data, rooms, skip_sid, created_at)
-SELECT e->>0, e->>1, e->2, e->3, e->>4, $2
-FROM json_array_elements($1::json) WITH ORDINALITY AS r(e, n)
-ORDER BY n
+SELECT e.namespace, e.event, e.data, e.rooms, e.skip_sid, $2
+FROM ROWS FROM (json_to_recordset($1::json) AS (namespace text, event text, data json, rooms json,
+                                                 skip_sid text))
+     WITH ORDINALITY AS e(namespace, event, data, rooms, skip_sid, n)
+ORDER BY e.n
 RETURNING id"""
 _ADD = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id, sort_by_parameter_order=True)
 
@@ -45,7 +47,8 @@ async def add(tx: AsyncSession, events: list) -> list[int]:
     now = utcnow()
     if is_postgresql(tx):
         pg = await pg_driver(tx)
-        batch = jsoncodec.dumps([[e.namespace, e.event, e.data, e.rooms, e.skip_sid] for e in events])
+        batch = jsoncodec.dumps([{"namespace": e.namespace, "event": e.event, "data": e.data, "rooms": e.rooms,
+                                  "skip_sid": e.skip_sid} for e in events])
         return sorted(row[0] for row in await pg.fetch(_PG_ADD, batch, now))
     result = await tx.execute(
         _ADD,
