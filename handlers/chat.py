@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -382,24 +381,28 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
                                        details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
                                                  "type": "value_error"}])
             atts = (await store.attachments_of(tx, [mid]))[mid] if wanted else []
-            # A message just written has no read receipts.
-            out = MessageOut(id=mid, thread_id=thread.id, sender_id=me, recipient_id=row["recipient_id"],
-                             message=row["body"], booking_id=row["booking_id"], is_read=False, created_at=now,
-                             edited_at=None, client_msg_id=row["client_msg_id"],
-                             attachments=[_attachment_out(a) for a in atts])
+            # A message just written has no read receipts. Built from what was just
+            # stored: nothing to validate.
+            out = MessageOut.model_construct(
+                id=mid, thread_id=thread.id, sender_id=me, recipient_id=row["recipient_id"], message=row["body"],
+                booking_id=row["booking_id"], is_read=False, created_at=now, edited_at=None,
+                client_msg_id=row["client_msg_id"], attachments=[_attachment_out(a) for a in atts])
             outs.append(out)
             members = thread.members
             if id(s) in created:
                 s.ctx.emit(ThreadCreated(thread_id=thread.id, first_message_id=mid, kind=thread.kind,
                                          title=thread.title, member_ids=list(members)), users=members)
-            fields: dict[str, Any] = dict(message_id=mid, thread_id=thread.id, sender_id=me, content=out.message,
-                                          timestamp=now, message=out)
-            s.ctx.emit(MessageNew(**fields), users=[u for u in members if u != me])
-            s.ctx.emit(MessageSent(**fields), users=[me], skip_origin=True)
+            # message:new and message:sent carry one payload: dumped once, sent as both.
+            message = out.model_dump(mode="json")
+            new = {"message_id": mid, "thread_id": thread.id, "sender_id": me, "content": out.message,
+                   "timestamp": message["created_at"], "message": message}
+            s.ctx.emit_dumped(MessageNew, new, users=[u for u in members if u != me])
+            s.ctx.emit_dumped(MessageSent, new, users=(me,), skip_origin=True)
             # Counts of one thread's messages in this batch go up one by one, in batch order.
             added[thread.id] -= 1
-            s.ctx.emit(ThreadUpdated(thread_id=thread.id, message_count=counts[thread.id] - added[thread.id]),
-                       users=members)
+            s.ctx.emit_dumped(ThreadUpdated, {"thread_id": thread.id,
+                                              "message_count": counts[thread.id] - added[thread.id]},
+                              users=members)
     for thread in threads:
         _remember(ctx0, thread)  # committed now
     return outs

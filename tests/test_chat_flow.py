@@ -2,6 +2,8 @@
 every request event and every server event of the contract."""
 import asyncio
 
+from handlers.chat import MessageNew, ThreadUpdated
+
 
 async def _pair(server, api, connect):
     a, b = await api.user(first_name="Ann"), await api.user(first_name="Bob", last_name="Lee")
@@ -20,15 +22,18 @@ async def test_direct_message_reaches_recipient_and_senders_other_device(server,
     new = await cb.next("message:new")
     assert new["message_id"] == msg["id"] and new["content"] == "hi" and new["sender_id"] == a["user"]["id"]
     assert new["thread_id"] == msg["thread_id"] and new["timestamp"] == msg["created_at"]
-    assert new["message"]["recipient_id"] == b["user"]["id"]
+    assert new["message"] == msg and msg["recipient_id"] == b["user"]["id"]
+    # The payload is exactly the event model's dump (the send path builds it without one).
+    assert new == MessageNew.model_validate(new).model_dump(mode="json")
     sent = await laptop.next("message:sent")
-    assert sent["message_id"] == msg["id"]
+    assert sent == new
     assert await phone.nothing("message:sent", 0.2)  # not echoed to the sending socket
     created = await cb.next("thread:created")
     assert created == {"thread_id": msg["thread_id"], "first_message_id": msg["id"], "kind": "direct",
                        "title": None, "member_ids": sorted([a["user"]["id"], b["user"]["id"]])}
     updated = await cb.next("thread:updated")
     assert updated == {"thread_id": msg["thread_id"], "message_count": 1}
+    assert updated == ThreadUpdated.model_validate(updated).model_dump(mode="json")
     # The second message reuses the thread: no new thread:created.
     await phone.ok("message:send", {"thread_id": msg["thread_id"], "message": "again"})
     assert (await cb.next("thread:updated"))["message_count"] == 2
