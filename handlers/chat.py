@@ -320,15 +320,14 @@ def _thread_out(thread: store.Thread, members: list[int]) -> ThreadOut:
 async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     """Send a message to a user (direct thread, created on first message) or a thread."""
     _check_length(ctx, req.message)
-    # model_construct: the ids were validated with the request.
     if req.recipient_id is None:
-        thread = await _member_thread(ctx, ThreadRef.model_construct(thread_id=req.thread_id))
+        thread = await _member_thread(ctx, ThreadRef(thread_id=req.thread_id))
     elif req.recipient_id == ctx.actor.id:
         raise ValidationFailed("you cannot message yourself",
                                details=[{"loc": ["recipient_id"], "msg": "is yourself", "type": "value_error"}])
     else:
         try:
-            thread = await _member_thread(ctx, ThreadRef.model_construct(other_user_id=req.recipient_id))
+            thread = await _member_thread(ctx, ThreadRef(other_user_id=req.recipient_id))
         except NotFound:
             thread = None  # the first message of the pair: its write creates the thread
     # One group for all sends: a batch waits for the one before it. Several groups
@@ -381,9 +380,8 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
                                        details=[{"loc": ["attachment_ids"], "msg": "unknown or already used",
                                                  "type": "value_error"}])
             atts = (await store.attachments_of(tx, [mid]))[mid] if wanted else []
-            # A message just written has no read receipts. Built from what was just
-            # stored: nothing to validate.
-            out = MessageOut.model_construct(
+            # A message just written has no read receipts.
+            out = MessageOut(
                 id=mid, thread_id=thread.id, sender_id=me, recipient_id=row["recipient_id"], message=row["body"],
                 booking_id=row["booking_id"], is_read=False, created_at=now, edited_at=None,
                 client_msg_id=row["client_msg_id"], attachments=[_attachment_out(a) for a in atts])

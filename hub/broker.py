@@ -14,7 +14,8 @@ Two ways onto the bus:
 `since(namespace, offset)` reads the log after an offset: what a reconnecting client
 missed. The log keeps `retention` seconds of events.
 
-Everything is encoded with msgpack: nothing is ever unpickled."""
+The bus and Redis's log are encoded with msgpack, the memory log in JSON: nothing
+is ever unpickled."""
 from __future__ import annotations
 
 import asyncio
@@ -25,10 +26,12 @@ from collections import deque
 from typing import Awaitable, Callable, Iterator
 
 import msgpack
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from hub.redis_client import redis_client
+from storage import jsoncodec
 
 log = logging.getLogger("hub.broker")
 
@@ -138,13 +141,13 @@ class MemoryBus:
     """An in-process bus and log; brokers sharing one behave like instances sharing Redis."""
 
     def __init__(self) -> None:
-        self.handlers: list[Handler] = []
+        self.brokers: list[MemoryBroker] = []
         self.logs: dict[str, MemoryLog] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.last = (0, 0)
 
-    def next_offset(self) -> str:
-        ms = int(time.time() * 1000)
+    def next_offset(self, now: float) -> str:
+        ms = int(now * 1000)
         last_ms, seq = self.last
         self.last = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
         return f"{self.last[0]}-{self.last[1]}"
@@ -155,54 +158,83 @@ class MemoryBroker(Broker):
         super().__init__(retention)
         self.bus = bus or MemoryBus()
         self.handler: Handler | None = None
+        self._inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self._reader: asyncio.Task | None = None
 
     async def start(self, handler: Handler) -> None:
         self.handler = handler
-        self.bus.handlers.append(handler)
+        self.bus.brokers.append(self)
+        self._reader = asyncio.create_task(self._read(), name="memory-bus-reader")
+
+    async def _read(self) -> None:
+        """Each broker reads the bus in order, as each instance reads Redis: so an
+        append returns (and its operations ack) before the events are delivered
+        here, on memory as on Redis."""
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self.handler(message)
+            except Exception:
+                log.exception("bus message handler failed")
 
     async def publish(self, message: dict) -> None:
         # Encode and decode as Redis would, so both backends accept the same messages.
-        await self._dispatch(msgpack.unpackb(msgpack.packb(message)))
+        self._dispatch(msgpack.unpackb(msgpack.packb(message)))
 
-    async def _dispatch(self, message: dict) -> None:
-        for handler in list(self.bus.handlers):
-            await handler(message)
+    def _dispatch(self, message: dict) -> None:
+        for broker in self.bus.brokers:
+            broker._inbox.put_nowait(message)
 
     async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
         now = time.time()
+        bus = self.bus
         offsets: list[str | None] = []
         fresh = []
         for entry in entries:
             event_id = entry["id"]
-            if self.bus.logged.get(event_id, 0) > now:
+            if bus.logged.get(event_id, 0) > now:
                 offsets.append(None)
                 continue
-            self.bus.logged[event_id] = now + self.retention
-            offset = self.bus.next_offset()
-            stream = self.bus.logs.get(entry["ns"])
+            bus.logged[event_id] = now + self.retention
+            offset = bus.next_offset(now)
+            stream = bus.logs.get(entry["ns"])
             if stream is None:
-                stream = self.bus.logs[entry["ns"]] = MemoryLog()
+                stream = bus.logs[entry["ns"]] = MemoryLog()
             # Kept encoded, as Redis keeps it: a bytes object is one thing the garbage
             # collector never scans, where the decoded event is dozens (minutes of
-            # them made every full collection take longer and longer).
-            stream.append(offset, now, event_id, msgpack.packb(entry))
-            for expired in stream.expire(now - self.retention):
-                self.bus.logged.pop(expired, None)
+            # them made every full collection take longer and longer). In JSON: the
+            # log never leaves the process, and orjson encodes it ~4x faster than
+            # msgpack (~2% of the hub's CPU per chat message).
+            stream.append(offset, now, event_id, _encode(entry))
             offsets.append(offset)
-            fresh.append((offset, entry))  # packing proved it crosses Redis; no need to unpack
+            fresh.append((offset, entry))
+        for stream in bus.logs.values():
+            for expired in stream.expire(now - self.retention):
+                bus.logged.pop(expired, None)
         if fresh:
-            await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
+            self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         after = offset_key(offset)
         log = self.bus.logs.get(namespace) or MemoryLog()
         found = [(o, packed) for o, packed in zip(log.offsets, log.entries) if offset_key(o) > after]
-        return None if len(found) > limit else [(o, msgpack.unpackb(packed)) for o, packed in found]
+        return None if len(found) > limit else [(o, jsoncodec.loads(packed)) for o, packed in found]
 
     async def stop(self) -> None:
-        if self.handler in self.bus.handlers:
-            self.bus.handlers.remove(self.handler)
+        if self in self.bus.brokers:
+            self.bus.brokers.remove(self)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+
+def _encode(entry: dict) -> bytes:
+    try:
+        return orjson.dumps(entry)
+    except TypeError:  # what orjson does not take (storage/jsoncodec.py)
+        return jsoncodec.dumps(entry).encode()
 
 
 # KEYS: the bus channel, then per entry its namespace log and its "logged" marker.
