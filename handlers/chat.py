@@ -276,21 +276,33 @@ async def _member_thread(ctx: Context, ref: ThreadRef, tx=None) -> store.ThreadF
         key = ("chat:direct", store.direct_key(me, ref.other_user_id))
     facts = ctx.db.facts.get(key)
     if facts is None:
-        if tx is None:
-            async with ctx.db.transaction() as tx:
-                return await _member_thread(ctx, ref, tx)
-        if ref.thread_id is not None:
-            thread = await store.get_thread(tx, ref.thread_id)
-            if thread is None:
-                raise NotFound("no such thread")
+        if tx is not None:
+            facts = await _read_thread(ctx, ref, tx)
         else:
-            thread = await store.find_direct(tx, me, ref.other_user_id)
-            if thread is None:
-                raise NotFound("no conversation with this user")
-        facts = await store.thread_facts(tx, thread)
-        _remember(ctx, facts)
+            # Concurrent misses of one thread share one read: after a restart, every
+            # sender of a busy thread would otherwise take a connection for it.
+            facts = await ctx.db.facts.load(key, lambda: _read_thread(ctx, ref))
     if me not in facts.members:
         raise Forbidden("you are not a member of this thread")
+    return facts
+
+
+async def _read_thread(ctx: Context, ref: ThreadRef, tx=None) -> store.ThreadFacts:
+    """Read the referenced thread's facts (in `tx`, or a transaction of their own) and
+    cache them."""
+    if tx is None:
+        async with ctx.db.transaction() as tx:
+            return await _read_thread(ctx, ref, tx)
+    if ref.thread_id is not None:
+        thread = await store.get_thread(tx, ref.thread_id)
+        if thread is None:
+            raise NotFound("no such thread")
+    else:
+        thread = await store.find_direct(tx, ctx.actor.id, ref.other_user_id)
+        if thread is None:
+            raise NotFound("no conversation with this user")
+    facts = await store.thread_facts(tx, thread)
+    _remember(ctx, facts)
     return facts
 
 

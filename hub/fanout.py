@@ -29,7 +29,6 @@ RELAY_AFTER = timedelta(seconds=5)
 RELAY_EVERY = 1.0
 PRUNE_AFTER = timedelta(hours=1)
 SEEN_CAPACITY = 200_000
-YIELD_EVERY = 64  # log entries delivered between two turns of the event loop
 
 
 class Fanout:
@@ -149,11 +148,7 @@ class Fanout:
     async def _on_message(self, message: dict) -> None:
         kind = message.get("t")
         if kind == "log":
-            for i, (entry, offset) in enumerate(zip(message["e"], message["x"])):
-                if i and not i % YIELD_EVERY:
-                    # A batch of sends' events takes ~10 ms to deliver: let the loop
-                    # read what arrived meanwhile (the next batch's database replies).
-                    await asyncio.sleep(0)
+            for entry, offset in zip(message["e"], message["x"]):
                 await self._deliver_entry(entry, offset)
             return
         if message.get("o") == self.instance_id:
