@@ -360,7 +360,11 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
     a few statements for all of them (storage/group_commit.py)."""
     ctx0 = sends[0].ctx
     now = utcnow()
-    async with shared_transaction(ctx0.db, [s.ctx for s in sends]) as tx:
+    # Sends to known threads without attachments (nearly all) need only the
+    # driver's statements: no ORM session (Database.write_transaction).
+    lean = all(s.thread is not None and not s.req.attachment_ids for s in sends)
+    retried: list[int] = []
+    async with shared_transaction(ctx0.db, [s.ctx for s in sends], lean=lean) as tx:
         threads, created = [], set()
         for s in sends:
             thread = s.thread
@@ -380,11 +384,12 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
         ids = await store.add_messages(tx, rows, now)
         added = Counter(row["thread_id"] for row, mid in zip(rows, ids) if mid is not None)
         counts = await store.count_messages(tx, added, now) if added else {}
-        outs = []
+        outs: list[MessageOut | None] = []
         for s, thread, row, mid in zip(sends, threads, rows, ids):
             me = s.ctx.actor.id
-            if mid is None:  # a retry: answer with the message its key already names
-                outs.append(await _message_out(tx, await store.by_client_msg_id(tx, me, row["client_msg_id"]), me))
+            if mid is None:  # a retry: answered below with the message its key already names
+                retried.append(len(outs))
+                outs.append(None)
                 continue
             wanted = set(s.req.attachment_ids)
             if wanted and await store.claim_attachments(tx, list(wanted), me, mid) != len(wanted):
@@ -415,6 +420,11 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
                               users=members)
     for thread in threads:
         _remember(ctx0, thread)  # committed now
+    if retried:  # rare: read once the write committed (a key twice in this batch included)
+        async with ctx0.db.transaction() as tx:
+            for i in retried:
+                me = sends[i].ctx.actor.id
+                outs[i] = await _message_out(tx, await store.by_client_msg_id(tx, me, rows[i]["client_msg_id"]), me)
     return outs
 
 

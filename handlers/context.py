@@ -127,13 +127,14 @@ def _targets(users: Iterable[int], rooms: Iterable[str]) -> list[str]:
 
 
 @asynccontextmanager
-async def shared_transaction(db: Any, contexts: list[Context]) -> AsyncIterator[Any]:
+async def shared_transaction(db: Any, contexts: list[Context], *, lean: bool = False) -> AsyncIterator[Any]:
     """One transaction for the writes of one or more operations (several: a group
     commit). The events each context emits inside it are stored in the outbox with
-    the write, and dropped if it does not commit."""
+    the write, and dropped if it does not commit. `lean`: a write whose statements
+    all run on the driver (`Database.write_transaction`)."""
     starts = [len(ctx.events) for ctx in contexts]
     try:
-        async with db.transaction() as tx:
+        async with (db.write_transaction() if lean else db.transaction()) as tx:
             yield tx
             stored = [event for ctx, start in zip(contexts, starts) for event in ctx.events[start:]]
             if stored:

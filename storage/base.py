@@ -25,12 +25,23 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
-def is_postgresql(tx: AsyncSession) -> bool:
+class PgTransaction:
+    """A transaction on a pooled asyncpg connection, without an ORM session
+    (`Database.write_transaction`): what the group commits write in on PostgreSQL.
+    The storage functions that take it run their statements on `conn` directly."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+
+def is_postgresql(tx) -> bool:
     """Hot paths take PostgreSQL-only statements (arrays) where SQLite has none."""
-    return tx.bind.dialect.name == "postgresql"
+    return type(tx) is PgTransaction or tx.bind.dialect.name == "postgresql"
 
 
-async def pg_driver(tx: AsyncSession):
+async def pg_driver(tx):
     """The asyncpg connection under a PostgreSQL session, inside the session's
     transaction: the group commit's statements run on it directly, without
     SQLAlchemy's statement, cursor and row machinery (~5% of the hub's CPU per chat
@@ -42,6 +53,8 @@ async def pg_driver(tx: AsyncSession):
     the transaction is started here. That reaches into the adapter, here only; its
     `_transaction`/`_start_transaction` are checked by tests/test_storage.py and
     tests/test_db_pool.py."""
+    if type(tx) is PgTransaction:
+        return tx.conn
     conn = await tx.connection()
     raw = await conn.get_raw_connection()
     adapter = raw.dbapi_connection

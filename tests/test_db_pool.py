@@ -80,3 +80,46 @@ async def test_a_connection_that_died_under_a_driver_statement_is_not_pooled_aga
                 assert await (await pg_driver(tx)).fetchval("SELECT 1") == 1
     finally:
         await db.close()
+
+
+async def test_a_connection_that_died_under_a_write_transaction_is_not_pooled_again(pg_url):
+    """The group commits' lean transaction (Database.write_transaction) runs on the
+    driver alone: SQLAlchemy never sees its connection die, so it must discard it."""
+    db = Database(pg_url)
+    try:
+        for _ in range(2):
+            try:
+                async with db.write_transaction() as tx:
+                    await _terminate(pg_url, await tx.conn.fetchval("SELECT pg_backend_pid()"))
+                    await tx.conn.fetchval("SELECT 1")
+            except Exception as exc:
+                assert "connection" in str(exc).lower()
+            else:
+                raise AssertionError("the statement on a dead connection succeeded")
+            async with db.write_transaction() as tx:  # a fresh connection, at once
+                assert await tx.conn.fetchval("SELECT 1") == 1
+    finally:
+        await db.close()
+
+
+async def test_a_write_transaction_commits_or_rolls_back_as_one(pg_url):
+    db = Database(pg_url)
+    try:
+        name = f"w-{secrets.token_hex(4)}"
+        try:
+            async with db.write_transaction() as tx:
+                await tx.conn.execute("CREATE TABLE IF NOT EXISTS write_tx_probe (name text)")
+                await tx.conn.execute("INSERT INTO write_tx_probe VALUES ($1)", name)
+                raise RuntimeError("the write fails after its statements")
+        except RuntimeError:
+            pass
+        async with db.write_transaction() as tx:
+            await tx.conn.execute("CREATE TABLE IF NOT EXISTS write_tx_probe (name text)")
+            assert await tx.conn.fetchval("SELECT count(*) FROM write_tx_probe WHERE name = $1", name) == 0
+            await tx.conn.execute("INSERT INTO write_tx_probe VALUES ($1)", name)
+        async with db.transaction() as tx:
+            assert (await tx.execute(text("SELECT count(*) FROM write_tx_probe WHERE name = :n"),
+                                     {"n": name})).scalar_one() == 1
+            await tx.execute(text("DROP TABLE write_tx_probe"))
+    finally:
+        await db.close()
