@@ -66,7 +66,7 @@ class Database:
         """The transaction of a group commit's write. On PostgreSQL it is a
         `PgTransaction` on a pooled connection, without an ORM session: the
         session's begin, commit and close (each a trip through SQLAlchemy's greenlet
-        bridge) cost ~0.2 ms more CPU per transaction, ~15% of the hub's CPU per
+        bridge) cost ~0.2 ms more CPU per transaction, ~20% of the hub's CPU per
         chat message at 300 sends/s, where batches hold one or two
         (docs/performance.md). Only storage functions that run on the driver
         (`pg_driver`) take it. On SQLite, the usual session."""
