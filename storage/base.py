@@ -42,12 +42,12 @@ def is_postgresql(tx) -> bool:
 
 
 async def pg_driver(tx):
-    """The asyncpg connection under a PostgreSQL session, inside the session's
-    transaction: the group commit's statements run on it directly, without
+    """The asyncpg connection under a PostgreSQL session (or a `PgTransaction`'s),
+    inside the transaction: the group commit's statements run on it directly, without
     SQLAlchemy's statement, cursor and row machinery (~5% of the hub's CPU per chat
     message, docs/performance.md). What goes wrong there raises asyncpg's own
     exceptions; a connection that died under a statement is discarded by the
-    session's rollback.
+    session's rollback (by `Database.write_transaction` for a `PgTransaction`).
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with a statement of its own, so
     the transaction is started here. That reaches into the adapter, here only; its

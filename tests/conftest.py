@@ -259,18 +259,21 @@ async def bounded(awaitable, what: str, timeout: float = 10):
 
 
 async def all_bounded(awaitables, what: str, *, timeout: float = 10, ignore=()) -> None:
-    """Run every teardown step, one after the other, even if one hangs; then fail
-    with the first that hung. Errors of the `ignore` kinds do not count."""
-    hung = None
+    """Run every teardown step, one after the other, even if one hangs or fails;
+    then fail with the first that did. Errors of the `ignore` kinds do not count
+    (a hang always does)."""
+    failed = None
     for awaitable in awaitables:
         try:
             await bounded(awaitable, what, timeout)
-        except AssertionError as exc:
-            hung = hung or exc
+        except AssertionError as exc:  # hung (bounded's own error), before `ignore` may swallow it
+            failed = failed or exc
         except ignore:
             pass
-    if hung:
-        raise hung
+        except Exception as exc:
+            failed = failed or exc
+    if failed:
+        raise failed
 
 
 @pytest.fixture
