@@ -44,7 +44,7 @@ class Fanout:
         self.state = state
         self.metrics = metrics
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
-        self._published: list[int] = []  # appended to the log, to be marked in the outbox
+        self._published: list[int] = []  # appended to the log, to be removed from the outbox
         # Appends to the log go one at a time, and those that wait meanwhile go
         # together in the next: when a group commit settles, its operations deliver
         # at once, and their events take one append instead of one each. In order,
@@ -55,14 +55,14 @@ class Fanout:
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
-        self._tasks = [asyncio.create_task(self._mark_forever(), name="outbox-marker"),
+        self._tasks = [asyncio.create_task(self._remove_forever(), name="outbox-remover"),
                        asyncio.create_task(self._relay_forever(), name="outbox-relay")]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._mark()  # what this instance published must not be published again
+        await self._remove()  # what this instance published must not be published again
 
     async def deliver(self, events: list[Outgoing]) -> list[str | None]:
         """Send the events; returns each one's log offset (None: volatile, or the
@@ -200,22 +200,22 @@ class Fanout:
 
     # --- the outbox's side -------------------------------------------------------
 
-    async def _mark(self) -> None:
+    async def _remove(self) -> None:
         ids, self._published = self._published, []
         if not ids:
             return
         try:
             async with self.db.transaction() as tx:
-                await outbox.mark_published(tx, ids)
+                await outbox.remove_published(tx, ids)
         except Exception:
-            # Left unmarked, they are relayed again and dropped as duplicates.
-            log.exception("could not mark %d outbox events published", len(ids))
+            # Left in the outbox, they are relayed again and dropped as duplicates.
+            log.exception("could not remove %d published events from the outbox", len(ids))
 
-    async def _mark_forever(self) -> None:
-        """Marks in batches: one UPDATE for everything published in the last moment."""
+    async def _remove_forever(self) -> None:
+        """Removes in batches: one DELETE for everything published in the last moment."""
         while True:
             await asyncio.sleep(0.2)
-            await self._mark()
+            await self._remove()
 
     async def _relay_forever(self) -> None:
         """Never dies silently: logs and carries on at the next tick."""
@@ -244,6 +244,6 @@ class Fanout:
                        for r in rows]
             if await self._append(entries) is None:
                 return False
-            await outbox.mark_published(tx, [r.id for r in rows])
+            await outbox.remove_published(tx, [r.id for r in rows])
         log.warning("relayed %d outbox events that their writer had not published", len(rows))
         return len(rows) == limit

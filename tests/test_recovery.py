@@ -116,6 +116,23 @@ async def test_sigkill_after_acks_loses_nothing(spawn_hubs, pg_url, private_redi
 
     got = await _collect_messages(phone, len(acked))
     assert sorted(got) == sorted(acked)  # every acked message, exactly once
+    # What the writer published, and what the relay published for it, has left the
+    # outbox: nothing is relayed a second time.
+    assert await _outbox_rows_once_settled(pg_url) == 0
+
+
+async def _outbox_rows_once_settled(pg_url, timeout=5.0):
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (left := await conn.fetchval("SELECT count(*) FROM outbox")) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return left
+    finally:
+        await conn.close()
 
 
 async def test_redis_restart_under_traffic_loses_nothing(spawn_hubs, pg_url, private_redis, connect, http):

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import event, inspect
 
 from handlers import chat
-from handlers.context import Actor, Context
+from handlers.context import Actor, Context, Outgoing
 from handlers.errors import Forbidden, ValidationFailed
 from hub.settings import Settings
 from storage import chat as store
 from storage import users
+from storage.base import utcnow
 from storage.db import Database
 from storage.migrate import upgrade
 
@@ -168,6 +169,28 @@ async def test_message_text_and_event_data_are_stored_exactly(db):
         row = stored[event.event_id]
         assert (row.namespace, row.event, row.data, row.rooms, row.skip_sid) == (
             event.namespace, event.event, event.data, event.rooms, event.skip_sid)
+
+
+async def test_published_events_leave_the_outbox_and_the_relay_sees_only_the_rest(db):
+    """Published events are deleted (one statement for any number), so the relay's
+    claim finds only those never published, oldest first. A row that a version
+    before migration 0007 marked published is neither claimed nor kept."""
+    from sqlalchemy import func, select, update
+
+    from storage import outbox
+
+    events = [Outgoing("/chat", "e", {"n": i}, ["user:1"]) for i in range(5)]
+    async with db.transaction() as tx:
+        ids = await outbox.add(tx, events)
+    async with db.transaction() as tx:
+        await outbox.remove_published(tx, [ids[0], ids[2], ids[4]])
+        await outbox.remove_published(tx, [])
+        await tx.execute(update(outbox.OutboxEvent).where(outbox.OutboxEvent.id == ids[3])
+                         .values(published_at=utcnow() - timedelta(hours=2)))
+    async with db.transaction() as tx:
+        assert [row.id for row in await outbox.claim_stale(tx, timedelta(seconds=-60), 100)] == [ids[1]]
+        assert await outbox.prune(tx, timedelta(hours=1)) == 1
+        assert (await tx.execute(select(func.count()).select_from(outbox.OutboxEvent))).scalar() == 1
 
 
 async def test_driver_statements_are_part_of_the_session_transaction(pg_url):
