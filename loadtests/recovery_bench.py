@@ -18,7 +18,8 @@ Redis key prefix of its own (its keys deleted afterwards):
                inserting a row and whose `remove_published` does nothing. Everything
                else is as shipped (log, offsets, session records); after the run the
                benchmark checks that nothing was inserted into this variant's outbox
-               table and that something was into the others'. There is no product setting to turn the outbox off.
+               table and that something was into the others'. There is no product
+               setting to turn the outbox off.
 
 Also measured directly (on a fresh database of its own, hubs stopped): a write
 transaction (one INSERT of a stand-in row, commit) against the same transaction plus the

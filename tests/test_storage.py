@@ -174,7 +174,8 @@ async def test_message_text_and_event_data_are_stored_exactly(db):
 async def test_published_events_leave_the_outbox_and_the_relay_sees_only_the_rest(db):
     """Published events are deleted (one statement for any number), so the relay's
     claim finds only those never published, oldest first. A row that a version
-    before migration 0007 marked published is neither claimed nor kept."""
+    before migration 0007 marked published is neither claimed nor kept. No id is
+    reused."""
     from sqlalchemy import func, select, update
 
     from storage import outbox
@@ -191,6 +192,10 @@ async def test_published_events_leave_the_outbox_and_the_relay_sees_only_the_res
         assert [row.id for row in await outbox.claim_stale(tx, timedelta(seconds=-60), 100)] == [ids[1]]
         assert await outbox.prune(tx, timedelta(hours=1)) == 1
         assert (await tx.execute(select(func.count()).select_from(outbox.OutboxEvent))).scalar() == 1
+    # An id is never handed out twice (instances drop the ids they have seen), even
+    # once the newest rows are gone.
+    async with db.transaction() as tx:
+        assert (await outbox.add(tx, events[:1]))[0] > max(ids)
 
 
 async def test_driver_statements_are_part_of_the_session_transaction(pg_url):
