@@ -44,6 +44,11 @@ def free_port() -> int:
 
 # --- services -------------------------------------------------------------------
 
+def pg_dsn(url: str) -> str:
+    """The asyncpg DSN of a `pg_url` (which names SQLAlchemy's driver)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
 def _in_thread(coro_fn):
     """Run a coroutine to completion in its own thread and loop (for sync fixtures)."""
     from concurrent.futures import ThreadPoolExecutor

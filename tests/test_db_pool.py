@@ -12,6 +12,7 @@ from hub.settings import Settings
 from storage import users
 from storage.db import Database
 from storage.migrate import upgrade
+from tests.conftest import pg_dsn
 
 
 async def _backend_pid(db: Database) -> int:
@@ -20,7 +21,7 @@ async def _backend_pid(db: Database) -> int:
 
 
 async def _terminate(pg_url: str, pid: int) -> None:
-    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(pg_dsn(pg_url))
     try:
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:

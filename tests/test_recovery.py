@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from hub.broker import offset_key
-from tests.conftest import Api, run_node
+from tests.conftest import Api, pg_dsn, run_node
 
 ALL = [f"m{i}" for i in range(20)]
 
@@ -124,7 +124,7 @@ async def test_sigkill_after_acks_loses_nothing(spawn_hubs, pg_url, private_redi
 async def _outbox_rows_once_settled(pg_url, timeout=5.0):
     import asyncpg
 
-    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(pg_dsn(pg_url))
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := await conn.fetchval("SELECT count(*) FROM outbox")) and \

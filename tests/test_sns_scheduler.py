@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-from tests.conftest import Api, make_settings
+from tests.conftest import Api, make_settings, pg_dsn
 
 PLATFORMS = ["twitter", "telegram"]
 
@@ -34,10 +34,6 @@ async def collect(clients, event: str, expected: int, timeout: float = 30) -> li
         while not client.queue(event).empty():
             got[i].append(client.queue(event).get_nowait())
     return got
-
-
-def pg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 async def test_two_instances_publish_each_scheduled_post_exactly_once(spawn_hubs, pg_url, redis_url, redis_prefix,
