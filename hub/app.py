@@ -14,7 +14,7 @@ from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub import asyncapi
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
+from hub.http import attachments, auth, common, guard, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
@@ -110,6 +110,10 @@ def build_hub(settings: Settings) -> Hub:
         json=jsoncodec,
         cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
         max_http_buffer_size=TRANSPORT_MAX_PACKET,
+        # Only the hub's namespaces are served: python-socketio accepts `/` by default,
+        # where a connection needs no token (issue 18, item 1).
+        namespaces=list(REGISTRY.namespaces),
+        connect_timeout=settings.connect_timeout,
         logger=False,
         engineio_logger=False,
     )
@@ -138,8 +142,9 @@ def msgpack_server(hub: Hub) -> HubServer:
 def create_app(settings: Settings) -> web.Application:
     hub = build_hub(settings)
     app = web.Application(
-        middlewares=[common.errors_middleware],
+        middlewares=[common.errors_middleware, *guard.middlewares(settings, common.client_ip)],
         client_max_size=settings.max_payload_bytes,
+        handler_args={"max_field_size": guard.HEADER_FIELD_BYTES, "max_headers": guard.MAX_HEADERS},
     )
     app[common.HUB] = hub
     hub.sio.attach(app)

@@ -79,6 +79,16 @@ class Settings:
     handoff_threshold: float = 0.7
     widget_sessions_per_minute: int = 20
     visitor_token_ttl: int = 7 * 24 * 3600
+    # Seconds an Engine.IO session may stay without a namespace (none joined yet, or
+    # it left its last one) before it is closed.
+    connect_timeout: float = 45.0
+    # Seconds a request body may take to arrive in full; then the connection is closed (0: off).
+    body_timeout: float = 60.0
+    # Concurrent requests and websockets of one client address (HUB_TRUST_PROXY
+    # decides what the address is); more are answered `rate_limited` (0: off).
+    max_connections_per_address: int = 256
+    # When set, GET /metrics needs `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @classmethod
@@ -122,6 +132,10 @@ class Settings:
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
             widget_sessions_per_minute=_int(env, "HUB_WIDGET_SESSIONS_PER_MINUTE", 20),
             visitor_token_ttl=_int(env, "HUB_VISITOR_TOKEN_TTL", 7 * 24 * 3600),
+            connect_timeout=_float(env, "HUB_CONNECT_TIMEOUT", 45.0),
+            body_timeout=_float(env, "HUB_BODY_TIMEOUT", 60.0),
+            max_connections_per_address=_int(env, "HUB_MAX_CONNECTIONS_PER_ADDRESS", 256),
+            metrics_token=env.get("HUB_METRICS_TOKEN") or None,
         )
 
     @property
