@@ -126,3 +126,104 @@ async def test_session_without_a_namespace_is_closed_at_the_connect_timeout(star
     assert await receive(stays) == '43/chat,1[{"ok":true,"data":{"unread_count":0}}]'
 
     await stays.close()
+
+
+# --- item 6: long-polling on real networks ---------------------------------------------
+
+class SlowLink:
+    """A loopback TCP proxy that forwards what the client sends in `piece`-byte
+    pieces, each its own TCP segment, with a pause between them (a slow network)."""
+
+    def __init__(self, upstream_port: int, piece: int = 200, pause: float = 0.002):
+        self.upstream_port, self.piece, self.pause = upstream_port, piece, pause
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    async def start(self) -> "SlowLink":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def _serve(self, client_r, client_w):
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        up_w.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY: one segment per piece
+
+        async def slowly(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    for i in range(0, len(data), self.piece):
+                        writer.write(data[i:i + self.piece])
+                        await writer.drain()
+                        await asyncio.sleep(self.pause)
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        async def plainly(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(slowly(client_r, up_w), plainly(up_r, client_w))
+
+    async def stop(self):
+        self.server.close()
+
+
+async def dribble(port: int, head: bytes, body: bytes, piece: int = 7, pause: float = 0.01) -> bytes:
+    """A raw HTTP request whose body comes in `piece`-byte writes with pauses; the
+    whole response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(6, 1, 1)
+    writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+    for i in range(0, len(body), piece):
+        await asyncio.sleep(pause)
+        writer.write(body[i:i + piece])
+        await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return response
+
+
+async def test_polling_post_in_many_tcp_segments_is_read_whole(server, api, http):
+    user = await api.user()
+    sid, _ = await open_polling(http, server.url, "/socket.io/")
+    body = ("40/chat," + json.dumps({"token": user["access_token"]})).encode()
+    head = f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n" \
+           f"Content-Type: text/plain;charset=UTF-8\r\n".encode()
+    response = await dribble(server.port, head, body)
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"ok"), response
+    status, packets = await text(http, "GET", f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}")
+    assert status == 200 and packets.startswith("40/chat,{"), packets
+
+
+async def test_oversized_polling_post_is_payload_too_large_and_the_session_stays(server, api, http):
+    user = await api.user()
+    sid, _ = await open_polling(http, server.url, "/socket.io/")
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    async with http.post(base, data=b"4" + b"x" * 1_000_000) as resp:
+        assert resp.status == 413
+        assert (await resp.json())["error"]["code"] == "payload_too_large"
+    assert await text(http, "POST", base, data="40/chat," + json.dumps({"token": user["access_token"]})) \
+        == (200, "ok")
+    status, packets = await text(http, "GET", base)
+    assert status == 200 and packets.startswith("40/chat,{"), packets
+
+
+async def test_official_client_over_polling_through_a_slow_link(server, api, node):
+    a, b = await api.user(), await api.user()
+    link = await SlowLink(server.port, piece=200).start()
+    try:
+        limit = server.hub.settings.max_payload_bytes
+        out = await run_node("slow_polling.mjs", link.url, a["access_token"], str(b["user"]["id"]),
+                             str(limit + 1000), timeout=120)
+    finally:
+        await link.stop()
+    assert json.loads(out) == {"normal": "ok", "big": "payload_too_large", "after": "ok",
+                               "connected": True, "disconnects": []}
