@@ -157,6 +157,7 @@ def create_app(settings: Settings) -> web.Application:
                 OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
     for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
         app.add_routes(module.routes())
+    app.on_response_prepare.append(web_pages.security_headers)
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))

@@ -37,7 +37,8 @@ async def measure(clients: int, messages: int) -> None:
     from hub.settings import Settings
 
     folder = tempfile.mkdtemp(prefix="hub-bcast-")
-    env = {"HUB_DATA_DIR": folder, "HUB_JWT_SECRET": secrets.token_urlsafe(40), "HUB_LOG_LEVEL": "WARNING"}
+    env = {"HUB_DATA_DIR": folder, "HUB_JWT_SECRET": secrets.token_urlsafe(40), "HUB_LOG_LEVEL": "WARNING",
+           "HUB_MAX_CONNECTIONS_PER_ADDRESS": "0"}  # every client comes from 127.0.0.1
     users = await bench._setup_users(env, 0)
     app = create_app(Settings.from_env(env))
     hub = app[HUB]
