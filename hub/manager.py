@@ -62,6 +62,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 from hub.http.guard import keep_slot
+from hub.protocol import log_oversized
 
 try:  # aiohttp's C unmasking (its pure-Python one otherwise)
     from aiohttp._websocket.helpers import websocket_mask
@@ -469,6 +470,8 @@ class LeanWebSocket(asyncio.Protocol):
     def _fail(self, code: int) -> bool:
         """A protocol error: close with `code`; for the session, the transport closed
         (as with aiohttp's driver)."""
+        if code == 1009:
+            log_oversized(getattr(self.eio_socket, "sid", "?"), self.server.max_http_buffer_size)
         self._close(code)
         self.transport.close()
         self._deliver_end()

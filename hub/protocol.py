@@ -65,6 +65,11 @@ class BodyLost(eio_exceptions.EngineIOError):
     went away, or the body timeout of hub.http.guard closed the connection)."""
 
 
+def log_oversized(sid: str, limit: int) -> None:
+    """The one line a connection closed for a message over the packet limit leaves."""
+    log.warning("%s: a websocket message over %d bytes, closing the connection", sid, limit)
+
+
 class PacketTooLarge(ValueError):
     """A Socket.IO packet over the server's limits (its attachments, or its bytes)."""
 
@@ -433,9 +438,10 @@ class ProtocolSocket(async_socket.AsyncSocket):
 
     async def _ws_message(self, data) -> str | None:
         """Handle one message of the websocket; the reason to end the session, if any."""
+        if data and len(data) > self.server.max_http_buffer_size:
+            log_oversized(self.sid, self.server.max_http_buffer_size)
+            return self.server.reason.TRANSPORT_ERROR
         try:
-            if data and len(data) > self.server.max_http_buffer_size:
-                raise ValueError("packet is too large")
             pkt = eio_packet.Packet(encoded_packet=data)
         except Exception:  # undecodable packet
             return self.server.reason.TRANSPORT_ERROR

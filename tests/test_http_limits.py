@@ -11,6 +11,7 @@ from dataclasses import replace
 import aiohttp
 
 from tests.conftest import Api
+from tests.protocol_helpers import open_polling, text
 
 
 async def raw_request(port: int, request: bytes) -> bytes:
@@ -48,6 +49,20 @@ async def test_a_body_that_does_not_arrive_in_time_closes_the_connection(start_s
     async with aiohttp.ClientSession() as http:
         status, _ = await Api(server.url, http).request("POST", "/auth/login", json={"email": "a@b.cd", "password": "y"})
         assert status == 401
+
+
+async def test_a_polling_body_that_does_not_arrive_in_time_ends_its_session(start_server, settings, http, caplog):
+    server = await start_server(replace(settings, body_timeout=0.5))
+    sid, _ = await open_polling(http, server.url, "/socket.io/")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n40/chat,".encode())
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed without an answer
+    writer.close()
+    status, _ = await text(http, "GET", f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}")
+    assert status == 400  # the session is gone
+    assert "the request body did not arrive within 0.5s" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 async def test_connections_per_address_are_capped(start_server, settings, http):
