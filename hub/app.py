@@ -31,8 +31,11 @@ from storage.migrate import upgrade
 
 log = logging.getLogger("hub")
 
-# The transport closes a connection whose single packet exceeds this; requests far
-# below it but above HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead.
+# The transport closes a connection whose single packet exceeds this (or twice
+# HUB_MAX_PAYLOAD_BYTES, if larger); requests far below it but above
+# HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead. It also bounds a
+# binary packet's attachments and what a connection holds unhandled
+# (docs/security-engine.md).
 TRANSPORT_MAX_PACKET = 1_000_000
 
 
@@ -109,7 +112,7 @@ def build_hub(settings: Settings) -> Hub:
         async_mode="aiohttp",
         json=jsoncodec,
         cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
-        max_http_buffer_size=TRANSPORT_MAX_PACKET,
+        max_http_buffer_size=max(TRANSPORT_MAX_PACKET, 2 * settings.max_payload_bytes),
         # Only the hub's namespaces are served: python-socketio accepts `/` by default,
         # where a connection needs no token (issue 18, item 1).
         namespaces=list(REGISTRY.namespaces),
