@@ -63,17 +63,22 @@ async def shop_site():
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("where", ["another site", "the demo page"])
 async def test_widget_on_another_site_and_console_in_chromium(browser_deps, start_server, tmp_path, http,
-                                                              shop_site):
+                                                              shop_site, where):
+    """On another site, or on the hub's own demo page under its Content-Security-Policy
+    (as the console is under its own): no page logs an error, a policy violation included."""
     site, page = shop_site
     # Nothing to configure on the hub: the assistant's allowed origins are enough.
     server = await start_server(make_settings(tmp_path))
     api = Api(server.url, http)
     db = server.hub.db
     _, owner = await account(db)
-    # The owner allows the shop's site for their assistant.
-    a = await assistant(api, owner, origins=[site])
+    # The owner allows the shop's site (or the hub's own, for the demo) for their assistant.
+    a = await assistant(api, owner, origins=[site if where == "another site" else server.url])
     page.update(hub=server.url, assistant_id=a["id"])
+    visitor_page = f"{site}/shop.html" if where == "another site" else \
+        f"{server.url}/widget/demo?assistant_id={a['id']}"
     password = "operator-password"
     emails, ids = [], []
     for name in ("anna", "boris"):
@@ -96,7 +101,7 @@ async def test_widget_on_another_site_and_console_in_chromium(browser_deps, star
     bot.on("message:added", on_message, namespace="/dialogs")
     await bot.connect(server.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
     try:
-        out = await run_node("handoff_ui.mjs", server.url, f"{site}/shop.html", emails[0], password, emails[1],
+        out = await run_node("handoff_ui.mjs", server.url, visitor_page, emails[0], password, emails[1],
                              browser_deps, timeout=120)
     finally:
         await bot.disconnect()
