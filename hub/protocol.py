@@ -907,8 +907,9 @@ class ProtocolServer(socketio.AsyncServer):
         await s.close(wait=False, abort=False, reason=self.reason.TRANSPORT_ERROR)
 
     async def _handle_eio_disconnect(self, eio_sid, reason):
-        self._cancel_connect_timer(eio_sid)
+        # After: leaving its namespaces on the way out re-armed the timer (_handle_disconnect).
         await super()._handle_eio_disconnect(eio_sid, reason)
+        self._cancel_connect_timer(eio_sid)
 
     @staticmethod
     def _malformed(pkt, binary: bool = False) -> bool:
