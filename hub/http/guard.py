@@ -93,9 +93,11 @@ def middlewares(settings, client_ip) -> list:
         try:
             return await handler(request)
         except ConnectionError:
-            if not expired:
+            # The client's connection is gone (closed by the body timeout, or by the
+            # client mid-body): nobody to answer, nothing to log a traceback for.
+            if not expired and request.transport is not None and not request.transport.is_closing():
                 raise
-            return web.Response(status=400)  # never sent: the connection is closed
+            return web.Response(status=400)  # never sent
         finally:
             if timer is not None:
                 timer.cancel()
