@@ -60,6 +60,10 @@ class DuplicatePoll(eio_exceptions.EngineIOError):
     """A second long-polling GET while one is still waiting."""
 
 
+class DuplicatePost(eio_exceptions.EngineIOError):
+    """A long-polling POST while another one's body is still being read."""
+
+
 class BodyLost(eio_exceptions.EngineIOError):
     """A long-polling POST whose body stopped before its Content-Length (the client
     went away, or the body timeout of hub.http.guard closed the connection)."""
@@ -251,6 +255,7 @@ class ProtocolSocket(async_socket.AsyncSocket):
         self.pong_deadline: float | None = None
         self.ping_start = 0.0
         self.polling = False  # a long-polling GET is waiting for packets
+        self.posting = False  # a long-polling POST's body is being read
         self.ws_claimed = False  # a websocket is attached to this session, or attaching
 
     # -- long-polling ---------------------------------------------------------------
@@ -310,8 +315,11 @@ class ProtocolSocket(async_socket.AsyncSocket):
         client may not send) closes the session and is answered 400, like Node.
         python-engineio answered 200 and kept the session.
 
-        The body is read whole, however many TCP segments it comes in (`read_body`);
-        one over the limit is answered before this (ProtocolEngineIOServer)."""
+        Issue 18: the body is read whole, however many TCP segments it comes in
+        (`read_body`); one over the limit is answered before this
+        (ProtocolEngineIOServer). A POST that arrives while another one's body is
+        still being read closes the session and is answered 400, like Node ("data
+        request overlap"): a session buffers at most one body."""
         raw = environ.get("CONTENT_LENGTH")
         try:
             length = int(raw) if raw not in (None, "") else None
@@ -319,10 +327,16 @@ class ProtocolSocket(async_socket.AsyncSocket):
             raise MalformedPayload() from None
         if length is not None and (length < 0 or length > self.server.max_http_buffer_size):
             raise eio_exceptions.ContentTooLongError()
+        if self.posting:
+            await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise DuplicatePost()
+        self.posting = True
         try:
             body = await read_body(environ["wsgi.input"], length, self.server.max_http_buffer_size)
         except ConnectionError:
             raise BodyLost() from None
+        finally:
+            self.posting = False
         if await self._timed_out():
             raise eio_exceptions.SocketIsClosedError()
         try:

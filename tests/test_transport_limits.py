@@ -227,3 +227,21 @@ async def test_official_client_over_polling_through_a_slow_link(server, api, nod
         await link.stop()
     assert json.loads(out) == {"normal": "ok", "big": "payload_too_large", "after": "ok",
                                "connected": True, "disconnects": []}
+
+
+async def test_overlapping_polling_posts_close_the_session(server, http):
+    """A session reads one POST body at a time, like Node ("data request overlap")."""
+    sid, _ = await open_polling(http, server.url, "/socket.io/")
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n4".encode())  # 99 bytes to come
+    await writer.drain()
+    for _ in range(100):  # the second POST, once the first one's body is being read
+        status, _ = await text(http, "POST", base, data="3")  # a PONG: harmless on its own
+        if status != 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 400
+    assert (await text(http, "GET", base))[0] == 400  # the session is gone
+    writer.close()
