@@ -2,6 +2,8 @@
 path is served here with the same input and output as its Socket.IO event."""
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from handlers.errors import Forbidden
@@ -20,7 +22,7 @@ def _handler(op: Operation):
         if request.method == "GET":
             # Query strings are text: "10" must be able to fill an integer field.
             data, strict = dict(request.query), False
-        elif request.method == "DELETE" and not request.body_exists:
+        elif not request.body_exists:  # e.g. PATCH /api/messages/{id}/read
             data = {}
         else:
             data = await read_json(request)
@@ -36,8 +38,14 @@ def _handler(op: Operation):
     return handle
 
 
+def _digits(path: str) -> str:
+    """Ids are integers: `/api/messages/{message_id}` does not also match
+    `/api/messages/threads`, so a wrong method there gets 405 with the right `Allow`."""
+    return re.sub(r"\{(\w+_id)\}", r"{\1:\\d+}", path)
+
+
 def routes() -> list[web.RouteDef]:
     return [
-        web.route(op.http[0], op.http[1], _handler(op))
+        web.route(op.http[0], _digits(op.http[1]), _handler(op))
         for op in REGISTRY.operations.values() if op.http
     ]
