@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi, openapi
+from hub import asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
@@ -150,7 +150,8 @@ def create_app(settings: Settings) -> web.Application:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
                 OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, widget, web_pages):
+    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
+                   web_pages):
         app.add_routes(module.routes())
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
