@@ -55,3 +55,49 @@ class Plain:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class DropProxy:
+    """A TCP proxy in front of a hub whose connections the test can cut (a forced drop
+    that neither side asked for)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def start(self) -> "DropProxy":
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def drop(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers = []
+
+    async def stop(self) -> None:
+        self.drop()
+        self.server.close()
+        await self.server.wait_closed()
