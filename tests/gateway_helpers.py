@@ -11,6 +11,7 @@ class Plain:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse):
         self.ws = ws
         self._ids = 0
+        self.kept: list[dict] = []  # frames read past by `next`
 
     @classmethod
     async def open(cls, http: aiohttp.ClientSession, url: str, first: dict | None = None) -> "Plain":
@@ -19,21 +20,28 @@ class Plain:
             await ws.send_str(json.dumps(first))
         return cls(ws)
 
-    async def frame(self, timeout: float = 10) -> dict:
+    async def _read(self, timeout: float) -> dict:
         msg = await asyncio.wait_for(self.ws.receive(), timeout)
         assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
         return json.loads(msg.data)
 
+    async def frame(self, timeout: float = 10) -> dict:
+        """The next frame not yet taken."""
+        return self.kept.pop(0) if self.kept else await self._read(timeout)
+
     async def next(self, pred, timeout: float = 10) -> dict:
-        """The next frame matching `pred`, skipping others (e.g. thread:updated)."""
+        """The first frame matching `pred`; the others stay for later reads."""
+        for i, frame in enumerate(self.kept):
+            if pred(frame):
+                return self.kept.pop(i)
         while True:
-            frame = await self.frame(timeout)
+            frame = await self._read(timeout)
             if pred(frame):
                 return frame
+            self.kept.append(frame)
 
     async def call(self, event: str, data=None, ns: str | None = None) -> dict:
-        """A request frame; returns its reply (server events before it are kept in order
-        in `skipped`)."""
+        """A request frame; returns its reply (server events before it stay in `kept`)."""
         self._ids += 1
         rid = self._ids
         await self.ws.send_str(json.dumps({"id": rid, "event": event, "data": data or {},

@@ -39,7 +39,7 @@ async def test_requests_for_any_namespace_and_server_events_with_offsets(server,
     too_large = await sock.call("message:send", {"recipient_id": bob["user"]["id"], "message": big}, ns="/chat")
     assert too_large["error"]["code"] == "payload_too_large"
     await sock.ws.send_str("not json")
-    assert (await sock.frame())["error"]["code"] == "validation_error"
+    assert (await sock.next(lambda f: f.get("type") == "error"))["error"]["code"] == "validation_error"
 
 
 async def test_request_rate_is_limited_per_connection(server, api, http):
