@@ -14,6 +14,7 @@ from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub import asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.fanout import Fanout
+from hub.gateways.members import GOING_AWAY
 from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
 from hub.manager import HubManager
@@ -66,6 +67,8 @@ class Hub:
         for server in self.fanout.servers:
             for eio_socket in list(server.eio.sockets.values()):
                 await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        for member in list(self.fanout.members.by_sid.values()):  # plain WebSocket and SSE
+            member.close(GOING_AWAY, "server restarting: reconnect")
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable
-from hub.gateways.members import Members
+from hub.gateways.members import REVOKED, Members
 from storage import outbox
 from storage.group_commit import GroupCommit
 
@@ -203,7 +203,7 @@ class Fanout:
         for namespace, sid in self.connections.using(jti):
             member = self.members.by_sid.get(sid)
             if member is not None:
-                await member.close()
+                member.close(REVOKED, "token revoked")
                 continue
             for server in self.servers:
                 await server.disconnect(sid, namespace=namespace)

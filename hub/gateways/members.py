@@ -16,10 +16,17 @@ from hub.broker import offset_key
 log = logging.getLogger("hub.gateways")
 
 _MISSING = object()
+# Websocket close codes (RFC 6455 and the 4000s of applications): the hub's reasons.
+REVOKED, TOO_SLOW, GOING_AWAY = 4401, 1013, 1001
 
 # A frame is the text to send, or (rarely: an EduStream message whose sender's email
 # is not cached yet) a future of it, shared by every recipient of the event.
 Frame = str | asyncio.Future
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("closing a plain connection failed: %r", task.exception())
 
 
 class Kind(Protocol):
@@ -33,7 +40,7 @@ class Member:
     (its client reconnects and resumes), so a slow reader costs bounded memory."""
 
     def __init__(self, sid: str, kind: Kind, send: Callable[[str], Awaitable[None]],
-                 close: Callable[[], Awaitable[None]], *, max_pending: int = 1000) -> None:
+                 close: Callable[[int, str], Awaitable[None]], *, max_pending: int = 1000) -> None:
         self.sid, self.kind = sid, kind
         self._send, self._close = send, close
         self.max_pending = max_pending
@@ -50,14 +57,19 @@ class Member:
         if len(self._queue) >= self.max_pending:
             if not self.closed:
                 log.warning("closing plain connection %s: %d frames unread", self.sid, len(self._queue))
-                asyncio.ensure_future(self.close())
+            self.close(TOO_SLOW, "too slow: reconnect and resume")
             return
         self._queue.append(frame)
         self._wake.set()
 
-    async def close(self) -> None:
+    def close(self, code: int, reason: str) -> None:
+        """End the connection (a websocket close code; SSE just ends the stream). Not
+        awaited: a websocket's close waits for the peer's answer, and the bus reader
+        that revokes a token must not."""
+        if self.closed:
+            return
         self.closed = True
-        await self._close()
+        asyncio.ensure_future(self._close(code, reason)).add_done_callback(_retrieve)
 
     def send(self, frame: str) -> None:
         """A frame of this connection's own (a reply), in order with the events."""

@@ -94,7 +94,7 @@ async def serve(request: web.Request, gateway: Gateway) -> web.WebSocketResponse
                     raise Unauthorized("missing token")
             actor = await hub.auth.actor(token)
             member = Member(new_sid(), kind_of(hub, gateway), ws.send_str,
-                            lambda: ws.close(code=4401, message=b"token revoked or too slow"))
+                            lambda code, reason: ws.close(code=code, message=reason.encode()))
             conn = Connection(hub, actor, member)
             await gateway.open(request, conn, hello)
         except HubError as exc:

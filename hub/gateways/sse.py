@@ -62,7 +62,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     kind = hub.fanout.members.kinds.setdefault("sse", ServerSentEvents())
     writer: asyncio.Task | None = None
 
-    async def close() -> None:
+    async def close(code: int, reason: str) -> None:
         if writer is not None:
             writer.cancel()
 
