@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import Api, run_node
 from tests.dialog_helpers import assistant, visitor
 from tests.gateway_helpers import Plain
+from tests.test_multi_instance import two_hubs  # noqa: F401  (two hub processes on PostgreSQL + Redis)
 from tests.test_sse import read_sse
 
 
@@ -26,12 +25,6 @@ async def test_node_ws_clients_edustream_and_generic_with_resume_and_logout(serv
     assert out["afterResume"] == out["missed"] + [out["live"]]
     assert out["annClosed"] == 4401
     assert out["refused"]["error"]["message"] == "token revoked" and out["refusedCode"] == 4401
-
-
-@pytest.fixture
-async def two_hubs(spawn_hubs, pg_url, redis_url, redis_prefix):
-    return await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
-                                "HUB_REDIS_PREFIX": redis_prefix})
 
 
 async def test_socketio_plain_ws_sse_and_rest_talk_in_one_thread_across_two_instances(two_hubs, connect, http):

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-from pathlib import Path
-
-import pytest
 
 from tests.business_helpers import service_token
-from tests.conftest import JS_DIR, _unavailable
+from tests.conftest import JS_DIR
 from tests.gateway_helpers import DropProxy
-
-CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def chromium(node):
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        _unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
-    if not (JS_DIR / "node_modules" / "playwright-core").exists():
-        _unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
-    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-
+from tests.test_handoff_ui import browser_deps  # noqa: F401  (Chromium and playwright-core, or a skip)
 
 async def notify(api, user_id: int, title: str) -> int:
     status, body = await api.request("POST", "/api/notifications", token=service_token(),
@@ -48,13 +32,13 @@ async def read_sse(resp, count: int) -> list[dict]:
     return events
 
 
-async def test_eventsource_in_chromium_resumes_after_a_forced_drop(server, api, chromium):
+async def test_eventsource_in_chromium_resumes_after_a_forced_drop(server, api, browser_deps):
     ann = await api.user()
     uid = ann["user"]["id"]
     proxy = await DropProxy(server.port).start()
     proc = await asyncio.create_subprocess_exec(
         "node", str(JS_DIR / "sse_eventsource.mjs"), proxy.url,
-        f"/sse?ns=/notifications&token={ann['access_token']}", "4", chromium,
+        f"/sse?ns=/notifications&token={ann['access_token']}", "4", browser_deps,
         cwd=JS_DIR, stdout=asyncio.subprocess.PIPE)
     try:
         async def next_line() -> dict:
