@@ -12,10 +12,10 @@ from collections import deque
 from typing import Awaitable, Callable, Protocol
 
 from hub.broker import offset_key
+from hub.manager import ws_frame
 
 log = logging.getLogger("hub.gateways")
 
-_MISSING = object()
 # Websocket close codes (RFC 6455 and the 4000s of applications): the hub's reasons.
 REVOKED, TOO_SLOW, GOING_AWAY = 4401, 1013, 1001
 
@@ -40,9 +40,15 @@ class Member:
     (its client reconnects and resumes), so a slow reader costs bounded memory."""
 
     def __init__(self, sid: str, kind: Kind, send: Callable[[str], Awaitable[None]],
-                 close: Callable[[int, str], Awaitable[None]], *, max_pending: int = 1000) -> None:
+                 close: Callable[[int, str], Awaitable[None]], *, max_pending: int = 1000,
+                 direct: Callable[[], asyncio.Transport | None] | None = None) -> None:
         self.sid, self.kind = sid, kind
         self._send, self._close = send, close
+        # A websocket's transport, when a ready frame may be written to it at once
+        # (hub.manager.ready_transport): with nothing queued or in flight, a broadcast
+        # then costs a write, not a task wakeup, as for Socket.IO sockets.
+        self.direct = direct
+        self._busy = False
         self.max_pending = max_pending
         self._queue: deque[Frame] = deque()
         self._wake = asyncio.Event()
@@ -50,10 +56,16 @@ class Member:
         self._held: list[tuple[str, str | None, Frame]] | None = None
         self.closed = False
 
-    def push(self, namespace: str, offset: str | None, frame: Frame) -> None:
+    def push(self, namespace: str, offset: str | None, frame: Frame, wire: bytes | None = None) -> None:
+        """Queue a frame; `wire`, its websocket frame, is written at once when it can be."""
         if self._held is not None:
             self._held.append((namespace, offset, frame))
             return
+        if wire is not None and not self._queue and not self._busy and not self.closed:
+            transport = self.direct()
+            if transport is not None:
+                transport.write(wire)
+                return
         if len(self._queue) >= self.max_pending:
             if not self.closed:
                 log.warning("closing plain connection %s: %d frames unread", self.sid, len(self._queue))
@@ -98,9 +110,13 @@ class Member:
             self._wake.clear()
             while self._queue:
                 frame = self._queue.popleft()
-                if not isinstance(frame, str):
-                    frame = await frame
-                await self._send(frame)
+                self._busy = True
+                try:
+                    if not isinstance(frame, str):
+                        frame = await frame
+                    await self._send(frame)
+                finally:
+                    self._busy = False
 
 
 class Members:
@@ -154,16 +170,20 @@ class Members:
             members = ns_rooms.get(room)
             if members:
                 targets.update(members)
-        frames: dict[int, Frame | None] = {}
+        frames: dict[int, list] = {}  # kind -> [frame, its websocket frame]
         reached = 0
         for member in targets:
             if member.sid == skip_sid:
                 continue
             key = id(member.kind)
-            frame = frames.get(key, _MISSING)
-            if frame is _MISSING:
-                frame = frames[key] = member.kind.frame(namespace, event, data, offset)
-            if frame is not None:
-                member.push(namespace, offset, frame)
-                reached += 1
+            rendered = frames.get(key)
+            if rendered is None:
+                rendered = frames[key] = [member.kind.frame(namespace, event, data, offset), None]
+            frame = rendered[0]
+            if frame is None:
+                continue
+            if member.direct is not None and rendered[1] is None and isinstance(frame, str):
+                rendered[1] = ws_frame(frame)
+            member.push(namespace, offset, frame, rendered[1] if member.direct is not None else None)
+            reached += 1
         return reached

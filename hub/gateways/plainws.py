@@ -32,6 +32,7 @@ from hub.gateways.mapping import Generic
 from hub.gateways.members import Member
 from hub.gateways.session import Connection, new_sid
 from hub.http.common import HUB
+from hub.manager import ready_transport
 from storage.jsoncodec import dumps
 
 log = logging.getLogger("hub.gateways")
@@ -80,7 +81,7 @@ async def _first(ws: web.WebSocketResponse) -> dict:
 
 async def serve(request: web.Request, gateway: Gateway) -> web.WebSocketResponse:
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, compress=hub.settings.ws_compression)
     await ws.prepare(request)
     conn: Connection | None = None
     writer: asyncio.Task | None = None
@@ -94,7 +95,8 @@ async def serve(request: web.Request, gateway: Gateway) -> web.WebSocketResponse
                     raise Unauthorized("missing token")
             actor = await hub.auth.actor(token)
             member = Member(new_sid(), kind_of(hub, gateway), ws.send_str,
-                            lambda code, reason: ws.close(code=code, message=reason.encode()))
+                            lambda code, reason: ws.close(code=code, message=reason.encode()),
+                            direct=lambda: ready_transport(ws))
             conn = Connection(hub, actor, member)
             await gateway.open(request, conn, hello)
         except HubError as exc:
