@@ -151,7 +151,7 @@ async def _answer(conn: Connection, gateway: Gateway, text: str) -> None:
 def _namespaces(request: web.Request, conn: Connection) -> list[str]:
     asked = request.query.get("ns")
     if asked:
-        names = [n for n in asked.split(",") if n]
+        names = list(dict.fromkeys(n for n in asked.split(",") if n))
         if len(names) > len(REGISTRY.namespaces) or any(n not in REGISTRY.namespaces for n in names):
             raise ValidationFailed("ns: a comma-separated list of namespaces")
         return names
