@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+from dataclasses import replace
+
 from tests.business_helpers import order_input, service_token, staff
+from tests.conftest import Api
 
 
 async def test_edustream_messages_over_rest_and_socketio_agree(server, api, connect):
@@ -147,3 +150,15 @@ async def test_every_contract_mirror_is_routed(server):
                   ("POST", "/api/operator/presence/heartbeat"), ("POST", "/api/orders")]:
         assert route in mirrored, route
 
+
+
+async def test_rest_requests_of_a_token_are_rate_limited(start_server, settings, http):
+    server = await start_server(replace(settings, event_rate=0.01, event_burst=3))
+    api = Api(server.url, http)
+    ann = await api.user()
+    codes = [(await api.request("GET", "/api/messages/unread/count", token=ann["access_token"]))[0] for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    status, body = await api.request("GET", "/api/messages/unread/count", token=ann["access_token"])
+    assert status == 429 and body["error"]["code"] == "rate_limited" and body["error"]["details"]["retry_after"] > 0
+    other = await api.user()  # a budget per token
+    assert (await api.request("GET", "/api/messages/unread/count", token=other["access_token"]))[0] == 200

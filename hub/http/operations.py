@@ -6,9 +6,22 @@ import re
 
 from aiohttp import web
 
-from handlers.errors import Forbidden
+from handlers.errors import Forbidden, RateLimited
 from handlers.registry import REGISTRY, Operation
 from hub.http.common import HUB, read_json, request_actor, validate
+
+
+async def _rate_limit(hub, actor) -> None:
+    """A token's REST requests share the budget a Socket.IO connection has
+    (HUB_EVENT_RATE a second), counted per minute across instances. Service tokens
+    (backends an admin issued, e.g. POST /api/notifications in bulk) are not limited."""
+    if actor.role == "service":
+        return
+    settings = hub.settings
+    per_minute = max(settings.event_burst, int(settings.event_rate * 60))
+    retry = await hub.state.hit(f"api:{actor.jti or actor.name}", per_minute, 60)
+    if retry:
+        raise RateLimited(f"too many requests; retry in {retry}s", details={"retry_after": retry})
 
 
 def _handler(op: Operation):
@@ -18,6 +31,7 @@ def _handler(op: Operation):
         spec = REGISTRY.namespaces[op.namespace]
         if actor.role not in (op.roles or spec.roles):
             raise Forbidden(f"{actor.role} may not {op.event}")
+        await _rate_limit(hub, actor)
         strict = None
         if request.method == "GET":
             # Query strings are text: "10" must be able to fill an integer field.
