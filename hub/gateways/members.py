@@ -34,6 +34,16 @@ class Kind(Protocol):
         """The frame of a server event for this kind of connection, or None: not sent."""
 
 
+def _render(kind: Kind, namespace: str, event: str, data: dict, offset: str | None) -> Frame | None:
+    """A kind's frame; a mapping that fails on odd data (a published event, say) skips
+    that event for its kind, never the delivery to everyone else."""
+    try:
+        return kind.frame(namespace, event, data, offset)
+    except Exception:
+        log.exception("could not render %s %s for %s", namespace, event, type(kind).__name__)
+        return None
+
+
 class Member:
     """One plain connection. Frames queue here and one writer task sends them in
     order; a connection that lets more than `max_pending` frames pile up is closed
@@ -178,7 +188,7 @@ class Members:
             key = id(member.kind)
             rendered = frames.get(key)
             if rendered is None:
-                rendered = frames[key] = [member.kind.frame(namespace, event, data, offset), None]
+                rendered = frames[key] = [_render(member.kind, namespace, event, data, offset), None]
             frame = rendered[0]
             if frame is None:
                 continue
