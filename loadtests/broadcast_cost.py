@@ -86,12 +86,7 @@ async def measure(clients: int, messages: int) -> None:
         await run("python-socketio's own AsyncManager.emit", emit, max(1, messages // 2))
     finally:
         if proc.returncode is None:
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
+            await release(proc)
         await runner.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -113,12 +108,17 @@ async def plain_ws(hub, port: int, users, clients: int, run, room: str, data: di
 
         await run("plain /ws: Members.emit (one frame, written to each)", emit_plain, messages)
     finally:
-        proc.stdin.write(b"go\n")
-        await proc.stdin.drain()
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except asyncio.TimeoutError:
-            proc.kill()
+        await release(proc)
+
+
+async def release(proc) -> None:
+    """Tell a client process to finish (a line on stdin), and wait for it (bounded)."""
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except asyncio.TimeoutError:
+        proc.kill()
 
 
 def main() -> None:
