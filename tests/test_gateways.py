@@ -2,6 +2,11 @@
 /ws/{user_id} and the AI platform's dialog and operator sockets (aiohttp websockets)."""
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+
+from hub.gateways.plainws import HEARTBEAT
 from tests.business_helpers import service_token, staff
 from tests.dialog_helpers import assistant, visitor as widget_session
 from tests.gateway_helpers import Plain
@@ -135,3 +140,14 @@ async def test_operator_socket_gets_the_queue_and_the_held_dialogs_messages(serv
     assert added["data"]["message"]["id"] == msg["id"]
 
 
+
+
+async def test_websocket_pings_are_answered_and_the_server_pings_on_a_heartbeat(server, api, http):
+    ann = await api.user()
+    async with http.ws_connect(f"{server.url.replace('http', 'ws')}/ws/{ann['user']['id']}?token={ann['access_token']}",
+                               autoping=False) as ws:
+        await ws.ping(b"are you there")
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.PONG, b"are you there")
+        msg = await asyncio.wait_for(ws.receive(), HEARTBEAT + 10)  # the server's own ping
+        assert msg.type == aiohttp.WSMsgType.PING
