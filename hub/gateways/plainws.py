@@ -25,7 +25,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from handlers.errors import Forbidden, HubError, Unauthorized, ValidationFailed
+from handlers.errors import Forbidden, HubError, InternalError, Unauthorized, ValidationFailed
 from handlers.registry import REGISTRY
 from hub.broker import valid_offset
 from hub.gateways.mapping import Generic
@@ -40,7 +40,7 @@ log = logging.getLogger("hub.gateways")
 HEARTBEAT = 25.0  # seconds between websocket pings; a peer silent for half of it more is closed
 FIRST_FRAME_TIMEOUT = 10.0
 MAX_FRAME = 1_000_000  # beyond this the socket is closed; beyond max_payload_bytes a request is refused
-CLOSE_CODES = {"unauthorized": 4401, "forbidden": 4403, "not_found": 4404}
+CLOSE_CODES = {"unauthorized": 4401, "forbidden": 4403, "not_found": 4404, "internal_error": 1011}
 
 
 @dataclass
@@ -99,7 +99,10 @@ async def serve(request: web.Request, gateway: Gateway) -> web.WebSocketResponse
                             direct=lambda: ready_transport(ws))
             conn = Connection(hub, actor, member)
             await gateway.open(request, conn, hello)
-        except HubError as exc:
+        except Exception as exc:
+            if not isinstance(exc, HubError):
+                log.exception("opening a plain socket at %s failed", request.path)
+                exc = InternalError()
             await ws.send_str(dumps({"type": "error", "error": exc.body()}))
             await ws.close(code=CLOSE_CODES.get(exc.code, 4400), message=exc.code.encode())
             return ws
