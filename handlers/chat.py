@@ -328,7 +328,7 @@ def _thread_out(thread: store.Thread, members: list[int]) -> ThreadOut:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(CHAT, "message:send")
+@operation(CHAT, "message:send", http=("POST", "/api/messages"))
 async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     """Send a message to a user (direct thread, created on first message) or a thread."""
     _check_length(ctx, req.message)
@@ -444,7 +444,7 @@ async def create_thread(ctx: Context, req: CreateThread) -> ThreadOut:
     return _thread_out(thread, members)
 
 
-@operation(CHAT, "threads:list")
+@operation(CHAT, "threads:list", http=("GET", "/api/messages/threads"))
 async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
     """The user's threads, most recently active first, with unread counts."""
     me = ctx.actor.id
@@ -469,7 +469,7 @@ async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
     return out
 
 
-@operation(CHAT, "thread:history")
+@operation(CHAT, "thread:history", http=("GET", "/api/messages/threads/{other_user_id}"))
 async def thread_history(ctx: Context, req: ThreadHistory) -> History:
     """A page of a thread's messages: page 1 is the newest, each page oldest first."""
     me = ctx.actor.id
@@ -486,7 +486,7 @@ async def thread_history(ctx: Context, req: ThreadHistory) -> History:
         return History(messages=await _messages_out(tx, rows, me), total=total, page=req.page)
 
 
-@operation(CHAT, "messages:search")
+@operation(CHAT, "messages:search", http=("GET", "/api/messages/search"))
 async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]:
     """Search the user's messages (newest first, at most 50), optionally with one user."""
     me = ctx.actor.id
@@ -495,7 +495,7 @@ async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]
         return await _messages_out(tx, rows, me)
 
 
-@operation(CHAT, "message:read")
+@operation(CHAT, "message:read", http=("PATCH", "/api/messages/{message_id}/read"))
 async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     """Mark a message someone else sent as read by the user."""
     me = ctx.actor.id
@@ -510,7 +510,7 @@ async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     return out
 
 
-@operation(CHAT, "thread:read-all")
+@operation(CHAT, "thread:read-all", http=("PATCH", "/api/messages/threads/{other_user_id}/read-all"))
 async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     """Mark every unread message of a thread as read."""
     me = ctx.actor.id
@@ -523,14 +523,14 @@ async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     return Updated(updated=len(ids))
 
 
-@operation(CHAT, "unread:count")
+@operation(CHAT, "unread:count", http=("GET", "/api/messages/unread/count"))
 async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
     """How many messages others sent the user that the user has not read."""
     async with ctx.transaction() as tx:
         return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
 
 
-@operation(CHAT, "message:edit")
+@operation(CHAT, "message:edit", http=("PATCH", "/api/messages/{message_id}"))
 async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     """Change the text of a message; only its sender may."""
     me = ctx.actor.id
@@ -547,7 +547,7 @@ async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     return out
 
 
-@operation(CHAT, "message:delete")
+@operation(CHAT, "message:delete", http=("DELETE", "/api/messages/{message_id}"))
 async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
     """Delete a message; only its sender may. It disappears from history and search."""
     me = ctx.actor.id

@@ -183,7 +183,8 @@ async def _own(tx, ctx: Context, notification_id: int) -> store.Notification:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES,
+           http=("GET", "/api/notifications"))
 async def list_notifications(ctx: Context, req: ListNotifications) -> Page[NotificationOut]:
     """The user's notifications, newest first (optionally only the unread ones)."""
     async with ctx.transaction() as tx:
@@ -192,7 +193,8 @@ async def list_notifications(ctx: Context, req: ListNotifications) -> Page[Notif
     return Page[NotificationOut](total=total, limit=req.limit, offset=req.offset, items=[_out(r) for r in rows])
 
 
-@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES,
+           http=("PATCH", "/api/notifications/{notification_id}/read"))
 async def read_notification(ctx: Context, req: NotificationRef) -> NotificationOut:
     """Mark one of the user's notifications read."""
     async with ctx.transaction() as tx:
@@ -202,7 +204,8 @@ async def read_notification(ctx: Context, req: NotificationRef) -> NotificationO
         return _out(row)
 
 
-@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES,
+           http=("PATCH", "/api/notifications/mark-all-read"))
 async def read_all(ctx: Context, req: Empty) -> Updated:
     """Mark every unread notification of the user read."""
     async with ctx.transaction() as tx:
@@ -212,7 +215,8 @@ async def read_all(ctx: Context, req: Empty) -> Updated:
     return Updated(updated=updated)
 
 
-@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES,
+           http=("DELETE", "/api/notifications/{notification_id}"))
 async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
     """Delete one of the user's notifications."""
     async with ctx.transaction() as tx:

@@ -11,9 +11,10 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi
+from hub import asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.fanout import Fanout
+from hub.gateways.members import GOING_AWAY
 from hub.http import attachments, auth, common, guard, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
 from hub.manager import HubManager
@@ -69,6 +70,8 @@ class Hub:
         for server in self.fanout.servers:
             for eio_socket in list(server.eio.sockets.values()):
                 await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        for member in list(self.fanout.members.by_sid.values()):  # plain WebSocket and SSE
+            member.close(GOING_AWAY, "server restarting: reconnect")
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -158,7 +161,8 @@ def create_app(settings: Settings) -> web.Application:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
                 OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
+    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
+                   web_pages):
         app.add_routes(module.routes())
     app.on_response_prepare.append(web_pages.security_headers)
     app.cleanup_ctx.append(hub.lifecycle)

@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable
+from hub.gateways.members import REVOKED, Members
 from storage import outbox
 from storage.group_commit import GroupCommit
 
@@ -37,6 +38,9 @@ class Fanout:
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
         self.servers = [sio]
+        # Plain WebSocket and SSE connections (hub/gateways): rooms of their own, fed
+        # by the same deliveries.
+        self.members = Members()
         self.broker = broker
         self.db = db
         self.instance_id = instance_id
@@ -189,12 +193,18 @@ class Fanout:
             if reached:
                 await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
+        if namespace in self.members.rooms:
+            total += self.members.emit(namespace, event, data, rooms, skip_sid, offset)
         if total:
             self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
     async def _disconnect(self, jti: str, ttl: int) -> None:
         self.state.remember_revoked(jti, ttl)
         for namespace, sid in self.connections.using(jti):
+            member = self.members.by_sid.get(sid)
+            if member is not None:
+                member.close(REVOKED, "token revoked")
+                continue
             for server in self.servers:
                 await server.disconnect(sid, namespace=namespace)
 

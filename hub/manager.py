@@ -90,6 +90,19 @@ def ws_frame(payload: bytes | str) -> bytes:
     return header + data
 
 
+def ready_transport(ws: WebSocketResponse):
+    """The transport a ready, uncompressed frame may be written to right now on an
+    aiohttp websocket (the plain gateways' sockets, hub/gateways/members.py), or None:
+    compressed, closing or paused, or aiohttp's internals changed (check_internals)."""
+    writer = getattr(ws, "_writer", None)
+    protocol = getattr(writer, "protocol", None)
+    transport = getattr(writer, "transport", None)
+    if (transport is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True)
+            or transport.is_closing() or getattr(protocol, "_paused", True)):
+        return None
+    return transport
+
+
 class HubWebSocket(eio_aiohttp.WebSocket):
     """python-engineio's aiohttp websocket driver with compression chosen by the hub,
     and remembered on its Engine.IO socket so the manager can write to it."""

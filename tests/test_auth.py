@@ -32,7 +32,7 @@ async def test_register_login_me(api):
     status, body = await api.request("POST", "/auth/login", json={"email": "ann@example.com", "password": "wrong password"})
     assert status == 401 and body["error"]["code"] == "unauthorized"
     status, body = await api.request("GET", "/auth/me")
-    assert status == 401 and body == {"error": {"code": "unauthorized", "message": "missing token"}}
+    assert status == 401 and body == {"error": {"code": "unauthorized", "message": "missing token"}, "detail": "missing token"}
 
 
 @pytest.mark.parametrize("body", [

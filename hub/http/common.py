@@ -15,11 +15,18 @@ log = logging.getLogger("hub.http")
 
 HUB = web.AppKey("hub", object)
 
-_STATUS_ERRORS = {404: NotFound, 405: ValidationFailed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}
+
+class MethodNotAllowed(ValidationFailed):
+    status, default_message = 405, "Method not allowed"
 
 
-def error_response(exc: HubError) -> web.Response:
-    return web.json_response({"error": exc.body()}, status=exc.status)
+_STATUS_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}
+
+
+def error_response(exc: HubError, headers: dict | None = None) -> web.Response:
+    # `detail` repeats the message for clients of the reference APIs, which read that.
+    return web.json_response({"error": exc.body(), "detail": exc.message}, status=exc.status,
+                             headers=headers)
 
 
 @web.middleware
@@ -33,7 +40,8 @@ async def errors_middleware(request: web.Request, handler):
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise
         kind = _STATUS_ERRORS.get(exc.status, HubError)
-        return error_response(kind(exc.reason))
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(kind(exc.reason), allow)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(InternalError())

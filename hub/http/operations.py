@@ -2,11 +2,26 @@
 path is served here with the same input and output as its Socket.IO event."""
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
-from handlers.errors import Forbidden
+from handlers.errors import Forbidden, RateLimited
 from handlers.registry import REGISTRY, Operation
 from hub.http.common import HUB, read_json, request_actor, validate
+
+
+async def _rate_limit(hub, actor) -> None:
+    """A token's REST requests share the budget a Socket.IO connection has
+    (HUB_EVENT_RATE a second), counted per minute across instances. Service tokens
+    (backends an admin issued, e.g. POST /api/notifications in bulk) are not limited."""
+    if actor.role == "service":
+        return
+    settings = hub.settings
+    per_minute = max(settings.event_burst, int(settings.event_rate * 60))
+    retry = await hub.state.hit(f"api:{actor.jti or actor.name}", per_minute, 60)
+    if retry:
+        raise RateLimited(f"too many requests; retry in {retry}s", details={"retry_after": retry})
 
 
 def _handler(op: Operation):
@@ -16,11 +31,12 @@ def _handler(op: Operation):
         spec = REGISTRY.namespaces[op.namespace]
         if actor.role not in (op.roles or spec.roles):
             raise Forbidden(f"{actor.role} may not {op.event}")
+        await _rate_limit(hub, actor)
         strict = None
         if request.method == "GET":
             # Query strings are text: "10" must be able to fill an integer field.
             data, strict = dict(request.query), False
-        elif request.method == "DELETE" and not request.body_exists:
+        elif not request.body_exists:  # e.g. PATCH /api/messages/{id}/read
             data = {}
         else:
             data = await read_json(request)
@@ -36,8 +52,14 @@ def _handler(op: Operation):
     return handle
 
 
+def _digits(path: str) -> str:
+    """Ids are integers: `/api/messages/{message_id}` does not also match
+    `/api/messages/threads`, so a wrong method there gets 405 with the right `Allow`."""
+    return re.sub(r"\{(\w+_id)\}", r"{\1:\\d+}", path)
+
+
 def routes() -> list[web.RouteDef]:
     return [
-        web.route(op.http[0], op.http[1], _handler(op))
+        web.route(op.http[0], _digits(op.http[1]), _handler(op))
         for op in REGISTRY.operations.values() if op.http
     ]
