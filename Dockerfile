@@ -1,10 +1,10 @@
 # The hub as an image: `docker compose up` uses it for every instance.
-FROM node:20-slim AS web
+FROM node:20.18.1-bookworm-slim AS web
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --no-audit --no-fund --ignore-scripts
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY hub ./hub

@@ -1,6 +1,6 @@
 # The two commands of the README. Each installs what it needs first, so both work
 # on a fresh machine with Python 3.11+, Node.js/npm (and, for the tests, Debian's
-# chromium, installed here when missing).
+# chromium and nginx, installed here when missing).
 HOST ?= 127.0.0.1
 PORT ?= 8000
 NPM := npm ci --no-audit --no-fund --prefix
@@ -19,4 +19,5 @@ test:
 	$(NPM) tests/js
 	$(NPM) web
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	.venv/bin/pytest
