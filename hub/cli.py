@@ -102,6 +102,11 @@ def issue_token(settings: Settings, args) -> None:
     print(tokens.service(args.name, args.assistant_id).token)
 
 
+def show_config(settings: Settings, args) -> None:
+    for name, value in settings.effective().items():
+        print(f"{name}={value}")
+
+
 def conformance_server(settings: Settings, args) -> None:
     from hub.conformance import run
 
@@ -124,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(run=conformance_server)
 
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
+    sub.add_parser("config", help="print the effective settings, secrets masked").set_defaults(run=show_config)
 
     u = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     c = u.add_parser("create", help="create an account (staff roles included)")
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         _setup_logging(settings)
+        for warning in settings.warnings:
+            log.warning(warning)
         args.run(settings, args)
     except SettingsError as exc:
         print(f"hub: {exc}", file=sys.stderr)
