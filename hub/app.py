@@ -14,7 +14,7 @@ from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub import asyncapi
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
+from hub.http import attachments, auth, common, middleware, operations, publish, system, web as web_pages, widget
 from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
@@ -138,7 +138,7 @@ def msgpack_server(hub: Hub) -> HubServer:
 def create_app(settings: Settings) -> web.Application:
     hub = build_hub(settings)
     app = web.Application(
-        middlewares=[common.errors_middleware],
+        middlewares=[*middleware.chain(settings), common.errors_middleware],
         client_max_size=settings.max_payload_bytes,
     )
     app[common.HUB] = hub
