@@ -63,9 +63,10 @@ class Hub:
         transport, not its Socket.IO session, so the official clients reconnect (to
         another instance behind the balancer) and recover what they miss meanwhile.
         What this instance still owes the outbox is flushed in `lifecycle`."""
-        for server in self.fanout.servers:
-            for eio_socket in list(server.eio.sockets.values()):
-                await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        sockets = [(server, s) for server in self.fanout.servers for s in list(server.eio.sockets.values())]
+        log.info("instance %s stopping: closing %d client transports", self.settings.instance_id, len(sockets))
+        for server, eio_socket in sockets:
+            await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -82,6 +83,7 @@ class Hub:
         await self.state.close()
         await self.presence.close()
         await self.db.close()
+        log.info("instance %s stopped", self.settings.instance_id)
 
 
 def build_hub(settings: Settings) -> Hub:

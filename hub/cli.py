@@ -10,14 +10,10 @@ import sys
 
 from aiohttp import web
 
+from hub import logs
 from hub.settings import Settings, SettingsError
 
 log = logging.getLogger("hub")
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def serve(settings: Settings, args) -> None:
@@ -154,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _setup_logging(settings)
+        logs.setup(settings)
         for warning in settings.warnings:
             log.warning(warning)
         args.run(settings, args)

@@ -17,6 +17,8 @@ class Metrics:
                                   ["namespace"], registry=self.registry)
         self.bus = Counter("hub_bus_messages_total", "Messages on the inter-instance bus",
                            ["direction", "outcome"], registry=self.registry)
+        self.refusals = Counter("hub_connect_refusals_total", "Refused Socket.IO connections",
+                                ["namespace", "reason"], registry=self.registry)
         self._children: dict[tuple, object] = {}
 
     def child(self, metric, *labels):

@@ -137,6 +137,7 @@ class Settings:
     jwt_secret: str | None = None
     cors_origins: tuple[str, ...] | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 30 * 24 * 3600
     service_token_ttl: int = 365 * 24 * 3600
@@ -193,6 +194,7 @@ class Settings:
             jwt_secret=env.get("HUB_JWT_SECRET") or None,
             cors_origins=_origins(env, "HUB_CORS_ORIGINS"),
             log_level=_choice(env, "HUB_LOG_LEVEL", "INFO", LOG_LEVELS),
+            log_format=_choice(env, "HUB_LOG_FORMAT", "text", ("text", "json")),
             access_token_ttl=_int(env, "HUB_ACCESS_TOKEN_TTL", 15 * 60),
             refresh_token_ttl=_int(env, "HUB_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
             service_token_ttl=_int(env, "HUB_SERVICE_TOKEN_TTL", 365 * 24 * 3600),

@@ -1,8 +1,17 @@
-"""What wraps every HTTP route: CORS for the origins in HUB_CORS_ORIGINS.
+"""What wraps every HTTP route: the access log with a request id, and CORS for the
+origins in HUB_CORS_ORIGINS.
 
 The Socket.IO endpoints are left alone: python-engineio answers their CORS itself
-(from the same setting, hub/http/widget.py `socketio_origins`)."""
+(from the same setting, hub/http/widget.py `socketio_origins`), and a websocket's
+request lasts as long as the connection (connections are logged and counted in
+namespaces/base.py and hub/metrics.py instead)."""
 from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
 
 from aiohttp import web
 
@@ -62,6 +71,49 @@ def cors(settings: Settings):
     return middleware
 
 
+access = logging.getLogger("hub.access")
+REQUEST_ID = "X-Request-ID"
+# A caller's (or the proxy's) request id is kept if it looks like one; else a new one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def route_of(request: web.Request) -> str:
+    """The route's template (`/api/attachments/{id}`), not the path: bounded, and
+    without the ids in it."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def access_log(request: web.Request, handler):
+    """One line per request: method, route, status, milliseconds, request id; the id
+    is echoed in the response's X-Request-ID."""
+    if _socketio(request):
+        return await handler(request)
+    given = request.headers.get(REQUEST_ID, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers[REQUEST_ID] = request_id
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers[REQUEST_ID] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's code for it)
+        raise
+    finally:
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        route = route_of(request)
+        access.info("%s %s %d %.1fms request_id=%s", request.method, route, status, ms, request_id,
+                    extra={"method": request.method, "route": route, "status": status, "ms": ms,
+                           "request_id": request_id})
+
+
 def chain(settings: Settings) -> list:
     """The middlewares of this module, outermost first (before errors_middleware)."""
-    return [cors(settings)]
+    return [access_log, cors(settings)]
