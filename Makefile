@@ -1,6 +1,6 @@
 # The two commands of the README. Each installs what it needs first, so both work
 # on a fresh machine with Python 3.11+, Node.js/npm (and, for the tests, Debian's
-# chromium and nginx, installed here when missing).
+# chromium, nginx and promtool, installed here when missing).
 HOST ?= 127.0.0.1
 PORT ?= 8000
 NPM := npm ci --no-audit --no-fund --prefix
@@ -20,4 +20,5 @@ test:
 	$(NPM) web
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 	.venv/bin/pytest

@@ -500,6 +500,8 @@ async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    if place is not None and d.requested_at and ctx.metrics is not None:
+        ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())
     emit_status(ctx, d)
     ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])
     if place is not None:

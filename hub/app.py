@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi
+from hub import asyncapi, sampler
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.http import attachments, auth, common, middleware, operations, publish, system, web as web_pages, widget
@@ -56,7 +56,7 @@ class Hub:
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence)
+                       presence=self.presence, metrics=self.metrics)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
@@ -158,4 +158,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
     app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
+    app.cleanup_ctx.append(lambda app: sampler.run(hub))
+    hub.metrics.collect_at_scrape(lambda: sampler.at_scrape(hub))
     return app

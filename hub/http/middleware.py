@@ -16,7 +16,7 @@ import uuid
 from aiohttp import web
 
 from handlers.errors import Forbidden
-from hub.http.common import error_response
+from hub.http.common import HUB, error_response
 from hub.settings import Settings
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -87,7 +87,7 @@ def route_of(request: web.Request) -> str:
 @web.middleware
 async def access_log(request: web.Request, handler):
     """One line per request: method, route, status, milliseconds, request id; the id
-    is echoed in the response's X-Request-ID."""
+    is echoed in the response's X-Request-ID. Counted and timed by route and status."""
     if _socketio(request):
         return await handler(request)
     given = request.headers.get(REQUEST_ID, "")
@@ -107,8 +107,12 @@ async def access_log(request: web.Request, handler):
         status = 499  # the client went away first (nginx's code for it)
         raise
     finally:
-        ms = round((time.perf_counter() - started) * 1000, 1)
+        seconds = time.perf_counter() - started
+        ms = round(seconds * 1000, 1)
         route = route_of(request)
+        metrics = request.app[HUB].metrics
+        metrics.child(metrics.http_requests, request.method, route, str(status)).inc()
+        metrics.child(metrics.http_latency, request.method, route).observe(seconds)
         access.info("%s %s %d %.1fms request_id=%s", request.method, route, status, ms, request_id,
                     extra={"method": request.method, "route": route, "status": status, "ms": ms,
                            "request_id": request_id})
