@@ -6,12 +6,14 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 
 FROM python:3.11.11-slim-bookworm
 WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY hub ./hub
 COPY namespaces ./namespaces
 COPY handlers ./handlers
 COPY storage ./storage
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 # The console and widget pages, with socket.io-client from the npm registry.
 COPY web ./web
 COPY --from=web /web/node_modules ./web/node_modules
