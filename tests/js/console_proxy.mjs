@@ -2,25 +2,15 @@
 // until its heartbeat is answered over the socket ("online · 0/5 chats").
 // Usage: node console_proxy.mjs URL EMAIL PASSWORD [CHROMIUM]
 // Prints one JSON object: {connection, queue, errors}.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [url, email, password, executable] = process.argv.slice(2);
-const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 60000);
 const WAIT = { timeout: 20000 };
-const browser = await chromium.launch({
-  executablePath: executable || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         `--disk-cache-dir=${join(profile, "cache")}`],
-});
+const chrome = await launch(executable);
 const errors = [];
 try {
-  const page = await (await browser.newContext()).newPage();
+  const page = await (await chrome.browser.newContext()).newPage();
   page.on("pageerror", (err) => errors.push(`page error: ${err.message}`));
   page.on("console", (msg) => { if (msg.type() === "error") errors.push(`console: ${msg.text()}`); });
   await page.goto(`${url}/console`);
@@ -36,7 +26,6 @@ try {
   const queue = await page.locator("#queue-size").textContent();
   console.log(JSON.stringify({ connection: await connection.textContent(), queue, errors }));
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await chrome.close();
   clearTimeout(timer);
 }
