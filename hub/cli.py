@@ -103,6 +103,12 @@ def show_config(settings: Settings, args) -> None:
         print(f"{name}={value}")
 
 
+def types(settings: Settings, args) -> None:
+    from hub.typescript import build
+
+    print(build(), end="")
+
+
 def conformance_server(settings: Settings, args) -> None:
     from hub.conformance import run
 
@@ -126,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
     sub.add_parser("config", help="print the effective settings, secrets masked").set_defaults(run=show_config)
+    sub.add_parser("types", help="print TypeScript declarations of every namespace's events "
+                                 "(for socket.io-client)").set_defaults(run=types)
 
     u = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     c = u.add_parser("create", help="create an account (staff roles included)")
