@@ -113,7 +113,7 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
         return None
     origins = tuple(o.strip() for o in raw.split(",") if o.strip())
     for origin in origins:
-        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+/?", origin):
             _refuse(env, f"{name}: {origin!r} is not an origin (scheme://host[:port], no path), nor *")
     return origins
 

@@ -75,6 +75,8 @@ access = logging.getLogger("hub.access")
 REQUEST_ID = "X-Request-ID"
 # A caller's (or the proxy's) request id is kept if it looks like one; else a new one.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Health checks and scrapes come every few seconds: logged at DEBUG unless they fail.
+PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 def route_of(request: web.Request) -> str:
@@ -113,9 +115,10 @@ async def access_log(request: web.Request, handler):
         metrics = request.app[HUB].metrics
         metrics.child(metrics.http_requests, request.method, route, str(status)).inc()
         metrics.child(metrics.http_latency, request.method, route).observe(seconds)
-        access.info("%s %s %d %.1fms request_id=%s", request.method, route, status, ms, request_id,
-                    extra={"method": request.method, "route": route, "status": status, "ms": ms,
-                           "request_id": request_id})
+        level = logging.DEBUG if route in PROBES and status < 400 else logging.INFO
+        access.log(level, "%s %s %d %.1fms request_id=%s", request.method, route, status, ms, request_id,
+                   extra={"method": request.method, "route": route, "status": status, "ms": ms,
+                          "request_id": request_id})
 
 
 def chain(settings: Settings) -> list:
