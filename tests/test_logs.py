@@ -45,6 +45,11 @@ async def test_hub_serve_logs_requests_refusals_handoffs_and_its_stop(spawn_hubs
         pass
     await client.disconnect()
 
+    # A page of another site (or a proxy dropping the Host's port) is refused at the handshake.
+    async with http.get(hub.url + "/socket.io/?EIO=4&transport=polling",
+                        headers={"Origin": "https://elsewhere.example"}) as resp:
+        assert resp.status == 400
+
     # Redis goes away: each login would warn that its attempt was not counted.
     private_redis.stop()
     for _ in range(12):
@@ -62,6 +67,8 @@ async def test_hub_serve_logs_requests_refusals_handoffs_and_its_stop(spawn_hubs
 
     refused = [line for line in out if line["logger"] == "hub.namespaces" and "refused" in line["message"]]
     assert [(line["namespace"], line["reason"]) for line in refused] == [("/chat", "unauthorized")], refused
+    [origin] = [line for line in out if line.get("reason") == "origin"]
+    assert origin["level"] == "WARNING" and origin["origin"] == "https://elsewhere.example", origin
     handoffs = [(line["dialog_id"], line["handoff_status"], line["reason"])
                 for line in out if line["logger"] == "hub.handoff"]
     assert handoffs == [(dialog, "requested", "wants a human"), (dialog, "active", None)]
