@@ -60,6 +60,7 @@ class Context:
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
+    metrics: Any = None  # hub.metrics.Metrics
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)

@@ -13,6 +13,7 @@ dialog row, and every change emits events carrying the new `version`."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from datetime import datetime
@@ -28,6 +29,8 @@ from handlers.schema import Input, Output, Page
 from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
+
+log = logging.getLogger("hub.handoff")
 
 DIALOGS = "/dialogs"
 OPERATORS = "/operators"
@@ -380,6 +383,11 @@ async def emit_queue(ctx: Context, tx, from_place: int | None = 1) -> None:
 
 
 def emit_status(ctx: Context, d: store.Dialog, reason: str | None = None) -> None:
+    """Announce a handoff change (every change goes through here, so it is logged here)."""
+    log.info("dialog %d handoff %s, operator %s%s", d.id, d.handoff_status, d.operator_id,
+             f", reason {reason}" if reason else "",
+             extra={"dialog_id": d.id, "handoff_status": d.handoff_status, "operator_id": d.operator_id,
+                    "reason": reason})
     ctx.emit(HandoffStatusChanged(dialog_id=d.id, status=d.handoff_status, operator_id=d.operator_id,
                                   version=d.version, reason=reason),
              rooms=[dialog_room(d.id), bots_room(d.assistant_id)])
@@ -492,6 +500,8 @@ async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    if place is not None and d.requested_at and ctx.metrics is not None:
+        ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())
     emit_status(ctx, d)
     ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])
     if place is not None:

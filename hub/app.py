@@ -11,11 +11,12 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi, gateways, openapi
+from hub import asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.gateways.members import GOING_AWAY
-from hub.http import attachments, auth, common, guard, operations, publish, system, web as web_pages, widget
+from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
+                      web as web_pages, widget)
 from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
@@ -60,17 +61,20 @@ class Hub:
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence)
+                       presence=self.presence, metrics=self.metrics)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
         transport, not its Socket.IO session, so the official clients reconnect (to
         another instance behind the balancer) and recover what they miss meanwhile.
         What this instance still owes the outbox is flushed in `lifecycle`."""
-        for server in self.fanout.servers:
-            for eio_socket in list(server.eio.sockets.values()):
-                await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
-        for member in list(self.fanout.members.by_sid.values()):  # plain WebSocket and SSE
+        sockets = [(server, s) for server in self.fanout.servers for s in list(server.eio.sockets.values())]
+        plain = list(self.fanout.members.by_sid.values())  # plain WebSocket and SSE
+        log.info("instance %s stopping: closing %d client transports", self.settings.instance_id,
+                 len(sockets) + len(plain))
+        for server, eio_socket in sockets:
+            await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        for member in plain:
             member.close(GOING_AWAY, "server restarting: reconnect")
 
     async def lifecycle(self, app: web.Application):
@@ -88,6 +92,7 @@ class Hub:
         await self.state.close()
         await self.presence.close()
         await self.db.close()
+        log.info("instance %s stopped", self.settings.instance_id)
 
 
 def build_hub(settings: Settings) -> Hub:
@@ -148,7 +153,8 @@ def msgpack_server(hub: Hub) -> HubServer:
 def create_app(settings: Settings) -> web.Application:
     hub = build_hub(settings)
     app = web.Application(
-        middlewares=[common.errors_middleware, *guard.middlewares(settings, common.client_ip)],
+        middlewares=[*middleware.chain(settings), common.errors_middleware,
+                     *guard.middlewares(settings, common.client_ip)],
         client_max_size=settings.max_payload_bytes,
         handler_args={"max_field_size": guard.HEADER_FIELD_BYTES, "max_headers": guard.MAX_HEADERS},
     )
@@ -169,4 +175,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
     app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
+    app.cleanup_ctx.append(lambda app: sampler.run(hub))
+    hub.metrics.collect_at_scrape(lambda: sampler.at_scrape(hub))
     return app

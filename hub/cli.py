@@ -10,14 +10,10 @@ import sys
 
 from aiohttp import web
 
+from hub import logs
 from hub.settings import Settings, SettingsError
 
 log = logging.getLogger("hub")
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def serve(settings: Settings, args) -> None:
@@ -102,6 +98,17 @@ def issue_token(settings: Settings, args) -> None:
     print(tokens.service(args.name, args.assistant_id).token)
 
 
+def show_config(settings: Settings, args) -> None:
+    for name, value in settings.effective().items():
+        print(f"{name}={value}")
+
+
+def types(settings: Settings, args) -> None:
+    from hub.typescript import build
+
+    print(build(), end="")
+
+
 def conformance_server(settings: Settings, args) -> None:
     from hub.conformance import run
 
@@ -124,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(run=conformance_server)
 
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
+    sub.add_parser("config", help="print the effective settings, secrets masked").set_defaults(run=show_config)
+    sub.add_parser("types", help="print TypeScript declarations of every namespace's events "
+                                 "(for socket.io-client)").set_defaults(run=types)
 
     u = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     c = u.add_parser("create", help="create an account (staff roles included)")
@@ -148,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _setup_logging(settings)
+        logs.setup(settings)
+        for warning in settings.warnings:
+            log.warning(warning)
         args.run(settings, args)
     except SettingsError as exc:
         print(f"hub: {exc}", file=sys.stderr)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from datetime import timedelta
 
 from handlers.context import Outgoing
-from hub.broker import Broker, BrokerUnavailable
+from hub.broker import Broker, BrokerUnavailable, offset_key
 from hub.gateways.members import REVOKED, Members
 from storage import outbox
 from storage.group_commit import GroupCommit
@@ -152,6 +153,9 @@ class Fanout:
     async def _on_message(self, message: dict) -> None:
         kind = message.get("t")
         if kind == "log":
+            if message["x"] and message["x"][0]:
+                # The offset starts with the append's time (ms): how long it took to get here.
+                self.metrics.bus_lag.observe(max(0.0, time.time() - offset_key(message["x"][0])[0] / 1000))
             for entry, offset in zip(message["e"], message["x"]):
                 await self._deliver_entry(entry, offset)
             return

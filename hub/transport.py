@@ -39,6 +39,18 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
             reply["pid"] = pid
         return reply
 
+    def transports(self) -> dict[tuple[str, str], int]:
+        """Connected sockets by (namespace, transport), for the metrics: read from the
+        manager's rooms (room None holds every socket of a namespace) and the Engine.IO
+        sockets' `upgraded` flag (set for websocket connections, upgraded or direct)."""
+        counts: dict[tuple[str, str], int] = {}
+        for namespace, rooms in self.manager.rooms.items():
+            for eio_sid in (rooms.get(None) or {}).values():
+                socket = self.eio.sockets.get(eio_sid)
+                key = (namespace, "websocket" if socket is not None and socket.upgraded else "polling")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def settle_held(self, sid: str, namespace: str) -> None:
         """While a recovering socket connects, replayed and live events are held for
         it (item 6 of docs/protocol.md). Put them in offset order, once each."""

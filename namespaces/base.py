@@ -88,10 +88,9 @@ class OperationNamespace(socketio.AsyncNamespace):
         try:
             actor = await hub.auth.actor(_token_from(environ, auth))
         except HubError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+            raise self._refused(exc)
         if actor.role not in self.spec.roles:
-            exc = Forbidden(f"{actor.role} tokens cannot connect to {self.spec.name}")
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+            raise self._refused(Forbidden(f"{actor.role} tokens cannot connect to {self.spec.name}"))
         settings = hub.settings
         self.conns[sid] = Conn(actor, TokenBucket(settings.event_rate, settings.event_burst))
         hub.connections.add(actor.jti, self.spec.name, sid)
@@ -124,10 +123,16 @@ class OperationNamespace(socketio.AsyncNamespace):
             # A refused connect gets no disconnect event: undo what it set up here.
             log.exception("connect to %s failed", self.spec.name)
             await self.disconnect_socket(sid, "client disconnect")
-            exc = InternalError()
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
+            raise self._refused(InternalError()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+
+    def _refused(self, exc: HubError) -> socketio.exceptions.ConnectionRefusedError:
+        """A refused connect: one log line and a count by reason; the client gets the error."""
+        log.info("connection to %s refused: %s (%s)", self.spec.name, exc.code, exc.message,
+                 extra={"namespace": self.spec.name, "reason": exc.code})
+        self.hub.metrics.child(self.hub.metrics.refusals, self.spec.name, exc.code).inc()
+        return socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
         """The rooms, among those a recovering socket had joined through operations,

@@ -115,9 +115,7 @@ def socketio_origins(configured: tuple[str, ...] | None, widgets: WidgetOrigins)
         return "*"
     allowed = {o.rstrip("/") for o in configured}
 
-    def check(origin: str | None, environ: dict) -> bool:
-        if origin in allowed or origin in widgets.origins:
-            return True
+    def own_origin(origin: str | None, environ: dict) -> bool:
         host = environ.get("HTTP_HOST")
         if not origin or not host:
             return False
@@ -127,6 +125,17 @@ def socketio_origins(configured: tuple[str, ...] | None, widgets: WidgetOrigins)
             fhost = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0]
             own.add(f"{scheme.strip()}://{fhost.strip()}")
         return origin in own
+
+    def check(origin: str | None, environ: dict) -> bool:
+        if not origin:  # not from a browser page: nothing to check (python-engineio asks anyway)
+            return False
+        if origin in allowed or origin in widgets.origins or own_origin(origin, environ):
+            return True
+        # A warning (said once per 30 s, hub/logs.py): a proxy that rewrites Host
+        # makes every socket land here (docs/deploy.md).
+        log.warning("connection refused: origin %s is not allowed (Host %s; HUB_CORS_ORIGINS)", origin,
+                    environ.get("HTTP_HOST"), extra={"reason": "origin", "origin": origin})
+        return False
 
     return check
 

@@ -4,23 +4,14 @@
 // EMAIL and COLLEAGUE_EMAIL are two operators with the same PASSWORD.
 // Prints one JSON object with what each side saw. Playwright's launch() gives the
 // browser a fresh temporary profile (--user-data-dir) of its own each run.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [url, visitorPage, email, password, colleagueEmail, executable] = process.argv.slice(2);
-const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 90000);
 const WAIT = { timeout: 20000 };
 
-const browser = await chromium.launch({
-  executablePath: executable || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         `--disk-cache-dir=${join(profile, "cache")}`],
-});
+const chrome = await launch(executable);
+const browser = chrome.browser;
 const logs = [];
 try {
   // two separate browser profiles: a website visitor and an operator
@@ -93,7 +84,6 @@ try {
   console.error(String(err && err.stack || err), "\n", logs.join("\n"));
   process.exitCode = 1;
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await chrome.close();
   clearTimeout(timer);
 }
