@@ -40,7 +40,7 @@ class SharedState(ABC):
         if len(self._revoked) > 10000:
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
 
-    def _known_revoked(self, jti: str) -> bool:
+    def known_revoked(self, jti: str) -> bool:
         return self._revoked.get(jti, 0) > time.time()
 
     async def start(self) -> None:
@@ -122,7 +122,7 @@ class MemoryState(SharedState):
         self.remember_revoked(jti, ttl)
 
     async def is_revoked(self, jti: str) -> bool:
-        return self._known_revoked(jti)
+        return self.known_revoked(jti)
 
     async def hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()
@@ -201,7 +201,7 @@ class RedisState(SharedState):
         await self.redis.set(f"{self.prefix}:revoked:{jti}", 1, ex=max(ttl, 1))
 
     async def is_revoked(self, jti: str) -> bool:
-        if self._known_revoked(jti):
+        if self.known_revoked(jti):
             return True
         try:
             return bool(await self.redis.exists(f"{self.prefix}:revoked:{jti}"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -98,14 +97,17 @@ async def refresh(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     body = validate(RefreshIn, await read_json(request))
     claims = hub.tokens.decode(body.refresh_token, typ="refresh")
-    reused: list[str] | None = None
+    reused: list[tuple[str, int]] | None = None
     async with hub.db.transaction() as tx:
         row = await users.get_refresh(tx, claims["jti"], for_update=True)
         if row is None:
             raise Unauthorized("unknown refresh token")
         if row.revoked_at is not None:
-            # A rotated token came back: someone kept a copy. End the whole family.
-            reused = await users.revoke_refresh(tx, family=row.family)
+            # A rotated token came back: someone kept a copy. End the whole family,
+            # with every access token issued in it that may still be live.
+            await users.revoke_refresh(tx, family=row.family)
+            reused = await users.family_access(tx, row.family, refresh_ttl=hub.tokens.refresh_ttl,
+                                               access_ttl=hub.tokens.access_ttl)
         else:
             await users.revoke_refresh(tx, jti=row.jti)
             user = await users.get(tx, row.user_id)
@@ -113,8 +115,7 @@ async def refresh(request: web.Request) -> web.Response:
                 raise Unauthorized("unknown user")
             pair = await _issue_pair(hub, tx, user, row.family)
     if reused is not None:
-        for jti in reused:
-            await hub.fanout.revoke(jti, hub.tokens.access_ttl)
+        await hub.revocations.revoke_many(reused)
         raise Unauthorized("refresh token already used; the session was ended")
     return web.json_response(pair)
 
@@ -123,14 +124,13 @@ async def logout(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     actor = await request_actor(request)
     body = validate(LogoutIn, await read_json(request)) if request.can_read_body else LogoutIn()
-    ttl = max(int(actor.expires_at - time.time()), 1)
     async with hub.db.transaction() as tx:
         await users.revoke_refresh(tx, access_jti=actor.jti)
         if body.refresh_token:
             claims = hub.tokens.decode(body.refresh_token, typ="refresh")
             if claims["sub"] == str(actor.id):
                 await users.revoke_refresh(tx, jti=claims["jti"])
-    await hub.fanout.revoke(actor.jti, ttl)
+    await hub.revocations.revoke(actor.jti, actor.expires_at)
     return web.json_response({"status": "logged_out"})
 
 
