@@ -89,8 +89,8 @@ class OperationNamespace(socketio.AsyncNamespace):
             actor = await hub.auth.actor(_token_from(environ, auth))
         except HubError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
-        if actor.role not in self.spec.roles:
-            exc = Forbidden(f"{actor.role} tokens cannot connect to {self.spec.name}")
+        if actor.acts_as not in self.spec.roles:
+            exc = Forbidden(f"{actor.acts_as} tokens cannot connect to {self.spec.name}")
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
         settings = hub.settings
         self.conns[sid] = Conn(actor, TokenBucket(settings.event_rate, settings.event_burst))
@@ -184,8 +184,8 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise RateLimited("too many events: slow down")
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
-        if op.roles is not None and conn.actor.role not in op.roles:
-            raise Forbidden(f"{conn.actor.role} may not {event}")
+        if op.roles is not None and conn.actor.acts_as not in op.roles:
+            raise Forbidden(f"{conn.actor.acts_as} may not {event}")
         if len(args) > 1:
             raise ValidationFailed("send one object as the event's payload")
         payload = args[0] if args else {}
