@@ -30,6 +30,10 @@ class TokenBucket:
         self.rate, self.burst = rate, burst
         self.tokens, self.stamp = float(burst), time.monotonic()
 
+    def wait(self) -> float:
+        """Seconds until the next event fits the budget."""
+        return max(0.0, (1 - self.tokens) / self.rate) if self.rate > 0 else 1.0
+
     def take(self) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -181,7 +185,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         if conn is None:
             raise Forbidden("not connected")
         if not conn.bucket.take():
-            raise RateLimited("too many events: slow down")
+            raise RateLimited("too many events: slow down", retry_after=conn.bucket.wait())
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
         if op.roles is not None and conn.actor.acts_as not in op.roles:

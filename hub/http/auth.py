@@ -1,13 +1,14 @@
 """Auth routes (CONTRACT §4): register, login, refresh with rotation, logout, me."""
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime, timezone
 
 from aiohttp import web
 from pydantic import Field
 
-from handlers.errors import Conflict, Forbidden, Unauthorized
+from handlers.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from handlers.schema import Input, Output
 from hub.auth import hash_password, verify_password
 from hub.http.common import HUB, rate_limit, read_json, request_actor, validate
@@ -80,14 +81,29 @@ async def register(request: web.Request) -> web.Response:
     return web.json_response(user_out(user), status=201)
 
 
+def account_key(email: str) -> str:
+    """The back-off key of an account's logins (a digest: no address in Redis keys)."""
+    return "login-account:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
 async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    await rate_limit(request, "login", hub.settings.login_per_minute)
+    settings = hub.settings
+    await rate_limit(request, "login", settings.login_per_minute)
     body = validate(LoginIn, await read_json(request))
+    # Per account too: guessing one account's password from many addresses (or
+    # instances) backs off exponentially. Unknown emails count alike, so the answer
+    # tells nothing about which accounts exist.
+    account = account_key(body.email)
+    wait = await hub.state.locked(account)
+    if wait:
+        raise RateLimited(f"too many failed logins for this account; retry in {wait}s", retry_after=wait)
     async with hub.db.transaction() as tx:
         user = await users.by_email(tx, body.email)
     if not await verify_password(body.password, user.password_hash if user else None):
+        await hub.state.failed(account, settings.login_free_failures, settings.login_backoff_max)
         raise Unauthorized("wrong email or password")
+    await hub.state.forgive(account)
     async with hub.db.transaction() as tx:
         pair = await _issue_pair(hub, tx, user, secrets.token_hex(16))
     return web.json_response(pair)
