@@ -4,6 +4,7 @@ No per-operation code lives here; every namespace of the registry is served by a
 instance of `OperationNamespace`."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from handlers.context import Actor, Context, user_room
 from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
                              ValidationFailed, validation_details)
 from handlers.registry import NamespaceSpec, Operation
+from handlers.session import EXPIRED, REFRESH, AuthExpired
+from hub.recovery import identity
 
 log = logging.getLogger("hub.namespaces")
 
@@ -48,6 +51,7 @@ class TokenBucket:
 class Conn:
     actor: Actor
     bucket: TokenBucket
+    expiry: asyncio.TimerHandle | None = None  # ends the connection when its token expires
 
 
 def _token_from(environ: dict, auth) -> str | None:
@@ -74,6 +78,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         self.hub = hub
         self.wants_ack = wants_ack
         self.conns: dict[str, Conn] = {}
+        self._expiring: set[asyncio.Task] = set()
 
     def context(self, actor: Actor, sid: str | None) -> Context:
         return self.hub.context(actor, sid)
@@ -132,6 +137,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+        self._arm(sid, self.conns[sid])
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
         """The rooms, among those a recovering socket had joined through operations,
@@ -146,6 +152,8 @@ class OperationNamespace(socketio.AsyncNamespace):
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
+        if conn.expiry:
+            conn.expiry.cancel()
         # Kept for recovery unless someone ended the session on purpose.
         await self.hub.recovery.gone(self.spec.name, sid,
                                      keep=reason not in ("client disconnect", "server disconnect"))
@@ -188,21 +196,11 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise RateLimited("too many events: slow down", retry_after=conn.bucket.wait())
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
+        if event == REFRESH:
+            return await self._refresh(sid, conn, self._input(op, args))
         if op.roles is not None and conn.actor.acts_as not in op.roles:
             raise Forbidden(f"{conn.actor.acts_as} may not {event}")
-        if len(args) > 1:
-            raise ValidationFailed("send one object as the event's payload")
-        payload = args[0] if args else {}
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise ValidationFailed("the payload must be an object")
-        if payload_size(payload) > self.hub.settings.max_payload_bytes:
-            raise PayloadTooLarge(f"payload larger than {self.hub.settings.max_payload_bytes} bytes")
-        try:
-            request = op.input.model_validate(payload)
-        except ValidationError as exc:
-            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+        request = self._input(op, args)
         ctx = self.context(conn.actor, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
@@ -214,3 +212,58 @@ class OperationNamespace(socketio.AsyncNamespace):
             await self.hub.recovery.rooms_changed(self.spec.name, sid, set(self.rooms(sid)))
         await self.hub.fanout.deliver(ctx.events)
         return data
+
+    def _input(self, op: Operation, args: list):
+        if len(args) > 1:
+            raise ValidationFailed("send one object as the event's payload")
+        payload = args[0] if args else {}
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the payload must be an object")
+        if payload_size(payload) > self.hub.settings.max_payload_bytes:
+            raise PayloadTooLarge(f"payload larger than {self.hub.settings.max_payload_bytes} bytes")
+        try:
+            return op.input.model_validate(payload)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+
+    # --- the connection's token: in-band refresh, and the end at its expiry ----------
+
+    async def _refresh(self, sid: str, conn: Conn, request) -> dict:
+        """`auth:refresh`: the connection goes on under a fresh token of the same
+        identity (checked like a connect's: signature, expiry, revocation)."""
+        actor = await self.hub.auth.actor(request.token)
+        if identity(actor) != identity(conn.actor):
+            raise Forbidden("the new token belongs to someone else")
+        # The old token's revocation no longer ends this socket; the new one's does.
+        self.hub.connections.remove(conn.actor.jti, self.spec.name, sid)
+        self.hub.connections.add(actor.jti, self.spec.name, sid)
+        conn.actor = actor
+        self._arm(sid, conn)
+        return {"expires_at": actor.expires_at}
+
+    def _arm(self, sid: str, conn: Conn) -> None:
+        if conn.expiry:
+            conn.expiry.cancel()
+        if conn.actor.expires_at is None:
+            return
+        delay = max(conn.actor.expires_at - time.time(), 0)
+        conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid, conn)
+
+    def _expire_soon(self, sid: str, conn: Conn) -> None:
+        task = asyncio.create_task(self._expire(sid, conn))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, sid: str, conn: Conn) -> None:
+        """Tell the socket its token expired, then close its connection the way a
+        network drop does: the official client reconnects by itself, asking its
+        `auth` callback for a token again, and recovers what it missed meanwhile."""
+        if self.conns.get(sid) is not conn:
+            return
+        try:
+            await self.emit(EXPIRED, AuthExpired().model_dump(mode="json"), to=sid)
+            await self.server.drop_connection(sid, self.spec.name)
+        except Exception:
+            log.exception("could not end the expired connection %s of %s", sid, self.spec.name)
