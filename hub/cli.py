@@ -141,6 +141,7 @@ def revoke_token(settings: Settings, args) -> None:
     instances refuse it within seconds and disconnect its sockets."""
     from handlers.errors import Unauthorized
     from storage import tokens as token_store
+    from storage import users
 
     given = args.token
     claims = None
@@ -155,6 +156,8 @@ def revoke_token(settings: Settings, args) -> None:
         async with db.transaction() as tx:
             if claims is not None:
                 jti, expires_at = claims["jti"], token_store.expiry(claims["exp"])
+                if claims["typ"] == "refresh":  # refresh tokens are refused by their own record
+                    await users.revoke_refresh(tx, jti=jti)
             else:
                 row = await token_store.get_service(tx, given)
                 if row is None:
