@@ -4,23 +4,10 @@ no chat, no sns. Real server, real clients; the unscoped service keeps its power
 from __future__ import annotations
 
 import pytest
-import socketio
 
 from tests.business_helpers import order_input, service_token
+from tests.conftest import connect_refusal
 from tests.dialog_helpers import account, assistant, bot_token, visitor
-
-
-async def refusal(url: str, namespace: str, token: str) -> dict | None:
-    """The connect_error data a real client gets (None: it connected)."""
-    sio = socketio.AsyncClient(reconnection=False)
-    refused: dict = {}
-    sio.on("connect_error", lambda data: refused.update(data or {}), namespace=namespace)
-    try:
-        await sio.connect(url, namespaces=[namespace], auth={"token": token}, wait_timeout=5)
-    except socketio.exceptions.ConnectionError:
-        return refused.get("data")
-    await sio.disconnect()
-    return None
 
 
 @pytest.fixture
@@ -37,7 +24,7 @@ async def scene(server, api):
 
 @pytest.mark.parametrize("namespace", ["/orders", "/notifications", "/chat", "/sns"])
 async def test_bot_cannot_connect_outside_dialogs(server, scene, namespace):
-    refused = await refusal(server.url, namespace, scene["bot"])
+    refused = await connect_refusal(server.url, namespace, scene["bot"])
     assert refused is not None and refused["code"] == "forbidden", refused
 
 

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import jwt
-import pytest
 
-from tests.conftest import ROOT, SECRET, Api, HubProcess
+from tests.conftest import ROOT, SECRET, Api, HubProcess, connect_refusal
 
 PUBLISH = {"namespace": "/notifications", "event": "status:updated", "to": {"user_ids": [1]},
            "data": {"resource_type": "invoice", "resource_id": 1, "status": "paid"}}
@@ -37,21 +36,6 @@ async def status_with(http, url: str, token: str) -> tuple[int, int]:
 async def restart(hub: HubProcess) -> HubProcess:
     hub.stop()
     return await hub.start().ready()
-
-
-async def connect_refusal(url: str, namespace: str, token: str) -> dict | None:
-    """The connect_error data of a real client connecting with `token` (None: it connected)."""
-    import socketio
-
-    sio = socketio.AsyncClient(reconnection=False)
-    refused: dict = {}
-    sio.on("connect_error", lambda data: refused.update(data or {}), namespace=namespace)
-    try:
-        await sio.connect(url, namespaces=[namespace], auth={"token": token}, wait_timeout=5)
-    except socketio.exceptions.ConnectionError:
-        return refused.get("data")  # the python client wraps the CONNECT_ERROR data
-    await sio.disconnect()
-    return None
 
 
 async def test_single_instance_restart_keeps_revocations(spawn_hubs, http):
@@ -136,10 +120,8 @@ async def test_redis_restart_and_a_new_instance_keep_revocations(spawn_hubs, pri
     private_redis.start()
     three, = await spawn_hubs(1, env)
     for hub in (one, two, three):
-        me, publish = await status_with(http, hub.url, login["access_token"])
-        assert me == 401, hub.url
-        _, publish = await status_with(http, hub.url, service)
-        assert publish == 401, hub.url
+        assert (await status_with(http, hub.url, login["access_token"]))[0] == 401, hub.url
+        assert (await status_with(http, hub.url, service))[1] == 401, hub.url
         refusal = await connect_refusal(hub.url, "/chat", login["access_token"])
         assert refusal == {"code": "unauthorized", "message": "token revoked"}, hub.url
 
