@@ -196,11 +196,23 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise RateLimited("too many events: slow down", retry_after=conn.bucket.wait())
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
-        if event == REFRESH:
-            return await self._refresh(sid, conn, self._input(op, args))
         if op.roles is not None and conn.actor.acts_as not in op.roles:
             raise Forbidden(f"{conn.actor.acts_as} may not {event}")
-        request = self._input(op, args)
+        if len(args) > 1:
+            raise ValidationFailed("send one object as the event's payload")
+        payload = args[0] if args else {}
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the payload must be an object")
+        if payload_size(payload) > self.hub.settings.max_payload_bytes:
+            raise PayloadTooLarge(f"payload larger than {self.hub.settings.max_payload_bytes} bytes")
+        try:
+            request = op.input.model_validate(payload)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+        if event == REFRESH:
+            return await self._refresh(sid, conn, request)
         ctx = self.context(conn.actor, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
@@ -212,21 +224,6 @@ class OperationNamespace(socketio.AsyncNamespace):
             await self.hub.recovery.rooms_changed(self.spec.name, sid, set(self.rooms(sid)))
         await self.hub.fanout.deliver(ctx.events)
         return data
-
-    def _input(self, op: Operation, args: list):
-        if len(args) > 1:
-            raise ValidationFailed("send one object as the event's payload")
-        payload = args[0] if args else {}
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise ValidationFailed("the payload must be an object")
-        if payload_size(payload) > self.hub.settings.max_payload_bytes:
-            raise PayloadTooLarge(f"payload larger than {self.hub.settings.max_payload_bytes} bytes")
-        try:
-            return op.input.model_validate(payload)
-        except ValidationError as exc:
-            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
 
     # --- the connection's token: in-band refresh, and the end at its expiry ----------
 
