@@ -17,7 +17,7 @@ STAFF_ROLES = frozenset({"operator", "admin"})
 class Actor:
     """Who is calling, as proven by a token at the edge. Handlers never see tokens."""
 
-    role: str  # user | operator | admin | service | visitor
+    role: str  # user | operator | admin | service | visitor (a bot is a service with assistant_id)
     id: int | None = None  # user id; None for services and visitors
     name: str | None = None  # service name
     jti: str | None = None
@@ -25,6 +25,14 @@ class Actor:
     assistant_id: int | None = None  # bots: the one assistant they speak for
     dialog_id: int | None = None  # visitors: the one dialog they may reach
     visitor_id: str | None = None
+
+    @property
+    def acts_as(self) -> str:
+        """The role that the registry's role sets are checked against. A service token
+        scoped to one assistant is a `bot`: admitted only where a set names `bot` (its
+        assistant's dialogs), never with an unscoped service's powers (orders,
+        notifications, publishing)."""
+        return "bot" if self.role == "service" and self.assistant_id is not None else self.role
 
     @property
     def is_staff(self) -> bool:

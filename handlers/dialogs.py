@@ -54,7 +54,7 @@ def _connect_rooms(actor: Actor) -> list[str]:
 
 
 namespace(DIALOGS, "Bot and website-widget conversations with handoff to human operators.",
-          roles={"user", "operator", "admin", "service", "visitor"}, connect_rooms=_connect_rooms)
+          roles={"user", "operator", "admin", "service", "bot", "visitor"}, connect_rooms=_connect_rooms)
 
 
 # --- models ------------------------------------------------------------------------
@@ -764,7 +764,7 @@ async def dialog_status(ctx: Context, req: DialogRef) -> DialogStatus:
         return status_out(await reachable_dialog(tx, ctx, req.dialog_id))
 
 
-@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "user", "operator", "admin"},
+@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "bot", "user", "operator", "admin"},
            http=("POST", "/api/handoff/request"))
 async def handoff(ctx: Context, req: RequestHandoff) -> HandoffRequestedOut:
     """Ask for a human: the dialog joins the operators' queue (idempotent with `request_id`)."""

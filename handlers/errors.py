@@ -2,6 +2,7 @@
 its HTTP status; transports turn them into their own shape."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -47,7 +48,14 @@ class PayloadTooLarge(HubError):
 
 
 class RateLimited(HubError):
+    """Always says when to retry: `details.retry_after` (whole seconds), and the
+    `Retry-After` header over HTTP."""
+
     code, status, default_message = "rate_limited", 429, "Too many requests"
+
+    def __init__(self, message: str | None = None, details: dict | None = None, *, retry_after: float = 1):
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, {"retry_after": self.retry_after, **(details or {})})
 
 
 class Unavailable(HubError):

@@ -67,7 +67,7 @@ async def _on_disconnect(ctx: Context) -> None:
 
 
 namespace(OPERATORS, "Live handoff consoles of operators: presence, queue, accept, release.",
-          roles={"operator", "admin", "service"}, connect_rooms=_rooms,
+          roles={"operator", "admin", "service", "bot"}, connect_rooms=_rooms,
           on_connect=_on_connect, on_disconnect=_on_disconnect)
 
 
@@ -243,7 +243,7 @@ async def handoff_status(ctx: Context, req: dlg.DialogRef) -> HandoffStatusOut:
                                 version=d.version, queue_position=await store.queue_position(tx, d))
 
 
-@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service"},
+@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service", "bot"},
            http=("POST", "/api/handoff/auto-detect"))
 async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     """Score whether a visitor needs a human (docs/handoff.md): a text, or a dialog's

@@ -23,6 +23,7 @@ from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
+from hub.revocations import Revocations
 from hub.settings import Settings
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
@@ -57,6 +58,7 @@ class Hub:
     connections: Connections
     presence: Presence
     recovery: Recovery
+    revocations: Revocations
     widget_origins: widget.WidgetOrigins
 
     def context(self, actor, origin: str | None = None) -> Context:
@@ -80,6 +82,7 @@ class Hub:
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
         await self.state.start()
+        await self.revocations.start()
         await self.fanout.start()
         await self.recovery.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
@@ -88,6 +91,7 @@ class Hub:
         yield
         await self.recovery.stop()
         await self.fanout.stop()
+        await self.revocations.stop()
         await self.broker.stop()
         await self.state.close()
         await self.presence.close()
@@ -136,6 +140,7 @@ def build_hub(settings: Settings) -> Hub:
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window),
+               revocations=Revocations(db, state, fanout),
                widget_origins=widget_origins)
 
 

@@ -76,26 +76,93 @@ def create_user(settings: Settings, args) -> None:
     print(f"created {user.role} {user.email} (id {user.id})")
 
 
-def issue_token(settings: Settings, args) -> None:
+def _tokens(settings: Settings):
     from hub.auth import Tokens
+
+    return Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
+                  refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+
+
+def issue_token(settings: Settings, args) -> None:
+    from storage import tokens as token_store
     from storage import users
 
     settings = settings.with_jwt_secret()
-    tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
-                    refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+    tokens = _tokens(settings)
     if args.user:
-        async def work(db):
+        async def find(db):
             async with db.transaction() as tx:
                 return await users.by_email(tx, args.user)
 
-        user = asyncio.run(_with_db(settings, work))
+        user = asyncio.run(_with_db(settings, find))
         if user is None:
             raise SettingsError(f"no user {args.user}")
         print(tokens.access(user.id, user.role).token)
         return
     if args.role != "service" or not args.name:
         raise SettingsError("give --user EMAIL, or --role service --name NAME")
-    print(tokens.service(args.name, args.assistant_id).token)
+    issued = tokens.service(args.name, args.assistant_id)
+
+    async def record(db):
+        # Recorded, so that `hub token list` shows it and `hub token revoke` ends it.
+        async with db.transaction() as tx:
+            await token_store.add_service(tx, jti=issued.jti, name=args.name, assistant_id=args.assistant_id,
+                                          expires_at=token_store.expiry(issued.expires_at))
+
+    asyncio.run(_with_db(settings, record))
+    print(issued.token)
+
+
+def list_tokens(settings: Settings, args) -> None:
+    from storage import tokens as token_store
+    from storage.base import aware
+
+    async def work(db):
+        async with db.transaction() as tx:
+            return await token_store.services(tx)
+
+    def when(value) -> str:
+        return aware(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
+
+    rows = asyncio.run(_with_db(settings, work))
+    print("\t".join(("id", "role", "name", "assistant", "issued", "expires", "revoked")))
+    for token, revoked in rows:
+        role = "bot" if token.assistant_id is not None else "service"
+        print("\t".join((token.jti, role, token.name, str(token.assistant_id or "-"), when(token.issued_at),
+                         when(token.expires_at), when(revoked))))
+
+
+def revoke_token(settings: Settings, args) -> None:
+    """Revoke a listed service/bot token by id, or any hub token given whole. Running
+    instances refuse it within seconds and disconnect its sockets."""
+    from handlers.errors import Unauthorized
+    from storage import tokens as token_store
+    from storage import users
+
+    given = args.token
+    claims = None
+    if "." in given:  # a whole token: any kind the hub issued
+        try:
+            claims = _tokens(settings.with_jwt_secret()).decode(
+                given, typ=("access", "refresh", "service", "visitor"))
+        except Unauthorized as exc:
+            raise SettingsError(f"not a token of this hub: {exc.message}") from None
+
+    async def work(db):
+        async with db.transaction() as tx:
+            if claims is not None:
+                jti, expires_at = claims["jti"], token_store.expiry(claims["exp"])
+                if claims["typ"] == "refresh":  # refresh tokens are refused by their own record
+                    await users.revoke_refresh(tx, jti=jti)
+            else:
+                row = await token_store.get_service(tx, given)
+                if row is None:
+                    raise SettingsError(f"no service token {given} (see `hub token list`)")
+                jti, expires_at = row.jti, row.expires_at
+            return jti, await token_store.revoke(tx, jti, expires_at)
+
+    jti, revoked = asyncio.run(_with_db(settings, work))
+    print(f"revoked {jti}" if revoked else f"{jti} was already revoked")
 
 
 def show_config(settings: Settings, args) -> None:
@@ -144,13 +211,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--last-name")
     c.set_defaults(run=create_user)
 
-    t = sub.add_parser("token", help="issue tokens").add_subparsers(dest="token_command", required=True)
+    t = sub.add_parser("token", help="issue, list and revoke tokens").add_subparsers(dest="token_command",
+                                                                                    required=True)
     i = t.add_parser("issue", help="print a service/bot token, or an access token for a user")
     i.add_argument("--role", choices=["service"])
     i.add_argument("--name")
     i.add_argument("--assistant-id", type=int)
     i.add_argument("--user", metavar="EMAIL")
     i.set_defaults(run=issue_token)
+    t.add_parser("list", help="list the issued service and bot tokens").set_defaults(run=list_tokens)
+    r = t.add_parser("revoke", help="revoke a service/bot token by id (or any token, given whole)")
+    r.add_argument("token", metavar="ID_OR_TOKEN")
+    r.set_defaults(run=revoke_token)
     return p
 
 

@@ -104,7 +104,7 @@ class Fanout:
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
         await self.state.revoke(jti, ttl)
-        await self._disconnect(jti, ttl)
+        await self.disconnect_revoked(jti, ttl)
         await self._publish({"t": "revoke", "j": jti, "ttl": ttl})
 
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
@@ -166,7 +166,7 @@ class Fanout:
             for namespace, event, data, rooms, skip_sid in message["e"]:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
         elif kind == "revoke":
-            await self._disconnect(message["j"], message["ttl"])
+            await self.disconnect_revoked(message["j"], message["ttl"])
 
     async def _deliver_entry(self, entry: dict, offset: str | None) -> None:
         """Once per event id on this instance, whichever path brings it first."""
@@ -202,7 +202,7 @@ class Fanout:
         if total:
             self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
-    async def _disconnect(self, jti: str, ttl: int) -> None:
+    async def disconnect_revoked(self, jti: str, ttl: int) -> None:
         self.state.remember_revoked(jti, ttl)
         for namespace, sid in self.connections.using(jti):
             member = self.members.by_sid.get(sid)

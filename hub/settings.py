@@ -151,6 +151,10 @@ class Settings:
     event_burst: int = 40
     register_per_minute: int = 5
     login_per_minute: int = 10
+    # Per account, across addresses and instances: after this many failed logins in
+    # a row each further one locks the account's logins for 1 s, 2 s, 4 s, ...
+    login_free_failures: int = 5
+    login_backoff_max: int = 900
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
@@ -215,6 +219,8 @@ class Settings:
             event_burst=_int(env, "HUB_EVENT_BURST", 40),
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
+            login_free_failures=_int(env, "HUB_LOGIN_FREE_FAILURES", 5),
+            login_backoff_max=_int(env, "HUB_LOGIN_BACKOFF_MAX", 900),
             trust_proxy=_bool(env, "HUB_TRUST_PROXY", False),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),

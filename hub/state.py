@@ -5,6 +5,7 @@ on one Redis. Both pass the same contract suite (tests/test_backends.py)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 
@@ -28,6 +29,18 @@ def sliding_verdict(now: float, window: int, limit: int, current: int, previous:
     return max(1, int(t - elapsed + 0.999))
 
 
+# Failures of one key (an account's logins) are forgotten after this long without one.
+FAILURE_MEMORY = 3600
+
+
+def backoff_seconds(failures: int, free: int, cap: int) -> int:
+    """The lock after the `failures`-th failure in a row: none for the first `free - 1`,
+    then 1 s, doubling with each further failure, up to `cap`."""
+    if failures < free:
+        return 0
+    return min(cap, 2 ** min(failures - free, 30))
+
+
 class SharedState(ABC):
     def __init__(self) -> None:
         # Revocations this instance has seen (its own and those heard on the bus):
@@ -40,7 +53,7 @@ class SharedState(ABC):
         if len(self._revoked) > 10000:
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
 
-    def _known_revoked(self, jti: str) -> bool:
+    def known_revoked(self, jti: str) -> bool:
         return self._revoked.get(jti, 0) > time.time()
 
     async def start(self) -> None:
@@ -64,6 +77,19 @@ class SharedState(ABC):
         A sliding window, estimated from two fixed ones (the current count plus
         the previous one weighted by how much of it still overlaps), so a burst
         cannot get twice the limit through by straddling a boundary."""
+
+    # Back-off of one key (failed logins of one account, from any address, on any
+    # instance): `failed` counts a failure and locks the key for `backoff_seconds`;
+    # `locked` says for how many more seconds it is locked; `forgive` clears it.
+
+    @abstractmethod
+    async def failed(self, key: str, free: int, cap: int) -> int: ...
+
+    @abstractmethod
+    async def locked(self, key: str) -> int: ...
+
+    @abstractmethod
+    async def forgive(self, key: str) -> None: ...
 
     @abstractmethod
     async def ping(self) -> None:
@@ -90,6 +116,8 @@ class MemoryState(SharedState):
         self._hits: dict[str, dict[int, int]] = {}
         self._claims: dict[str, float] = {}  # "group:key" -> monotonic expiry
         self._pending: dict[str, dict[str, None]] = {}
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, time of the last)
+        self._locks: dict[str, float] = {}  # key -> locked until
 
     def _claim(self, name: str, interval: float) -> bool:
         now = time.monotonic()
@@ -122,7 +150,7 @@ class MemoryState(SharedState):
         self.remember_revoked(jti, ttl)
 
     async def is_revoked(self, jti: str) -> bool:
-        return self._known_revoked(jti)
+        return self.known_revoked(jti)
 
     async def hit(self, key: str, limit: int, window: int) -> int:
         now = time.time()
@@ -134,6 +162,26 @@ class MemoryState(SharedState):
         if len(self._hits) > 100000:
             self._hits = {k: v for k, v in self._hits.items() if max(v) >= bucket - 1}
         return sliding_verdict(now, window, limit, counts[bucket], counts.get(bucket - 1, 0))
+
+    async def failed(self, key: str, free: int, cap: int) -> int:
+        now = time.time()
+        count, last = self._failures.get(key, (0, now))
+        count = count + 1 if now - last < FAILURE_MEMORY else 1
+        self._failures[key] = (count, now)
+        lock = backoff_seconds(count, free, cap)
+        if lock:
+            self._locks[key] = now + lock
+        if len(self._failures) > 100000:
+            self._failures = {k: v for k, v in self._failures.items() if now - v[1] < FAILURE_MEMORY}
+            self._locks = {k: v for k, v in self._locks.items() if v > now}
+        return lock
+
+    async def locked(self, key: str) -> int:
+        return max(0, math.ceil(self._locks.get(key, 0) - time.time()))
+
+    async def forgive(self, key: str) -> None:
+        self._failures.pop(key, None)
+        self._locks.pop(key, None)
 
     async def ping(self) -> None:
         pass
@@ -201,7 +249,7 @@ class RedisState(SharedState):
         await self.redis.set(f"{self.prefix}:revoked:{jti}", 1, ex=max(ttl, 1))
 
     async def is_revoked(self, jti: str) -> bool:
-        if self._known_revoked(jti):
+        if self.known_revoked(jti):
             return True
         try:
             return bool(await self.redis.exists(f"{self.prefix}:revoked:{jti}"))
@@ -223,6 +271,33 @@ class RedisState(SharedState):
             log.warning("rate limit not counted, Redis unreachable: %s", exc)
             return 0
         return sliding_verdict(now, window, limit, count, int(previous or 0))
+
+    async def failed(self, key: str, free: int, cap: int) -> int:
+        name = f"{self.prefix}:fail:{key}"
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                count, _ = await pipe.incr(name).expire(name, FAILURE_MEMORY).execute()
+            lock = backoff_seconds(count, free, cap)
+            if lock:
+                await self.redis.set(f"{self.prefix}:lock:{key}", 1, ex=lock)
+        except RedisError as exc:
+            log.warning("failure of %s not counted, Redis unreachable: %s", key, exc)
+            return 0
+        return lock
+
+    async def locked(self, key: str) -> int:
+        try:
+            ms = await self.redis.pttl(f"{self.prefix}:lock:{key}")
+        except RedisError as exc:  # like `hit`: an outage lifts the back-off, not every login
+            log.warning("back-off of %s not read, Redis unreachable: %s", key, exc)
+            return 0
+        return max(0, math.ceil(ms / 1000))
+
+    async def forgive(self, key: str) -> None:
+        try:
+            await self.redis.delete(f"{self.prefix}:fail:{key}", f"{self.prefix}:lock:{key}")
+        except RedisError as exc:
+            log.warning("back-off of %s not cleared, Redis unreachable: %s", key, exc)
 
     async def ping(self) -> None:
         await self.redis.ping()

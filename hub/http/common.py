@@ -20,10 +20,13 @@ class MethodNotAllowed(ValidationFailed):
     status, default_message = 405, "Method not allowed"
 
 
-_STATUS_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}
+_STATUS_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden,
+                  429: RateLimited}
 
 
 def error_response(exc: HubError, headers: dict | None = None) -> web.Response:
+    if isinstance(exc, RateLimited):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
     # `detail` repeats the message for clients of the reference APIs, which read that.
     return web.json_response({"error": exc.body(), "detail": exc.message}, status=exc.status,
                              headers=headers)
@@ -88,4 +91,4 @@ def client_ip(request: web.Request) -> str:
 async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
     retry = await request.app[HUB].state.hit(f"{name}:{client_ip(request)}", per_minute, 60)
     if retry:
-        raise RateLimited(f"too many {name} attempts; retry in {retry}s", details={"retry_after": retry})
+        raise RateLimited(f"too many {name} attempts; retry in {retry}s", retry_after=retry)

@@ -29,8 +29,8 @@ def _handler(op: Operation):
         hub = request.app[HUB]
         actor = await request_actor(request)
         spec = REGISTRY.namespaces[op.namespace]
-        if actor.role not in (op.roles or spec.roles):
-            raise Forbidden(f"{actor.role} may not {op.event}")
+        if actor.acts_as not in (op.roles or spec.roles):
+            raise Forbidden(f"{actor.acts_as} may not {op.event}")
         await _rate_limit(hub, actor)
         strict = None
         if request.method == "GET":

@@ -52,8 +52,9 @@ def _fail(message: str, loc: list[str], kind: str = "value_error", **extra) -> V
 async def publish(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     actor = await request_actor(request)
-    if actor.role != "service":
-        raise Forbidden("only service tokens may publish")
+    if actor.acts_as != "service":
+        # Bots included: a bot speaks in its assistant's dialogs through /dialogs.
+        raise Forbidden("only service tokens not scoped to an assistant may publish")
     body = await read_json(request)
     limit = hub.settings.max_payload_bytes
     if len(json.dumps(body.get("data"), separators=(",", ":"))) > limit:
