@@ -158,7 +158,7 @@ def _namespaces(request: web.Request, conn: Connection) -> list[str]:
         if len(names) > len(REGISTRY.namespaces) or any(n not in REGISTRY.namespaces for n in names):
             raise ValidationFailed("ns: a comma-separated list of namespaces")
         return names
-    return [name for name, spec in REGISTRY.namespaces.items() if conn.actor.role in spec.roles]
+    return [name for name, spec in REGISTRY.namespaces.items() if conn.actor.acts_as in spec.roles]
 
 
 def _resume(hello: dict, query) -> tuple[str | None, dict[str, str]]:
@@ -182,7 +182,7 @@ async def open_generic(request: web.Request, conn: Connection, hello: dict) -> N
     hub, member = conn.hub, conn.member
     namespaces = _namespaces(request, conn)
     if not namespaces:
-        raise Forbidden(f"{conn.actor.role} tokens cannot use any namespace")
+        raise Forbidden(f"{conn.actor.acts_as} tokens cannot use any namespace")
     session, offsets = _resume(hello, request.query)
     resuming = session is not None
     session = session or hub.recovery.new_pid()

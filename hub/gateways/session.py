@@ -46,8 +46,8 @@ class Connection:
         spec = REGISTRY.namespaces.get(namespace)
         if spec is None:
             raise ValidationFailed(f"no namespace {namespace!r}")
-        if actor.role not in spec.roles:
-            raise Forbidden(f"{actor.role} tokens cannot connect to {namespace}")
+        if actor.acts_as not in spec.roles:
+            raise Forbidden(f"{actor.acts_as} tokens cannot connect to {namespace}")
         rooms = [user_room(actor.id)] if actor.id is not None else []
         if spec.connect_rooms:
             rooms += spec.connect_rooms(actor)
@@ -118,8 +118,8 @@ class Connection:
             raise RateLimited("too many events: slow down")
         if op is None or namespace not in self.namespaces:
             raise ValidationFailed(f"unknown event {event!r} in {namespace!r}")
-        if op.roles is not None and actor.role not in op.roles:
-            raise Forbidden(f"{actor.role} may not {event}")
+        if op.roles is not None and actor.acts_as not in op.roles:
+            raise Forbidden(f"{actor.acts_as} may not {event}")
         if payload is None:
             payload = {}
         if not isinstance(payload, dict):

@@ -50,8 +50,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if namespace not in REGISTRY.namespaces:
         raise ValidationFailed("ns: one of " + ", ".join(sorted(REGISTRY.namespaces)))
     actor = await hub.auth.actor(_token(request))
-    if actor.role not in REGISTRY.namespaces[namespace].roles:
-        raise Forbidden(f"{actor.role} tokens cannot use {namespace}")
+    if actor.acts_as not in REGISTRY.namespaces[namespace].roles:
+        raise Forbidden(f"{actor.acts_as} tokens cannot use {namespace}")
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if last is not None and not valid_offset(last):
         raise ValidationFailed("Last-Event-ID: an offset this stream sent")
