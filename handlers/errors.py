@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg.exceptions as asyncpg
+import redis.exceptions as redis_exc
+from sqlalchemy import exc as sa_exc
+
 
 class HubError(Exception):
     code = "internal_error"
@@ -64,3 +68,43 @@ def validation_details(exc) -> list[dict]:
         {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) says a dependency — the database, Redis —
+    cannot be reached right now: refused or lost connections, a pool or connect
+    timeout, a server shutting down. Such failures are the client's cue to retry
+    (`unavailable`), not a bug of ours (`internal_error`)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, _OUTAGES):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, asyncpg.InterfaceError) and "closed" in str(e):  # used after it died
+            return True
+        # SQLAlchemy wraps the driver's error in `orig`, its adapter chains asyncpg's.
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return False
+
+
+def unexpected(exc: BaseException) -> HubError:
+    """What an exception that is no HubError is answered with."""
+    if is_outage(exc):
+        return Unavailable("a service the hub depends on is unreachable right now; retry shortly")
+    return InternalError()
+
+
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError (asyncio's too) is one
+    sa_exc.TimeoutError,  # no pooled connection came free in time
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, ConnectionDoesNotExistError
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    redis_exc.ConnectionError, redis_exc.TimeoutError,
+)

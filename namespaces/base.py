@@ -14,8 +14,8 @@ import socketio
 from pydantic import ValidationError
 
 from handlers.context import Actor, Context, user_room
-from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
-                             ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
+                             unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 
 log = logging.getLogger("hub.namespaces")
@@ -120,11 +120,11 @@ class OperationNamespace(socketio.AsyncNamespace):
                 ctx = self.context(actor, sid)
                 await self.spec.on_connect(ctx)
                 await hub.fanout.deliver(ctx.events)
-        except Exception:
+        except Exception as failure:
             # A refused connect gets no disconnect event: undo what it set up here.
             log.exception("connect to %s failed", self.spec.name)
             await self.disconnect_socket(sid, "client disconnect")
-            exc = InternalError()
+            exc = unexpected(failure)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
@@ -165,9 +165,10 @@ class OperationNamespace(socketio.AsyncNamespace):
             outcome = "ok"
         except HubError as exc:
             reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception:
+        except Exception as failure:
             log.exception("operation %s %s failed", self.spec.name, event)
-            reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
+            error = unexpected(failure)
+            reply, outcome = {"ok": False, "error": error.body()}, error.code
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()
         if op:

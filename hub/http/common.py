@@ -8,8 +8,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from handlers.context import Actor
-from handlers.errors import (Forbidden, HubError, InternalError, NotFound, PayloadTooLarge,
-                             RateLimited, Unauthorized, ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
+                             ValidationFailed, unexpected, validation_details)
 
 log = logging.getLogger("hub.http")
 
@@ -34,9 +34,9 @@ async def errors_middleware(request: web.Request, handler):
             raise
         kind = _STATUS_ERRORS.get(exc.status, HubError)
         return error_response(kind(exc.reason))
-    except Exception:
+    except Exception as exc:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+        return error_response(unexpected(exc))
 
 
 async def read_json(request: web.Request) -> dict:
