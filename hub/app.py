@@ -22,6 +22,7 @@ from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.settings import Settings
+from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
@@ -53,6 +54,7 @@ class Hub:
     presence: Presence
     recovery: Recovery
     widget_origins: widget.WidgetOrigins
+    stopping: Shutdown
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
@@ -63,9 +65,12 @@ class Hub:
         transport, not its Socket.IO session, so the official clients reconnect (to
         another instance behind the balancer) and recover what they miss meanwhile.
         What this instance still owes the outbox is flushed in `lifecycle`."""
-        for server in self.fanout.servers:
-            for eio_socket in list(server.eio.sockets.values()):
-                await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        sockets = [(server, s) for server in self.fanout.servers for s in list(server.eio.sockets.values())]
+        self.stopping.step(f"stopped listening; closing {len(sockets)} client connections")
+        for server, eio_socket in sockets:
+            await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        self.stopping.step(f"waiting up to {self.stopping.requests_timeout:.0f} s for open requests "
+                           "and websockets to end")
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -76,11 +81,17 @@ class Hub:
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
         yield
+        step = self.stopping.step
+        step("stopping recovery (session records)")
         await self.recovery.stop()
+        step("stopping the fan-out and the outbox relay")
         await self.fanout.stop()
+        step("closing the bus")
         await self.broker.stop()
+        step("closing shared state and presence")
         await self.state.close()
         await self.presence.close()
+        step("closing the database")
         await self.db.close()
 
 
@@ -121,7 +132,7 @@ def build_hub(settings: Settings) -> Hub:
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window),
-               widget_origins=widget_origins)
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

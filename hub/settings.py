@@ -79,6 +79,8 @@ class Settings:
     handoff_threshold: float = 0.7
     widget_sessions_per_minute: int = 20
     visitor_token_ttl: int = 7 * 24 * 3600
+    # Seconds from SIGTERM to the process's end, whatever hangs (hub/shutdown.py).
+    shutdown_timeout: float = 15.0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @classmethod
@@ -122,6 +124,7 @@ class Settings:
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
             widget_sessions_per_minute=_int(env, "HUB_WIDGET_SESSIONS_PER_MINUTE", 20),
             visitor_token_ttl=_int(env, "HUB_VISITOR_TOKEN_TTL", 7 * 24 * 3600),
+            shutdown_timeout=_float(env, "HUB_SHUTDOWN_TIMEOUT", 15.0),
         )
 
     @property

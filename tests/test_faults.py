@@ -116,3 +116,68 @@ async def test_postgres_outage_answers_unavailable_on_every_path(throwaway_pg, f
     await chat.ok("message:send", {"recipient_id": bob, "message": "after"})
     status, body = await api.request("POST", "/api/publish", token=service_token(), json=publish)
     assert status == 200, body
+
+
+# --- item 7: shutdown is bounded and says what it waits for --------------------------------
+
+async def _chatters(url: str, db_url: str, connect, n: int) -> tuple[list, list[int]]:
+    db = Database(db_url)
+    try:
+        people = [await account(db) for _ in range(n)]
+    finally:
+        await db.close()
+    clients = [await connect(url, "/chat", token) for _, token in people]
+    return clients, [uid for uid, _ in people]
+
+
+async def _send_forever(client, to: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await client.call("message:send", {"recipient_id": to, "message": "load"}, timeout=5)
+        except Exception:
+            return  # the instance went away under it
+        await asyncio.sleep(0.02)
+
+
+async def test_sigterm_under_load_ends_within_the_bound_and_logs_each_step(fault_db, spawn_hubs, connect,
+                                                                           redis_servers):
+    redis = redis_servers()
+    hub, = await spawn_hubs(1, {"HUB_DATABASE_URL": fault_db, "HUB_REDIS_URL": redis.url,
+                                "HUB_SHUTDOWN_TIMEOUT": "8", **LOAD_ENV})
+    clients, ids = await _chatters(hub.url, fault_db, connect, 6)
+    stop = asyncio.Event()
+    load = [asyncio.create_task(_send_forever(c, ids[(i + 1) % len(ids)], stop)) for i, c in enumerate(clients)]
+    await asyncio.sleep(1)
+    hub.proc.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(hub.proc.wait, 8 + 5)
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+    log = hub.log.read_text()
+    assert code == 0, log[-3000:]
+    for step in ("closing 6 client connections", "open requests and websockets", "periodic jobs",
+                 "the outbox relay", "closing the bus", "closing the database", "shutdown: complete in"):
+        assert step in log, (step, log[-3000:])
+
+
+async def test_sigterm_with_a_hung_database_ends_at_the_bound_and_says_what_hung(throwaway_pg, fault_db,
+                                                                                spawn_hubs, connect, proxies):
+    """A partitioned database hangs the outbox's last flush: the watchdog ends the
+    process at the bound, naming the step."""
+    proxy = await proxies(throwaway_pg.port)
+    through_proxy = fault_db.replace(f":{throwaway_pg.port}/", f":{proxy.port}/")
+    hub, = await spawn_hubs(1, {"HUB_DATABASE_URL": through_proxy, "HUB_SHUTDOWN_TIMEOUT": "4", **LOAD_ENV})
+    clients, ids = await _chatters(hub.url, fault_db, connect, 2)
+    await clients[0].ok("message:send", {"recipient_id": ids[1], "message": "before"})
+    proxy.blackhole()
+    in_flight = asyncio.create_task(clients[0].call("message:send", {"recipient_id": ids[1], "message": "hung"},
+                                                    timeout=30))
+    await asyncio.sleep(0.5)
+    hub.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(hub.proc.wait, 4 + 6)
+    in_flight.cancel()
+    await asyncio.gather(in_flight, return_exceptions=True)
+    log = hub.log.read_text()
+    assert code == 1, log[-3000:]
+    assert "shutdown: still waiting for" in log and "exiting now" in log, log[-3000:]
