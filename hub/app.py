@@ -77,6 +77,7 @@ class Hub:
         await self.state.start()
         await self.fanout.start()
         await self.recovery.start()
+        await self.presence.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
@@ -108,7 +109,8 @@ def build_hub(settings: Settings) -> Hub:
         broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix, retention=retention)
         sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
         presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
-                                           timeout=settings.presence_timeout, grace=settings.presence_grace)
+                                           timeout=settings.presence_timeout, grace=settings.presence_grace,
+                                           instance_id=settings.instance_id)
     else:
         state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)

@@ -73,7 +73,7 @@ class Settings:
     # offline presence_grace seconds later, and their dialogs are requeued
     # requeue_delay seconds after that.
     presence_timeout: float = 60.0
-    presence_grace: float = 30.0
+    presence_grace: float = 10.0
     requeue_delay: float = 0.0
     max_active_chats: int = 5
     handoff_threshold: float = 0.7
@@ -118,7 +118,7 @@ class Settings:
             ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
-            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 30.0),
+            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 10.0),
             requeue_delay=_float(env, "HUB_REQUEUE_DELAY", 0.0),
             max_active_chats=_int(env, "HUB_MAX_ACTIVE_CHATS", 5),
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),

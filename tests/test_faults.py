@@ -181,3 +181,52 @@ async def test_sigterm_with_a_hung_database_ends_at_the_bound_and_says_what_hung
     log = hub.log.read_text()
     assert code == 1, log[-3000:]
     assert "shutdown: still waiting for" in log and "exiting now" in log, log[-3000:]
+
+
+# --- item 9: a SIGKILLed instance's operators are offline, and requeued, within seconds -----
+
+async def test_operators_of_a_killed_instance_are_requeued_within_seconds_unless_they_come_back(
+        fault_db, spawn_hubs, redis_servers, connect, http):
+    """Default presence settings. Two operators hold a dialog each, their consoles on
+    the instance that is SIGKILLed: the one whose console comes back (on the other
+    instance, as the official client does) keeps the dialog and never flaps; the
+    other is offline and their dialog requeued well before the old 86 s."""
+    from tests.dialog_helpers import assistant, next_where, visitor
+
+    redis = redis_servers()
+    doomed, survivor = await spawn_hubs(2, {"HUB_DATABASE_URL": fault_db, "HUB_REDIS_URL": redis.url,
+                                            "HUB_WIDGET_SESSIONS_PER_MINUTE": "1000", **LOAD_ENV})
+    db = Database(fault_db)
+    try:
+        _, owner = await account(db)
+        _, watcher_token = await account(db, "operator")
+        (back_id, back_token), (gone_id, gone_token) = await account(db, "operator"), await account(db, "operator")
+    finally:
+        await db.close()
+    api = Api(survivor.url, http)
+    a = await assistant(api, owner)
+    watcher = await connect(survivor.url, "/operators", watcher_token)
+    consoles, dialogs = {}, {}
+    for op, token in ((back_id, back_token), (gone_id, gone_token)):
+        consoles[op] = await connect(doomed.url, "/operators", token)
+        await next_where(watcher, "presence:changed", lambda e, op=op: e["operator_id"] == op and e["status"] == "online")
+        v = await visitor(api, a["id"])
+        vis = await connect(survivor.url, "/dialogs", v["visitor_token"])
+        await vis.ok("dialog:handoff", {"dialog_id": v["dialog_id"], "reason": "human please"})
+        await consoles[op].ok("handoff:accept", {"dialog_id": v["dialog_id"]})
+        dialogs[op] = v["dialog_id"]
+
+    doomed.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    await connect(survivor.url, "/operators", back_token)  # the console that comes back
+    offline = await next_where(watcher, "presence:changed", lambda e: e["status"] == "offline", timeout=30)
+    requeued = await next_where(watcher, "handoff:requested", lambda e: e["reason"] == "operator_offline",
+                                timeout=30)
+    took = time.monotonic() - killed
+    # The first offline announced is the operator who did not come back: the other's
+    # would have been announced at the same moment (both consoles died together).
+    assert offline["operator_id"] == gone_id and requeued["dialog_id"] == dialogs[gone_id]
+    assert took < 15, f"offline and requeued {took:.1f} s after the instance died"
+    st = await watcher.ok("handoff:status", {"dialog_id": dialogs[back_id]})
+    assert (st["status"], st["operator_id"]) == ("active", back_id)
+    assert (await watcher.ok("presence:status", {"operator_id": back_id}))["status"] == "online"
