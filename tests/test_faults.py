@@ -230,3 +230,44 @@ async def test_operators_of_a_killed_instance_are_requeued_within_seconds_unless
     st = await watcher.ok("handoff:status", {"dialog_id": dialogs[back_id]})
     assert (st["status"], st["operator_id"]) == ("active", back_id)
     assert (await watcher.ok("presence:status", {"operator_id": back_id}))["status"] == "online"
+
+
+# --- item 8: a blackholed link to Redis is noticed fast, and loses nothing -----------------
+
+async def test_blackholed_redis_link_stalls_acks_briefly_and_loses_nothing(fault_db, spawn_hubs, redis_servers,
+                                                                           proxies, connect):
+    redis = redis_servers()
+    link = await proxies(redis.port)
+    env = {"HUB_DATABASE_URL": fault_db, **LOAD_ENV}
+    cut, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": f"redis://127.0.0.1:{link.port}/0"})
+    other, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": redis.url})
+    db = Database(fault_db)
+    try:
+        (_, sender_token), (receiver, receiver_token) = await account(db), await account(db)
+    finally:
+        await db.close()
+    sender = await connect(cut.url, "/chat", sender_token)
+    reader = await connect(other.url, "/chat", receiver_token)
+    acked = []
+
+    async def send(text: str) -> None:
+        # Bounded: before, each ack waited ~5 s for redis-py's default socket timeout.
+        reply = await sender.call("message:send", {"recipient_id": receiver, "message": text}, timeout=2.5)
+        assert reply["ok"], reply
+        acked.append(reply["data"]["id"])
+
+    for i in range(10):
+        await send(f"before {i}")
+    link.blackhole()
+    for i in range(60):  # ~6 s of a partition between `cut` and Redis
+        await send(f"during {i}")
+        await asyncio.sleep(0.1)
+    link.heal()
+    for i in range(10):
+        await send(f"after {i}")
+    # The receiver, on the other side, gets every acked message once (the relay
+    # publishes what `cut` could not), the last one proving nothing else is coming.
+    got = []
+    while len(got) < len(acked):
+        got.append((await reader.next("message:new", timeout=30))["message_id"])
+    assert sorted(got) == sorted(acked) and len(set(got)) == len(got)
