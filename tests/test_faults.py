@@ -9,6 +9,7 @@ import asyncio
 import secrets
 import signal
 import time
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -17,7 +18,8 @@ from storage.db import Database
 from tests.business_helpers import service_token
 from tests.conftest import Api, _unavailable, pg_dsn
 from tests.dialog_helpers import account
-from tests.fault_harness import RedisServer, TcpProxy, ThrowawayPostgres, postgres_available
+from tests.fault_harness import (Load, Pair, RedisServer, TcpProxy, ThrowawayPostgres, Verdict,
+                                 postgres_available)
 
 LOAD_ENV = {"HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "2000", "HUB_REGISTER_PER_MINUTE": "10000",
             "HUB_LOGIN_PER_MINUTE": "10000"}
@@ -271,3 +273,125 @@ async def test_blackholed_redis_link_stalls_acks_briefly_and_loses_nothing(fault
     while len(got) < len(acked):
         got.append((await reader.next("message:new", timeout=30))["message_id"])
     assert sorted(got) == sorted(acked) and len(set(got)) == len(got)
+
+
+# --- the fault scenarios: three instances under load, one fault each -------------------------
+
+PAIRS = 12  # senders, each writing one direct thread to its receiver
+RATE = 180.0  # message:send per second, all senders together
+PUBLISH_RATE = 20.0  # POST /api/publish per second
+ABSENCE = 30.0  # seconds a third of the receivers are away (inside the 120 s window)
+
+
+@dataclass
+class Cluster:
+    hubs: list
+    redis: RedisServer
+    redis_link: TcpProxy  # between hubs[0] and Redis
+    balancers: list[TcpProxy]  # in front of the receivers, one per instance at first
+    load: Load
+
+    def port(self, i: int) -> int:
+        return self.hubs[i % len(self.hubs)].port
+
+
+async def _cluster(pg_url: str, spawn_hubs, redis: RedisServer, proxies) -> Cluster:
+    link = await proxies(redis.port)
+    env = {"HUB_DATABASE_URL": pg_url, **LOAD_ENV}
+    hubs = await spawn_hubs(1, {**env, "HUB_REDIS_URL": f"redis://127.0.0.1:{link.port}/0"})
+    hubs += await spawn_hubs(2, {**env, "HUB_REDIS_URL": redis.url})
+    db = Database(pg_url)
+    try:
+        people = [await account(db) for _ in range(2 * PAIRS)]
+    finally:
+        await db.close()
+    pairs = [Pair(s, st, r, rt) for (s, st), (r, rt) in zip(people[::2], people[1::2])]
+    balancers = [await proxies(hub.port) for hub in hubs]
+    load = Load([h.url for h in hubs], pairs, service_token(), rate=RATE, publish_rate=PUBLISH_RATE)
+    await load.start_receivers([b.url for b in balancers])
+    return Cluster(hubs, redis, link, balancers, load)
+
+
+async def _churn(c: Cluster) -> None:
+    """Reconnects racing recovery: every 1.5 s one balancer drops its clients and
+    sends them to another instance, while messages keep coming."""
+    for r in range(10):
+        balancer = c.balancers[r % 3]
+        balancer.route(("127.0.0.1", c.port(r + 1 + r // 3)))
+        balancer.drop()
+        await asyncio.sleep(1.5)
+
+
+async def _absence(c: Cluster) -> None:
+    """A third of the receivers away for ABSENCE seconds, well inside the window."""
+    c.balancers[0].refuse()
+    c.balancers[0].drop()
+    await asyncio.sleep(ABSENCE)
+    c.balancers[0].accept()
+
+
+async def _redis_restart(c: Cluster) -> None:
+    c.redis.stop()
+    await asyncio.sleep(2)
+    c.redis.start()
+
+
+async def _partition(c: Cluster) -> None:
+    """hubs[0] cut off from Redis (nothing forwarded, nothing closed) for 6 s."""
+    c.redis_link.blackhole()
+    await asyncio.sleep(6)
+    c.redis_link.heal()
+
+
+async def _rolling_sigterm(c: Cluster) -> None:
+    """Each instance in turn: its receivers sent to the next one, SIGTERM, restart."""
+    for i, hub in enumerate(c.hubs):
+        for balancer in c.balancers:
+            if balancer.target[1] == hub.port:
+                balancer.route(("127.0.0.1", c.port(i + 1)))
+        await asyncio.to_thread(hub.stop, signal.SIGTERM)
+        hub.start()
+        await hub.ready()
+
+
+async def _run(c: Cluster, fault) -> Verdict:
+    c.load.start()
+    try:
+        await asyncio.sleep(3)
+        await fault(c)
+        await asyncio.sleep(3)
+        await c.load.stop()
+        report = await c.load.settle(timeout=15)
+        return await c.load.verdict(report, c.hubs[1].url)
+    finally:
+        await c.load.close()
+
+
+def _assert_nothing_lost(v: Verdict) -> None:
+    assert v.acked > 0 and v.published > 0, v
+    assert v.lost == 0, v
+    assert v.duplicates == 0 and v.publish_duplicates == 0, v
+    assert v.out_of_order == 0, v
+    assert v.publishes_lost == 0, v
+    assert v.sync_unended == 0, v
+
+
+@pytest.mark.parametrize("fault", [
+    "reconnect churn", "30 s absence", "redis restart without AOF", "redis restart with AOF",
+    "partition from redis", "postgres stop", "rolling sigterm"])
+async def test_nothing_acked_is_lost_doubled_or_reordered(fault, throwaway_pg, fault_db, spawn_hubs, redis_servers,
+                                                         proxies):
+    redis = redis_servers(aof=fault == "redis restart with AOF")
+    c = await _cluster(fault_db, spawn_hubs, redis, proxies)
+
+    async def postgres_stop(_):
+        throwaway_pg.stop()
+        await asyncio.sleep(3)
+        throwaway_pg.start()
+
+    faults = {"reconnect churn": _churn, "30 s absence": _absence, "redis restart without AOF": _redis_restart,
+              "redis restart with AOF": _redis_restart, "partition from redis": _partition,
+              "postgres stop": postgres_stop, "rolling sigterm": _rolling_sigterm}
+    verdict = await _run(c, faults[fault])
+    print(f"{fault}: {verdict}")
+    _assert_nothing_lost(verdict)
