@@ -60,7 +60,7 @@ class ThrowawayPostgres:
 
     def start(self) -> "ThrowawayPostgres":
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c max_connections=60 -c shared_buffers=16MB")
+                "-c fsync=off -c max_connections=100 -c shared_buffers=16MB")
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "30", "start")
         return self
 
