@@ -373,14 +373,15 @@ class Load:
                     newest[d["thread_id"]] = max(newest.get(d["thread_id"], 0), d["message_id"])
             v.reconnects += len(chat["connects"]) - 1 + len(notes["connects"]) - 1
             missing = set(acked) - set(got)
+            # Every receiver runs the sync loop (a client may at any time): it must end.
+            synced, pages, ended = await sync_messages(sync_url, pair.receiver_token,
+                                                       bound=len(acked) // SYNC_LIMIT + 3)
+            v.sync_pages = max(v.sync_pages, pages)
+            v.sync_unended += not ended
             if all(chat["connects"][1:]):
                 v.lost_recovered += len(missing)
-            else:
+            else:  # told to sync: what sync brings back is not lost
                 v.not_recovered += 1
-                synced, pages, ended = await sync_messages(sync_url, pair.receiver_token,
-                                                           bound=len(acked) // SYNC_LIMIT + 3)
-                v.sync_pages = max(v.sync_pages, pages)
-                v.sync_unended += not ended
                 missing -= synced
             v.lost += len(missing)
             alerts = [d["alert_id"] for ev, d, _ in notes["events"] if ev == "alert:triggered"]
