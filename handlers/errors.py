@@ -2,6 +2,7 @@
 its HTTP status; transports turn them into their own shape."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg.exceptions as asyncpg
@@ -93,10 +94,13 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
-def unexpected(exc: BaseException) -> HubError:
-    """What an exception that is no HubError is answered with."""
+def unexpected(exc: BaseException, log: logging.Logger, what: str) -> HubError:
+    """What an exception that is no HubError is answered with, logged: an outage in
+    one line (it fails every request while it lasts), anything else with its trace."""
     if is_outage(exc):
+        log.warning("%s: unavailable: %s", what, exc)
         return Unavailable("a service the hub depends on is unreachable right now; retry shortly")
+    log.error("%s failed", what, exc_info=exc)
     return InternalError()
 
 

@@ -122,9 +122,8 @@ class OperationNamespace(socketio.AsyncNamespace):
                 await hub.fanout.deliver(ctx.events)
         except Exception as failure:
             # A refused connect gets no disconnect event: undo what it set up here.
-            log.exception("connect to %s failed", self.spec.name)
+            exc = unexpected(failure, log, f"connect to {self.spec.name}")
             await self.disconnect_socket(sid, "client disconnect")
-            exc = unexpected(failure)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
@@ -166,8 +165,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         except HubError as exc:
             reply, outcome = {"ok": False, "error": exc.body()}, exc.code
         except Exception as failure:
-            log.exception("operation %s %s failed", self.spec.name, event)
-            error = unexpected(failure)
+            error = unexpected(failure, log, f"operation {self.spec.name} {event}")
             reply, outcome = {"ok": False, "error": error.body()}, error.code
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()

@@ -35,8 +35,7 @@ async def errors_middleware(request: web.Request, handler):
         kind = _STATUS_ERRORS.get(exc.status, HubError)
         return error_response(kind(exc.reason))
     except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(unexpected(exc))
+        return error_response(unexpected(exc, log, f"{request.method} {request.path}"))
 
 
 async def read_json(request: web.Request) -> dict:
