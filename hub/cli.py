@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from hub.settings import Settings, SettingsError
+from hub.shutdown import Shutdown
 
 log = logging.getLogger("hub")
 
@@ -44,7 +45,7 @@ def serve(settings: Settings, args) -> None:
         stopping.finish()  # after the loop's own teardown, which the watchdog bounds too
 
 
-async def _serve(app: web.Application, host: str, port: int, stopping) -> None:
+async def _serve(app: web.Application, host: str, port: int, stopping: Shutdown) -> None:
     """Run until SIGTERM or SIGINT, then shut down within `stopping.bound` seconds
     (aiohttp's run_app, with the signal arming the watchdog before anything that
     could hang)."""

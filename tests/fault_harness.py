@@ -20,8 +20,8 @@ import socketio
 
 from tests.conftest import JS_DIR, free_port
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
-    if Path("/usr/lib/postgresql").exists() else None
+# Debian's PostgreSQL server programs (initdb, pg_ctl), newest version first.
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=None)
 
 
 def _as_postgres(args: list[str]) -> list[str]:
