@@ -278,7 +278,7 @@ async def test_blackholed_redis_link_stalls_acks_briefly_and_loses_nothing(fault
 # --- the fault scenarios: three instances under load, one fault each -------------------------
 
 PAIRS = 12  # senders, each writing one direct thread to its receiver
-RATE = 180.0  # message:send per second, all senders together
+RATE = 200.0  # message:send per second, all senders together (as in the issue)
 PUBLISH_RATE = 20.0  # POST /api/publish per second
 ABSENCE = 30.0  # seconds a third of the receivers are away (inside the 120 s window)
 
