@@ -2,7 +2,9 @@
 its HTTP status; transports turn them into their own shape."""
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 import asyncpg.exceptions as asyncpg
@@ -83,7 +85,7 @@ def is_outage(exc: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, _OUTAGES):
+        if isinstance(e, _OUTAGES) or (isinstance(e, OSError) and e.errno in _UNREACHABLE):
             return True
         if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
             return True
@@ -105,10 +107,15 @@ def unexpected(exc: BaseException, log: logging.Logger, what: str) -> HubError:
 
 
 _OUTAGES: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable; TimeoutError (asyncio's too) is one
+    ConnectionError,  # refused, reset, aborted, broken pipe
+    TimeoutError,  # asyncio's too: a connect that never completed
+    socket.gaierror,  # the host's name does not resolve
     sa_exc.TimeoutError,  # no pooled connection came free in time
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08, ConnectionDoesNotExistError
     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     redis_exc.ConnectionError, redis_exc.TimeoutError,
 )
+_UNREACHABLE = {  # OSError errnos of a network that cannot reach the host
+    errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN,
+}
