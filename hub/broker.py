@@ -264,7 +264,8 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, prefix: str, retention: float = 150.0) -> None:
         super().__init__(retention)
-        self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=COMMAND_TIMEOUT)
+        # Other commands (a catch-up's long XRANGE) get redis-py's usual 5 s.
+        self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=5)
         self._append_down_until = 0.0
         self.prefix = prefix
         self.channel = f"{prefix}:bus"
@@ -373,10 +374,11 @@ class RedisBroker(Broker):
         if time.monotonic() < self._append_down_until:
             raise BrokerUnavailable("Redis did not answer the previous append")
         try:
-            offsets = await self._append(keys=keys, args=args)
-        except RedisError as exc:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                offsets = await self._append(keys=keys, args=args)
+        except (RedisError, TimeoutError) as exc:
             self._append_down_until = time.monotonic() + RETRY_APPEND_AFTER
-            raise BrokerUnavailable(str(exc)) from exc
+            raise BrokerUnavailable(str(exc) or "Redis did not answer an append in time") from exc
         return [(o.decode() if isinstance(o, bytes) else o) or None for o in offsets]
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
