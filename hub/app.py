@@ -25,6 +25,7 @@ from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.revocations import Revocations
 from hub.settings import Settings
+from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
@@ -60,6 +61,7 @@ class Hub:
     recovery: Recovery
     revocations: Revocations
     widget_origins: widget.WidgetOrigins
+    stopping: Shutdown
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
@@ -72,12 +74,13 @@ class Hub:
         What this instance still owes the outbox is flushed in `lifecycle`."""
         sockets = [(server, s) for server in self.fanout.servers for s in list(server.eio.sockets.values())]
         plain = list(self.fanout.members.by_sid.values())  # plain WebSocket and SSE
-        log.info("instance %s stopping: closing %d client transports", self.settings.instance_id,
-                 len(sockets) + len(plain))
+        self.stopping.step(f"stopped listening; closing {len(sockets) + len(plain)} client connections")
         for server, eio_socket in sockets:
             await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
         for member in plain:
             member.close(GOING_AWAY, "server restarting: reconnect")
+        self.stopping.step(f"waiting up to {self.stopping.requests_timeout:.0f} s for open requests "
+                           "and websockets to end")
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
@@ -85,16 +88,23 @@ class Hub:
         await self.revocations.start()
         await self.fanout.start()
         await self.recovery.start()
+        await self.presence.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
         yield
+        step = self.stopping.step
+        step("stopping recovery (session records)")
         await self.recovery.stop()
+        step("stopping the fan-out and the outbox relay")
         await self.fanout.stop()
         await self.revocations.stop()
+        step("closing the bus")
         await self.broker.stop()
+        step("closing shared state and presence")
         await self.state.close()
         await self.presence.close()
+        step("closing the database")
         await self.db.close()
         log.info("instance %s stopped", self.settings.instance_id)
 
@@ -112,7 +122,8 @@ def build_hub(settings: Settings) -> Hub:
         broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix, retention=retention)
         sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
         presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
-                                           timeout=settings.presence_timeout, grace=settings.presence_grace)
+                                           timeout=settings.presence_timeout, grace=settings.presence_grace,
+                                           instance_id=settings.instance_id)
     else:
         state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
@@ -141,7 +152,7 @@ def build_hub(settings: Settings) -> Hub:
                connections=connections, presence=presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window),
                revocations=Revocations(db, state, fanout),
-               widget_origins=widget_origins)
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

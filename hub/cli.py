@@ -6,18 +6,21 @@ import asyncio
 import gc
 import getpass
 import logging
+import signal
 import sys
 
 from aiohttp import web
 
 from hub import logs
 from hub.settings import Settings, SettingsError
+from hub.shutdown import Shutdown
 
 log = logging.getLogger("hub")
 
 
 def serve(settings: Settings, args) -> None:
     from hub.app import create_app
+    from hub.http.common import HUB
 
     try:
         import uvloop
@@ -31,9 +34,31 @@ def serve(settings: Settings, args) -> None:
     # message in loadtests/bench.py (docs/performance.md).
     gc.freeze()
     gc.set_threshold(50_000, 20, 1_000)
-    print(f"hub listening on http://{args.host}:{args.port}", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=10)
+    stopping = app[HUB].stopping
+    try:
+        asyncio.run(_serve(app, args.host, args.port, stopping))
+    finally:
+        stopping.finish()  # after the loop's own teardown, which the watchdog bounds too
+
+
+async def _serve(app: web.Application, host: str, port: int, stopping: Shutdown) -> None:
+    """Run until SIGTERM or SIGINT, then shut down within `stopping.bound` seconds
+    (aiohttp's run_app, with the signal arming the watchdog before anything that
+    could hang)."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=stopping.requests_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"hub listening on http://{host}:{port}", flush=True)
+        signalled = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        await signalled.wait()
+        stopping.arm("signal received")
+    finally:
+        await runner.cleanup()
 
 
 async def _with_db(settings: Settings, work):

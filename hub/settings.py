@@ -168,7 +168,7 @@ class Settings:
     # offline presence_grace seconds later, and their dialogs are requeued
     # requeue_delay seconds after that.
     presence_timeout: float = 60.0
-    presence_grace: float = 30.0
+    presence_grace: float = 10.0
     requeue_delay: float = 0.0
     max_active_chats: int = 5
     handoff_threshold: float = 0.7
@@ -184,6 +184,8 @@ class Settings:
     max_connections_per_address: int = 256
     # When set, GET /metrics needs `Authorization: Bearer <this>`.
     metrics_token: str | None = None
+    # Seconds from SIGTERM to the process's end, whatever hangs (hub/shutdown.py).
+    shutdown_timeout: float = 15.0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     # What from_env noticed but did not refuse (unknown HUB_* names), logged at start.
     warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -226,7 +228,7 @@ class Settings:
             ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
-            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 30.0),
+            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 10.0),
             requeue_delay=_float(env, "HUB_REQUEUE_DELAY", 0.0),
             max_active_chats=_int(env, "HUB_MAX_ACTIVE_CHATS", 5),
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
@@ -236,6 +238,7 @@ class Settings:
             body_timeout=_float(env, "HUB_BODY_TIMEOUT", 60.0),
             max_connections_per_address=_int(env, "HUB_MAX_CONNECTIONS_PER_ADDRESS", 256),
             metrics_token=env.get("HUB_METRICS_TOKEN") or None,
+            shutdown_timeout=_float(env, "HUB_SHUTDOWN_TIMEOUT", 15.0),
         )
         return settings._checked(env)
 
@@ -342,4 +345,10 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "presence_grace": NOT_NEGATIVE,
     "requeue_delay": NOT_NEGATIVE,
     "handoff_threshold": (0, 1, False),
+    "login_free_failures": POSITIVE,
+    "login_backoff_max": POSITIVE,
+    "connect_timeout": POSITIVE,
+    "body_timeout": NOT_NEGATIVE,  # 0: off
+    "max_connections_per_address": NOT_NEGATIVE,  # 0: off
+    "shutdown_timeout": POSITIVE,
 }

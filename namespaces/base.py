@@ -15,8 +15,8 @@ import socketio
 from pydantic import ValidationError
 
 from handlers.context import Actor, Context, user_room
-from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
-                             ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
+                             unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
 from hub.recovery import identity
@@ -128,11 +128,11 @@ class OperationNamespace(socketio.AsyncNamespace):
                 ctx = self.context(actor, sid)
                 await self.spec.on_connect(ctx)
                 await hub.fanout.deliver(ctx.events)
-        except Exception:
+        except Exception as failure:
             # A refused connect gets no disconnect event: undo what it set up here.
-            log.exception("connect to %s failed", self.spec.name)
+            exc = unexpected(failure, log, f"connect to {self.spec.name}")
             await self.disconnect_socket(sid, "client disconnect")
-            raise self._refused(InternalError()) from None
+            raise self._refused(exc) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
         self._arm(sid, self.conns[sid])
@@ -182,9 +182,9 @@ class OperationNamespace(socketio.AsyncNamespace):
             outcome = "ok"
         except HubError as exc:
             reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception:
-            log.exception("operation %s %s failed", self.spec.name, event)
-            reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
+        except Exception as failure:
+            error = unexpected(failure, log, f"operation {self.spec.name} {event}")
+            reply, outcome = {"ok": False, "error": error.body()}, error.code
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()
         if op:

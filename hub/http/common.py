@@ -8,8 +8,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from handlers.context import Actor
-from handlers.errors import (Forbidden, HubError, InternalError, NotFound, PayloadTooLarge,
-                             RateLimited, Unauthorized, ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
+                             ValidationFailed, unexpected, validation_details)
 
 log = logging.getLogger("hub.http")
 
@@ -45,9 +45,8 @@ async def errors_middleware(request: web.Request, handler):
         kind = _STATUS_ERRORS.get(exc.status, HubError)
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(kind(exc.reason), allow)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+    except Exception as exc:
+        return error_response(unexpected(exc, log, f"{request.method} {request.path}"))
 
 
 async def read_json(request: web.Request) -> dict:
