@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
-from hub.http.common import HUB, request_actor
+from hub.http.common import HUB, path_id, request_actor
 from storage import chat
 
 
@@ -30,8 +30,8 @@ async def upload(request: web.Request) -> web.Response:
         content.extend(chunk)
         if len(content) > limit:
             raise PayloadTooLarge(f"attachments are limited to {limit} bytes")
-    filename = part.filename.replace("/", "_").replace("\\", "_")[:255]
-    content_type = part.headers.get("Content-Type", "application/octet-stream")[:255]
+    filename = _clean(part.filename).replace("/", "_").replace("\\", "_")[:255]
+    content_type = _clean(part.headers.get("Content-Type", "application/octet-stream"))[:255]
     async with hub.db.transaction() as tx:
         att = await chat.add_attachment(tx, uploader_id=actor.id, filename=filename,
                                         content_type=content_type, content=bytes(content))
@@ -39,13 +39,17 @@ async def upload(request: web.Request) -> web.Response:
                               "size": att.size, "url": f"/api/attachments/{att.id}"}, status=201)
 
 
+def _clean(header: str) -> str:
+    """Header text fit to store: bytes that were not UTF-8 (a Latin-1 filename comes
+    through as lone surrogates) become U+FFFD, control characters (NUL) go."""
+    text = header.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(c for c in text if c.isprintable())
+
+
 async def download(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     actor = await request_actor(request)
-    try:
-        attachment_id = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such attachment") from None
+    attachment_id = path_id(request, "id")
     async with hub.db.transaction() as tx:
         att = await chat.get_attachment(tx, attachment_id, with_content=True)
         allowed = att is not None and actor.is_user and (

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from handlers.errors import Forbidden
 from handlers.registry import REGISTRY, Operation
-from hub.http.common import HUB, read_json, request_actor, validate
+from hub.http.common import HUB, path_value, read_json, request_actor, validate
 
 
 def _handler(op: Operation):
@@ -25,7 +25,7 @@ def _handler(op: Operation):
         else:
             data = await read_json(request)
         for key, value in request.match_info.items():
-            data[key] = int(value) if value.isdigit() else value
+            data[key] = path_value(value)
         req = validate(op.input, data, strict=strict)
         ctx = hub.context(actor)
         result = await op.func(ctx, req)
