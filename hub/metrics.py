@@ -17,6 +17,8 @@ class Metrics:
                                   ["namespace"], registry=self.registry)
         self.bus = Counter("hub_bus_messages_total", "Messages on the inter-instance bus",
                            ["direction", "outcome"], registry=self.registry)
+        self.set_aside = Counter("hub_outbox_set_aside_total",
+                                 "Outbox events the bus refused, set aside instead of relayed", registry=self.registry)
         self._children: dict[tuple, object] = {}
 
     def child(self, metric, *labels):
