@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import Field, model_validator
 
 from handlers.context import Context, shared_transaction
 from handlers.errors import Forbidden, NotFound, ValidationFailed
-from handlers.registry import namespace, operation, server_event
+from handlers.registry import namespace, operation, periodic, server_event
 from handlers import sync
 from handlers.schema import Empty, Id, Input, Limit, Offset, Output, PageNumber, Text
 from storage import chat as store
@@ -592,3 +592,12 @@ async def sync_messages(ctx: Context,
     items = [SyncedMessage(**next(live).model_dump()) if m.deleted_at is None
              else MessageTombstone(id=m.id, thread_id=m.thread_id, deleted_at=aware(m.deleted_at)) for m in rows]
     return sync.SyncPage[SyncedMessage | MessageTombstone](**sync.page(rows, items, req.limit, since))
+
+
+@periodic("chat.orphan-attachments", every=lambda s: max(1.0, min(s.orphan_attachment_age / 4, 600.0)))
+async def remove_orphan_attachments(ctx: Context) -> None:
+    """Uploads never attached to a message are removed once orphan_attachment_age old
+    (every instance runs this; a DELETE twice is harmless)."""
+    before = utcnow() - timedelta(seconds=ctx.settings.orphan_attachment_age)
+    async with ctx.db.transaction() as tx:
+        await store.remove_orphans(tx, before)

@@ -2,6 +2,7 @@
 its HTTP status; transports turn them into their own shape."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -47,7 +48,14 @@ class PayloadTooLarge(HubError):
 
 
 class RateLimited(HubError):
+    """Every refusal for rate says when to come back: `retry_after` whole seconds in
+    the details (acks), and the Retry-After header over HTTP (hub/http/common.py)."""
+
     code, status, default_message = "rate_limited", 429, "Too many requests"
+
+    def __init__(self, message: str | None = None, retry_after: float = 1) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, details={"retry_after": self.retry_after})
 
 
 class Unavailable(HubError):

@@ -60,6 +60,15 @@ class Settings:
     event_burst: int = 40
     register_per_minute: int = 5
     login_per_minute: int = 10
+    # Operations per user (service, visitor) over all sockets, HTTP routes and
+    # instances: user_op_limit in any user_op_window seconds (docs/security.md).
+    user_op_limit: int = 600
+    user_op_window: int = 10
+    # Attachment quotas per user over the last 24 hours, and the age at which an
+    # upload never attached to a message is removed (seconds).
+    attachments_per_day: int = 200
+    attachment_bytes_per_day: int = 500 * 1024 * 1024
+    orphan_attachment_age: float = 24 * 3600.0
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
@@ -111,6 +120,11 @@ class Settings:
             event_burst=_int(env, "HUB_EVENT_BURST", 40),
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
+            user_op_limit=_int(env, "HUB_USER_OP_LIMIT", 600),
+            user_op_window=_int(env, "HUB_USER_OP_WINDOW", 10),
+            attachments_per_day=_int(env, "HUB_ATTACHMENTS_PER_DAY", 200),
+            attachment_bytes_per_day=_int(env, "HUB_ATTACHMENT_BYTES_PER_DAY", 500 * 1024 * 1024),
+            orphan_attachment_age=_float(env, "HUB_ORPHAN_ATTACHMENT_AGE", 24 * 3600.0),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),

@@ -17,6 +17,7 @@ from handlers.context import Actor, Context, user_room
 from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
                              ValidationFailed, validation_details)
 from handlers.registry import NamespaceSpec, Operation
+from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")
 
@@ -38,6 +39,10 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+    def wait(self) -> float:
+        """Seconds until the next event fits in the budget."""
+        return max(1 - self.tokens, 0) / self.rate
 
 
 @dataclass
@@ -181,7 +186,8 @@ class OperationNamespace(socketio.AsyncNamespace):
         if conn is None:
             raise Forbidden("not connected")
         if not conn.bucket.take():
-            raise RateLimited("too many events: slow down")
+            raise RateLimited("too many events on this connection: slow down", retry_after=conn.bucket.wait())
+        spend_operation(self.hub.state, self.hub.settings, conn.actor)
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
         if op.roles is not None and conn.actor.role not in op.roles:

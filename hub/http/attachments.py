@@ -1,11 +1,16 @@
 """Chat attachments: multipart upload with a size limit, download by thread members."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aiohttp import web
 
-from handlers.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
+from handlers.errors import Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from hub.http.common import HUB, path_id, request_actor
 from storage import chat
+from storage.base import aware, utcnow
+
+DAY = timedelta(days=1)
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -16,6 +21,7 @@ async def upload(request: web.Request) -> web.Response:
     limit = hub.settings.max_attachment_bytes
     if request.content_length and request.content_length > limit + 64 * 1024:
         raise PayloadTooLarge(f"attachments are limited to {limit} bytes")
+    await _within_quota(hub, actor.id, 0)
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
@@ -32,11 +38,25 @@ async def upload(request: web.Request) -> web.Response:
             raise PayloadTooLarge(f"attachments are limited to {limit} bytes")
     filename = _clean(part.filename).replace("/", "_").replace("\\", "_")[:255]
     content_type = _clean(part.headers.get("Content-Type", "application/octet-stream"))[:255]
+    await _within_quota(hub, actor.id, len(content))
     async with hub.db.transaction() as tx:
         att = await chat.add_attachment(tx, uploader_id=actor.id, filename=filename,
                                         content_type=content_type, content=bytes(content))
     return web.json_response({"id": att.id, "filename": att.filename, "content_type": att.content_type,
                               "size": att.size, "url": f"/api/attachments/{att.id}"}, status=201)
+
+
+async def _within_quota(hub, user_id: int, size: int) -> None:
+    """Refuse an upload of `size` bytes that would take the user past a day's quota
+    (counted in the database: the same on every instance)."""
+    settings = hub.settings
+    now = utcnow()
+    async with hub.db.transaction() as tx:
+        count, total, oldest = await chat.uploads_since(tx, user_id, now - DAY)
+    if count >= settings.attachments_per_day or total + size > settings.attachment_bytes_per_day:
+        retry = ((aware(oldest) + DAY - now).total_seconds()) if oldest else DAY.total_seconds()
+        raise RateLimited(f"attachment quota reached ({settings.attachments_per_day} files, "
+                          f"{settings.attachment_bytes_per_day} bytes a day)", retry_after=retry)
 
 
 def _clean(header: str) -> str:

@@ -20,7 +20,8 @@ _STATUS_ERRORS = {404: NotFound, 405: ValidationFailed, 413: PayloadTooLarge, 40
 
 
 def error_response(exc: HubError) -> web.Response:
-    return web.json_response({"error": exc.body()}, status=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return web.json_response({"error": exc.body()}, status=exc.status, headers=headers)
 
 
 @web.middleware
@@ -96,4 +97,4 @@ def client_ip(request: web.Request) -> str:
 async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
     retry = await request.app[HUB].state.hit(f"{name}:{client_ip(request)}", per_minute, 60)
     if retry:
-        raise RateLimited(f"too many {name} attempts; retry in {retry}s", details={"retry_after": retry})
+        raise RateLimited(f"too many {name} attempts; retry in {retry}s", retry_after=retry)

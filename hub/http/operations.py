@@ -7,6 +7,7 @@ from aiohttp import web
 from handlers.errors import Forbidden
 from handlers.registry import REGISTRY, Operation
 from hub.http.common import HUB, path_value, read_json, request_actor, validate
+from hub.state import spend_operation
 
 
 def _handler(op: Operation):
@@ -16,6 +17,7 @@ def _handler(op: Operation):
         spec = REGISTRY.namespaces[op.namespace]
         if actor.role not in (op.roles or spec.roles):
             raise Forbidden(f"{actor.role} may not {op.event}")
+        spend_operation(hub.state, hub.settings, actor)
         strict = None
         if request.method == "GET":
             # Query strings are text: "10" must be able to fill an integer field.
