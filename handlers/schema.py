@@ -101,7 +101,10 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 # Free-form JSON a client stores or relays (notification data, published events):
 # every encoder on its way (the database's, orjson, msgpack) must take it.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+# (The schema names the bound, for clients and for the test that every free-form
+# object of an input is one of these.)
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object),
+                       Field(json_schema_extra={"x-max-depth": MAX_JSON_DEPTH})]
 
 
 class Input(BaseModel):

@@ -4,6 +4,7 @@ deleted things are tombstones in `sync`."""
 from __future__ import annotations
 
 import asyncio
+import re
 import base64
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ import socketio
 from sqlalchemy import insert, select
 
 from handlers import sync
+from handlers.schema import MAX_ID
 from storage import outbox
 from storage.base import utcnow
 from tests.business_helpers import service_token, staff
@@ -27,6 +29,50 @@ def cursor(moment: str, ident: str = "0") -> str:
 
 
 # --- item 7: bad input is a 4xx -------------------------------------------------------------
+
+def _unbounded(schema: dict, defs: dict, where: str) -> list[str]:
+    """Fields of a JSON schema that are not of the bounded types of handlers/schema.py."""
+    if "$ref" in schema:
+        return _unbounded(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, where)
+    found = []
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for i, sub in enumerate(schema.get(key, [])):
+            found += _unbounded(sub, defs, where)
+    kind = schema.get("type")
+    if kind == "integer" and not (schema.get("maximum", 2**63) <= MAX_ID and "minimum" in schema):
+        found.append(where)
+    if kind == "string" and not any(k in schema for k in ("enum", "const", "format")) and not (
+            "maxLength" in schema and "pattern" in schema and not re.search(schema["pattern"], "\x00")
+            and not re.search(schema["pattern"], "a\x00b")):
+        found.append(where)
+    if kind == "array":
+        found += _unbounded(schema.get("items", {}), defs, where + "[]")
+    if kind == "object":
+        for name, prop in schema.get("properties", {}).items():
+            found += _unbounded(prop, defs, f"{where}.{name}")
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            found += _unbounded(extra, defs, where + ".*")
+        elif extra is True and "x-max-depth" not in schema:
+            found.append(where + " (free-form, not a JsonObject)")
+    return found
+
+
+def test_every_input_field_is_bounded():
+    """The class stays closed: every field of every input (operations, auth bodies,
+    publish, widget sessions) is an Id, Offset, Limit, Text, JsonObject or the like."""
+    import hub.app  # noqa: F401  (registers every operation)
+    from handlers.registry import REGISTRY
+    from hub.http import auth, publish, widget
+
+    models = {op.input for op in REGISTRY.operations.values()}
+    models |= {auth.RegisterIn, auth.LoginIn, auth.RefreshIn, auth.LogoutIn, publish.PublishIn, widget.WidgetSession}
+    found = []
+    for model in models:
+        schema = model.model_json_schema()
+        found += _unbounded(schema, schema.get("$defs", {}), model.__name__)
+    assert not found, found
+
 
 async def test_out_of_range_numbers_are_validation_errors(server, api, connect):
     user = await api.user()
