@@ -7,6 +7,7 @@ database and Python's datetime can hold, JSON within the bus's encoders. A value
 does not is a `validation_error` at the edge, never a failure deep inside."""
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -31,8 +32,6 @@ NO_NUL = r"^[^\x00]*$"
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET)]
 PageNumber = Annotated[int, Field(ge=1, le=MAX_PAGE)]
-
-
 Limit = Annotated[int, Field(ge=1, le=200)]  # a page's size
 
 
@@ -43,11 +42,13 @@ def Text(max_length: int = MAX_TEXT, *, min_length: int = 0, pattern: str = NO_N
     return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)]
 
 
-def _in_range(moment: datetime) -> datetime:
+def in_time_range(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime, or ValueError if it is outside the range a
+    client may name (naive times are UTC, as the contract's timestamps are)."""
     # The year first: converting a time near datetime's ends to UTC overflows.
     if not MIN_TIME.year <= moment.year < MAX_TIME.year:
         raise ValueError(f"must be between {MIN_TIME.year} and {MAX_TIME.year}")
-    if moment.tzinfo is None:  # the contract's timestamps are UTC
+    if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     moment = moment.astimezone(timezone.utc)
     if not MIN_TIME <= moment < MAX_TIME:
@@ -55,14 +56,8 @@ def _in_range(moment: datetime) -> datetime:
     return moment
 
 
-def in_time_range(moment: datetime) -> datetime:
-    """`moment` as an aware UTC datetime, or ValueError if it is outside the range a
-    client may name (for times read from elsewhere than a model, e.g. a cursor)."""
-    return _in_range(moment)
-
-
 # Lax: over JSON a time is an ISO-8601 string.
-DateTime = Annotated[datetime, Field(strict=False), AfterValidator(_in_range)]
+DateTime = Annotated[datetime, Field(strict=False), AfterValidator(in_time_range)]
 
 
 def _json_value(value: Any, depth: int = 0) -> None:
@@ -81,7 +76,7 @@ def _json_value(value: Any, depth: int = 0) -> None:
         if not MIN_INT <= value <= MAX_ID:
             raise ValueError("integers must fit in 64 bits")
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError("numbers must be finite")
     elif isinstance(value, str):
         if "\x00" in value:
