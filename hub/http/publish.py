@@ -13,6 +13,7 @@ from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, valida
 from handlers.registry import REGISTRY
 from handlers.schema import Id, Input, JsonObject, Text
 from hub.http.common import HUB, read_json, request_actor, validate
+from hub.state import spend_operation
 
 MAX_USERS = 1000
 
@@ -54,6 +55,7 @@ async def publish(request: web.Request) -> web.Response:
     actor = await request_actor(request)
     if actor.role != "service":
         raise Forbidden("only service tokens may publish")
+    spend_operation(hub.state, hub.settings, actor)  # the budget of the service's operations too
     body = await read_json(request)
     limit = hub.settings.max_payload_bytes
     if len(json.dumps(body.get("data"), separators=(",", ":"))) > limit:
