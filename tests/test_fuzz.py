@@ -35,8 +35,6 @@ BAD_CODES = {"internal_error", "unavailable"}
 # --- hostile values ---------------------------------------------------------------------
 
 DEEP = 3000  # beyond the stack of a recursive decoder or validator
-# The python-socketio client walks a payload recursively before sending it.
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * DEEP))
 BIG_INTS = [2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 2**64 + 1, -(2**63) - 1, 10**30, -(10**30)]
 STRINGS = ["", "\x00", "a\x00b", "²", "١٢٣", "𝟙𝟚", "\ud800", "x" * 5000, "0" * 5000, "' OR 1=1 --",
            "<script>alert(1)</script>", "../../etc/passwd", "\u202e\u200b", "NaN", "-1", "1e400",
@@ -338,7 +336,13 @@ async def audit(spawn_hubs, env: dict, events: int, requests: int) -> None:
     hub, = await spawn_hubs(1, {**FUZZ_ENV, **env})
     async with aiohttp.ClientSession() as session:
         roles = await make_roles(hub.url, hub.env, session)
-    answered, bad_events = await fuzz_events(hub.url, roles, events, SEED)
+    # The python-socketio client walks a payload recursively before sending it.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * DEEP))
+    try:
+        answered, bad_events = await fuzz_events(hub.url, roles, events, SEED)
+    finally:
+        sys.setrecursionlimit(limit)
     sent, bad_http = await fuzz_http(hub.url, roles, requests, SEED)
     traces = log_problems(hub.log)
     assert answered >= events, f"only {answered} of {events} events answered (seed {SEED})"
