@@ -336,14 +336,14 @@ async def audit(spawn_hubs, env: dict, events: int, requests: int) -> None:
     hub, = await spawn_hubs(1, {**FUZZ_ENV, **env})
     async with aiohttp.ClientSession() as session:
         roles = await make_roles(hub.url, hub.env, session)
-    # The python-socketio client walks a payload recursively before sending it.
+    # The clients walk (and encode) a payload recursively before sending it.
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 4 * DEEP))
     try:
         answered, bad_events = await fuzz_events(hub.url, roles, events, SEED)
+        sent, bad_http = await fuzz_http(hub.url, roles, requests, SEED)
     finally:
         sys.setrecursionlimit(limit)
-    sent, bad_http = await fuzz_http(hub.url, roles, requests, SEED)
     traces = log_problems(hub.log)
     assert answered >= events, f"only {answered} of {events} events answered (seed {SEED})"
     assert sent >= requests
