@@ -25,7 +25,7 @@ from handlers import sync
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, rejoin_check, server_event
-from handlers.schema import Input, Output, Page
+from handlers.schema import DateTime, Id, Input, Limit, Offset, Output, Page, Text
 from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
@@ -131,9 +131,9 @@ def _origins(value: list[str]) -> list[str]:
 
 
 class CreateAssistant(Input):
-    name: str = Field(min_length=1, max_length=200)
-    allowed_origins: list[str] = Field(default_factory=list, max_length=50)
-    system_prompt: str | None = Field(None, max_length=20000)
+    name: Text(200, min_length=1)
+    allowed_origins: list[Text(200)] = Field(default_factory=list, max_length=50)
+    system_prompt: Text(20000) | None = None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -142,13 +142,13 @@ class CreateAssistant(Input):
 
 
 class AssistantRef(Input):
-    assistant_id: int = Field(ge=1)
+    assistant_id: Id
 
 
 class UpdateAssistant(AssistantRef):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    allowed_origins: list[str] | None = Field(None, max_length=50)
-    system_prompt: str | None = Field(None, max_length=20000)
+    name: Text(200, min_length=1) | None = None
+    allowed_origins: list[Text(200)] | None = Field(None, max_length=50)
+    system_prompt: Text(20000) | None = None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -157,41 +157,41 @@ class UpdateAssistant(AssistantRef):
 
 
 class ListAssistants(Input):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class ListDialogs(Input):
     # Lax: these also come from an HTTP query string.
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    user_id: int | None = Field(None, ge=1, description="dialogs held by this operator")
-    assistant_id: int | None = Field(None, ge=1)
+    user_id: Id | None = Field(None, description="dialogs held by this operator")
+    assistant_id: Id | None = None
     status: Literal["open", "closed"] | None = None
-    date_from: datetime | None = None
-    date_to: datetime | None = None
-    search: str | None = Field(None, min_length=1, max_length=200)
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    date_from: DateTime | None = None
+    date_to: DateTime | None = None
+    search: Text(200, min_length=1) | None = None
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class DialogRef(Input):
-    dialog_id: int = Field(ge=1)
+    dialog_id: Id
 
 
 class DialogMessages(DialogRef):
-    limit: int = Field(50, ge=1, le=200)
-    before_id: int | None = Field(None, ge=1)
+    limit: Limit = 50
+    before_id: Id | None = None
 
 
 class SendDialogMessage(DialogRef):
-    text: str = Field(min_length=1)
-    client_msg_id: str | None = Field(None, min_length=1, max_length=100)
+    text: Text(min_length=1)
+    client_msg_id: Text(100, min_length=1) | None = None
 
 
 class RequestHandoff(DialogRef):
-    reason: str | None = Field(None, max_length=500)
-    request_id: str | None = Field(None, min_length=1, max_length=100)
+    reason: Text(500) | None = None
+    request_id: Text(100, min_length=1) | None = None
 
 
 class SetTyping(DialogRef):

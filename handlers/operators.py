@@ -19,7 +19,7 @@ from handlers import dialogs as dlg
 from handlers.context import Actor, Context
 from handlers.errors import Forbidden, HubError, NotFound, Unavailable
 from handlers.registry import namespace, operation, periodic, server_event
-from handlers.schema import Empty, Input, Output
+from handlers.schema import Empty, Id, Input, Output, Text
 from storage import dialogs as store
 from storage.base import aware
 
@@ -110,12 +110,12 @@ class UpdatePresence(Input):
 
 
 class PresenceQuery(Input):
-    operator_id: int | None = Field(None, ge=1)
+    operator_id: Id | None = None
 
 
 class AutoDetect(Input):
-    dialog_id: int | None = Field(None, ge=1)
-    text: str | None = Field(None, min_length=1, max_length=4000)
+    dialog_id: Id | None = None
+    text: Text(4000, min_length=1) | None = None
 
     @model_validator(mode="after")
     def _one_of(self):

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from pydantic import Field
 
 from handlers.errors import ValidationFailed
-from handlers.schema import Input, Output
+from handlers.schema import MAX_ID, Input, Output, Text, in_time_range
 
 T = TypeVar("T")
 # Longer than any write transaction takes to commit after taking its timestamp.
@@ -23,8 +23,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class SyncRequest(Input):
-    since: str | None = Field(None, max_length=200, description="cursor of the previous sync; omit for everything")
+    since: Text(200) | None = Field(None, description="cursor of the previous sync; omit for everything")
     limit: int = Field(200, ge=1, le=1000)
+
+
+class Tombstone(Output):
+    """What `sync` says of a deleted thing: that it is gone and when, nothing of what
+    it was (its text, its files). Subclasses name the id as the live item does."""
+
+    deleted_at: datetime
 
 
 class SyncPage(Output, Generic[T]):
@@ -38,9 +45,10 @@ def decode(cursor: str | None) -> tuple[datetime, int]:
         return EPOCH, 0
     try:
         stamp, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        moment = datetime.fromisoformat(stamp)
-        moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        return moment, int(ident)
+        moment, ident = in_time_range(datetime.fromisoformat(stamp)), int(ident)
+        if not 0 <= ident <= MAX_ID:
+            raise ValueError("id out of range")
+        return moment, ident
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("invalid cursor", details=[{"loc": ["since"], "msg": "not a cursor from this hub",
                                                            "type": "value_error"}]) from None

@@ -256,8 +256,33 @@ class Fanout:
                 return False
             entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
                        for r in rows]
-            if await self._append(entries) is None:
+            try:
+                appended = await self._append(entries)
+            except Exception:
+                # Something in the batch the bus refuses: find it, alone.
+                return await self._relay_each(tx, rows, entries) and len(rows) == limit
+            if appended is None:
                 return False
             await outbox.remove_published(tx, [r.id for r in rows])
         log.warning("relayed %d outbox events that their writer had not published", len(rows))
         return len(rows) == limit
+
+    async def _relay_each(self, tx, rows: list, entries: list[dict]) -> bool:
+        """Append the events one at a time; one the bus refuses is set aside (logged
+        once, counted), never retried: no single row may stall the relay. False
+        when the bus became unavailable."""
+        relayed, available = [], True
+        for row, entry in zip(rows, entries):
+            try:
+                if await self._append([entry]) is None:
+                    available = False
+                    break
+            except Exception:
+                log.exception("outbox event %d (%s %s) cannot be relayed; set aside", row.id, row.namespace,
+                              row.event)
+                await outbox.set_aside(tx, row.id)
+                self.metrics.set_aside.inc()
+                continue
+            relayed.append(row.id)
+        await outbox.remove_published(tx, relayed)
+        return available

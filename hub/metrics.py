@@ -65,6 +65,8 @@ class Metrics:
                                       registry=self.registry, buckets=WAIT_SECONDS)
         self.refusals = Counter("hub_connect_refusals_total", "Refused Socket.IO connections",
                                 ["namespace", "reason"], registry=self.registry)
+        self.set_aside = Counter("hub_outbox_set_aside_total",
+                                 "Outbox events the bus refused, set aside instead of relayed", registry=self.registry)
         self._children: dict[tuple, object] = {}
 
     def child(self, metric, *labels):

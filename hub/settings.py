@@ -155,6 +155,15 @@ class Settings:
     # a row each further one locks the account's logins for 1 s, 2 s, 4 s, ...
     login_free_failures: int = 5
     login_backoff_max: int = 900
+    # Operations per user (service, visitor) over all sockets, HTTP routes and
+    # instances: user_op_limit in any user_op_window seconds (docs/security.md).
+    user_op_limit: int = 600
+    user_op_window: int = 10
+    # Attachment quotas per user over the last 24 hours, and the age at which an
+    # upload never attached to a message is removed (seconds).
+    attachments_per_day: int = 200
+    attachment_bytes_per_day: int = 500 * 1024 * 1024
+    orphan_attachment_age: float = 24 * 3600.0
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
@@ -223,6 +232,11 @@ class Settings:
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             login_free_failures=_int(env, "HUB_LOGIN_FREE_FAILURES", 5),
             login_backoff_max=_int(env, "HUB_LOGIN_BACKOFF_MAX", 900),
+            user_op_limit=_int(env, "HUB_USER_OP_LIMIT", 600),
+            user_op_window=_int(env, "HUB_USER_OP_WINDOW", 10),
+            attachments_per_day=_int(env, "HUB_ATTACHMENTS_PER_DAY", 200),
+            attachment_bytes_per_day=_int(env, "HUB_ATTACHMENT_BYTES_PER_DAY", 500 * 1024 * 1024),
+            orphan_attachment_age=_float(env, "HUB_ORPHAN_ATTACHMENT_AGE", 24 * 3600.0),
             trust_proxy=_bool(env, "HUB_TRUST_PROXY", False),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),
@@ -351,4 +365,9 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "body_timeout": NOT_NEGATIVE,  # 0: off
     "max_connections_per_address": NOT_NEGATIVE,  # 0: off
     "shutdown_timeout": POSITIVE,
+    "user_op_limit": POSITIVE,
+    "user_op_window": POSITIVE,
+    "attachments_per_day": POSITIVE,
+    "attachment_bytes_per_day": POSITIVE,
+    "orphan_attachment_age": POSITIVE,
 }

@@ -20,6 +20,7 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
 from hub.recovery import identity
+from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")
 
@@ -33,10 +34,6 @@ class TokenBucket:
         self.rate, self.burst = rate, burst
         self.tokens, self.stamp = float(burst), time.monotonic()
 
-    def wait(self) -> float:
-        """Seconds until the next event fits the budget."""
-        return max(0.0, (1 - self.tokens) / self.rate) if self.rate > 0 else 1.0
-
     def take(self) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -45,6 +42,10 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+    def wait(self) -> float:
+        """Seconds until the next event fits in the budget."""
+        return max(1 - self.tokens, 0) / self.rate
 
 
 @dataclass
@@ -198,7 +199,8 @@ class OperationNamespace(socketio.AsyncNamespace):
         if conn is None:
             raise Forbidden("not connected")
         if not conn.bucket.take():
-            raise RateLimited("too many events: slow down", retry_after=conn.bucket.wait())
+            raise RateLimited("too many events on this connection: slow down", retry_after=conn.bucket.wait())
+        spend_operation(self.hub.state, self.hub.settings, conn.actor)
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
         if op.roles is not None and conn.actor.acts_as not in op.roles:

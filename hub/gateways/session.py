@@ -10,10 +10,11 @@ import time
 from pydantic import ValidationError
 
 from handlers.context import Actor, user_room
-from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
-                             ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
+                             unexpected, validation_details)
 from handlers.registry import REGISTRY
 from hub.gateways.members import Member
+from hub.state import spend_operation
 from namespaces.base import TokenBucket, payload_size
 
 log = logging.getLogger("hub.gateways")
@@ -101,9 +102,9 @@ class Connection:
             outcome = "ok"
         except HubError as exc:
             reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception:
-            log.exception("operation %s %s failed", namespace, event)
-            reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
+        except Exception as failure:
+            exc = unexpected(failure, log, f"operation {namespace} {event}")
+            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
         label = event if op else "unknown"
         metrics.child(metrics.events, namespace if op else "plain", label, outcome).inc()
         if op:
@@ -115,7 +116,8 @@ class Connection:
         op = op or REGISTRY.operations.get((namespace, event))
         hub, actor = self.hub, self.actor
         if not self.bucket.take():
-            raise RateLimited("too many events: slow down")
+            raise RateLimited("too many events on this connection: slow down", retry_after=self.bucket.wait())
+        spend_operation(hub.state, hub.settings, actor)
         if op is None or namespace not in self.namespaces:
             raise ValidationFailed(f"unknown event {event!r} in {namespace!r}")
         if op.roles is not None and actor.acts_as not in op.roles:

@@ -6,36 +6,35 @@ import secrets
 from datetime import datetime, timezone
 
 from aiohttp import web
-from pydantic import Field
 
 from handlers.errors import Conflict, Forbidden, RateLimited, Unauthorized
-from handlers.schema import Input, Output
+from handlers.schema import Input, Output, Text
 from hub.auth import hash_password, verify_password
 from hub.http.common import HUB, rate_limit, read_json, request_actor, validate
 from storage import users
 from storage.base import aware
 
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"  # no NUL either: see Text
 
 
 class RegisterIn(Input):
-    email: str = Field(pattern=EMAIL, max_length=320)
-    password: str = Field(min_length=8, max_length=128)
-    first_name: str | None = Field(None, max_length=100)
-    last_name: str | None = Field(None, max_length=100)
+    email: Text(320, pattern=EMAIL)
+    password: Text(128, min_length=8)
+    first_name: Text(100) | None = None
+    last_name: Text(100) | None = None
 
 
 class LoginIn(Input):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=128)
+    email: Text(320)
+    password: Text(128)
 
 
 class RefreshIn(Input):
-    refresh_token: str = Field(max_length=2000)
+    refresh_token: Text(2000)
 
 
 class LogoutIn(Input):
-    refresh_token: str | None = Field(None, max_length=2000)
+    refresh_token: Text(2000) | None = None
 
 
 class UserOut(Output):

@@ -1,7 +1,6 @@
 """What every HTTP route shares: the error shape, JSON bodies, the caller's actor."""
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
@@ -10,6 +9,8 @@ from pydantic import BaseModel, ValidationError
 from handlers.context import Actor
 from handlers.errors import (Forbidden, HubError, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
                              ValidationFailed, unexpected, validation_details)
+from handlers.schema import MAX_ID
+from storage import jsoncodec
 
 log = logging.getLogger("hub.http")
 
@@ -51,14 +52,29 @@ async def errors_middleware(request: web.Request, handler):
 
 async def read_json(request: web.Request) -> dict:
     try:
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=jsoncodec.loads)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("request body too large") from None
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting too
+    except (ValueError, UnicodeDecodeError):  # too deep a nesting too
         raise ValidationFailed("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object")
     return body
+
+
+def path_value(value: str) -> int | str:
+    """A path segment as the operation's input gets it: ASCII digits as an int
+    (str.isdigit also takes "²", and int() refuses thousands of digits), anything
+    else as given, for the input model to refuse."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ID)) else value
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """The path segment `name` as an id; not found when it is not one."""
+    value = path_value(request.match_info[name])
+    if not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise NotFound("not found")
+    return value
 
 
 def validate(model: type[BaseModel], data: dict, *, strict: bool | None = None) -> BaseModel:

@@ -6,22 +6,10 @@ import re
 
 from aiohttp import web
 
-from handlers.errors import Forbidden, RateLimited
+from handlers.errors import Forbidden
 from handlers.registry import REGISTRY, Operation
-from hub.http.common import HUB, read_json, request_actor, validate
-
-
-async def _rate_limit(hub, actor) -> None:
-    """A token's REST requests share the budget a Socket.IO connection has
-    (HUB_EVENT_RATE a second), counted per minute across instances. Service tokens
-    (backends an admin issued, e.g. POST /api/notifications in bulk) are not limited."""
-    if actor.role == "service":
-        return
-    settings = hub.settings
-    per_minute = max(settings.event_burst, int(settings.event_rate * 60))
-    retry = await hub.state.hit(f"api:{actor.jti or actor.name}", per_minute, 60)
-    if retry:
-        raise RateLimited(f"too many requests; retry in {retry}s", details={"retry_after": retry})
+from hub.http.common import HUB, path_value, read_json, request_actor, validate
+from hub.state import spend_operation
 
 
 def _handler(op: Operation):
@@ -31,7 +19,7 @@ def _handler(op: Operation):
         spec = REGISTRY.namespaces[op.namespace]
         if actor.acts_as not in (op.roles or spec.roles):
             raise Forbidden(f"{actor.acts_as} may not {op.event}")
-        await _rate_limit(hub, actor)
+        spend_operation(hub.state, hub.settings, actor)
         strict = None
         if request.method == "GET":
             # Query strings are text: "10" must be able to fill an integer field.
@@ -41,7 +29,7 @@ def _handler(op: Operation):
         else:
             data = await read_json(request)
         for key, value in request.match_info.items():
-            data[key] = int(value) if value.isdigit() else value
+            data[key] = path_value(value)
         req = validate(op.input, data, strict=strict)
         ctx = hub.context(actor)
         result = await op.func(ctx, req)

@@ -14,7 +14,7 @@ from pydantic import Field
 from handlers import dialogs
 from handlers.context import Actor
 from handlers.errors import HubError
-from handlers.schema import Input
+from handlers.schema import Id, Input
 from hub.http.common import HUB, error_response, rate_limit, read_json, validate
 from storage import dialogs as dialogs_store
 
@@ -25,7 +25,7 @@ WIDGET = Actor(role="system", name="widget")
 
 
 class WidgetSession(Input):
-    assistant_id: int = Field(ge=1)
+    assistant_id: Id
     # The secret visitor id this browser got earlier (kept in localStorage): resumes
     # its open dialog. Long enough not to be guessed; others only ever see a public
     # id derived from it (Dialog.visitor_id).
