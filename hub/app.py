@@ -155,5 +155,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
+    hub.widget_origins.follow(hub.fanout, hub.db)
     app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
     return app

@@ -79,6 +79,10 @@ class Settings:
     handoff_threshold: float = 0.7
     widget_sessions_per_minute: int = 20
     visitor_token_ttl: int = 7 * 24 * 3600
+    # A transfer offered to an operator returns to its holder after this many seconds.
+    transfer_timeout: float = 60.0
+    # Widget sessions a native app may start per app key and minute (docs/handoff.md).
+    app_key_sessions_per_minute: int = 60
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @classmethod
@@ -122,6 +126,8 @@ class Settings:
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
             widget_sessions_per_minute=_int(env, "HUB_WIDGET_SESSIONS_PER_MINUTE", 20),
             visitor_token_ttl=_int(env, "HUB_VISITOR_TOKEN_TTL", 7 * 24 * 3600),
+            transfer_timeout=_float(env, "HUB_TRANSFER_TIMEOUT", 60.0),
+            app_key_sessions_per_minute=_int(env, "HUB_APP_KEY_SESSIONS_PER_MINUTE", 60),
         )
 
     @property
