@@ -116,45 +116,42 @@ async def online_operators(ctx: Context) -> dict[int, int]:
             for r in records if r.status == "online"}
 
 
-async def assign(ctx: Context, dialog_id: int, routing: str, limits: dict[int, int]) -> int | None:
-    """Give one waiting dialog to an online operator with room; the operator, or None."""
-    async with ctx.transaction() as tx:
-        candidates = await desk_store.lock_operators(tx, sorted(limits))
-        d = await store.get_dialog(tx, dialog_id)
-        if not candidates or d is None or d.handoff_status != "requested" or d.status != "open":
-            return None
-        held = await store.count_held(tx, candidates)
-        free = [op for op in candidates if held[op] < limits[op]]
-        if not free:
-            return None
-        turns = {op: aware(at) for op, at in (await desk_store.last_turns(tx, free)).items()}
-        if routing == "least_busy":
-            pick = min(free, key=lambda op: (held[op], turns.get(op, NEVER), op))
-        else:
-            pick = min(free, key=lambda op: (turns.get(op, NEVER), op))
-        place = await store.queue_position(tx, d)
-        if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
-                                      handoff_status="active", operator_id=pick, accepted_at=utcnow()):
-            return None
-        await desk_store.record_turn(tx, pick)
-        await dlg.announce_taken(ctx, tx, d, place)
-        return pick
+def _choose(routing: str, free: list[int], held: dict[int, int], turns: dict[int, datetime]) -> int:
+    if routing == "least_busy":
+        return min(free, key=lambda op: (held[op], turns.get(op, NEVER), op))
+    return min(free, key=lambda op: (turns.get(op, NEVER), op))  # round robin: longest without one
 
 
 async def route_waiting(ctx: Context, assistant_id: int | None = None) -> int:
-    """Assign what waits for assistants with automatic routing; how many were assigned."""
+    """Assign what waits for assistants with automatic routing (oldest first) to
+    online operators with room; how many were assigned. One transaction holding
+    every candidate's row lock: concurrent routings and accepts wait for it and
+    then count what it assigned."""
     limits = await online_operators(ctx)
     if not limits:
         return 0
     async with ctx.transaction() as tx:
         routed = await desk_store.routed_assistants(tx, assistant_id)
-        waiting = await desk_store.waiting_of(tx, list(routed)) if routed else []
-    done = 0
-    for d in waiting:
-        if await assign(ctx, d.id, routed[d.assistant_id], limits) is None:
-            # Nobody had room for the oldest: nobody has for the ones behind it either.
-            break
-        done += 1
+        if not routed or not await desk_store.waiting_of(tx, list(routed), limit=1):
+            return 0  # the usual case of a sweep: no lock taken
+        candidates = await desk_store.lock_operators(tx, sorted(limits))
+        held = await store.count_held(tx, candidates)
+        turns = {op: aware(at) for op, at in (await desk_store.last_turns(tx, candidates)).items()}
+        done = 0
+        for d in await desk_store.waiting_of(tx, list(routed)):
+            free = [op for op in candidates if held[op] < limits[op]]
+            if not free:
+                break
+            pick = _choose(routed[d.assistant_id], free, held, turns)
+            place = await store.queue_position(tx, d)
+            if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
+                                          handoff_status="active", operator_id=pick, accepted_at=utcnow()):
+                continue  # accepted by hand meanwhile
+            held[pick] += 1
+            turns[pick] = utcnow()
+            await desk_store.record_turn(tx, pick)
+            await dlg.announce_taken(ctx, tx, d, place)
+            done += 1
     return done
 
 
