@@ -176,12 +176,13 @@ class Fanout:
         self._seen[event_id] = None
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
-        await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
+        # Listeners first: a client told of a change finds this instance already acting on it.
         for callback in self._listeners.get((entry["ns"], entry["ev"]), ()):
             try:
                 await callback(entry["d"])
             except Exception:
                 log.exception("a listener of %s %s failed", entry["ns"], entry["ev"])
+        await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                           offset: str | None = None) -> None:

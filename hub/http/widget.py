@@ -80,7 +80,7 @@ async def create_session(request: web.Request) -> web.Response:
     token = hub.tokens.visitor(dialog.id, dialog.assistant_id, dialog.visitor_id, ttl)
     body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": secret,
             "public_visitor_id": dialog.visitor_id, "assistant_id": dialog.assistant_id, "expires_in": ttl,
-            "dialog_status": dialog.status, "settings": widgets.public_settings(assistant),
+            "settings": widgets.public_settings(assistant),
             "operators_online": operators_online}
     return _cors(request, web.json_response(body, status=201))
 
