@@ -379,6 +379,7 @@
       state.offlineSent = true;
       $("offline").hidden = true;
       $("form").hidden = false;
+      line("visitor", LABELS.visitor, body.text, new Date().toISOString());
       say(`Thank you! We will get back to you at ${body.contact}.`);
       status("Thank you: we will get back to you.");
     } catch (err) { $("error").textContent = err.message; }
