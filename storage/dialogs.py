@@ -76,7 +76,7 @@ class Dialog(Base):
     visitor_name: Mapped[str | None] = mapped_column(String(100))
     visitor_contact: Mapped[str | None] = mapped_column(String(200))
     # A transfer offered by the holder to another operator, until accepted or returned.
-    transfer_to: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
+    transfer_to: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"), index=True)
     transfer_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
 

@@ -259,3 +259,41 @@ async def test_app_key_sessions_are_rate_limited_per_key(start_server, tmp_path,
     answers = [(await api.request("POST", "/api/widget/sessions", json={"assistant_id": a["id"]},
                                   headers={"X-Hub-App-Key": key}))[0] for _ in range(3)]
     assert answers == [201, 201, 429]
+
+
+async def test_an_unanswered_transfer_returns_after_the_timeout(start_server, tmp_path, http, connect):
+    server = await start_server(make_settings(tmp_path, transfer_timeout=0.5))
+    api = Api(server.url, http)
+    _, owner = await account(server.hub.db)
+    a = await assistant(api, owner)
+    v = await visitor(api, a["id"])
+    vis = await connect(server.url, "/dialogs", v["visitor_token"])
+    (anna_id, anna), (boris_id, boris) = [await account(server.hub.db, "operator") for _ in range(2)]
+    anna_console = await connect(server.url, "/operators", anna)
+    anna_dialogs = await connect(server.url, "/dialogs", anna)
+    await vis.ok("dialog:handoff", {"dialog_id": v["dialog_id"]})
+    await anna_console.ok("handoff:accept", {"dialog_id": v["dialog_id"]})
+    offered = await anna_dialogs.ok("dialog:transfer", {"dialog_id": v["dialog_id"], "operator_id": boris_id})
+    returned = await next_where(anna_console, "transfer:returned", lambda e: e["dialog_id"] == v["dialog_id"])
+    assert returned == {"dialog_id": v["dialog_id"], "operator_id": anna_id, "to_operator_id": boris_id,
+                        "version": offered["version"] + 1, "reason": "timeout"}
+    boris_console = await connect(server.url, "/operators", boris)
+    assert await boris_console.error("transfer:accept", {"dialog_id": v["dialog_id"]}) == "conflict"
+    d = await anna_dialogs.ok("dialog:get", {"dialog_id": v["dialog_id"]})
+    assert d["operator_id"] == anna_id and d["transfer_to"] is None
+
+
+def test_opening_hours_in_the_assistants_time_zone():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from handlers.widgets import Hours
+
+    hours = Hours(timezone="Europe/Berlin", days=[0, 1, 2, 3, 4], open="09:00", close="17:00")
+    at = lambda *args: datetime(*args, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()  # noqa: E731
+    assert hours.is_open(at(2026, 12, 7, 9, 0))  # Monday 09:00 Berlin
+    assert not hours.is_open(at(2026, 12, 7, 8, 59))
+    assert not hours.is_open(at(2026, 12, 7, 17, 0))
+    assert not hours.is_open(at(2026, 12, 6, 12, 0))  # Sunday
+    # 12:00 in Berlin is 11:00 UTC in winter: the zone is the assistant's, not the server's
+    assert hours.is_open(datetime(2026, 12, 7, 11, 0, tzinfo=ZoneInfo("UTC")).timestamp())

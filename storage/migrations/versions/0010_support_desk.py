@@ -34,6 +34,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column('closed_at', NOW, nullable=True))
         batch.create_foreign_key(op.f('fk_dialogs_transfer_to_users'), 'users', ['transfer_to'], ['id'],
                                  ondelete='SET NULL')
+        # The routing sweep looks for pending transfers every second.
+        batch.create_index(op.f('ix_dialogs_transfer_to'), ['transfer_to'], unique=False)
     op.create_table('dialog_notes',
     sa.Column('id', BIG, nullable=False),
     sa.Column('dialog_id', BIG, nullable=False),
@@ -85,6 +87,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_dialog_notes_dialog_id'), table_name='dialog_notes')
     op.drop_table('dialog_notes')
     with op.batch_alter_table('dialogs') as batch:
+        batch.drop_index(op.f('ix_dialogs_transfer_to'))
         batch.drop_constraint(op.f('fk_dialogs_transfer_to_users'), type_='foreignkey')
         for column in ('closed_at', 'transfer_at', 'transfer_to', 'visitor_contact', 'visitor_name', 'page_url',
                        'origin'):
