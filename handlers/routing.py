@@ -15,18 +15,17 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import Field
 
+from handlers import desk
 from handlers import dialogs as dlg
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import operation, periodic, server_event
-from handlers.schema import Input, Output
+from handlers.schema import Output
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
 
-ROUTINGS = ("manual", "round_robin", "least_busy")
-EVERYONE = {"visitor", "service", "user", "operator", "admin"}
 STAFF = {"operator", "admin"}
 TRANSCRIPT_LIMIT = 2000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
@@ -44,25 +43,10 @@ class LeaveMessage(dlg.DialogRef):
     name: str | None = Field(None, min_length=1, max_length=100)
 
 
-class TranscriptMessage(Output):
-    id: int
-    sender: str
-    sender_id: int | str | None
-    text: str
-    created_at: datetime
-
-
-class TranscriptNote(Output):
-    id: int
-    author_id: int | None
-    text: str
-    created_at: datetime
-
-
 class Transcript(Output):
     dialog: dlg.DialogOut
-    messages: list[TranscriptMessage]
-    notes: list[TranscriptNote] | None = None  # staff only
+    messages: list[dlg.DialogMessageOut]
+    notes: list[desk.NoteOut] | None = None  # staff only
     text: str  # the conversation as plain text, one line per message
 
 
@@ -96,7 +80,7 @@ class TransferReturned(Output):
     """An offered transfer was declined or timed out: the holder keeps the dialog."""
 
     dialog_id: int
-    operator_id: int
+    operator_id: int | None  # the holder (none: the dialog went back to the queue meanwhile)
     to_operator_id: int
     version: int
     reason: str  # declined | timeout
@@ -155,11 +139,7 @@ async def route_waiting(ctx: Context, assistant_id: int | None = None) -> int:
     return done
 
 
-async def _queued(ctx: Context, assistant_id: int) -> None:
-    await route_waiting(ctx, assistant_id)
-
-
-dlg.queued_hooks.append(_queued)
+dlg.queued_hooks.append(route_waiting)
 
 
 @periodic("routing:sweep", every=1.0)
@@ -181,7 +161,7 @@ async def _return_transfer(ctx: Context, tx, d: store.Dialog, reason: str) -> No
     if target is None or not await store.transition(tx, d, expect_version=d.version, transfer_to=None,
                                                     transfer_at=None):
         return
-    ctx.emit(TransferReturned(dialog_id=d.id, operator_id=d.operator_id or 0, to_operator_id=target,
+    ctx.emit(TransferReturned(dialog_id=d.id, operator_id=d.operator_id, to_operator_id=target,
                               version=d.version, reason=reason), rooms=[dlg.OPERATORS_ROOM])
 
 
@@ -310,13 +290,9 @@ async def transcript(ctx: Context, req: dlg.DialogRef) -> Transcript:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
         rows = await store.messages(tx, d.id, TRANSCRIPT_LIMIT)
         notes = await desk_store.notes(tx, d.id) if ctx.actor.is_staff else None
-    return Transcript(
-        dialog=dlg.dialog_out(d),
-        messages=[TranscriptMessage(id=m.id, sender=m.sender, sender_id=dlg.message_out(m).sender_id, text=m.text,
-                                    created_at=aware(m.created_at)) for m in rows],
-        notes=None if notes is None else [TranscriptNote(id=n.id, author_id=n.author_id, text=n.text,
-                                                         created_at=aware(n.created_at)) for n in notes],
-        text="\n".join(_line(m) for m in rows))
+    return Transcript(dialog=dlg.dialog_out(d), messages=[dlg.message_out(m) for m in rows],
+                      notes=None if notes is None else [desk.note_out(n) for n in notes],
+                      text="\n".join(_line(m) for m in rows))
 
 
 # --- when nobody is there --------------------------------------------------------------
