@@ -144,6 +144,7 @@ async def test_support_desk_story_in_chromium(browser_deps, start_server, tmp_pa
     assert "not answering" in seen["noBot"]
     assert "No operator is online" in seen["offlineIntro"]
     assert "Ann Example" in seen["offlineItem"] and "left a message" in seen["offlineItem"]
+    assert seen["notified"] == ["A visitor is waiting"]  # alerts on: the new queue item notified Boris
     assert "online" not in seen["badgeAfterLogout"]
     assert seen["axe_console"] == [] and seen["axe_widget"] == [] and seen["axe_console_phone"] == []
     assert seen["phonePanel"] == [390, 844]

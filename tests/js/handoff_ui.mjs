@@ -65,7 +65,17 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const visitor = await context.newPage();
   const anna = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-  const boris = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  const borisContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Desktop notifications are allowed for Boris; the page's calls are recorded to be checked.
+  await borisContext.grantPermissions(["notifications"]);
+  await borisContext.addInitScript(() => {
+    window.__notified = [];
+    const Native = window.Notification;
+    window.Notification = class extends Native {
+      constructor(title, options) { super(title, options); window.__notified.push(title); }
+    };
+  });
+  const boris = await borisContext.newPage();
   pages.push(["visitor", visitor], ["anna", anna], ["boris", boris]);
   for (const [name, page] of pages) {
     page.on("pageerror", (err) => logs.push(`${name} page error: ${err.message}`));
@@ -186,6 +196,8 @@ try {
   seen.ended = await w("#status").filter({ hasText: "ended" }).textContent(WAIT);
   await shot(visitor, "06-widget-closed");
 
+  // Boris turns alerts on: a new queue item rings and notifies from now on.
+  await boris.locator("#alerts").check();
   // A new conversation: the bot does not answer this one; nobody is online: the offline form.
   for (const page of [anna, boris]) {
     await page.locator("#presence").selectOption("offline");
@@ -208,6 +220,8 @@ try {
   // Boris comes back online: the left message waits in the queue with the contact's name.
   await boris.locator("#presence").selectOption("online");
   seen.offlineItem = await boris.locator("#queue li").filter({ hasText: "Ann Example" }).textContent(WAIT);
+  await boris.waitForFunction(() => window.__notified.includes("A visitor is waiting"), null, WAIT);
+  seen.notified = await boris.evaluate(() => window.__notified);
 
   // Logging out: the login form only, the badge not green; Boris sees Anna offline.
   await anna.locator("#logout").click();
