@@ -1,2 +1,2 @@
 """Imports every handler module so that the registry is complete."""
-from handlers import chat, desk, dialogs, notifications, operators, orders, routing, sns, widgets  # noqa: F401
+from handlers import bots, chat, desk, dialogs, notifications, operators, orders, routing, sns, widgets  # noqa: F401

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 
 from handlers import dialogs as dlg
-from handlers import routing
+from handlers import bots, routing
 from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import operation
@@ -86,6 +86,7 @@ class Availability(Output):
     operators_online: int
     open_now: bool  # within the assistant's opening hours (always, without hours)
     routing: str
+    bot_online: bool  # a bot of the assistant is connected (on any instance)
 
 
 class NewAppKey(dlg.AssistantRef):
@@ -148,8 +149,9 @@ async def availability(ctx: Context, req: dlg.DialogRef) -> Availability:
     async with ctx.transaction() as tx:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
         a = await store.get_assistant(tx, d.assistant_id)
+        bot = await bots.bot_online(tx, a.id)
     return Availability(operators_online=len(await routing.online_operators(ctx)), open_now=open_now(a),
-                        routing=a.routing)
+                        routing=a.routing, bot_online=bot)
 
 
 @operation(dlg.DIALOGS, "app-key:create", roles=OWNERS, http=("POST", "/api/assistants/{assistant_id}/app-keys"))

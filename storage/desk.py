@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import ForeignKey, String, Text, func, select, update
+from sqlalchemy import ForeignKey, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -57,6 +57,16 @@ class RoutingTurn(Base):
     __tablename__ = "routing_turns"
     operator_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     last_assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AssistantBot(Base):
+    """An instance with a bot of this assistant connected (handlers/bots.py)."""
+
+    __tablename__ = "assistant_bots"
+    assistant_id: Mapped[int] = mapped_column(BigId, ForeignKey("assistants.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class DuplicateShortcut(Exception):
@@ -186,3 +196,25 @@ async def first_visitor_texts(tx: AsyncSession, dialog_ids: list[int]) -> dict[i
     query = select(DialogMessage.dialog_id, DialogMessage.text).where(DialogMessage.id.in_(first))
     return dict((await tx.execute(query)).all())
 
+
+
+# --- bots connected ------------------------------------------------------------------------
+
+async def bot_seen(tx: AsyncSession, assistant_id: int, instance_id: str) -> None:
+    now = utcnow()
+    result = await tx.execute(update(AssistantBot).where(AssistantBot.assistant_id == assistant_id,
+                                                         AssistantBot.instance_id == instance_id)
+                              .values(seen_at=now))
+    if result.rowcount == 0:
+        await insert_once(tx, AssistantBot(assistant_id=assistant_id, instance_id=instance_id, seen_at=now))
+
+
+async def bot_gone(tx: AsyncSession, assistant_id: int, instance_id: str) -> None:
+    await tx.execute(delete(AssistantBot).where(AssistantBot.assistant_id == assistant_id,
+                                                AssistantBot.instance_id == instance_id))
+
+
+async def bots_seen_since(tx: AsyncSession, assistant_id: int, since: datetime) -> bool:
+    query = select(AssistantBot.instance_id).where(AssistantBot.assistant_id == assistant_id,
+                                                   AssistantBot.seen_at > since).limit(1)
+    return (await tx.execute(query)).first() is not None

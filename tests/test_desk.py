@@ -1,6 +1,8 @@
 """The support desk through a real server and real Socket.IO clients: close,
 transfer, transcript, the offline message, notes, canned replies, automatic
 routing, desk settings and app keys (handlers/routing.py, desk.py, widgets.py)."""
+import asyncio
+
 import pytest
 
 from tests.conftest import Api, make_settings
@@ -211,9 +213,9 @@ async def test_settings_and_availability_reach_the_widget_session(desk, api, con
     assert status == 201
     assert session["settings"] == {"name": "Helper", "title": "Tea shop", "greeting": "Hi! How can we help?",
                                    "color": "#2e4a3b", "routing": "manual", "open_now": False}
-    assert session["operators_online"] == 2
+    assert session["operators_online"] == 2 and session["bot_online"] is True
     avail = await desk["visitor"].ok("dialog:availability", {"dialog_id": desk["dialog_id"]})
-    assert avail == {"operators_online": 2, "open_now": False, "routing": "manual"}
+    assert avail == {"operators_online": 2, "open_now": False, "routing": "manual", "bot_online": True}
     assert await owner_sock.error("assistant:settings", {"assistant_id": a["id"], "color": "red"}) == \
         "validation_error"
     assert await owner_sock.error("assistant:settings", {"assistant_id": a["id"],
@@ -297,3 +299,18 @@ def test_opening_hours_in_the_assistants_time_zone():
     assert not hours.is_open(at(2026, 12, 6, 12, 0))  # Sunday
     # 12:00 in Berlin is 11:00 UTC in winter: the zone is the assistant's, not the server's
     assert hours.is_open(datetime(2026, 12, 7, 11, 0, tzinfo=ZoneInfo("UTC")).timestamp())
+
+
+async def test_the_widget_learns_whether_a_bot_is_connected(desk, api, connect, server):
+    a, did = desk["assistant"], desk["dialog_id"]
+    assert (await desk["visitor"].ok("dialog:availability", {"dialog_id": did}))["bot_online"] is True
+    await desk["bot"].sio.disconnect()
+    for _ in range(50):  # the server handles the disconnect on its own time
+        if not (await desk["visitor"].ok("dialog:availability", {"dialog_id": did}))["bot_online"]:
+            break
+        await asyncio.sleep(0.1)
+    status, session = await widget_session(api, a["id"])
+    assert status == 201 and session["bot_online"] is False
+    await connect(server.url, "/dialogs", bot_token(a["id"]))
+    status, session = await widget_session(api, a["id"])
+    assert session["bot_online"] is True  # counted when it connected

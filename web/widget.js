@@ -271,6 +271,10 @@
         }
         for (const m of history) addMessage(m);
         if (current.version >= state.version) { state.version = current.version; showHandoff(current.handoff_status); }
+        if (state.session.bot_online === false && !state.toldNoBot && !["requested", "active"].includes(state.handoff)) {
+          state.toldNoBot = true; // no bot is connected for this assistant: say so at once
+          say("Our assistant is offline right now. You can talk to a human instead.");
+        }
       });
       socket.on("disconnect", () => { if (!state.closed) status("Reconnecting…"); });
       socket.on("connect_error", async (err) => {
@@ -388,7 +392,7 @@
   $("restart").addEventListener("click", async () => {
     if (state.socket) state.socket.close();
     Object.assign(state, { session: null, socket: null, version: 0, seen: new Set(), closed: false,
-                           handoff: "none", offlineSent: false });
+                           handoff: "none", offlineSent: false, toldNoBot: false });
     $("messages").replaceChildren();
     $("typing").textContent = "";
     $("restart").hidden = true;

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from handlers import dialogs
 from handlers.context import Actor
-from handlers import routing, widgets
+from handlers import bots, routing, widgets
 from handlers.errors import Forbidden, HubError, RateLimited
 from handlers.schema import Input
 from hub.http.common import HUB, error_response, rate_limit, read_json, validate
@@ -70,6 +70,7 @@ async def create_session(request: web.Request) -> web.Response:
                                                       page_url=req.page_url)
         async with ctx.transaction() as tx:
             assistant = await dialogs_store.get_assistant(tx, dialog.assistant_id)
+            bot_online = await bots.bot_online(tx, assistant.id)
         operators_online = len(await routing.online_operators(ctx))
     except HubError as exc:
         return _cors(request, error_response(exc))
@@ -81,7 +82,7 @@ async def create_session(request: web.Request) -> web.Response:
     body = {"visitor_token": token.token, "dialog_id": dialog.id, "visitor_id": secret,
             "public_visitor_id": dialog.visitor_id, "assistant_id": dialog.assistant_id, "expires_in": ttl,
             "settings": widgets.public_settings(assistant),
-            "operators_online": operators_online}
+            "operators_online": operators_online, "bot_online": bot_online}
     return _cors(request, web.json_response(body, status=201))
 
 

@@ -1,5 +1,5 @@
 """the support desk: routing and widget settings of assistants, who and where a
-dialog's visitor is, transfers, closing, notes, canned replies, app keys
+dialog's visitor is, transfers, closing, notes, canned replies, app keys, bots connected
 
 Revision ID: 0010
 Revises: 0004
@@ -77,9 +77,17 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['operator_id'], ['users.id'], name=op.f('fk_routing_turns_operator_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('operator_id', name=op.f('pk_routing_turns'))
     )
+    op.create_table('assistant_bots',
+    sa.Column('assistant_id', BIG, nullable=False),
+    sa.Column('instance_id', sa.String(length=64), nullable=False),
+    sa.Column('seen_at', NOW, nullable=False),
+    sa.ForeignKeyConstraint(['assistant_id'], ['assistants.id'], name=op.f('fk_assistant_bots_assistant_id_assistants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('assistant_id', 'instance_id', name=op.f('pk_assistant_bots'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('assistant_bots')
     op.drop_table('routing_turns')
     op.drop_index(op.f('ix_assistant_app_keys_assistant_id'), table_name='assistant_app_keys')
     op.drop_table('assistant_app_keys')
