@@ -313,6 +313,23 @@ async def leave_message(ctx: Context, req: LeaveMessage) -> dlg.HandoffRequested
         out = dlg.message_out(msg)
         ctx.emit(dlg.MessageAdded(dialog_id=d.id, message=out, timestamp=out.created_at),
                  rooms=[dlg.dialog_room(d.id)], skip_origin=True)
-        answer = await dlg.request_handoff(ctx, tx, d, "offline_message", None)
+        if d.handoff_status == "requested":
+            answer = await _now_offline_message(ctx, tx, d)
+        else:
+            answer = await dlg.request_handoff(ctx, tx, d, "offline_message", None)
     await route_waiting(ctx, d.assistant_id)
     return answer
+
+
+async def _now_offline_message(ctx: Context, tx, d: store.Dialog) -> dlg.HandoffRequestedOut:
+    """A dialog already waiting (the bot handed it over) becomes an offline message:
+    same place, new reason and version, announced so the consoles show who wrote."""
+    if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
+                                  handoff_reason="offline_message"):
+        raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
+    place = await store.queue_position(tx, d)
+    dlg.emit_status(ctx, d, "offline_message")
+    ctx.emit(dlg.HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="offline_message",
+                                  queue_position=place, version=d.version), rooms=[dlg.OPERATORS_ROOM])
+    return dlg.HandoffRequestedOut(dialog_id=d.id, handoff_status="requested", queue_position=place,
+                                   version=d.version)

@@ -133,7 +133,7 @@ async def test_transcript_has_the_bots_part_and_notes_only_for_staff(desk):
     assert [n["text"] for n in await anna["console"].ok("notes:list", {"dialog_id": did})] == ["VIP customer, be nice"]
 
 
-async def test_offline_message_is_a_dialog_the_team_sees_next(desk):
+async def test_offline_message_is_a_dialog_the_team_sees_next(desk, api, connect, server):
     vis, did, console = desk["visitor"], desk["dialog_id"], desk["ops"][0]["console"]
     out = await vis.ok("dialog:leave-message", {"dialog_id": did, "text": "Please call me back about order 42",
                                                 "contact": "ann@example.com", "name": "Ann"})
@@ -144,6 +144,17 @@ async def test_offline_message_is_a_dialog_the_team_sees_next(desk):
     assert queue[0]["origin"] == ORIGIN
     d = await desk["ops"][0]["dialogs"].ok("dialog:get", {"dialog_id": did})
     assert d["visitor_contact"] == "ann@example.com" and d["visitor_name"] == "Ann"
+    # a dialog already waiting (the bot handed it over) becomes an offline message, in its place
+    v2 = await visitor(api, desk["assistant"]["id"])
+    vis2 = await connect(server.url, "/dialogs", v2["visitor_token"])
+    asked = await desk["bot"].ok("dialog:handoff", {"dialog_id": v2["dialog_id"], "reason": "asked for a person"})
+    left = await vis2.ok("dialog:leave-message", {"dialog_id": v2["dialog_id"], "text": "Call me",
+                                                  "contact": "+49 30 1234567"})
+    assert left["queue_position"] == 2 and left["version"] == asked["version"] + 1
+    again = await next_where(console, "handoff:requested", lambda e: e["version"] == left["version"])
+    assert again["reason"] == "offline_message" and again["dialog_id"] == v2["dialog_id"]
+    assert (await next_where(vis2, "handoff:status", lambda e: e["version"] == left["version"]))["reason"] == \
+        "offline_message"
     # a bot or an operator cannot leave a visitor's message
     assert await desk["bot"].error("dialog:leave-message", {"dialog_id": did, "text": "x",
                                                             "contact": "bot@x.example"}) == "forbidden"

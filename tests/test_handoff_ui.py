@@ -2,7 +2,7 @@
 Playwright over two hub instances sharing PostgreSQL and Redis: the whole support
 desk story (tests/js/handoff_ui.mjs): visitor, bot, handoff, queue, canned reply,
 internal note, typing, reload on both sides, transfer, transcript, close, the
-missing bot, the offline form, logout; what is visible is asserted (the login form
+silent bot, the bot's handoff with nobody online and the offline form, logout; what is visible is asserted (the login form
 over the console fails it), axe-core finds no serious or critical violation on
 either page, and the screenshots are kept in tmp/artifacts/handoff_ui/ (the ones in
 docs/img/ are copies).
@@ -112,6 +112,9 @@ async def test_support_desk_story_in_chromium(browser_deps, start_server, tmp_pa
         if "parcel" in ev["message"]["text"]:
             await bot.call("dialog:send", {"dialog_id": ev["dialog_id"],
                                            "text": f"Bot: I got '{ev['message']['text']}'"}, namespace="/dialogs")
+        elif "person" in ev["message"]["text"]:
+            await bot.call("dialog:handoff", {"dialog_id": ev["dialog_id"], "reason": "asked for a person"},
+                           namespace="/dialogs")
 
     bot.on("message:added", on_message, namespace="/dialogs")
     await bot.connect(hub_a.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
@@ -144,12 +147,13 @@ async def test_support_desk_story_in_chromium(browser_deps, start_server, tmp_pa
     assert "not answering" in seen["noBot"]
     assert "No operator is online" in seen["offlineIntro"]
     assert "Ann Example" in seen["offlineItem"] and "left a message" in seen["offlineItem"]
-    assert seen["notified"] == ["A visitor is waiting"]  # alerts on: the new queue item notified Boris
+    # alerts on: the bot's handoff, then the message left, notified Boris
+    assert seen["notified"] == ["A visitor is waiting", "A visitor left a message"]
     assert "online" not in seen["badgeAfterLogout"]
     assert seen["axe_console"] == [] and seen["axe_widget"] == [] and seen["axe_console_phone"] == []
     assert seen["phonePanel"] == [390, 844]
     # the bot heard the visitor before the handoff and in the new conversation, nothing while operators held it
-    assert heard == ["Hello bot, where is my parcel?", "Is anyone there?"]
+    assert heard == ["Hello bot, where is my parcel?", "Is anyone there?", "I want a person"]
     # what the browsers showed is what the hub stored
     status, history = await api.request("GET", f"/api/dialogs/{seen['dialogId']}/messages", token=owner)
     assert status == 200

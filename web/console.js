@@ -353,7 +353,9 @@ function notify(title, body) {
 
 function alertNew(dialogId) {
   const q = state.queue.find((item) => item.dialog_id === dialogId);
-  if (q) notify("A visitor is waiting", `${q.visitor_label || "Dialog " + dialogId}: ${q.preview || q.reason || ""}`);
+  if (!q) return;
+  notify(q.reason === "offline_message" ? "A visitor left a message" : "A visitor is waiting",
+         `${q.visitor_label || "Dialog " + dialogId}: ${q.preview || q.reason || ""}`);
 }
 
 function alertOffer(offer) {

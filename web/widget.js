@@ -182,6 +182,16 @@
     else if (state.position) text = `Waiting for an operator: you are #${state.position} in line.`;
     if (!state.closed) status(text);
     $("human").hidden = state.closed || handoff === "requested" || handoff === "active";
+    if (handoff === "requested" && !state.offlineSent) checkHumans(); // e.g. the bot handed over
+  }
+
+  // Waiting with nobody to come ("#N in line" forever): offer the offline form instead.
+  async function checkHumans() {
+    try {
+      const now = await call("dialog:availability", { dialog_id: state.session.dialog_id });
+      if (!now.open_now) offerOfflineForm("We are closed right now.");
+      else if (now.operators_online === 0) offerOfflineForm("No operator is online right now.");
+    } catch (_) { /* the place in line stays shown */ }
   }
 
   function showClosed() {

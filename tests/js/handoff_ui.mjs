@@ -207,7 +207,9 @@ try {
   await w("#input").fill("Is anyone there?");
   await w("#input").press("Enter");
   seen.noBot = await w("li.system").filter({ hasText: "not answering" }).textContent(WAIT);
-  await w("#human").click();
+  // the bot hands over on "person"; nobody is online: the widget offers the form, not a place in line
+  await w("#input").fill("I want a person");
+  await w("#input").press("Enter");
   await w("#offline").waitFor(WAIT);
   seen.offlineIntro = await w("#offline-intro").textContent();
   await w("#offline-name").fill("Ann Example");
@@ -220,7 +222,7 @@ try {
   // Boris comes back online: the left message waits in the queue with the contact's name.
   await boris.locator("#presence").selectOption("online");
   seen.offlineItem = await boris.locator("#queue li").filter({ hasText: "Ann Example" }).textContent(WAIT);
-  await boris.waitForFunction(() => window.__notified.includes("A visitor is waiting"), null, WAIT);
+  await boris.waitForFunction(() => window.__notified.includes("A visitor left a message"), null, WAIT);
   seen.notified = await boris.evaluate(() => window.__notified);
 
   // Logging out: the login form only, the badge not green; Boris sees Anna offline.
