@@ -19,6 +19,7 @@ from storage.base import utcnow
 
 REFRESH = 10.0
 STALE = timedelta(seconds=3 * REFRESH)
+FORGET = timedelta(hours=1)
 # (instance id, assistant id) -> bot sockets of this process (tests run several instances in one)
 _local: Counter[tuple[str, int]] = Counter()
 
@@ -55,12 +56,12 @@ REGISTRY.namespaces[dlg.DIALOGS] = replace(REGISTRY.namespaces[dlg.DIALOGS], on_
 
 @periodic("bots:refresh", every=REFRESH)
 async def refresh(ctx: Context) -> None:
-    """Tell the other instances this one still has its bots."""
+    """Tell the other instances this one still has its bots; drop long-dead rows."""
     mine = [aid for (instance, aid) in _local if instance == ctx.settings.instance_id]
-    if mine:
-        async with ctx.transaction() as tx:
-            for assistant_id in mine:
-                await desk_store.bot_seen(tx, assistant_id, ctx.settings.instance_id)
+    async with ctx.transaction() as tx:
+        for assistant_id in mine:
+            await desk_store.bot_seen(tx, assistant_id, ctx.settings.instance_id)
+        await desk_store.forget_bots_before(tx, utcnow() - FORGET)  # rows of instances that died
 
 
 async def bot_online(tx, assistant_id: int) -> bool:

@@ -218,3 +218,7 @@ async def bots_seen_since(tx: AsyncSession, assistant_id: int, since: datetime) 
     query = select(AssistantBot.instance_id).where(AssistantBot.assistant_id == assistant_id,
                                                    AssistantBot.seen_at > since).limit(1)
     return (await tx.execute(query)).first() is not None
+
+
+async def forget_bots_before(tx: AsyncSession, before: datetime) -> None:
+    await tx.execute(delete(AssistantBot).where(AssistantBot.seen_at < before))
