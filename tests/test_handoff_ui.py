@@ -1,6 +1,7 @@
 """The operator console and the website widget, driven in headless Chromium with
 Playwright over two hub instances sharing PostgreSQL and Redis: the whole support
-desk story (tests/js/handoff_ui.mjs): visitor, bot, handoff, queue, canned reply,
+desk story (tests/js/handoff_ui.mjs): the hub's demo page without an assistant id,
+then a visitor on another website, bot, handoff, queue, canned reply,
 internal note, typing, reload on both sides, transfer, transcript, close, the
 silent bot, the bot's handoff with nobody online and the offline form, logout; what is visible is asserted (the login form
 over the console fails it), axe-core finds no serious or critical violation on
@@ -43,8 +44,6 @@ def browser_deps(node):
 SHOP = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Another site</title></head>
 <body><main><h1>A shop on another origin</h1><p>Tea and teapots.</p></main>
 <script src="{hub}/widget.js" data-assistant-id="{assistant_id}" async></script></body></html>"""
-NO_ID = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Misconfigured</title></head>
-<body><h1>A page that forgot the assistant id</h1><script src="{hub}/widget.js" async></script></body></html>"""
 ARTIFACTS = ROOT / "tmp" / "artifacts" / "handoff_ui"
 
 
@@ -54,17 +53,14 @@ async def no_icon(request):
 
 @pytest.fixture
 async def shop_site():
-    """Another website (another origin): pages embedding the widget with one script tag."""
+    """Another website (another origin): a page embedding the widget with one script tag."""
     page = {}
 
-    def serve(template):
-        async def handler(request):
-            return web.Response(text=template.format(**page), content_type="text/html")
-        return handler
+    async def shop(request):
+        return web.Response(text=SHOP.format(**page), content_type="text/html")
 
     app = web.Application()
-    app.router.add_get("/shop.html", serve(SHOP))
-    app.router.add_get("/noid.html", serve(NO_ID))
+    app.router.add_get("/shop.html", shop)
     app.router.add_get("/favicon.ico", no_icon)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -120,7 +116,7 @@ async def test_support_desk_story_in_chromium(browser_deps, start_server, tmp_pa
     await bot.connect(hub_a.url, namespaces=["/dialogs"], auth={"token": bot_token(a["id"])}, wait_timeout=5)
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
-    config = {"hubA": hub_a.url, "hubB": hub_b.url, "shop": f"{site}/shop.html", "noIdPage": f"{site}/noid.html",
+    config = {"hubA": hub_a.url, "hubB": hub_b.url, "shop": f"{site}/shop.html", "noIdPage": f"{hub_a.url}/widget/demo",
               "anna": {"email": anna, "name": "Anna Ivanova"}, "boris": {"email": boris, "name": "Boris Petrov"},
               "password": password, "artifacts": str(ARTIFACTS), "chromium": browser_deps}
     try:

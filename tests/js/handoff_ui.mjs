@@ -3,7 +3,7 @@
 // the queue, canned reply, internal note, typing, reload on both sides, transfer, close,
 // transcript, the offline form, logout; phone width; axe-core on both pages.
 // Usage: node handoff_ui.mjs CONFIG_JSON, CONFIG = {hubA, hubB, shop, noIdPage, anna, boris,
-// password, artifacts, chromium}. Screenshots go to CONFIG.artifacts. Prints one JSON
+// password, artifacts, chromium}; noIdPage: a page embedding the widget without an assistant id. Screenshots go to CONFIG.artifacts. Prints one JSON
 // object with what each side saw; every check that can fail here throws.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -85,6 +85,8 @@ try {
 
   // A page without an assistant id says so clearly.
   const noId = await context.newPage();
+  noId.on("pageerror", (err) => logs.push(`demo page error: ${err.message}`));
+  noId.on("console", (msg) => { if (msg.type() === "error") logs.push(`demo console: ${msg.text()}`); });
   await noId.goto(config.noIdPage);
   await noId.locator("#hub-widget #toggle").click();
   seen.noAssistant = await noId.locator("#hub-widget #error").filter({ hasText: "not set up" }).textContent(WAIT);
