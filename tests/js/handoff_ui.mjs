@@ -3,28 +3,22 @@
 // the queue, canned reply, internal note, typing, reload on both sides, transfer, close,
 // transcript, the offline form, logout; phone width; axe-core on both pages.
 // Usage: node handoff_ui.mjs CONFIG_JSON, CONFIG = {hubA, hubB, shop, noIdPage, anna, boris,
-// password, artifacts, chromium}; noIdPage: a page embedding the widget without an assistant id. Screenshots go to CONFIG.artifacts. Prints one JSON
-// object with what each side saw; every check that can fail here throws.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+// password, artifacts, chromium}; noIdPage embeds the widget without an assistant id.
+// Screenshots go to CONFIG.artifacts. Prints one JSON object with what each side saw;
+// every check that can fail here throws.
+import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const profile = mkdtempSync(join(tmpdir(), "hub-chromium-"));
 mkdirSync(config.artifacts, { recursive: true });
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 170000);
 const WAIT = { timeout: 20000 };
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
-const browser = await chromium.launch({
-  executablePath: config.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         `--disk-cache-dir=${join(profile, "cache")}`],
-});
+const chrome = await launch(config.chromium);
+const browser = chrome.browser;
 const logs = [];
 const seen = {};
 const pages = [];
@@ -255,7 +249,6 @@ try {
   console.error(String(err && err.stack || err), "\n", logs.join("\n"));
   process.exitCode = 1;
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await chrome.close();
   clearTimeout(timer);
 }
