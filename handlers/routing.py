@@ -11,6 +11,7 @@ up over their `max_active_chats`. Assignments run right after a dialog joins the
 queue and on every instance's sweep (an operator coming online, a dialog freed)."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from pydantic import Field
@@ -29,6 +30,7 @@ from storage.base import aware, utcnow
 STAFF = {"operator", "admin"}
 TRANSCRIPT_LIMIT = 2000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
+log = logging.getLogger("hub.routing")
 
 
 # --- models ------------------------------------------------------------------------
@@ -139,7 +141,16 @@ async def route_waiting(ctx: Context, assistant_id: int | None = None) -> int:
     return done
 
 
-dlg.queued_hooks.append(route_waiting)
+async def route_after(ctx: Context, assistant_id: int) -> None:
+    """Route right after a committed change put a dialog in the queue. A failure here
+    must not turn that change's answer into an error: the sweep routes it instead."""
+    try:
+        await route_waiting(ctx, assistant_id)
+    except Exception:
+        log.exception("routing the queue of assistant %s failed; the sweep retries", assistant_id)
+
+
+dlg.queued_hooks.append(route_after)
 
 
 @periodic("routing:sweep", every=1.0)
@@ -209,7 +220,7 @@ async def transfer(ctx: Context, req: Transfer) -> dlg.DialogOut:
             assistant_id = None
         out = dlg.dialog_out(d)
     if assistant_id is not None:
-        await route_waiting(ctx, assistant_id)
+        await route_after(ctx, assistant_id)
     return out
 
 
@@ -317,7 +328,7 @@ async def leave_message(ctx: Context, req: LeaveMessage) -> dlg.HandoffRequested
             answer = await _now_offline_message(ctx, tx, d)
         else:
             answer = await dlg.request_handoff(ctx, tx, d, "offline_message", None)
-    await route_waiting(ctx, d.assistant_id)
+    await route_after(ctx, d.assistant_id)
     return answer
 
 

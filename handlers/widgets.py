@@ -138,7 +138,7 @@ async def desk_settings(ctx: Context, req: DeskSettings) -> DeskSettingsOut:
             ctx.emit(dlg.AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         out = settings_out(a)
     if fields.get("routing", "manual") != "manual":
-        await routing.route_waiting(ctx, a.id)
+        await routing.route_after(ctx, a.id)
     return out
 
 
