@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 from datetime import datetime
-from typing import Literal
+from typing import Awaitable, Callable, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -79,6 +79,13 @@ class DialogOut(Output):
     version: int
     created_at: datetime
     last_message_at: datetime | None
+    # Who and where the visitor is, a pending transfer, when it ended (handlers/routing.py).
+    visitor_name: str | None = None
+    visitor_contact: str | None = None
+    origin: str | None = None
+    page_url: str | None = None
+    transfer_to: int | None = None
+    closed_at: datetime | None = None
 
 
 class DialogMessageOut(Output):
@@ -276,6 +283,15 @@ class QueueUpdated(Output):
     size: int
 
 
+@server_event(DIALOGS, "assistant:changed")
+class AssistantChanged(Output):
+    """An assistant was created, changed or deleted. Sent to its owner; every
+    instance also hears it on the bus and refreshes the widget origins it allows."""
+
+    assistant_id: int
+    deleted: bool = False
+
+
 @server_event(OPERATORS, "message:added")
 class OperatorMessageAdded(MessageAdded):
     """A message in a dialog the operator holds."""
@@ -291,7 +307,9 @@ def assistant_out(a: store.Assistant) -> AssistantOut:
 def dialog_out(d: store.Dialog) -> DialogOut:
     return DialogOut(dialog_id=d.id, assistant_id=d.assistant_id, visitor_id=d.visitor_id, channel=d.channel,
                      status=d.status, handoff_status=d.handoff_status, operator_id=d.operator_id,
-                     version=d.version, created_at=aware(d.created_at), last_message_at=aware(d.last_message_at))
+                     version=d.version, created_at=aware(d.created_at), last_message_at=aware(d.last_message_at),
+                     visitor_name=d.visitor_name, visitor_contact=d.visitor_contact, origin=d.origin,
+                     page_url=d.page_url, transfer_to=d.transfer_to, closed_at=aware(d.closed_at))
 
 
 def message_out(m: store.DialogMessage) -> DialogMessageOut:
@@ -370,6 +388,10 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 
 # --- the handoff core (shared with /operators) -------------------------------------------
 
+# Run after a dialog joined the queue and the write committed: automatic routing
+# (handlers/routing.py) registers itself here.
+queued_hooks: list[Callable[[Context, int], Awaitable[None]]] = []
+
 QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
 
 
@@ -439,13 +461,13 @@ async def accept(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     if d.handoff_status != "requested":
         raise Conflict("this dialog is not waiting for an operator",
                        details={"handoff_status": d.handoff_status, "version": d.version})
-    await _check_capacity(ctx, tx)
+    await check_capacity(ctx, tx)
     place = await store.queue_position(tx, d)
     if not await store.transition(tx, d, expect_status=["requested"], handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("another operator accepted this dialog first",
                        details={"operator_id": d.operator_id, "version": d.version})
-    await _taken(ctx, tx, d, place)
+    await announce_taken(ctx, tx, d, place)
     return d
 
 
@@ -459,16 +481,16 @@ async def takeover(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     if d.status != "open":
         raise Conflict("this dialog is closed")
     if ctx.actor.is_staff:
-        await _check_capacity(ctx, tx)
+        await check_capacity(ctx, tx)
     place = await store.queue_position(tx, d)  # None unless it was waiting
     if not await store.transition(tx, d, expect_version=d.version, handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
-    await _taken(ctx, tx, d, place)
+    await announce_taken(ctx, tx, d, place)
     return d
 
 
-async def _check_capacity(ctx: Context, tx) -> None:
+async def check_capacity(ctx: Context, tx) -> None:
     me = ctx.actor.id
     try:
         rec = await ctx.presence.get(me) if ctx.presence else None
@@ -490,7 +512,7 @@ def console_id(ctx: Context) -> str:
     return f"http:{ctx.actor.jti}"
 
 
-async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
+async def announce_taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
     """Announce that `d` is held now; `place`: where it was in the queue, if it was."""
     if ctx.actor.is_staff and ctx.presence is not None:
         # Taking a dialog counts as a heartbeat of the console it came from, so a
@@ -574,23 +596,26 @@ def public_visitor_id(secret: str) -> str:
 
 
 async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
-                         visitor_key: str | None) -> tuple[store.Dialog, str]:
+                         visitor_key: str | None, *, app: bool = False,
+                         page_url: str | None = None) -> tuple[store.Dialog, str]:
     """For POST /api/widget/sessions: check the page's origin against the
-    assistant's, and resume the visitor's open dialog or start one. `visitor_key`
-    is the secret a returning widget presents (generated when none was given);
-    returns the dialog and that secret."""
+    assistant's (`app`: a native app that proved an app key instead), and resume
+    the visitor's open dialog or start one. `visitor_key` is the secret a returning
+    widget presents (generated when none was given); returns the dialog and that secret."""
     async with ctx.transaction() as tx:
         a = await store.get_assistant(tx, assistant_id)
         if a is None:
             raise NotFound("no such assistant")
-        if not origin or normalize_origin(origin) not in a.allowed_origins:
+        if not app and (not origin or normalize_origin(origin) not in a.allowed_origins):
             raise Forbidden("this page's origin is not allowed for this assistant",
                             details={"origin": origin})
         visitor_key = visitor_key or secrets.token_urlsafe(24)
         visitor_id = public_visitor_id(visitor_key)
         d = await store.open_dialog_of(tx, a.id, visitor_id)
         if d is None:
-            d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id, channel="widget")
+            d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id,
+                                          channel="api" if app else "widget")
+        await store.set_visitor(tx, d, origin=None if app else normalize_origin(origin), page_url=page_url)
     return d, visitor_key
 
 
@@ -605,6 +630,7 @@ async def create_assistant(ctx: Context, req: CreateAssistant) -> AssistantOut:
     async with ctx.transaction() as tx:
         a = await store.create_assistant(tx, owner_id=ctx.actor.id, name=req.name,
                                          allowed_origins=req.allowed_origins, system_prompt=req.system_prompt)
+        ctx.emit(AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         return assistant_out(a)
 
 
@@ -628,6 +654,7 @@ async def update_assistant(ctx: Context, req: UpdateAssistant) -> AssistantOut:
         if fields.get("allowed_origins", []) is None:
             del fields["allowed_origins"]
         await store.update_assistant(tx, a, **fields)
+        ctx.emit(AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         return assistant_out(a)
 
 
@@ -637,6 +664,7 @@ async def delete_assistant(ctx: Context, req: AssistantRef) -> AssistantDeleted:
     async with ctx.transaction() as tx:
         a = await owned_assistant(tx, ctx, req.assistant_id)
         await store.delete_assistant(tx, a)
+        ctx.emit(AssistantChanged(assistant_id=a.id, deleted=True), users=[a.owner_id])
     return AssistantDeleted(assistant_id=req.assistant_id)
 
 
@@ -770,7 +798,10 @@ async def handoff(ctx: Context, req: RequestHandoff) -> HandoffRequestedOut:
     """Ask for a human: the dialog joins the operators' queue (idempotent with `request_id`)."""
     async with ctx.transaction() as tx:
         d = await reachable_dialog(tx, ctx, req.dialog_id)
-        return await request_handoff(ctx, tx, d, req.reason, req.request_id)
+        out = await request_handoff(ctx, tx, d, req.reason, req.request_id)
+    for hook in queued_hooks:
+        await hook(ctx, d.assistant_id)
+    return out
 
 
 @operation(DIALOGS, "dialog:handoff-cancel", http=("POST", "/api/handoff/cancel"))

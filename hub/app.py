@@ -190,6 +190,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
+    hub.widget_origins.follow(hub.fanout, hub.db)
     app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
     app.cleanup_ctx.append(lambda app: sampler.run(hub))
     hub.metrics.collect_at_scrape(lambda: sampler.at_scrape(hub))

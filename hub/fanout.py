@@ -17,6 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from datetime import timedelta
+from typing import Awaitable, Callable
 
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable, offset_key
@@ -57,6 +58,13 @@ class Fanout:
         # order other than the deliveries'.
         self._appends = GroupCommit(self._append_batch)
         self._tasks: list[asyncio.Task] = []
+        # Parts of the instance itself that act on durable events (not sockets): the
+        # widget origins follow assistant:changed the moment any instance commits one.
+        self._listeners: dict[tuple[str, str], list[Callable[[dict], Awaitable[None]]]] = {}
+
+    def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
+        """Call `callback(data)` on this instance for every such durable event, once each."""
+        self._listeners.setdefault((namespace, event), []).append(callback)
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
@@ -176,6 +184,12 @@ class Fanout:
         self._seen[event_id] = None
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
+        # Listeners first: a client told of a change finds this instance already acting on it.
+        for callback in self._listeners.get((entry["ns"], entry["ev"]), ()):
+            try:
+                await callback(entry["d"])
+            except Exception:
+                log.exception("a listener of %s %s failed", entry["ns"], entry["ev"])
         await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,

@@ -195,6 +195,10 @@ class Settings:
     metrics_token: str | None = None
     # Seconds from SIGTERM to the process's end, whatever hangs (hub/shutdown.py).
     shutdown_timeout: float = 15.0
+    # A transfer offered to an operator returns to its holder after this many seconds.
+    transfer_timeout: float = 60.0
+    # Widget sessions a native app may start per app key and minute (docs/handoff.md).
+    app_key_sessions_per_minute: int = 60
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     # What from_env noticed but did not refuse (unknown HUB_* names), logged at start.
     warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -253,6 +257,8 @@ class Settings:
             max_connections_per_address=_int(env, "HUB_MAX_CONNECTIONS_PER_ADDRESS", 256),
             metrics_token=env.get("HUB_METRICS_TOKEN") or None,
             shutdown_timeout=_float(env, "HUB_SHUTDOWN_TIMEOUT", 15.0),
+            transfer_timeout=_float(env, "HUB_TRANSFER_TIMEOUT", 60.0),
+            app_key_sessions_per_minute=_int(env, "HUB_APP_KEY_SESSIONS_PER_MINUTE", 60),
         )
         return settings._checked(env)
 
@@ -370,4 +376,6 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "attachments_per_day": POSITIVE,
     "attachment_bytes_per_day": POSITIVE,
     "orphan_attachment_age": POSITIVE,
+    "transfer_timeout": POSITIVE,
+    "app_key_sessions_per_minute": POSITIVE,
 }

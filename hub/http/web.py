@@ -22,7 +22,7 @@ def _web_dir() -> Path:
 WEB = _web_dir()
 CLIENT_DIST = WEB / "node_modules" / "socket.io-client" / "dist"
 # Only these files are served from web/ (never node_modules or anything else there).
-ASSETS = {"console.js", "console.css"}
+ASSETS = {"console.js", "console.css", "lib.js"}
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
