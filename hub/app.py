@@ -39,7 +39,7 @@ log = logging.getLogger("hub")
 # HUB_MAX_PAYLOAD_BYTES, if larger); requests far below it but above
 # HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead. It also bounds a
 # binary packet's attachments and what a connection holds unhandled
-# (docs/security-engine.md).
+# (docs/security.md).
 TRANSPORT_MAX_PACKET = 1_000_000
 
 
