@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -23,6 +24,19 @@ from hub.recovery import identity
 from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")
+
+
+async def answer(result: Awaitable, where: str) -> tuple[dict, str]:
+    """An operation's ack envelope and its outcome for the metrics: `{ok: true, data}`,
+    or the contract's error; an unexpected failure is logged (never sent) as
+    `internal_error`, or `unavailable` when a dependency is down."""
+    try:
+        return {"ok": True, "data": await result}, "ok"
+    except HubError as exc:
+        return {"ok": False, "error": exc.body()}, exc.code
+    except Exception as failure:
+        error = unexpected(failure, log, where)
+        return {"ok": False, "error": error.body()}, error.code
 
 
 class TokenBucket:
@@ -178,14 +192,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         op = self.ops.get(event)
         label = event if op else "unknown"
         started = time.perf_counter()
-        try:
-            reply = {"ok": True, "data": await self._run(sid, event, op, args)}
-            outcome = "ok"
-        except HubError as exc:
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception as failure:
-            error = unexpected(failure, log, f"operation {self.spec.name} {event}")
-            reply, outcome = {"ok": False, "error": error.body()}, error.code
+        reply, outcome = await answer(self._run(sid, event, op, args), f"operation {self.spec.name} {event}")
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()
         if op:

@@ -67,13 +67,14 @@ class Plain:
 
 class DropProxy:
     """A TCP proxy in front of a hub whose connections the test can cut (a forced drop
-    that neither side asked for)."""
+    that neither side asked for); while `paused` it refuses new ones (an outage)."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
+        self.paused = False
 
     async def start(self) -> "DropProxy":
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -85,6 +86,9 @@ class DropProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.paused:
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.writers += [writer, up_writer]
 

@@ -10,12 +10,11 @@ import time
 from pydantic import ValidationError
 
 from handlers.context import Actor, user_room
-from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
-                             unexpected, validation_details)
+from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
 from hub.gateways.members import Member
 from hub.state import spend_operation
-from namespaces.base import TokenBucket, payload_size
+from namespaces.base import TokenBucket, answer, payload_size
 
 log = logging.getLogger("hub.gateways")
 
@@ -97,14 +96,7 @@ class Connection:
         metrics = self.hub.metrics
         op = REGISTRY.operations.get((namespace, event))
         started = time.perf_counter()
-        try:
-            reply = {"ok": True, "data": await self.run(namespace, event, payload, size, op)}
-            outcome = "ok"
-        except HubError as exc:
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception as failure:
-            exc = unexpected(failure, log, f"operation {namespace} {event}")
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
+        reply, outcome = await answer(self.run(namespace, event, payload, size, op), f"operation {namespace} {event}")
         label = event if op else "unknown"
         metrics.child(metrics.events, namespace if op else "plain", label, outcome).inc()
         if op:
