@@ -120,7 +120,8 @@ def build_hub(settings: Settings) -> Hub:
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
-               recovery=Recovery(sessions, broker, window=settings.recovery_window),
+               recovery=Recovery(sessions, broker, window=settings.recovery_window,
+                                 max_replay=settings.max_replay),
                widget_origins=widget_origins)
 
 

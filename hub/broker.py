@@ -11,8 +11,9 @@ Two ways onto the bus:
   in one atomic step. Every instance, the appending one included, delivers from the
   bus, so every instance delivers durable events in offset order.
 
-`since(namespace, offset)` reads the log after an offset: what a reconnecting client
-missed. The log keeps `retention` seconds of events.
+`replay(namespace, offset, wanted)` reads the log after an offset up to its newest
+entry and keeps the entries a reconnecting client missed (its rooms'); `since` reads
+every entry after an offset. The log keeps `retention` seconds of events.
 
 The bus and Redis's log are encoded with msgpack, the memory log in JSON: nothing
 is ever unpickled."""
@@ -23,7 +24,8 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable, Iterator
 
 import msgpack
 import orjson
@@ -46,8 +48,31 @@ IDLE_PING = 1.0
 READ_SIZE = 1 << 16
 
 
+# Entries read per XRANGE while a replay scans the log.
+REPLAY_CHUNK = 1000
+
+
 class BrokerUnavailable(Exception):
     pass
+
+
+@dataclass
+class Replay:
+    """What a replay found: the wanted entries after the offset, oldest first, and
+    the newest offset it read (None: the log had nothing after the offset). Every
+    live event up to `head` was read, wanted or not."""
+
+    entries: list[tuple[str, dict]]
+    head: str | None
+
+
+def scan(rows: Iterable[tuple[str, dict]], wanted: Callable[[dict], bool], replay: Replay, limit: int) -> bool:
+    """Add the wanted rows to `replay`; False once more than `limit` are wanted."""
+    for offset, entry in rows:
+        replay.head = offset
+        if wanted(entry):
+            replay.entries.append((offset, entry))
+    return len(replay.entries) <= limit
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -101,6 +126,13 @@ class Broker(ABC):
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         """Logged entries of `namespace` after `offset`, oldest first; None when more
         than `limit` are there (the caller cannot replay them all)."""
+
+    @abstractmethod
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        """The `wanted` entries of `namespace` after `offset`, reading to the newest;
+        None when more than `limit` are wanted. The limit counts only what is
+        wanted (a client's own events), not the namespace's traffic."""
 
     @abstractmethod
     async def stop(self) -> None: ...
@@ -210,6 +242,15 @@ class MemoryBroker(Broker):
         log = self.bus.logs.get(namespace) or MemoryLog()
         found = [(o, packed) for o, packed in zip(log.offsets, log.entries) if offset_key(o) > after]
         return None if len(found) > limit else [(o, jsoncodec.loads(packed)) for o, packed in found]
+
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        after = offset_key(offset)
+        log = self.bus.logs.get(namespace) or MemoryLog()
+        rows = ((o, jsoncodec.loads(packed)) for o, packed in zip(list(log.offsets), list(log.entries))
+                if offset_key(o) > after)
+        found = Replay([], None)
+        return found if scan(rows, wanted, found, limit) else None
 
     async def stop(self) -> None:
         if self.handler in self.bus.handlers:
@@ -379,6 +420,24 @@ class RedisBroker(Broker):
         if len(rows) > limit:
             return None
         return [(oid.decode(), msgpack.unpackb(fields[b"e"])) for oid, fields in rows]
+
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        """Reads the log in chunks up to its newest entry, keeping only the wanted:
+        a replay costs a scan of the window, never more than `limit` entries held."""
+        found, start = Replay([], None), offset
+        while True:
+            try:
+                rows = await self.redis.xrange(self._log_key(namespace), min="(" + start, max="+",
+                                               count=REPLAY_CHUNK)
+            except RedisError as exc:
+                raise BrokerUnavailable(str(exc)) from exc
+            if not scan(((oid.decode(), msgpack.unpackb(fields[b"e"])) for oid, fields in rows),
+                        wanted, found, limit):
+                return None
+            if len(rows) < REPLAY_CHUNK:
+                return found
+            start = found.head
 
     async def stop(self) -> None:
         if self._closing:

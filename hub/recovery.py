@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 import msgpack
 from redis.exceptions import RedisError
 
-from hub.broker import Broker, BrokerUnavailable, valid_offset
+from hub.broker import Broker, BrokerUnavailable, Replay, valid_offset
 from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.recovery")
@@ -130,9 +130,10 @@ class Recovery:
     def new_pid() -> str:
         return secrets.token_urlsafe(18)
 
-    async def restore(self, namespace: str, auth, actor) -> tuple[str, dict, list[tuple[str, dict]]] | None:
-        """(pid, record, missed entries) when the CONNECT data asks for a recovery
-        that can be granted; None otherwise (the client gets a new session)."""
+    async def lookup(self, namespace: str, auth, actor) -> tuple[str, dict, str] | None:
+        """(pid, record, offset to replay after) when the CONNECT data asks for a
+        recovery of this identity's session in this namespace; None otherwise (the
+        client gets a new session)."""
         if not (self.enabled and isinstance(auth, dict)):
             return None
         pid, offset = auth.get("pid"), auth.get("offset")
@@ -140,19 +141,27 @@ class Recovery:
             return None
         try:
             record = await self.sessions.get(pid)
-            if record is None or record["ns"] != namespace or record["who"] != identity(actor):
-                return None
-            # No offset: the client got no durable event in that session, so it
-            # missed everything since the session began.
-            entries = await self.broker.since(namespace, offset or record["start"], self.max_replay)
+        except (RedisError, OSError) as exc:
+            log.warning("recovery of a session failed, starting a new one: %s", exc)
+            return None
+        if record is None or record["ns"] != namespace or record["who"] != identity(actor):
+            return None
+        # No offset: the client got no durable event in that session, so it
+        # missed everything since the session began.
+        return pid, record, offset or record["start"]
+
+    async def missed(self, namespace: str, record: dict, offset: str) -> Replay | None:
+        """The events of the session's rooms after `offset`, read to the log's newest
+        (call it once the socket is in its rooms, so that what comes after is live);
+        None when they cannot be replayed (more than `max_replay` of them, or no log)."""
+        rooms, old_sid = set(record["rooms"]), record["sid"]
+        try:
+            return await self.broker.replay(
+                namespace, offset, lambda e: e.get("s") != old_sid and not rooms.isdisjoint(e["r"]),
+                self.max_replay)
         except (RedisError, BrokerUnavailable, OSError) as exc:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
-        if entries is None:
-            return None
-        rooms = set(record["rooms"])
-        missed = [(o, e) for o, e in entries if rooms.intersection(e["r"]) and e.get("s") != record["sid"]]
-        return pid, record, missed
 
     async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],
                     start: str | None = None) -> None:

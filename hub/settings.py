@@ -63,6 +63,9 @@ class Settings:
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
+    # Most events one recovering socket may be replayed (its own rooms' events, not
+    # the namespace's); more, and it gets a new session and uses `sync`.
+    max_replay: int = 10000
     # Websocket permessage-deflate: off by default (per-frame compression costs more
     # CPU than it saves on small events; see docs/performance.md).
     ws_compression: bool = False
@@ -113,6 +116,7 @@ class Settings:
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
+            max_replay=_int(env, "HUB_MAX_REPLAY", 10000),
             ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),

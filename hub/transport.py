@@ -39,17 +39,22 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
             reply["pid"] = pid
         return reply
 
-    def settle_held(self, sid: str, namespace: str) -> None:
+    def settle_held(self, sid: str, namespace: str, replayed: set[str], head: str | None) -> None:
         """While a recovering socket connects, replayed and live events are held for
-        it (item 6 of docs/protocol.md). Put them in offset order, once each."""
+        it (item 6 of docs/protocol.md). Put them in offset order, once each; a live
+        event up to `head` (the newest offset the replay read) that is not among the
+        `replayed` offsets was not for this socket (its own, say), and is dropped."""
         held = self._connecting.get(namespace or "/", {}).get(sid)
         if not held:
             return
+        through = offset_key(head) if head else None
         by_offset, volatile = {}, []
         for item in held:
             data = item[1]
             if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], str):
-                by_offset.setdefault(data[1], item)
+                offset = data[1]
+                if through is None or offset in replayed or offset_key(offset) > through:
+                    by_offset.setdefault(offset, item)
             else:
                 volatile.append(item)
         held[:] = [by_offset[o] for o in sorted(by_offset, key=offset_key)] + volatile

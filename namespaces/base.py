@@ -17,6 +17,11 @@ from handlers.context import Actor, Context, user_room
 from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
                              ValidationFailed, validation_details)
 from handlers.registry import NamespaceSpec, Operation
+from hub.broker import Replay
+
+# Seconds a recovering connect waits for this instance's bus to catch up with the
+# log it replayed from (a busy instance reads the bus a little behind Redis).
+REPLAY_SETTLE = 3.0
 
 log = logging.getLogger("hub.namespaces")
 
@@ -98,24 +103,28 @@ class OperationNamespace(socketio.AsyncNamespace):
         rooms = [user_room(actor.id)] if actor.id is not None else []
         if self.spec.connect_rooms:
             rooms += self.spec.connect_rooms(actor)
-        restored = await hub.recovery.restore(self.spec.name, auth, actor)
-        if restored:
-            rooms += await self._rejoinable(actor, [r for r in restored[1]["rooms"] if r not in rooms])
-        for room in rooms:
+        recovery = hub.recovery
+        found = await recovery.lookup(self.spec.name, auth, actor)
+        restored = rooms + (await self._rejoinable(actor, [r for r in found[1]["rooms"] if r not in rooms])
+                            if found else [])
+        # In its rooms first, then the log read: an event is either in the replay
+        # or comes live, after it (held until the CONNECT, see `_replay`).
+        for room in restored:
             await self.enter_room(sid, room)
+        replay = await recovery.missed(self.spec.name, found[1], found[2]) if found else None
+        if replay is None:
+            for room in restored[len(rooms):]:  # not recovered: a new session has only its own rooms
+                await self.leave_room(sid, room)
+            found = None
+        else:
+            rooms = restored
         hub.metrics.child(hub.metrics.connections, self.spec.name).inc()
-        pid = (restored[0] if restored else hub.recovery.new_pid()) if hub.recovery.enabled else None
+        pid = (found[0] if found else recovery.new_pid()) if recovery.enabled else None
         try:
             if pid:
-                await hub.recovery.track(self.spec.name, sid, pid, actor, rooms,
-                                         start=restored[1]["start"] if restored else None)
-            if restored:
-                # What its rooms got while it was away (a room it may no longer be in
-                # included: e.g. the deletion of a post it watched), sent after the
-                # CONNECT (held by the server until then), in offset order.
-                for offset, entry in restored[2]:
-                    await self.emit(entry["ev"], (entry["d"], offset), to=sid)
-                self.server.settle_held(sid, self.spec.name)
+                await recovery.track(self.spec.name, sid, pid, actor, rooms, start=found[1]["start"] if found else None)
+            if replay is not None:
+                await self._replay(sid, replay)
             if self.spec.on_connect:
                 ctx = self.context(actor, sid)
                 await self.spec.on_connect(ctx)
@@ -128,6 +137,19 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+
+    async def _replay(self, sid: str, replay: Replay) -> None:
+        """Send a recovering socket what its rooms got while it was away (a room it
+        may no longer be in included: e.g. the deletion of a post it watched). Sent
+        after the CONNECT, with the live events that came meanwhile (the server holds
+        both until then), in offset order, once each: live events up to the replay's
+        head were in the log it read, so they are dropped, and the connect waits
+        until this instance's bus has brought everything up to that head."""
+        for offset, entry in replay.entries:
+            await self.emit(entry["ev"], (entry["d"], offset), to=sid)
+        if replay.head and not await self.hub.fanout.delivered(self.spec.name, replay.head, REPLAY_SETTLE):
+            log.warning("the bus did not bring %s's events up to %s in time", self.spec.name, replay.head)
+        self.server.settle_held(sid, self.spec.name, {offset for offset, _ in replay.entries}, replay.head)
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
         """The rooms, among those a recovering socket had joined through operations,
