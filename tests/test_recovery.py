@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from hub.broker import offset_key
-from tests.conftest import Api, pg_dsn, run_node
+from tests.conftest import Api, make_settings, pg_dsn, run_node
 
 ALL = [f"m{i}" for i in range(20)]
 
@@ -209,3 +209,29 @@ async def test_recovery_racing_a_steady_sender_loses_doubles_and_reorders_nothin
     assert len(ids) == len(set(ids))  # nothing twice
     assert sorted(ids) == sorted(out["acked"])  # nothing lost
     assert _in_order([offset for _, offset in out["got"]])  # nothing overtaken
+
+
+async def test_other_users_traffic_does_not_refuse_a_recovery(start_server, tmp_path, http, connect, js_driver):
+    """The replay limit counts the socket's own events: other users' 240 events while
+    it is away (more than HUB_MAX_REPLAY, here 50) do not cost it its session."""
+    server = await start_server(make_settings(tmp_path, max_replay=50, event_rate=1000.0, event_burst=1000))
+    api = Api(server.url, http)
+    me, friend, x, y = [await api.user() for _ in range(4)]
+    js = await js_driver()
+    assert await js.do("connect", url=server.url, ns="/chat", token=me["access_token"]) == {"recovered": False}
+    await js.do("drop")
+    busy = await connect(server.url, "/chat", x["access_token"])
+    for i in range(80):  # three events each in the namespace's log
+        await busy.ok("message:send", {"recipient_id": y["user"]["id"], "message": f"busy {i}"})
+    mine = await connect(server.url, "/chat", friend["access_token"])
+    sent = [(await mine.ok("message:send", {"recipient_id": me["user"]["id"], "message": f"hi {i}"}))["id"]
+            for i in range(3)]
+    await js.do("resume")
+    assert (await js.do("reconnected"))["recovered"] is True
+    for _ in range(100):  # replayed right after the CONNECT
+        got = [d["message_id"] for e, d, _ in await js.do("events") if e == "message:new"]
+        if len(got) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert got == sent
+    await js.do("close")
