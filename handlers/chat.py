@@ -583,4 +583,4 @@ async def sync_messages(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Sy
         rows = await store.changed_since(tx, me, *since, req.limit + 1)
         outs = await _messages_out(tx, rows, me)
     items = [SyncedMessage(**o.model_dump(), deleted_at=aware(m.deleted_at)) for o, m in zip(outs, rows)]
-    return sync.SyncPage[SyncedMessage](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[SyncedMessage](**sync.page(rows, items, req.limit, req.since))

@@ -257,4 +257,4 @@ async def sync_notifications(ctx: Context, req: sync.SyncRequest) -> sync.SyncPa
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, ctx.actor.id, *since, req.limit + 1)
     items = [SyncedNotification(**_out(r).model_dump(), deleted_at=aware(r.deleted_at)) for r in rows]
-    return sync.SyncPage[SyncedNotification](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[SyncedNotification](**sync.page(rows, items, req.limit, req.since))

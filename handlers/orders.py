@@ -309,4 +309,4 @@ async def sync_orders(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Orde
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, customer, *since, req.limit + 1)
         items = [_out(o) for o in rows]
-    return sync.SyncPage[OrderOut](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[OrderOut](**sync.page(rows, items, req.limit, req.since))

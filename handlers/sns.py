@@ -801,4 +801,4 @@ async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Synce
         rows = await store.posts_changed_since(tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == "admin",
                                                moment=since[0], ident=since[1], limit=req.limit + 1)
     items = [SyncedPost(**_post_out(p).model_dump(), deleted_at=aware(p.deleted_at)) for p in rows]
-    return sync.SyncPage[SyncedPost](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[SyncedPost](**sync.page(rows, items, req.limit, req.since))
