@@ -249,12 +249,13 @@ async def create_notifications(ctx: Context, req: CreateNotification) -> Created
 
 
 @operation(NOTIFICATIONS, "sync", roles=ACCOUNT_ROLES)
-async def sync_notifications(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedNotification]:
+async def sync_notifications(ctx: Context, req: sync.SyncRequest) -> sync.PublishedSyncPage[SyncedNotification]:
     """The user's notifications created, read or deleted since a cursor: how a client
     that was away longer than the recovery window catches up. Deleted ones come with
-    `deleted_at` set: remove them."""
+    `deleted_at` set: remove them. `events`: what services published to the user meanwhile."""
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, ctx.actor.id, *since, req.limit + 1)
+        published = await sync.published_since(tx, ctx, NOTIFICATIONS, req.since, req.limit)
     items = [SyncedNotification(**_out(r).model_dump(), deleted_at=aware(r.deleted_at)) for r in rows]
-    return sync.SyncPage[SyncedNotification](**sync.page(rows, items, req.limit, req.since))
+    return sync.PublishedSyncPage[SyncedNotification](**sync.page(rows, items, req.limit, req.since, published))

@@ -23,8 +23,12 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import Field
 
+from handlers.context import Context, user_room
 from handlers.errors import ValidationFailed
+from handlers.registry import REGISTRY
 from handlers.schema import Input, Output
+from storage import published as published_store
+from storage.base import aware
 
 T = TypeVar("T")
 # Longer than any write transaction takes to commit after taking its timestamp.
@@ -155,3 +159,18 @@ def page(rows: list, items: list, limit: int, since: str | None,
     if published is not None:
         out["events"] = event_items[:limit]
     return out
+
+
+async def published_since(tx, ctx: Context, namespace: str, since: str | None, limit: int) -> tuple[list, list]:
+    """The events services published to the caller's rooms (its own, and those its
+    sockets join on connect, such as /orders' staff room) after the cursor: rows and
+    items, at most limit + 1, for `page`."""
+    spec = REGISTRY.namespaces[namespace]
+    rooms = ([user_room(ctx.actor.id)] if ctx.actor.id is not None else []) + \
+        (spec.connect_rooms(ctx.actor) if spec.connect_rooms else [])
+    if not rooms:
+        return [], []
+    moment, ident = parse(since).events
+    rows = await published_store.since(tx, namespace, rooms, moment, ident, limit + 1)
+    return rows, [PublishedEvent(id=r.id, event=r.event, data=r.data, published_at=aware(r.published_at))
+                  for r in rows]

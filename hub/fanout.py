@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable, offset_key
-from storage import outbox
+from storage import outbox, published
 from storage.group_commit import GroupCommit
 
 log = logging.getLogger("hub.fanout")
@@ -32,7 +32,8 @@ SEEN_CAPACITY = 200_000
 
 
 class Fanout:
-    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics) -> None:
+    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics,
+                 published_retention: timedelta = timedelta(days=7)) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
@@ -43,6 +44,7 @@ class Fanout:
         self.connections = connections
         self.state = state
         self.metrics = metrics
+        self.published_retention = published_retention
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
         # namespace -> the newest offset delivered here from the bus (bus order is
         # offset order within a namespace), and who waits for one to be reached.
@@ -261,6 +263,7 @@ class Fanout:
                 if ticks % 60 == 0:
                     async with self.db.transaction() as tx:
                         await outbox.prune(tx, PRUNE_AFTER)
+                        await published.prune(tx, self.published_retention)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -66,6 +66,8 @@ class Settings:
     # Most events one recovering socket may be replayed (its own rooms' events, not
     # the namespace's); more, and it gets a new session and uses `sync`.
     max_replay: int = 10000
+    # Seconds an event published through POST /api/publish stays reachable by `sync`.
+    published_retention: float = 7 * 24 * 3600.0
     # Websocket permessage-deflate: off by default (per-frame compression costs more
     # CPU than it saves on small events; see docs/performance.md).
     ws_compression: bool = False
@@ -117,6 +119,7 @@ class Settings:
             trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             max_replay=_int(env, "HUB_MAX_REPLAY", 10000),
+            published_retention=_float(env, "HUB_PUBLISHED_RETENTION", 7 * 24 * 3600.0),
             ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),

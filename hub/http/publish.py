@@ -13,6 +13,7 @@ from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, valida
 from handlers.registry import REGISTRY
 from handlers.schema import Input
 from hub.http.common import HUB, read_json, request_actor, validate
+from storage import published
 
 MAX_USERS = 1000
 
@@ -83,10 +84,12 @@ async def publish(request: web.Request) -> web.Response:
                         allowed=list(spec.publish_rooms))
         rooms = [req.to.room]
     # Stored in the outbox like any write's event: once answered, it reaches every
-    # recipient that is connected or recovers, whatever happens to this instance.
+    # recipient that is connected or recovers, whatever happens to this instance;
+    # and kept for `sync`, for those that could not recover.
     ctx = hub.context(actor)
-    async with ctx.transaction():
+    async with ctx.transaction() as tx:
         ctx.emit(data, rooms=rooms)
+        await published.add(tx, req.namespace, req.event, ctx.events[-1].data, rooms)
     offset, = await hub.fanout.deliver(ctx.events)
     return web.json_response({"delivered_to_rooms": rooms, "offset": offset})
 
