@@ -99,6 +99,9 @@ def valid_offset(offset) -> bool:
 
 class Broker(ABC):
     healthy = True
+    # How many times the bus was lost: events appended meanwhile by others may have
+    # been missed, and events this instance wrote may not have been appended.
+    losses = 0
 
     def __init__(self, retention: float) -> None:
         self.retention = retention
@@ -535,6 +538,7 @@ class RedisBroker(Broker):
                 if not lost:
                     log.error("lost the Redis bus (%s); resubscribing", exc)
                     self._lost_at = time.time()
+                    self.losses += 1
                 self.healthy, lost = False, True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -8,6 +8,12 @@ once per event id. What could not be appended (Redis down, the instance killed r
 after the commit) stays unpublished in the outbox, and the relay of any live
 instance appends it later: an acknowledged write's events are never lost.
 
+Nor overtaken: while events may be left behind in the outbox (this instance could
+not append, lost the bus, or its relay found someone's stale events), newer events
+are not appended past them. They stay in the outbox too, and the relay appends the
+whole outbox in id order (the commit order of a thread's writes), one relay at a
+time across instances, before appends go direct again.
+
 Volatile events (typing, presence) are emitted here at once and sent to the other
 instances without a log. Token revocations travel the same way."""
 from __future__ import annotations
@@ -25,8 +31,12 @@ from storage.group_commit import GroupCommit
 log = logging.getLogger("hub.fanout")
 
 # Unpublished outbox events older than this are the relay's: their writer had time.
-RELAY_AFTER = timedelta(seconds=5)
-RELAY_EVERY = 1.0
+# Short, as newer events of their threads may be appended meanwhile (an instance cut
+# off from Redis); a writer that is merely slow is harmless, the log drops an event
+# appended twice.
+RELAY_AFTER = timedelta(seconds=1)
+RELAY_EVERY = 0.5
+PRUNE_EVERY = 60.0
 PRUNE_AFTER = timedelta(hours=1)
 SEEN_CAPACITY = 200_000
 
@@ -58,6 +68,13 @@ class Fanout:
         # order other than the deliveries'.
         self._appends = GroupCommit(self._append_batch)
         self._tasks: list[asyncio.Task] = []
+        # True while events may be left behind in the outbox: new durable events
+        # then wait there for the relay, behind them. `_deferred` counts the
+        # deliveries that did, `_losses` the bus losses already taken into account.
+        self._backlog = False
+        self._deferred = 0
+        self._losses = broker.losses
+        self._relay_now = asyncio.Event()
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
@@ -89,6 +106,9 @@ class Fanout:
             finally:
                 await self._sent(sending)
         if durable:
+            if self._backlog or self.broker.losses != self._losses:
+                self._defer()
+                return [None] * len(events)
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
             offsets = await self._appends.submit(entries)
@@ -96,11 +116,20 @@ class Fanout:
                 self._published.extend(e.event_id for e in durable)
                 by_id = {e.event_id: o for e, o in zip(durable, offsets)}
                 return [by_id.get(e.event_id) for e in events]
-            # The bus is down: this instance's sockets get them now; the relay
-            # appends them for everyone else once it is back.
-            for entry in entries:
-                await self._deliver_entry(entry, None)
+            # The bus is down: the relay appends them once it is back, in outbox
+            # order with everything else left behind. Not delivered here
+            # meanwhile: other instances' events of the same threads, written
+            # before these, would reach this instance's sockets after them.
+            self._defer()
         return [None] * len(events)
+
+    def _defer(self) -> None:
+        """Leave a delivery's events in the outbox for the relay, and hold the next
+        ones behind them until the relay has appended everything left behind."""
+        self._backlog = True
+        self._deferred += 1
+        self._losses = self.broker.losses
+        self._relay_now.set()
 
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
@@ -252,15 +281,21 @@ class Fanout:
             await self._remove()
 
     async def _relay_forever(self) -> None:
-        """Never dies silently: logs and carries on at the next tick."""
-        ticks = 0
+        """Never dies silently: logs and carries on at the next tick. Runs every
+        RELAY_EVERY, or at once when a delivery was left in the outbox."""
+        loop = asyncio.get_running_loop()
+        pruned = loop.time()
         while True:
-            await asyncio.sleep(RELAY_EVERY)
-            ticks += 1
             try:
-                while await self._relay_batch():
-                    pass
-                if ticks % 60 == 0:
+                await asyncio.wait_for(self._relay_now.wait(), RELAY_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            self._relay_now.clear()
+            try:
+                if not await self._relay():
+                    await asyncio.sleep(RELAY_EVERY)  # the bus is down: not once per delivery
+                if loop.time() - pruned > PRUNE_EVERY:
+                    pruned = loop.time()
                     async with self.db.transaction() as tx:
                         await outbox.prune(tx, PRUNE_AFTER)
                         await published.prune(tx, self.published_retention)
@@ -269,16 +304,40 @@ class Fanout:
             except Exception:
                 log.exception("outbox relay failed; retrying")
 
-    async def _relay_batch(self, limit: int = 500) -> bool:
-        """Append one batch of stale unpublished events; True if it was full."""
-        async with self.db.transaction() as tx:
-            rows = await outbox.claim_stale(tx, RELAY_AFTER, limit)
-            if not rows:
+    async def _relay(self) -> bool:
+        """Append what was left in the outbox, oldest first. Out of backlog, only
+        events older than RELAY_AFTER (their writer had time); finding any starts
+        a backlog. In a backlog, everything, until a pass finds nothing and no
+        delivery was left behind meanwhile. False if it could not (the bus is
+        down, or another instance's relay holds the outbox)."""
+        while True:
+            deferred = self._deferred
+            done = await self._relay_batch(timedelta(0) if self._backlog else RELAY_AFTER)
+            if done is None:
                 return False
+            if done == "more":
+                continue
+            if done == "some" and not self._backlog:
+                self._backlog = True  # someone's events were left behind: drain, then go direct
+                continue
+            if self._backlog and deferred != self._deferred:
+                continue
+            self._backlog = False
+            return True
+
+    async def _relay_batch(self, older_than: timedelta, limit: int = 500) -> str | None:
+        """Append one batch of unpublished events older than `older_than`, in id
+        order: "none" found, "some", "more" (a full batch), None if it could not."""
+        async with self.db.transaction() as tx:
+            if not await outbox.lock_relay(tx):
+                return None
+            rows = await outbox.claim_stale(tx, older_than, limit)
+            if not rows:
+                return "none"
             entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
                        for r in rows]
             if await self._append(entries) is None:
-                return False
+                return None
             await outbox.remove_published(tx, [r.id for r in rows])
-        log.warning("relayed %d outbox events that their writer had not published", len(rows))
-        return len(rows) == limit
+        log.warning("relayed %d outbox events that were left behind", len(rows))
+        return "more" if len(rows) == limit else "some"

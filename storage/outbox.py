@@ -85,6 +85,19 @@ async def remove_published(tx: AsyncSession, ids: list[int]) -> None:
         await tx.execute(delete(_table).where(_table.c.id.in_(ids)))
 
 
+# Any constant: the relays of all instances take turns on it.
+_RELAY_LOCK = 72_4243
+
+
+async def lock_relay(tx: AsyncSession) -> bool:
+    """One relay at a time (for this transaction): two relays appending batches side
+    by side could put newer events in the log before older ones. False if another
+    instance's relay holds it."""
+    if not is_postgresql(tx):
+        return True  # SQLite: one writer at a time anyway
+    return bool((await tx.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK})).scalar())
+
+
 async def claim_stale(tx: AsyncSession, older_than: timedelta, limit: int) -> list[OutboxEvent]:
     """Unpublished events older than `older_than`, oldest first, locked against
     other instances' relays (SKIP LOCKED on PostgreSQL)."""

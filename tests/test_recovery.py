@@ -235,3 +235,33 @@ async def test_other_users_traffic_does_not_refuse_a_recovery(start_server, tmp_
         await asyncio.sleep(0.05)
     assert got == sent
     await js.do("close")
+
+
+async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_url, private_redis, connect, http):
+    """Messages of one thread written on two instances, before, during and after a
+    Redis restart: each device gets every one once, in the order they were written
+    (those written during the outage were not overtaken by newer ones)."""
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "order",
+           "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
+    one, two = await spawn_hubs(2, env)
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    senders = [await connect(one.url, "/chat", a["access_token"]), await connect(two.url, "/chat", a["access_token"])]
+    devices = [await connect(one.url, "/chat", b["access_token"]), await connect(two.url, "/chat", b["access_token"])]
+
+    async def traffic():
+        ids = []
+        for i in range(90):  # one at a time, alternately on each instance: ids are the commit order
+            reply = await senders[i % 2].ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"})
+            ids.append(reply["id"])
+            await asyncio.sleep(0.02)
+        return ids
+
+    task = asyncio.create_task(traffic())
+    await asyncio.sleep(0.5)
+    private_redis.stop()
+    await asyncio.sleep(1.0)
+    private_redis.start()
+    acked = await task
+    for device in devices:
+        assert await _collect_messages(device, len(acked)) == acked
