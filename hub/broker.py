@@ -50,6 +50,9 @@ READ_SIZE = 1 << 16
 
 # Entries read per XRANGE while a replay scans the log.
 REPLAY_CHUNK = 1000
+# Seconds direct appends wait (in the outbox) once a relay found events left behind:
+# long enough for every instance's relay to take its turn.
+HOLD = 2.0
 
 
 class BrokerUnavailable(Exception):
@@ -120,10 +123,16 @@ class Broker(ABC):
         return self.publish(message)
 
     @abstractmethod
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
         """Log durable entries (each with its "ns" and event "id") and send them, with
         their offsets, as one `{"t": "log", "o": origin, "e": entries, "x": offsets}`
-        message. An id logged before is skipped (None): the log holds each event once."""
+        message. An id logged before is skipped (None): the log holds each event once.
+
+        Left-behind events first: an outbox relay appending what was left behind
+        (`relay`) may `hold` direct appends for HOLD seconds; meanwhile a direct
+        append is refused (None, nothing logged) and its events wait in the outbox
+        for the relays, behind the others'."""
 
     @abstractmethod
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
@@ -179,6 +188,7 @@ class MemoryBus:
         self.handlers: list[Handler] = []
         self.logs: dict[str, MemoryLog] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
+        self.held_until = 0.0  # direct appends wait until then (see Broker.append)
         self.last = (0, 0)
 
     def next_offset(self, now: float) -> str:
@@ -211,9 +221,12 @@ class MemoryBroker(Broker):
         for handler in list(self.bus.handlers):
             await handler(message)
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
         now = time.time()
         bus = self.bus
+        if not (relay or hold) and bus.held_until > now:
+            return None
         offsets: list[str | None] = []
         fresh = []
         for entry in entries:
@@ -236,6 +249,8 @@ class MemoryBroker(Broker):
         for stream in bus.logs.values():
             for expired in stream.expire(now - self.retention):
                 bus.logged.pop(expired, None)
+        if fresh and hold:
+            bus.held_until = now + HOLD
         if fresh:
             await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
@@ -267,28 +282,37 @@ def _encode(entry: dict) -> bytes:
         return jsoncodec.dumps(entry).encode()
 
 
-# KEYS: the bus channel, then per entry its namespace log and its "logged" marker.
-# ARGV: retention in ms, the origin, then each entry (msgpack). Appends and
-# publishes atomically, so offsets and bus order agree on every instance. An event
-# id already logged (the writer and the outbox relay both got to it) is skipped:
-# its offset is returned as "" and it is not published again.
+# KEYS: the bus channel, the hold marker, then per entry its namespace log and its
+# "logged" marker. ARGV: retention in ms, the origin, the mode ("direct", "relay" or
+# "hold"), the hold in ms, then each entry (msgpack). Appends and publishes
+# atomically, so offsets and bus order agree on every instance. An event id already
+# logged (the writer and the outbox relay both got to it) is skipped: its offset is
+# returned as "" and it is not published again. A direct append while the hold
+# marker is there is refused: the reply is "held", and nothing is logged. A "hold"
+# append that logged anything sets the marker.
 _APPEND = """
+if ARGV[3] == 'direct' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'held'
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local retention = tonumber(ARGV[1])
 local minid = tostring(now - retention) .. '-0'
 local offsets, published, entries = {}, {}, {}
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 for i = 1, n do
-  local entry = ARGV[i + 2]
-  if redis.call('SET', KEYS[1 + n + i], 1, 'NX', 'PX', retention) then
-    local offset = redis.call('XADD', KEYS[1 + i], 'MINID', '~', minid, '*', 'e', entry)
+  local entry = ARGV[i + 4]
+  if redis.call('SET', KEYS[2 + n + i], 1, 'NX', 'PX', retention) then
+    local offset = redis.call('XADD', KEYS[2 + i], 'MINID', '~', minid, '*', 'e', entry)
     offsets[i] = offset
     published[#published + 1] = offset
     entries[#entries + 1] = entry
   else
     offsets[i] = ''
   end
+end
+if #entries > 0 and ARGV[3] == 'hold' then
+  redis.call('SET', KEYS[2], 1, 'PX', tonumber(ARGV[4]))
 end
 if #entries > 0 then
   -- A header object followed by the entries exactly as packed by the caller.
@@ -405,14 +429,18 @@ class RedisBroker(Broker):
             await conn.disconnect(nowait=True)  # the next batch connects afresh
             raise
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
-        keys = ([self.channel] + [self._log_key(e["ns"]) for e in entries]
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
+        keys = ([self.channel, f"{self.prefix}:hold"] + [self._log_key(e["ns"]) for e in entries]
                 + [f"{self.prefix}:logged:{e['id']}" for e in entries])
-        args = [int(self.retention * 1000), origin] + [msgpack.packb(e) for e in entries]
+        mode = "hold" if hold else "relay" if relay else "direct"
+        args = [int(self.retention * 1000), origin, mode, int(HOLD * 1000)] + [msgpack.packb(e) for e in entries]
         try:
             offsets = await self._append(keys=keys, args=args)
         except RedisError as exc:
             raise BrokerUnavailable(str(exc)) from exc
+        if not isinstance(offsets, list):
+            return None  # held
         return [(o.decode() if isinstance(o, bytes) else o) or None for o in offsets]
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:

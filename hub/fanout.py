@@ -34,8 +34,8 @@ log = logging.getLogger("hub.fanout")
 # Short, as newer events of their threads may be appended meanwhile (an instance cut
 # off from Redis); a writer that is merely slow is harmless, the log drops an event
 # appended twice.
-RELAY_AFTER = timedelta(seconds=1)
-RELAY_EVERY = 0.5
+RELAY_AFTER = timedelta(seconds=0.5)
+RELAY_EVERY = 0.25
 PRUNE_EVERY = 60.0
 PRUNE_AFTER = timedelta(hours=1)
 SEEN_CAPACITY = 200_000
@@ -69,11 +69,14 @@ class Fanout:
         self._appends = GroupCommit(self._append_batch)
         self._tasks: list[asyncio.Task] = []
         # True while events may be left behind in the outbox: new durable events
-        # then wait there for the relay, behind them. `_deferred` counts the
-        # deliveries that did, `_losses` the bus losses already taken into account.
+        # then wait there for the relay, behind them. `_losses`: the bus losses
+        # already taken into account.
         self._backlog = False
-        self._deferred = 0
+        self._waiting: list[dict] = []  # entries left in the outbox since the relay's pass began
         self._losses = broker.losses
+        # The next relay pass holds direct appends everywhere (Broker.append): this
+        # instance failed to append, or lost the bus.
+        self._hold_next = False
         self._relay_now = asyncio.Event()
 
     async def start(self) -> None:
@@ -106,29 +109,31 @@ class Fanout:
             finally:
                 await self._sent(sending)
         if durable:
-            if self._backlog or self.broker.losses != self._losses:
-                self._defer()
-                return [None] * len(events)
+            if self.broker.losses != self._losses:  # the bus was lost: others' events may be left behind
+                self._losses, self._hold_next = self.broker.losses, True
+                self._backlog = True
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
+            if self._backlog:
+                self._defer(entries)
+                return [None] * len(events)
             offsets = await self._appends.submit(entries)
             if offsets is not None:
                 self._published.extend(e.event_id for e in durable)
                 by_id = {e.event_id: o for e, o in zip(durable, offsets)}
                 return [by_id.get(e.event_id) for e in events]
-            # The bus is down: the relay appends them once it is back, in outbox
-            # order with everything else left behind. Not delivered here
-            # meanwhile: other instances' events of the same threads, written
-            # before these, would reach this instance's sockets after them.
-            self._defer()
+            # The bus is down, or held: the relays append them, in outbox order
+            # with everything left behind. Not delivered here meanwhile: other
+            # instances' events of the same threads, written before these, would
+            # reach this instance's sockets after them.
+            self._defer(entries)
         return [None] * len(events)
 
-    def _defer(self) -> None:
-        """Leave a delivery's events in the outbox for the relay, and hold the next
+    def _defer(self, entries: list[dict]) -> None:
+        """Leave a delivery's events in the outbox for the relay, and keep the next
         ones behind them until the relay has appended everything left behind."""
         self._backlog = True
-        self._deferred += 1
-        self._losses = self.broker.losses
+        self._waiting.extend(entries)
         self._relay_now.set()
 
     async def revoke(self, jti: str, ttl: int) -> None:
@@ -139,7 +144,10 @@ class Fanout:
 
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
         """The log append of several deliveries' entries: one append (on Redis, one
-        script call) for all of them, in order."""
+        script call) for all of them, in order. None for each while events are left
+        behind (a batch before these failed): they must not overtake them."""
+        if self._backlog:
+            return [None] * len(batches)
         offsets = await self._append([entry for entries in batches for entry in entries])
         if offsets is None:
             return [None] * len(batches)
@@ -149,15 +157,22 @@ class Fanout:
             start += len(entries)
         return out
 
-    async def _append(self, entries: list[dict]) -> list[str] | None:
+    async def _append(self, entries: list[dict], *, relay: bool = False, hold: bool = False) -> list[str] | None:
+        """None if not appended: the bus is down, or direct appends are held (the
+        relays are appending what was left behind)."""
         try:
-            offsets = await self.broker.append(self.instance_id, entries)
+            offsets = await self.broker.append(self.instance_id, entries, relay=relay, hold=hold)
             self.metrics.child(self.metrics.bus, "out", "ok").inc()
-            return offsets
         except BrokerUnavailable as exc:
+            # At once: the next batch must not go past these, and once the bus is
+            # back the first relay pass holds everyone's direct appends.
+            self._backlog = self._hold_next = True
             self.metrics.child(self.metrics.bus, "out", "error").inc()
             log.error("could not append %d durable events; the outbox relay will: %s", len(entries), exc)
             return None
+        if offsets is None:
+            self._backlog = True
+        return offsets
 
     async def _publish(self, message: dict) -> None:
         await self._sent(self._send(message))
@@ -307,27 +322,44 @@ class Fanout:
     async def _relay(self) -> bool:
         """Append what was left in the outbox, oldest first. Out of backlog, only
         events older than RELAY_AFTER (their writer had time); finding any starts
-        a backlog. In a backlog, everything, until a pass finds nothing and no
-        delivery was left behind meanwhile. False if it could not (the bus is
-        down, or another instance's relay holds the outbox)."""
+        a backlog. In a backlog, everything, until a pass finds nothing more; then
+        appends go direct again. A pass that appends what was left behind (stale
+        events, the first pass after this instance's failure, a big backlog) holds
+        direct appends on every instance for HOLD seconds, so that their newer
+        events wait behind those. False if it could not (the bus is down, or
+        another instance's relay holds the outbox)."""
+        more = False
         while True:
-            deferred = self._deferred
-            done = await self._relay_batch(timedelta(0) if self._backlog else RELAY_AFTER)
+            self._waiting = []  # committed before the claim below: the pass takes them
+            hold = self._hold_next or more or not self._backlog
+            done = await self._relay_batch(timedelta(0) if self._backlog else RELAY_AFTER, hold)
             if done is None:
                 return False
-            if done == "more":
+            if hold and done != "none":
+                self._hold_next = False
+            more = done == "more"
+            if more:
                 continue
             if done == "some" and not self._backlog:
                 self._backlog = True  # someone's events were left behind: drain, then go direct
                 continue
-            if self._backlog and deferred != self._deferred:
-                continue
-            self._backlog = False
+            if self._backlog:
+                await self._go_direct()
             return True
 
-    async def _relay_batch(self, older_than: timedelta, limit: int = 500) -> str | None:
+    async def _go_direct(self) -> None:
+        """Leave the backlog. What was left in the outbox during the last pass goes
+        first, in one append queued before any later delivery's (no await between
+        the flag and the queue); if it cannot, the backlog goes on."""
+        waiting, self._waiting = self._waiting, []
+        self._backlog = False
+        if waiting:
+            if await self._appends.submit(waiting) is not None:
+                self._published.extend(e["id"] for e in waiting)
+
+    async def _relay_batch(self, older_than: timedelta, hold: bool, limit: int = 500) -> str | None:
         """Append one batch of unpublished events older than `older_than`, in id
-        order: "none" found, "some", "more" (a full batch), None if it could not."""
+        order: "none" left behind, "some", "more" (a full batch), None if it could not."""
         async with self.db.transaction() as tx:
             if not await outbox.lock_relay(tx):
                 return None
@@ -336,8 +368,14 @@ class Fanout:
                 return "none"
             entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
                        for r in rows]
-            if await self._append(entries) is None:
+            offsets = await self._append(entries, relay=True, hold=hold)
+            if offsets is None:
                 return None
             await outbox.remove_published(tx, [r.id for r in rows])
-        log.warning("relayed %d outbox events that were left behind", len(rows))
-        return "more" if len(rows) == limit else "some"
+        if len(rows) == limit:
+            return "more"
+        appended = sum(o is not None for o in offsets)
+        if not appended:
+            return "none"  # all in the log already: their writer's removal was late, nothing was left behind
+        log.warning("relayed %d outbox events that were left behind", appended)
+        return "some"

@@ -135,33 +135,6 @@ async def _outbox_rows_once_settled(pg_url, timeout=5.0):
         await conn.close()
 
 
-async def test_redis_restart_under_traffic_loses_nothing(spawn_hubs, pg_url, private_redis, connect, http):
-    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "restart"}
-    one, two = await spawn_hubs(2, env)
-    api = Api(one.url, http)
-    a, b = await api.user(), await api.user()
-    sender = await connect(one.url, "/chat", a["access_token"])
-    local = await connect(one.url, "/chat", b["access_token"])
-    remote = await connect(two.url, "/chat", b["access_token"])
-
-    async def traffic():
-        ids = []
-        for i in range(60):
-            ids.append((await sender.ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"}))["id"])
-            await asyncio.sleep(0.03)
-        return ids
-
-    task = asyncio.create_task(traffic())
-    await asyncio.sleep(0.4)
-    private_redis.stop()
-    await asyncio.sleep(0.6)
-    private_redis.start()
-    acked = await task
-    for device in (local, remote):
-        got = await _collect_messages(device, len(acked))
-        assert sorted(got) == sorted(acked)
-
-
 async def test_recovered_rooms_are_authorized_again(server, api, connect, js_driver):
     """A socket gets back the post rooms it watched only while it may still see the
     post, and hears what those rooms got while it was away (the deletion included)."""
