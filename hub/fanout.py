@@ -26,6 +26,7 @@ from datetime import timedelta
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable, offset_key
 from storage import outbox, published
+from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
 
 log = logging.getLogger("hub.fanout")
@@ -368,6 +369,9 @@ class Fanout:
                 return "none"
             entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
                        for r in rows]
+            # Events older than RELAY_AFTER were left behind (by an instance cut off
+            # from Redis, say) whatever this instance's state: hold the others.
+            hold = hold or aware(rows[0].created_at) < utcnow() - RELAY_AFTER
             offsets = await self._append(entries, relay=True, hold=hold)
             if offsets is None:
                 return None
