@@ -14,6 +14,7 @@ Two ways onto the bus:
 `replay(namespace, offset, wanted)` reads the log after an offset up to its newest
 entry and keeps the entries a reconnecting client missed (its rooms'); `since` reads
 every entry after an offset. The log keeps `retention` seconds of events.
+`barrier()` returns once everything published before it has been handled here.
 
 The bus and Redis's log are encoded with msgpack, the memory log in JSON: nothing
 is ever unpickled."""
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -147,6 +149,11 @@ class Broker(ABC):
         wanted (a client's own events), not the namespace's traffic."""
 
     @abstractmethod
+    async def barrier(self, timeout: float) -> bool:
+        """True once everything published on the bus before this call has been
+        handled here (False if not within `timeout`)."""
+
+    @abstractmethod
     async def stop(self) -> None: ...
 
 
@@ -189,6 +196,11 @@ class MemoryBus:
         self.logs: dict[str, MemoryLog] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
         self.held_until = 0.0  # direct appends wait until then (see Broker.append)
+        # Messages being handed out (numbered), and barriers waiting for those
+        # numbered up to theirs to be handed out.
+        self.dispatched = 0
+        self.dispatching: set[int] = set()
+        self.barriers: list[tuple[int, asyncio.Future]] = []
         self.last = (0, 0)
 
     def next_offset(self, now: float) -> str:
@@ -218,8 +230,38 @@ class MemoryBroker(Broker):
         # go out in one write per socket. Delivering from a reader task instead made
         # appends smaller and more frequent: ~12% more CPU per chat message at
         # 3,000/s (docs/performance.md).
-        for handler in list(self.bus.handlers):
-            await handler(message)
+        bus = self.bus
+        bus.dispatched += 1
+        number = bus.dispatched
+        bus.dispatching.add(number)
+        try:
+            for handler in list(bus.handlers):
+                await handler(message)
+        finally:
+            bus.dispatching.discard(number)
+            if bus.barriers:
+                oldest = min(bus.dispatching, default=number + 1)
+                for waited, done in [b for b in bus.barriers if b[0] < oldest]:
+                    bus.barriers.remove((waited, done))
+                    if not done.done():
+                        done.set_result(None)
+
+    async def barrier(self, timeout: float) -> bool:
+        """Messages are handed to every broker in turn: wait for those being handed
+        out now to be done."""
+        bus = self.bus
+        if not bus.dispatching:
+            return True
+        waiter = (bus.dispatched, asyncio.get_running_loop().create_future())
+        bus.barriers.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1], timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in bus.barriers:
+                bus.barriers.remove(waiter)
 
     async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
                      hold: bool = False) -> list[str | None] | None:
@@ -346,6 +388,7 @@ class RedisBroker(Broker):
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task | None = None
         self._publish_conn = None
+        self._barriers: dict[str, asyncio.Future] = {}  # token -> resolved when it comes back
 
     def _log_key(self, namespace: str) -> str:
         return f"{self.prefix}:log:{namespace}"
@@ -470,6 +513,23 @@ class RedisBroker(Broker):
                 return found
             start = found.head
 
+    async def barrier(self, timeout: float) -> bool:
+        """A message of this broker's own on the bus: Redis delivers what was
+        published before it first, and the reader handles messages in order, so
+        once it is back everything before it has been handled."""
+        token = secrets.token_hex(8)
+        arrived = asyncio.get_running_loop().create_future()
+        self._barriers[token] = arrived
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish({"t": "barrier", "b": token})
+                await arrived
+            return True
+        except (BrokerUnavailable, TimeoutError):
+            return False
+        finally:
+            self._barriers.pop(token, None)
+
     async def stop(self) -> None:
         if self._closing:
             return
@@ -487,6 +547,11 @@ class RedisBroker(Broker):
         await self.redis.aclose()
 
     async def _handle(self, handler: Handler, message: dict) -> None:
+        if message.get("t") == "barrier":  # another instance's, or one of ours (see `barrier`)
+            arrived = self._barriers.get(message.get("b"))
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
+            return
         if message.get("t") == "log" and message["x"]:
             newest = max(message["x"], key=offset_key)
             if self._last_offset is None or offset_key(newest) > offset_key(self._last_offset):

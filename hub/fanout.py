@@ -24,7 +24,7 @@ from collections import OrderedDict
 from datetime import timedelta
 
 from handlers.context import Outgoing
-from hub.broker import Broker, BrokerUnavailable, offset_key
+from hub.broker import Broker, BrokerUnavailable
 from storage import outbox, published
 from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
@@ -57,10 +57,6 @@ class Fanout:
         self.metrics = metrics
         self.published_retention = published_retention
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
-        # namespace -> the newest offset delivered here from the bus (bus order is
-        # offset order within a namespace), and who waits for one to be reached.
-        self._through: dict[str, str] = {}
-        self._waiters: list[tuple[str, tuple[int, int], asyncio.Future]] = []
         self._published: list[int] = []  # appended to the log, to be removed from the outbox
         # Appends to the log go one at a time, and those that wait meanwhile go
         # together in the next: when a group commit settles, its operations deliver
@@ -199,12 +195,8 @@ class Fanout:
     async def _on_message(self, message: dict) -> None:
         kind = message.get("t")
         if kind == "log":
-            through = self._through
             for entry, offset in zip(message["e"], message["x"]):
                 await self._deliver_entry(entry, offset)
-                through[entry["ns"]] = offset
-            if self._waiters:
-                self._wake()
             return
         if message.get("o") == self.instance_id:
             return
@@ -214,30 +206,6 @@ class Fanout:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
         elif kind == "revoke":
             await self._disconnect(message["j"], message["ttl"])
-
-    async def delivered(self, namespace: str, offset: str, timeout: float) -> bool:
-        """Wait until this instance has delivered the bus's events of `namespace` up
-        to `offset` (False if not within `timeout`). A recovering socket's replay
-        read the log up to `offset`: what the bus brings after that is new to it."""
-        key = offset_key(offset)
-        if offset_key(self._through.get(namespace, "0-0")) >= key:
-            return True
-        reached = asyncio.get_running_loop().create_future()
-        waiter = (namespace, key, reached)
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(reached, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def _wake(self) -> None:
-        for namespace, key, reached in list(self._waiters):
-            if not reached.done() and offset_key(self._through.get(namespace, "0-0")) >= key:
-                reached.set_result(None)
 
     async def _deliver_entry(self, entry: dict, offset: str | None) -> None:
         """Once per event id on this instance, whichever path brings it first."""

@@ -144,11 +144,12 @@ class OperationNamespace(socketio.AsyncNamespace):
         after the CONNECT, with the live events that came meanwhile (the server holds
         both until then), in offset order, once each: live events up to the replay's
         head were in the log it read, so they are dropped, and the connect waits
-        until this instance's bus has brought everything up to that head."""
+        until this instance's bus has handled everything published before the read
+        ended (a bus barrier), so none of those comes after."""
         for offset, entry in replay.entries:
             await self.emit(entry["ev"], (entry["d"], offset), to=sid)
-        if replay.head and not await self.hub.fanout.delivered(self.spec.name, replay.head, REPLAY_SETTLE):
-            log.warning("the bus did not bring %s's events up to %s in time", self.spec.name, replay.head)
+        if replay.head and not await self.hub.broker.barrier(REPLAY_SETTLE):
+            log.warning("the bus did not catch up with %s's log in time for a recovery", self.spec.name)
         self.server.settle_held(sid, self.spec.name, {offset for offset, _ in replay.entries}, replay.head)
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:

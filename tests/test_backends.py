@@ -241,3 +241,27 @@ async def test_memory_log_expires_and_adds_nothing_for_the_collector_to_scan():
 
 async def _discard(message) -> None:
     pass
+
+
+async def test_a_barrier_waits_for_what_was_published_before_it(brokers):
+    """After a barrier, everything published before it has been handled: a
+    recovering socket's replay relies on it to drop live events it replayed."""
+    a, b = brokers
+    handled, release = [], asyncio.Event()
+
+    async def slow(message):
+        if message.get("t") == "log":
+            await release.wait()
+            handled.append(message["x"])
+
+    await a.start(slow)
+    await _collect(b)
+    appending = asyncio.create_task(b.append("origin", [{"ns": "/chat", "ev": "e", "d": {}, "r": [], "s": None,
+                                                         "id": 1234}]))
+    await asyncio.sleep(0.2)  # logged; `a` is still handling it
+    barrier = asyncio.create_task(a.barrier(5))
+    await asyncio.sleep(0.1)
+    assert not barrier.done()
+    release.set()
+    assert await barrier and len(handled) == 1
+    await appending
