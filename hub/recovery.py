@@ -163,6 +163,15 @@ class Recovery:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
 
+    async def restore(self, namespace: str, auth, actor) -> tuple[str, dict, list[tuple[str, dict]]] | None:
+        """`lookup` and `missed` in one step: (pid, record, missed entries) or None.
+        For a transport that joins the rooms only afterwards: what is published
+        between the read and the join is missed. Join in between where possible
+        (namespaces/base.py does)."""
+        found = await self.lookup(namespace, auth, actor)
+        replay = await self.missed(namespace, found[1], found[2]) if found else None
+        return (found[0], found[1], replay.entries) if replay is not None else None
+
     async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],
                     start: str | None = None) -> None:
         """Record a connected socket's session. `start`: where its events begin in
