@@ -287,6 +287,7 @@ class Fanout:
                 raise
             except Exception:
                 log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(1.0)  # the database is down, say: not four tracebacks a second
 
     async def _relay(self) -> bool:
         """Append what was left in the outbox, oldest first. Out of backlog, only
