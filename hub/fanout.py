@@ -74,12 +74,16 @@ class Fanout:
         # The next relay pass holds direct appends everywhere (Broker.append): this
         # instance failed to append, or lost the bus.
         self._hold_next = False
+        self._failed = False  # an append failed since the others were last told (`_signal`)
         self._relay_now = asyncio.Event()
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
         self._tasks = [asyncio.create_task(self._remove_forever(), name="outbox-remover"),
                        asyncio.create_task(self._relay_forever(), name="outbox-relay")]
+        if not self.db.is_sqlite:
+            self._tasks.append(asyncio.create_task(outbox.watch_left_behind(self.db.url, self._left_behind),
+                                                   name="outbox-left-behind"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -111,20 +115,40 @@ class Fanout:
                 self._backlog = True
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
-            if self._backlog:
-                self._defer(entries)
-                return [None] * len(events)
-            offsets = await self._appends.submit(entries)
-            if offsets is not None:
-                self._published.extend(e.event_id for e in durable)
-                by_id = {e.event_id: o for e, o in zip(durable, offsets)}
-                return [by_id.get(e.event_id) for e in events]
-            # The bus is down, or held: the relays append them, in outbox order
-            # with everything left behind. Not delivered here meanwhile: other
-            # instances' events of the same threads, written before these, would
-            # reach this instance's sockets after them.
+            if not self._backlog:
+                offsets = await self._appends.submit(entries)
+                if offsets is not None:
+                    self._published.extend(e.event_id for e in durable)
+                    by_id = {e.event_id: o for e, o in zip(durable, offsets)}
+                    return [by_id.get(e.event_id) for e in events]
+            # Events are left behind, the bus is down, or appends are held: the
+            # relays append these, in outbox order with everything left behind.
+            # Not delivered here meanwhile: other instances' events of the same
+            # threads, written before these, would reach this instance's sockets
+            # after them.
             self._defer(entries)
+            if self._failed or not self.broker.healthy:
+                await self._signal()
         return [None] * len(events)
+
+    async def _signal(self) -> None:
+        """This instance could not append (cut off from Redis, say): tell the others
+        before the write is acknowledged, so that their newer events wait behind
+        these rather than reach the log first."""
+        self._failed = False
+        try:
+            async with asyncio.timeout(1.0):
+                async with self.db.transaction() as tx:
+                    await outbox.signal_left_behind(tx, self.instance_id)
+        except Exception as exc:  # the relays' polling finds them anyway
+            log.warning("could not tell the other instances about events left behind: %s", exc)
+
+    def _left_behind(self, origin: str) -> None:
+        """Another instance left events in the outbox: append nothing directly until
+        the relays have taken them."""
+        if origin != self.instance_id:
+            self._backlog = self._hold_next = True
+            self._relay_now.set()
 
     def _defer(self, entries: list[dict]) -> None:
         """Leave a delivery's events in the outbox for the relay, and keep the next
@@ -163,7 +187,7 @@ class Fanout:
         except BrokerUnavailable as exc:
             # At once: the next batch must not go past these, and once the bus is
             # back the first relay pass holds everyone's direct appends.
-            self._backlog = self._hold_next = True
+            self._backlog = self._hold_next = self._failed = True
             self.metrics.child(self.metrics.bus, "out", "error").inc()
             log.error("could not append %d durable events; the outbox relay will: %s", len(entries), exc)
             return None

@@ -238,3 +238,81 @@ async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_ur
     acked = await task
     for device in devices:
         assert await _collect_messages(device, len(acked)) == acked
+
+
+class _Link:
+    """A TCP proxy in front of a Redis that one instance uses: `cut` closes its
+    connections and refuses new ones (a partition between that instance and Redis)."""
+
+    def __init__(self, port: int):
+        self.port, self.open, self.cut_off, self.server = port, set(), False, None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader, writer):
+        if self.cut_off:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.open.update((writer, up_writer))
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for writer in self.open:
+            writer.transport.abort()
+        self.open.clear()
+
+    def heal(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+async def test_a_partition_between_an_instance_and_redis_keeps_each_threads_commit_order(
+        spawn_hubs, pg_url, private_redis, connect, http):
+    """One instance loses Redis for a while (the other does not) while a thread is
+    written alternately on both: each device gets every message once, in commit order."""
+    link = _Link(private_redis.port)
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_PREFIX": "cut", "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
+    one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": await link.start()})
+    two, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": private_redis.url})
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    senders = [await connect(one.url, "/chat", a["access_token"]), await connect(two.url, "/chat", a["access_token"])]
+    devices = [await connect(one.url, "/chat", b["access_token"]), await connect(two.url, "/chat", b["access_token"])]
+
+    async def traffic():
+        ids = []
+        for i in range(120):
+            reply = await senders[i % 2].ok("message:send", {"recipient_id": b["user"]["id"], "message": f"p{i}"})
+            ids.append(reply["id"])
+            await asyncio.sleep(0.02)
+        return ids
+
+    task = asyncio.create_task(traffic())
+    await asyncio.sleep(0.5)
+    link.cut()
+    await asyncio.sleep(1.5)
+    link.heal()
+    acked = await task
+    try:
+        for device in devices:
+            assert await _collect_messages(device, len(acked)) == acked
+    finally:
+        link.close()
