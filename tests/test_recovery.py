@@ -210,13 +210,10 @@ async def test_other_users_traffic_does_not_refuse_a_recovery(start_server, tmp_
     await js.do("close")
 
 
-async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_url, private_redis, connect, http):
-    """Messages of one thread written on two instances, before, during and after a
-    Redis restart: each device gets every one once, in the order they were written
-    (those written during the outage were not overtaken by newer ones)."""
-    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "order",
-           "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
-    one, two = await spawn_hubs(2, env)
+async def _one_thread_through_a_fault(one, two, http, connect, n: int, fault, repair, down: float) -> None:
+    """n messages to one thread, one at a time, alternately on each instance (their
+    acked ids are the order the writes committed), with `fault()` for `down`
+    seconds meanwhile: each device gets every message once, in that order."""
     api = Api(one.url, http)
     a, b = await api.user(), await api.user()
     senders = [await connect(one.url, "/chat", a["access_token"]), await connect(two.url, "/chat", a["access_token"])]
@@ -224,7 +221,7 @@ async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_ur
 
     async def traffic():
         ids = []
-        for i in range(90):  # one at a time, alternately on each instance: ids are the commit order
+        for i in range(n):
             reply = await senders[i % 2].ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"})
             ids.append(reply["id"])
             await asyncio.sleep(0.02)
@@ -232,12 +229,22 @@ async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_ur
 
     task = asyncio.create_task(traffic())
     await asyncio.sleep(0.5)
-    private_redis.stop()
-    await asyncio.sleep(1.0)
-    private_redis.start()
+    fault()
+    await asyncio.sleep(down)
+    repair()
     acked = await task
     for device in devices:
         assert await _collect_messages(device, len(acked)) == acked
+
+
+async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_url, private_redis, connect, http):
+    """Messages of one thread written on two instances, before, during and after a
+    Redis restart: each device gets every one once, in the order they were written
+    (those written during the outage were not overtaken by newer ones)."""
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "order",
+           "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
+    one, two = await spawn_hubs(2, env)
+    await _one_thread_through_a_fault(one, two, http, connect, 90, private_redis.stop, private_redis.start, 1.0)
 
 
 class _Link:
@@ -292,27 +299,7 @@ async def test_a_partition_between_an_instance_and_redis_keeps_each_threads_comm
     env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_PREFIX": "cut", "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
     one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": await link.start()})
     two, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": private_redis.url})
-    api = Api(one.url, http)
-    a, b = await api.user(), await api.user()
-    senders = [await connect(one.url, "/chat", a["access_token"]), await connect(two.url, "/chat", a["access_token"])]
-    devices = [await connect(one.url, "/chat", b["access_token"]), await connect(two.url, "/chat", b["access_token"])]
-
-    async def traffic():
-        ids = []
-        for i in range(120):
-            reply = await senders[i % 2].ok("message:send", {"recipient_id": b["user"]["id"], "message": f"p{i}"})
-            ids.append(reply["id"])
-            await asyncio.sleep(0.02)
-        return ids
-
-    task = asyncio.create_task(traffic())
-    await asyncio.sleep(0.5)
-    link.cut()
-    await asyncio.sleep(1.5)
-    link.heal()
-    acked = await task
     try:
-        for device in devices:
-            assert await _collect_messages(device, len(acked)) == acked
+        await _one_thread_through_a_fault(one, two, http, connect, 120, link.cut, link.heal, 1.5)
     finally:
         link.close()
