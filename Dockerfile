@@ -1,17 +1,19 @@
 # The hub as an image: `docker compose up` uses it for every instance.
-FROM node:20-slim AS web
+FROM node:20.18.1-bookworm-slim AS web
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --no-audit --no-fund --ignore-scripts
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY hub ./hub
 COPY namespaces ./namespaces
 COPY handlers ./handlers
 COPY storage ./storage
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 # The console and widget pages, with socket.io-client from the npm registry.
 COPY web ./web
 COPY --from=web /web/node_modules ./web/node_modules

@@ -10,7 +10,8 @@ over the human; once the operator releases the dialog, the bot hears it again.
     python examples/bot.py --url http://127.0.0.1:8000 --token "$(cat bot.token)"
 
 (`--token` may also come from HUB_BOT_TOKEN, `--url` from HUB_URL.)
-Needs only python-socketio[asyncio_client] (the hub's own dependencies include it).
+Built on hubclient, the hub's Python client (calls that return data or raise
+HubError, reconnection with recovery).
 """
 from __future__ import annotations
 
@@ -19,9 +20,8 @@ import asyncio
 import logging
 import os
 import signal
-import uuid
 
-import socketio
+from hubclient import Client, HubError
 
 log = logging.getLogger("bot")
 
@@ -47,53 +47,46 @@ def answer(text: str) -> str:
 
 class Bot:
     def __init__(self, url: str, token: str) -> None:
-        self.url, self.token = url, token
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=10)
+        self.url = url
+        self.hub = Client(url, token, reconnect_delay_max=10)
         self.versions: dict[int, int] = {}  # dialog -> newest handoff version seen
-        self.sio.on("message:added", self.on_message, namespace="/dialogs")
-        self.sio.on("handoff:status", self.on_status, namespace="/dialogs")
-        self.sio.on("connect", lambda: log.info("connected to %s", url), namespace="/dialogs")
 
-    async def call(self, namespace: str, event: str, data: dict) -> dict:
-        reply = await self.sio.call(event, data, namespace=namespace, timeout=10)
-        if not reply.get("ok"):
-            raise RuntimeError(f"{event}: {reply.get('error')}")
-        return reply["data"]
-
-    async def on_status(self, ev: dict, *_) -> None:
+    async def on_status(self, ev: dict) -> None:
         # Events may arrive out of order across reconnects: keep only the newest.
         if ev["version"] >= self.versions.get(ev["dialog_id"], 0):
             self.versions[ev["dialog_id"]] = ev["version"]
             log.info("dialog %s is now %s", ev["dialog_id"], ev["status"])
 
-    async def on_message(self, ev: dict, *_) -> None:
+    async def on_message(self, ev: dict) -> None:
         msg = ev["message"]
         if msg["sender"] != "visitor":
             return
         dialog_id = ev["dialog_id"]
         try:
-            verdict = await self.call("/operators", "handoff:auto-detect", {"dialog_id": dialog_id})
+            verdict = await self.operators.call("handoff:auto-detect", {"dialog_id": dialog_id})
             if verdict["should_handoff"]:
-                await self.call("/dialogs", "dialog:send", {"dialog_id": dialog_id, "text": HANDING_OFF,
-                                                            "client_msg_id": f"handoff-{msg['id']}"})
-                queued = await self.call("/dialogs", "dialog:handoff", {
+                await self.dialogs.call("dialog:send", {"dialog_id": dialog_id, "text": HANDING_OFF,
+                                                        "client_msg_id": f"handoff-{msg['id']}"})
+                queued = await self.dialogs.call("dialog:handoff", {
                     "dialog_id": dialog_id, "reason": "auto-detect: " + ", ".join(verdict["reasons"]),
                     "request_id": f"auto-{msg['id']}"})
                 log.info("dialog %s handed off (score %s), queue position %s", dialog_id, verdict["score"],
                          queued["queue_position"])
                 return
-            await self.call("/dialogs", "dialog:send", {"dialog_id": dialog_id, "text": answer(msg["text"]),
-                                                        "client_msg_id": f"reply-{msg['id']}"})
-        except RuntimeError as exc:
+            await self.dialogs.call("dialog:send", {"dialog_id": dialog_id, "text": answer(msg["text"]),
+                                                    "client_msg_id": f"reply-{msg['id']}"})
+        except HubError as exc:
             # e.g. `conflict`: an operator took the dialog meanwhile. The bot stays quiet.
             log.warning("dialog %s: %s", dialog_id, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.sio.connect(self.url, namespaces=["/dialogs", "/operators"], auth={"token": self.token},
-                               wait_timeout=10)
-        log.info("bot ready: listening to its assistant's dialogs")
+        # hubclient reconnects by itself and recovers the visitor messages sent meanwhile.
+        self.operators = await self.hub.connect("/operators")
+        self.dialogs = await self.hub.connect("/dialogs", {"message:added": self.on_message,
+                                                           "handoff:status": self.on_status})
+        log.info("bot ready at %s: listening to its assistant's dialogs", self.url)
         await stop.wait()
-        await self.sio.disconnect()
+        await self.hub.close()
 
 
 def main() -> None:

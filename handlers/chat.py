@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import Field, model_validator
 
 from handlers.context import Context, shared_transaction
 from handlers.errors import Forbidden, NotFound, ValidationFailed
-from handlers.registry import namespace, operation, server_event
+from handlers.registry import namespace, operation, periodic, server_event
 from handlers import sync
-from handlers.schema import Empty, Input, Output
+from handlers.schema import Empty, Id, Input, Limit, Offset, Output, PageNumber, Text
 from storage import chat as store
 from storage import users as users_store
 from storage.base import aware, utcnow
@@ -45,7 +45,12 @@ class MessageOut(Output):
 
 
 class SyncedMessage(MessageOut):
-    deleted_at: datetime | None  # set: remove the message (its text is gone)
+    deleted_at: None = None  # a deleted message comes as a MessageTombstone
+
+
+class MessageTombstone(sync.Tombstone):
+    id: int
+    thread_id: int
 
 
 class ThreadOut(Output):
@@ -93,8 +98,8 @@ class Nothing(Output):
 class ThreadRef(Input):
     """Either a thread id or the other user of a direct thread."""
 
-    thread_id: int | None = Field(None, ge=1)
-    other_user_id: int | None = Field(None, ge=1)
+    thread_id: Id | None = None
+    other_user_id: Id | None = None
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -104,12 +109,12 @@ class ThreadRef(Input):
 
 
 class SendMessage(Input):
-    recipient_id: int | None = Field(None, ge=1)
-    thread_id: int | None = Field(None, ge=1)
-    message: str = ""
-    booking_id: int | None = None
-    attachment_ids: list[int] = Field(default_factory=list, max_length=10)
-    client_msg_id: str | None = Field(None, min_length=1, max_length=100)
+    recipient_id: Id | None = None
+    thread_id: Id | None = None
+    message: Text() = ""
+    booking_id: Id | None = None
+    attachment_ids: list[Id] = Field(default_factory=list, max_length=10)
+    client_msg_id: Text(100, min_length=1) | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -121,31 +126,31 @@ class SendMessage(Input):
 
 
 class CreateThread(Input):
-    member_ids: list[int] = Field(min_length=1, max_length=100)
-    title: str | None = Field(None, max_length=200)
+    member_ids: list[Id] = Field(min_length=1, max_length=100)
+    title: Text(200) | None = None
 
 
 class ListThreads(Input):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class ThreadHistory(ThreadRef):
-    page: int = Field(1, ge=1)
-    page_size: int = Field(50, ge=1, le=200)
+    page: PageNumber = 1
+    page_size: Limit = 50
 
 
 class SearchMessages(Input):
-    query: str = Field(min_length=1, max_length=200)
-    user_id: int | None = Field(None, ge=1)
+    query: Text(200, min_length=1)
+    user_id: Id | None = None
 
 
 class MessageRef(Input):
-    message_id: int = Field(ge=1)
+    message_id: Id
 
 
 class EditMessage(MessageRef):
-    message: str = Field(min_length=1)
+    message: Text(min_length=1)
 
 
 class SetTyping(ThreadRef):
@@ -328,7 +333,7 @@ def _thread_out(thread: store.Thread, members: list[int]) -> ThreadOut:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(CHAT, "message:send")
+@operation(CHAT, "message:send", http=("POST", "/api/messages"))
 async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     """Send a message to a user (direct thread, created on first message) or a thread."""
     _check_length(ctx, req.message)
@@ -444,7 +449,7 @@ async def create_thread(ctx: Context, req: CreateThread) -> ThreadOut:
     return _thread_out(thread, members)
 
 
-@operation(CHAT, "threads:list")
+@operation(CHAT, "threads:list", http=("GET", "/api/messages/threads"))
 async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
     """The user's threads, most recently active first, with unread counts."""
     me = ctx.actor.id
@@ -469,7 +474,7 @@ async def list_threads(ctx: Context, req: ListThreads) -> list[ThreadSummary]:
     return out
 
 
-@operation(CHAT, "thread:history")
+@operation(CHAT, "thread:history", http=("GET", "/api/messages/threads/{other_user_id}"))
 async def thread_history(ctx: Context, req: ThreadHistory) -> History:
     """A page of a thread's messages: page 1 is the newest, each page oldest first."""
     me = ctx.actor.id
@@ -486,7 +491,7 @@ async def thread_history(ctx: Context, req: ThreadHistory) -> History:
         return History(messages=await _messages_out(tx, rows, me), total=total, page=req.page)
 
 
-@operation(CHAT, "messages:search")
+@operation(CHAT, "messages:search", http=("GET", "/api/messages/search"))
 async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]:
     """Search the user's messages (newest first, at most 50), optionally with one user."""
     me = ctx.actor.id
@@ -495,7 +500,7 @@ async def search_messages(ctx: Context, req: SearchMessages) -> list[MessageOut]
         return await _messages_out(tx, rows, me)
 
 
-@operation(CHAT, "message:read")
+@operation(CHAT, "message:read", http=("PATCH", "/api/messages/{message_id}/read"))
 async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     """Mark a message someone else sent as read by the user."""
     me = ctx.actor.id
@@ -510,7 +515,7 @@ async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     return out
 
 
-@operation(CHAT, "thread:read-all")
+@operation(CHAT, "thread:read-all", http=("PATCH", "/api/messages/threads/{other_user_id}/read-all"))
 async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     """Mark every unread message of a thread as read."""
     me = ctx.actor.id
@@ -523,14 +528,14 @@ async def read_all(ctx: Context, req: ThreadRef) -> Updated:
     return Updated(updated=len(ids))
 
 
-@operation(CHAT, "unread:count")
+@operation(CHAT, "unread:count", http=("GET", "/api/messages/unread/count"))
 async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
     """How many messages others sent the user that the user has not read."""
     async with ctx.transaction() as tx:
         return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
 
 
-@operation(CHAT, "message:edit")
+@operation(CHAT, "message:edit", http=("PATCH", "/api/messages/{message_id}"))
 async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     """Change the text of a message; only its sender may."""
     me = ctx.actor.id
@@ -547,7 +552,7 @@ async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     return out
 
 
-@operation(CHAT, "message:delete")
+@operation(CHAT, "message:delete", http=("DELETE", "/api/messages/{message_id}"))
 async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
     """Delete a message; only its sender may. It disappears from history and search."""
     me = ctx.actor.id
@@ -574,13 +579,25 @@ async def set_typing(ctx: Context, req: SetTyping) -> Nothing:
 
 
 @operation(CHAT, "sync")
-async def sync_messages(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedMessage]:
+async def sync_messages(ctx: Context,
+                        req: sync.SyncRequest) -> sync.SyncPage[SyncedMessage | MessageTombstone]:
     """Messages created, edited or deleted in the user's threads since a cursor: how
-    a client that was away longer than the recovery window catches up."""
+    a client that was away longer than the recovery window catches up. A deleted
+    message is a tombstone ({id, thread_id, deleted_at}): remove it."""
     me = ctx.actor.id
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, me, *since, req.limit + 1)
-        outs = await _messages_out(tx, rows, me)
-    items = [SyncedMessage(**o.model_dump(), deleted_at=aware(m.deleted_at)) for o, m in zip(outs, rows)]
-    return sync.SyncPage[SyncedMessage](**sync.page(rows, items, req.limit, req.since))
+        live = iter(await _messages_out(tx, [m for m in rows if m.deleted_at is None], me))
+    items = [SyncedMessage(**next(live).model_dump()) if m.deleted_at is None
+             else MessageTombstone(id=m.id, thread_id=m.thread_id, deleted_at=aware(m.deleted_at)) for m in rows]
+    return sync.SyncPage[SyncedMessage | MessageTombstone](**sync.page(rows, items, req.limit, req.since))
+
+
+@periodic("chat.orphan-attachments", every=lambda s: max(1.0, min(s.orphan_attachment_age / 4, 600.0)))
+async def remove_orphan_attachments(ctx: Context) -> None:
+    """Uploads never attached to a message are removed once orphan_attachment_age old
+    (every instance runs this; a DELETE twice is harmless)."""
+    before = utcnow() - timedelta(seconds=ctx.settings.orphan_attachment_age)
+    async with ctx.db.transaction() as tx:
+        await store.remove_orphans(tx, before)

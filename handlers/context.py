@@ -17,7 +17,7 @@ STAFF_ROLES = frozenset({"operator", "admin"})
 class Actor:
     """Who is calling, as proven by a token at the edge. Handlers never see tokens."""
 
-    role: str  # user | operator | admin | service | visitor
+    role: str  # user | operator | admin | service | visitor (a bot is a service with assistant_id)
     id: int | None = None  # user id; None for services and visitors
     name: str | None = None  # service name
     jti: str | None = None
@@ -25,6 +25,14 @@ class Actor:
     assistant_id: int | None = None  # bots: the one assistant they speak for
     dialog_id: int | None = None  # visitors: the one dialog they may reach
     visitor_id: str | None = None
+
+    @property
+    def acts_as(self) -> str:
+        """The role that the registry's role sets are checked against. A service token
+        scoped to one assistant is a `bot`: admitted only where a set names `bot` (its
+        assistant's dialogs), never with an unscoped service's powers (orders,
+        notifications, publishing)."""
+        return "bot" if self.role == "service" and self.assistant_id is not None else self.role
 
     @property
     def is_staff(self) -> bool:
@@ -60,6 +68,7 @@ class Context:
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
+    metrics: Any = None  # hub.metrics.Metrics
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)

@@ -13,10 +13,11 @@ dialog row, and every change emits events carrying the new `version`."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from datetime import datetime
-from typing import Literal
+from typing import Awaitable, Callable, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -24,10 +25,12 @@ from handlers import sync
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, rejoin_check, server_event
-from handlers.schema import Input, Output, Page
+from handlers.schema import DateTime, Id, Input, Limit, Offset, Output, Page, Text
 from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
+
+log = logging.getLogger("hub.handoff")
 
 DIALOGS = "/dialogs"
 OPERATORS = "/operators"
@@ -51,7 +54,7 @@ def _connect_rooms(actor: Actor) -> list[str]:
 
 
 namespace(DIALOGS, "Bot and website-widget conversations with handoff to human operators.",
-          roles={"user", "operator", "admin", "service", "visitor"}, connect_rooms=_connect_rooms)
+          roles={"user", "operator", "admin", "service", "bot", "visitor"}, connect_rooms=_connect_rooms)
 
 
 # --- models ------------------------------------------------------------------------
@@ -76,6 +79,13 @@ class DialogOut(Output):
     version: int
     created_at: datetime
     last_message_at: datetime | None
+    # Who and where the visitor is, a pending transfer, when it ended (handlers/routing.py).
+    visitor_name: str | None = None
+    visitor_contact: str | None = None
+    origin: str | None = None
+    page_url: str | None = None
+    transfer_to: int | None = None
+    closed_at: datetime | None = None
 
 
 class DialogMessageOut(Output):
@@ -128,9 +138,9 @@ def _origins(value: list[str]) -> list[str]:
 
 
 class CreateAssistant(Input):
-    name: str = Field(min_length=1, max_length=200)
-    allowed_origins: list[str] = Field(default_factory=list, max_length=50)
-    system_prompt: str | None = Field(None, max_length=20000)
+    name: Text(200, min_length=1)
+    allowed_origins: list[Text(200)] = Field(default_factory=list, max_length=50)
+    system_prompt: Text(20000) | None = None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -139,13 +149,13 @@ class CreateAssistant(Input):
 
 
 class AssistantRef(Input):
-    assistant_id: int = Field(ge=1)
+    assistant_id: Id
 
 
 class UpdateAssistant(AssistantRef):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    allowed_origins: list[str] | None = Field(None, max_length=50)
-    system_prompt: str | None = Field(None, max_length=20000)
+    name: Text(200, min_length=1) | None = None
+    allowed_origins: list[Text(200)] | None = Field(None, max_length=50)
+    system_prompt: Text(20000) | None = None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -154,41 +164,41 @@ class UpdateAssistant(AssistantRef):
 
 
 class ListAssistants(Input):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class ListDialogs(Input):
     # Lax: these also come from an HTTP query string.
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    user_id: int | None = Field(None, ge=1, description="dialogs held by this operator")
-    assistant_id: int | None = Field(None, ge=1)
+    user_id: Id | None = Field(None, description="dialogs held by this operator")
+    assistant_id: Id | None = None
     status: Literal["open", "closed"] | None = None
-    date_from: datetime | None = None
-    date_to: datetime | None = None
-    search: str | None = Field(None, min_length=1, max_length=200)
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    date_from: DateTime | None = None
+    date_to: DateTime | None = None
+    search: Text(200, min_length=1) | None = None
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class DialogRef(Input):
-    dialog_id: int = Field(ge=1)
+    dialog_id: Id
 
 
 class DialogMessages(DialogRef):
-    limit: int = Field(50, ge=1, le=200)
-    before_id: int | None = Field(None, ge=1)
+    limit: Limit = 50
+    before_id: Id | None = None
 
 
 class SendDialogMessage(DialogRef):
-    text: str = Field(min_length=1)
-    client_msg_id: str | None = Field(None, min_length=1, max_length=100)
+    text: Text(min_length=1)
+    client_msg_id: Text(100, min_length=1) | None = None
 
 
 class RequestHandoff(DialogRef):
-    reason: str | None = Field(None, max_length=500)
-    request_id: str | None = Field(None, min_length=1, max_length=100)
+    reason: Text(500) | None = None
+    request_id: Text(100, min_length=1) | None = None
 
 
 class SetTyping(DialogRef):
@@ -273,6 +283,15 @@ class QueueUpdated(Output):
     size: int
 
 
+@server_event(DIALOGS, "assistant:changed")
+class AssistantChanged(Output):
+    """An assistant was created, changed or deleted. Sent to its owner; every
+    instance also hears it on the bus and refreshes the widget origins it allows."""
+
+    assistant_id: int
+    deleted: bool = False
+
+
 @server_event(OPERATORS, "message:added")
 class OperatorMessageAdded(MessageAdded):
     """A message in a dialog the operator holds."""
@@ -288,7 +307,9 @@ def assistant_out(a: store.Assistant) -> AssistantOut:
 def dialog_out(d: store.Dialog) -> DialogOut:
     return DialogOut(dialog_id=d.id, assistant_id=d.assistant_id, visitor_id=d.visitor_id, channel=d.channel,
                      status=d.status, handoff_status=d.handoff_status, operator_id=d.operator_id,
-                     version=d.version, created_at=aware(d.created_at), last_message_at=aware(d.last_message_at))
+                     version=d.version, created_at=aware(d.created_at), last_message_at=aware(d.last_message_at),
+                     visitor_name=d.visitor_name, visitor_contact=d.visitor_contact, origin=d.origin,
+                     page_url=d.page_url, transfer_to=d.transfer_to, closed_at=aware(d.closed_at))
 
 
 def message_out(m: store.DialogMessage) -> DialogMessageOut:
@@ -367,6 +388,10 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 
 # --- the handoff core (shared with /operators) -------------------------------------------
 
+# Run after a dialog joined the queue and the write committed: automatic routing
+# (handlers/routing.py) registers itself here.
+queued_hooks: list[Callable[[Context, int], Awaitable[None]]] = []
+
 QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
 
 
@@ -380,6 +405,11 @@ async def emit_queue(ctx: Context, tx, from_place: int | None = 1) -> None:
 
 
 def emit_status(ctx: Context, d: store.Dialog, reason: str | None = None) -> None:
+    """Announce a handoff change (every change goes through here, so it is logged here)."""
+    log.info("dialog %d handoff %s, operator %s%s", d.id, d.handoff_status, d.operator_id,
+             f", reason {reason}" if reason else "",
+             extra={"dialog_id": d.id, "handoff_status": d.handoff_status, "operator_id": d.operator_id,
+                    "reason": reason})
     ctx.emit(HandoffStatusChanged(dialog_id=d.id, status=d.handoff_status, operator_id=d.operator_id,
                                   version=d.version, reason=reason),
              rooms=[dialog_room(d.id), bots_room(d.assistant_id)])
@@ -431,13 +461,13 @@ async def accept(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     if d.handoff_status != "requested":
         raise Conflict("this dialog is not waiting for an operator",
                        details={"handoff_status": d.handoff_status, "version": d.version})
-    await _check_capacity(ctx, tx)
+    await check_capacity(ctx, tx)
     place = await store.queue_position(tx, d)
     if not await store.transition(tx, d, expect_status=["requested"], handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("another operator accepted this dialog first",
                        details={"operator_id": d.operator_id, "version": d.version})
-    await _taken(ctx, tx, d, place)
+    await announce_taken(ctx, tx, d, place)
     return d
 
 
@@ -451,16 +481,16 @@ async def takeover(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     if d.status != "open":
         raise Conflict("this dialog is closed")
     if ctx.actor.is_staff:
-        await _check_capacity(ctx, tx)
+        await check_capacity(ctx, tx)
     place = await store.queue_position(tx, d)  # None unless it was waiting
     if not await store.transition(tx, d, expect_version=d.version, handoff_status="active", operator_id=me,
                                   accepted_at=utcnow()):
         raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
-    await _taken(ctx, tx, d, place)
+    await announce_taken(ctx, tx, d, place)
     return d
 
 
-async def _check_capacity(ctx: Context, tx) -> None:
+async def check_capacity(ctx: Context, tx) -> None:
     me = ctx.actor.id
     try:
         rec = await ctx.presence.get(me) if ctx.presence else None
@@ -482,7 +512,7 @@ def console_id(ctx: Context) -> str:
     return f"http:{ctx.actor.jti}"
 
 
-async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
+async def announce_taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
     """Announce that `d` is held now; `place`: where it was in the queue, if it was."""
     if ctx.actor.is_staff and ctx.presence is not None:
         # Taking a dialog counts as a heartbeat of the console it came from, so a
@@ -492,6 +522,8 @@ async def _taken(ctx: Context, tx, d: store.Dialog, place: int | None) -> None:
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    if place is not None and d.requested_at and ctx.metrics is not None:
+        ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())
     emit_status(ctx, d)
     ctx.emit(HandoffAccepted(dialog_id=d.id, operator_id=d.operator_id, version=d.version), rooms=[OPERATORS_ROOM])
     if place is not None:
@@ -564,23 +596,26 @@ def public_visitor_id(secret: str) -> str:
 
 
 async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
-                         visitor_key: str | None) -> tuple[store.Dialog, str]:
+                         visitor_key: str | None, *, app: bool = False,
+                         page_url: str | None = None) -> tuple[store.Dialog, str]:
     """For POST /api/widget/sessions: check the page's origin against the
-    assistant's, and resume the visitor's open dialog or start one. `visitor_key`
-    is the secret a returning widget presents (generated when none was given);
-    returns the dialog and that secret."""
+    assistant's (`app`: a native app that proved an app key instead), and resume
+    the visitor's open dialog or start one. `visitor_key` is the secret a returning
+    widget presents (generated when none was given); returns the dialog and that secret."""
     async with ctx.transaction() as tx:
         a = await store.get_assistant(tx, assistant_id)
         if a is None:
             raise NotFound("no such assistant")
-        if not origin or normalize_origin(origin) not in a.allowed_origins:
+        if not app and (not origin or normalize_origin(origin) not in a.allowed_origins):
             raise Forbidden("this page's origin is not allowed for this assistant",
                             details={"origin": origin})
         visitor_key = visitor_key or secrets.token_urlsafe(24)
         visitor_id = public_visitor_id(visitor_key)
         d = await store.open_dialog_of(tx, a.id, visitor_id)
         if d is None:
-            d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id, channel="widget")
+            d = await store.create_dialog(tx, assistant_id=a.id, visitor_id=visitor_id,
+                                          channel="api" if app else "widget")
+        await store.set_visitor(tx, d, origin=None if app else normalize_origin(origin), page_url=page_url)
     return d, visitor_key
 
 
@@ -595,6 +630,7 @@ async def create_assistant(ctx: Context, req: CreateAssistant) -> AssistantOut:
     async with ctx.transaction() as tx:
         a = await store.create_assistant(tx, owner_id=ctx.actor.id, name=req.name,
                                          allowed_origins=req.allowed_origins, system_prompt=req.system_prompt)
+        ctx.emit(AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         return assistant_out(a)
 
 
@@ -618,6 +654,7 @@ async def update_assistant(ctx: Context, req: UpdateAssistant) -> AssistantOut:
         if fields.get("allowed_origins", []) is None:
             del fields["allowed_origins"]
         await store.update_assistant(tx, a, **fields)
+        ctx.emit(AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         return assistant_out(a)
 
 
@@ -627,6 +664,7 @@ async def delete_assistant(ctx: Context, req: AssistantRef) -> AssistantDeleted:
     async with ctx.transaction() as tx:
         a = await owned_assistant(tx, ctx, req.assistant_id)
         await store.delete_assistant(tx, a)
+        ctx.emit(AssistantChanged(assistant_id=a.id, deleted=True), users=[a.owner_id])
     return AssistantDeleted(assistant_id=req.assistant_id)
 
 
@@ -754,13 +792,16 @@ async def dialog_status(ctx: Context, req: DialogRef) -> DialogStatus:
         return status_out(await reachable_dialog(tx, ctx, req.dialog_id))
 
 
-@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "user", "operator", "admin"},
+@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "bot", "user", "operator", "admin"},
            http=("POST", "/api/handoff/request"))
 async def handoff(ctx: Context, req: RequestHandoff) -> HandoffRequestedOut:
     """Ask for a human: the dialog joins the operators' queue (idempotent with `request_id`)."""
     async with ctx.transaction() as tx:
         d = await reachable_dialog(tx, ctx, req.dialog_id)
-        return await request_handoff(ctx, tx, d, req.reason, req.request_id)
+        out = await request_handoff(ctx, tx, d, req.reason, req.request_id)
+    for hook in queued_hooks:
+        await hook(ctx, d.assistant_id)
+    return out
 
 
 @operation(DIALOGS, "dialog:handoff-cancel", http=("POST", "/api/handoff/cancel"))

@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Empty, Input, Output, Page
+from handlers.schema import Empty, Id, Input, JsonObject, Limit, Offset, Output, Page, Text
 from storage import notifications as store
 from storage import users as users_store
 from storage.base import aware
@@ -43,17 +43,21 @@ class NotificationOut(Output):
 
 
 class SyncedNotification(NotificationOut):
-    deleted_at: datetime | None  # set: the user deleted it; remove it
+    deleted_at: None = None  # a deleted notification comes as a NotificationTombstone
+
+
+class NotificationTombstone(sync.Tombstone):
+    id: int
 
 
 class ListNotifications(Input):
     unread_only: bool = False
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class NotificationRef(Input):
-    notification_id: int = Field(ge=1)
+    notification_id: Id
 
 
 class Updated(Output):
@@ -76,13 +80,13 @@ def _safe_url(url: str | None) -> str | None:
 
 
 class CreateNotification(Input):
-    user_id: int | None = Field(None, ge=1)
-    user_ids: list[int] | None = Field(None, min_length=1, max_length=MAX_RECIPIENTS)
-    type: str = Field(min_length=1, max_length=50)
-    title: str = Field(min_length=1, max_length=200)
-    message: str = Field(min_length=1, max_length=4000)
-    action_url: str | None = Field(None, max_length=2000)
-    data: dict[str, Any] | None = None
+    user_id: Id | None = None
+    user_ids: list[Id] | None = Field(None, min_length=1, max_length=MAX_RECIPIENTS)
+    type: Text(50, min_length=1)
+    title: Text(200, min_length=1)
+    message: Text(4000, min_length=1)
+    action_url: Text(2000) | None = None
+    data: JsonObject | None = None
 
     _url = field_validator("action_url")(_safe_url)
 
@@ -183,7 +187,8 @@ async def _own(tx, ctx: Context, notification_id: int) -> store.Notification:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES,
+           http=("GET", "/api/notifications"))
 async def list_notifications(ctx: Context, req: ListNotifications) -> Page[NotificationOut]:
     """The user's notifications, newest first (optionally only the unread ones)."""
     async with ctx.transaction() as tx:
@@ -192,7 +197,8 @@ async def list_notifications(ctx: Context, req: ListNotifications) -> Page[Notif
     return Page[NotificationOut](total=total, limit=req.limit, offset=req.offset, items=[_out(r) for r in rows])
 
 
-@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES,
+           http=("PATCH", "/api/notifications/{notification_id}/read"))
 async def read_notification(ctx: Context, req: NotificationRef) -> NotificationOut:
     """Mark one of the user's notifications read."""
     async with ctx.transaction() as tx:
@@ -202,7 +208,8 @@ async def read_notification(ctx: Context, req: NotificationRef) -> NotificationO
         return _out(row)
 
 
-@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES,
+           http=("PATCH", "/api/notifications/mark-all-read"))
 async def read_all(ctx: Context, req: Empty) -> Updated:
     """Mark every unread notification of the user read."""
     async with ctx.transaction() as tx:
@@ -212,7 +219,8 @@ async def read_all(ctx: Context, req: Empty) -> Updated:
     return Updated(updated=updated)
 
 
-@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES,
+           http=("DELETE", "/api/notifications/{notification_id}"))
 async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
     """Delete one of the user's notifications."""
     async with ctx.transaction() as tx:
@@ -249,13 +257,17 @@ async def create_notifications(ctx: Context, req: CreateNotification) -> Created
 
 
 @operation(NOTIFICATIONS, "sync", roles=ACCOUNT_ROLES)
-async def sync_notifications(ctx: Context, req: sync.SyncRequest) -> sync.PublishedSyncPage[SyncedNotification]:
+async def sync_notifications(ctx: Context, req: sync.SyncRequest
+                             ) -> sync.PublishedSyncPage[SyncedNotification | NotificationTombstone]:
     """The user's notifications created, read or deleted since a cursor: how a client
-    that was away longer than the recovery window catches up. Deleted ones come with
-    `deleted_at` set: remove them. `events`: what services published to the user meanwhile."""
+    that was away longer than the recovery window catches up. Deleted ones come as
+    tombstones ({id, deleted_at}): remove them. `events`: what services published to
+    the user meanwhile."""
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, ctx.actor.id, *since, req.limit + 1)
         published = await sync.published_since(tx, ctx, NOTIFICATIONS, req.since, req.limit)
-    items = [SyncedNotification(**_out(r).model_dump(), deleted_at=aware(r.deleted_at)) for r in rows]
-    return sync.PublishedSyncPage[SyncedNotification](**sync.page(rows, items, req.limit, req.since, published))
+    items = [SyncedNotification(**_out(r).model_dump()) if r.deleted_at is None
+             else NotificationTombstone(id=r.id, deleted_at=aware(r.deleted_at)) for r in rows]
+    return sync.PublishedSyncPage[SyncedNotification | NotificationTombstone](
+        **sync.page(rows, items, req.limit, req.since, published))

@@ -19,7 +19,8 @@ from handlers import dialogs as dlg
 from handlers.context import Actor, Context
 from handlers.errors import Forbidden, HubError, NotFound, Unavailable
 from handlers.registry import namespace, operation, periodic, server_event
-from handlers.schema import Empty, Input, Output
+from handlers.schema import Empty, Id, Input, Output, Text
+from storage import desk as desk_store
 from storage import dialogs as store
 from storage.base import aware
 
@@ -67,7 +68,7 @@ async def _on_disconnect(ctx: Context) -> None:
 
 
 namespace(OPERATORS, "Live handoff consoles of operators: presence, queue, accept, release.",
-          roles={"operator", "admin", "service"}, connect_rooms=_rooms,
+          roles={"operator", "admin", "service", "bot"}, connect_rooms=_rooms,
           on_connect=_on_connect, on_disconnect=_on_disconnect)
 
 
@@ -88,6 +89,11 @@ class QueueItem(Output):
     reason: str | None
     requested_at: datetime | None
     position: int
+    # What the console shows of the waiting visitor (handlers/desk.py's additions).
+    visitor_label: str | None = None
+    origin: str | None = None
+    page_url: str | None = None
+    preview: str | None = None
 
 
 class HandoffStatusOut(Output):
@@ -110,12 +116,12 @@ class UpdatePresence(Input):
 
 
 class PresenceQuery(Input):
-    operator_id: int | None = Field(None, ge=1)
+    operator_id: Id | None = None
 
 
 class AutoDetect(Input):
-    dialog_id: int | None = Field(None, ge=1)
-    text: str | None = Field(None, min_length=1, max_length=4000)
+    dialog_id: Id | None = None
+    text: Text(4000, min_length=1) | None = None
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -206,8 +212,16 @@ async def handoff_queue(ctx: Context, req: Empty) -> list[QueueItem]:
     """Dialogs waiting for an operator, longest waiting first (at most 500)."""
     async with ctx.transaction() as tx:
         waiting = await store.queue(tx)
+        previews = await desk_store.first_visitor_texts(tx, [d.id for d in waiting])
     return [QueueItem(dialog_id=d.id, assistant_id=d.assistant_id, reason=d.handoff_reason,
-                      requested_at=aware(d.requested_at), position=i) for i, d in enumerate(waiting, 1)]
+                      requested_at=aware(d.requested_at), position=i, visitor_label=visitor_label(d),
+                      origin=d.origin, page_url=d.page_url, preview=(previews.get(d.id) or "")[:200] or None)
+            for i, d in enumerate(waiting, 1)]
+
+
+def visitor_label(d: store.Dialog) -> str:
+    """The name the visitor gave, else a short stable label from their public id."""
+    return d.visitor_name or f"Visitor {(d.visitor_id or '')[1:7] or d.id}"
 
 
 async def _dialog(tx, dialog_id: int) -> store.Dialog:
@@ -243,7 +257,7 @@ async def handoff_status(ctx: Context, req: dlg.DialogRef) -> HandoffStatusOut:
                                 version=d.version, queue_position=await store.queue_position(tx, d))
 
 
-@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service"},
+@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service", "bot"},
            http=("POST", "/api/handoff/auto-detect"))
 async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     """Score whether a visitor needs a human (docs/handoff.md): a text, or a dialog's

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Input, Output, Page
+from handlers.schema import Id, Input, Limit, Offset, Output, Page, Text
 from storage import orders as store
 from storage.base import aware
 
@@ -47,15 +47,12 @@ namespace(
 
 # --- models ------------------------------------------------------------------
 
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 # An address is free text, or an object of text fields ({"line1": ..., "city": ...}).
-Address = Union[ShortText, Annotated[dict[Annotated[str, StringConstraints(max_length=50)],
-                                          Annotated[str, StringConstraints(max_length=200)]],
-                                     Field(min_length=1, max_length=20)]]
+Address = Union[Text(500, min_length=1), Annotated[dict[Text(50), Text(200)], Field(min_length=1, max_length=20)]]
 
 
 class Item(Input):
-    product_id: int = Field(ge=1)
+    product_id: Id
     quantity: int = Field(ge=1, le=10_000)
     price_krw: int = Field(ge=0, le=1_000_000_000_000)
 
@@ -64,23 +61,23 @@ class CreateOrder(Input):
     items: list[Item] = Field(min_length=1, max_length=100)
     billing_address: Address
     shipping_address: Address
-    client_order_id: str | None = Field(None, min_length=1, max_length=100)
+    client_order_id: Text(100, min_length=1) | None = None
 
 
 class OrderRef(Input):
-    order_id: int = Field(ge=1)
+    order_id: Id
 
 
 class ListOrders(Input):
     status: Status | None = None
-    customer_id: int | None = Field(None, ge=1, description="staff only: one customer's orders")
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    customer_id: Id | None = Field(None, description="staff only: one customer's orders")
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class UpdateStatus(OrderRef):
     status: Status
-    tracking_number: str | None = Field(None, min_length=1, max_length=100)
+    tracking_number: Text(100, min_length=1) | None = None
     # ISO date ("2026-11-30"); strict=False lets the JSON string through.
     estimated_delivery: date | None = Field(None, strict=False)
 

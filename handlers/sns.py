@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -13,7 +13,7 @@ from handlers import sync
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, periodic, rejoin_check, server_event
-from handlers.schema import Input, Output, Page
+from handlers.schema import DateTime, Id, Input, Limit, Offset, Output, Page, Text
 from storage import sns as store
 from storage.base import aware, utcnow
 
@@ -64,12 +64,10 @@ def _iso_time(value):
             raise ValueError("not an ISO-8601 timestamp") from None
     else:
         raise ValueError("must be an ISO-8601 timestamp string")
-    if moment.tzinfo is None:  # the contract's timestamps are UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return moment  # DateTime makes it UTC, within range
 
 
-IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
+IsoTime = Annotated[DateTime, BeforeValidator(_iso_time)]
 
 
 def _unique_platforms(value: list[str] | None) -> list[str] | None:
@@ -92,8 +90,8 @@ def _check_url(value: str | None) -> str | None:
 
 class PostFields(Input):
     platforms: list[Platform] | None = Field(None, min_length=1, max_length=len(PLATFORMS))
-    content: str | None = Field(None, min_length=1, max_length=MAX_CONTENT)
-    image_url: str | None = Field(None, max_length=2000)
+    content: Text(MAX_CONTENT, min_length=1) | None = None
+    image_url: Text(2000) | None = None
     scheduled_at: IsoTime | None = None
     draft: bool | None = None
 
@@ -110,12 +108,12 @@ class PostFields(Input):
 
 class CreatePost(PostFields):
     platforms: list[Platform] = Field(min_length=1, max_length=len(PLATFORMS))
-    content: str = Field(min_length=1, max_length=MAX_CONTENT)
-    request_id: str | None = Field(None, min_length=1, max_length=100)
+    content: Text(MAX_CONTENT, min_length=1)
+    request_id: Text(100, min_length=1) | None = None
 
 
 class EditPost(PostFields):
-    post_id: int = Field(ge=1)
+    post_id: Id
 
     @model_validator(mode="after")
     def _something(self):
@@ -127,32 +125,32 @@ class EditPost(PostFields):
 
 
 class PostRef(Input):
-    post_id: int = Field(ge=1)
+    post_id: Id
 
 
 class PostPage(PostRef):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class ListPosts(Input):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    limit: Limit = 50
+    offset: Offset = 0
     platform: Platform | None = None
     status: Status | None = None
-    author_id: int | None = Field(None, ge=1)
+    author_id: Id | None = None
 
 
 class AddComment(PostRef):
-    text: str = Field(min_length=1, max_length=MAX_COMMENT)
-    reply_to: int | None = Field(None, ge=1)
-    request_id: str | None = Field(None, min_length=1, max_length=100)
+    text: Text(MAX_COMMENT, min_length=1)
+    reply_to: Id | None = None
+    request_id: Text(100, min_length=1) | None = None
 
     _text = field_validator("text")(_check_content)
 
 
 class CommentRef(Input):
-    comment_id: int = Field(ge=1)
+    comment_id: Id
 
 
 class TrendingQuery(Input):
@@ -178,7 +176,11 @@ class PostOut(Output):
 
 
 class SyncedPost(PostOut):
-    deleted_at: datetime | None  # set: remove the post
+    deleted_at: None = None  # a deleted post comes as a PostTombstone
+
+
+class PostTombstone(sync.Tombstone):
+    post_id: int
 
 
 class CommentOut(Output):
@@ -793,12 +795,13 @@ async def trending_tick(ctx: Context) -> None:
 
 
 @operation(SNS, "sync")
-async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedPost]:
+async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[SyncedPost | PostTombstone]:
     """Posts the caller may see that were created, changed (counts included) or
     deleted since a cursor: catching up beyond the recovery window."""
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
         rows = await store.posts_changed_since(tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == "admin",
                                                moment=since[0], ident=since[1], limit=req.limit + 1)
-    items = [SyncedPost(**_post_out(p).model_dump(), deleted_at=aware(p.deleted_at)) for p in rows]
-    return sync.SyncPage[SyncedPost](**sync.page(rows, items, req.limit, req.since))
+    items = [SyncedPost(**_post_out(p).model_dump()) if p.deleted_at is None
+             else PostTombstone(post_id=p.id, deleted_at=aware(p.deleted_at)) for p in rows]
+    return sync.SyncPage[SyncedPost | PostTombstone](**sync.page(rows, items, req.limit, req.since))

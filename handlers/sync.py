@@ -26,7 +26,7 @@ from pydantic import Field
 from handlers.context import Context, user_room
 from handlers.errors import ValidationFailed
 from handlers.registry import REGISTRY
-from handlers.schema import Input, Output
+from handlers.schema import MAX_ID, Input, Output, Text, in_time_range
 from storage import published as published_store
 from storage.base import aware
 
@@ -39,8 +39,15 @@ START: Position = (EPOCH, 0)
 
 
 class SyncRequest(Input):
-    since: str | None = Field(None, max_length=200, description="cursor of the previous sync; omit for everything")
+    since: Text(200) | None = Field(None, description="cursor of the previous sync; omit for everything")
     limit: int = Field(200, ge=1, le=1000)
+
+
+class Tombstone(Output):
+    """What `sync` says of a deleted thing: that it is gone and when, nothing of what
+    it was (its text, its files). Subclasses name the id as the live item does."""
+
+    deleted_at: datetime
 
 
 class PublishedEvent(Output):
@@ -94,7 +101,7 @@ def parse(cursor: str | None) -> Cursor:
             return Cursor(_position(fields["c"]), _position(fields.get("e", [0, 0])),
                           None if back is None else _moment(back))
         stamp, _, ident = raw.decode().partition("|")  # the cursors of earlier versions
-        return Cursor((_aware(datetime.fromisoformat(stamp)), int(ident)), START)
+        return Cursor(_checked(in_time_range(datetime.fromisoformat(stamp)), int(ident)), START)
     except (ValueError, UnicodeDecodeError, TypeError, KeyError, OverflowError, orjson.JSONDecodeError):
         raise _invalid() from None
 
@@ -104,7 +111,14 @@ def parse(cursor: str | None) -> Cursor:
 def _moment(micros) -> datetime:
     if type(micros) is not int:
         raise ValueError("not a time")
-    return EPOCH + timedelta(microseconds=micros)
+    return in_time_range(EPOCH + timedelta(microseconds=micros))
+
+
+def _checked(moment: datetime, ident: int) -> Position:
+    """A position a client may name: its time in range, its id a 64-bit id."""
+    if not 0 <= ident <= MAX_ID:
+        raise ValueError("id out of range")
+    return moment, ident
 
 
 def _micros(moment: datetime) -> int:
@@ -115,7 +129,7 @@ def _position(value) -> Position:
     stamp, ident = value
     if type(ident) is not int:
         raise ValueError("not a position")
-    return _moment(stamp), ident
+    return _checked(_moment(stamp), ident)
 
 
 def encode(cursor: Cursor) -> str:

@@ -12,17 +12,21 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi
+from hub import asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.http import attachments, auth, common, operations, publish, system, web as web_pages, widget
+from hub.gateways.members import GOING_AWAY
+from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
+                      web as web_pages, widget)
 from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
+from hub.revocations import Revocations
 from hub.settings import Settings
+from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
@@ -32,8 +36,11 @@ from storage.migrate import upgrade
 
 log = logging.getLogger("hub")
 
-# The transport closes a connection whose single packet exceeds this; requests far
-# below it but above HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead.
+# The transport closes a connection whose single packet exceeds this (or twice
+# HUB_MAX_PAYLOAD_BYTES, if larger); requests far below it but above
+# HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead. It also bounds a
+# binary packet's attachments and what a connection holds unhandled
+# (docs/security-engine.md).
 TRANSPORT_MAX_PACKET = 1_000_000
 
 
@@ -53,36 +60,54 @@ class Hub:
     connections: Connections
     presence: Presence
     recovery: Recovery
+    revocations: Revocations
     widget_origins: widget.WidgetOrigins
+    stopping: Shutdown
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence)
+                       presence=self.presence, metrics=self.metrics)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
         transport, not its Socket.IO session, so the official clients reconnect (to
         another instance behind the balancer) and recover what they miss meanwhile.
         What this instance still owes the outbox is flushed in `lifecycle`."""
-        for server in self.fanout.servers:
-            for eio_socket in list(server.eio.sockets.values()):
-                await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        sockets = [(server, s) for server in self.fanout.servers for s in list(server.eio.sockets.values())]
+        plain = list(self.fanout.members.by_sid.values())  # plain WebSocket and SSE
+        self.stopping.step(f"stopped listening; closing {len(sockets) + len(plain)} client connections")
+        for server, eio_socket in sockets:
+            await eio_socket.close(wait=False, reason=server.eio.reason.TRANSPORT_CLOSE)
+        for member in plain:
+            member.close(GOING_AWAY, "server restarting: reconnect")
+        self.stopping.step(f"waiting up to {self.stopping.requests_timeout:.0f} s for open requests "
+                           "and websockets to end")
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
         await self.state.start()
+        await self.revocations.start()
         await self.fanout.start()
         await self.recovery.start()
+        await self.presence.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
         yield
+        step = self.stopping.step
+        step("stopping recovery (session records)")
         await self.recovery.stop()
+        step("stopping the fan-out and the outbox relay")
         await self.fanout.stop()
+        await self.revocations.stop()
+        step("closing the bus")
         await self.broker.stop()
+        step("closing shared state and presence")
         await self.state.close()
         await self.presence.close()
+        step("closing the database")
         await self.db.close()
+        log.info("instance %s stopped", self.settings.instance_id)
 
 
 def build_hub(settings: Settings) -> Hub:
@@ -98,7 +123,8 @@ def build_hub(settings: Settings) -> Hub:
         broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix, retention=retention)
         sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
         presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
-                                           timeout=settings.presence_timeout, grace=settings.presence_grace)
+                                           timeout=settings.presence_timeout, grace=settings.presence_grace,
+                                           instance_id=settings.instance_id)
     else:
         state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
@@ -110,7 +136,11 @@ def build_hub(settings: Settings) -> Hub:
         async_mode="aiohttp",
         json=jsoncodec,
         cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
-        max_http_buffer_size=TRANSPORT_MAX_PACKET,
+        max_http_buffer_size=max(TRANSPORT_MAX_PACKET, 2 * settings.max_payload_bytes),
+        # Only the hub's namespaces are served: python-socketio accepts `/` by default,
+        # where a connection needs no token (issue 18, item 1).
+        namespaces=list(REGISTRY.namespaces),
+        connect_timeout=settings.connect_timeout,
         logger=False,
         engineio_logger=False,
     )
@@ -123,7 +153,8 @@ def build_hub(settings: Settings) -> Hub:
                connections=connections, presence=presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
                                  max_replay=settings.max_replay),
-               widget_origins=widget_origins)
+               revocations=Revocations(db, state, fanout),
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the
@@ -140,8 +171,10 @@ def msgpack_server(hub: Hub) -> HubServer:
 def create_app(settings: Settings) -> web.Application:
     hub = build_hub(settings)
     app = web.Application(
-        middlewares=[common.errors_middleware],
+        middlewares=[*middleware.chain(settings), common.errors_middleware,
+                     *guard.middlewares(settings, common.client_ip)],
         client_max_size=settings.max_payload_bytes,
+        handler_args={"max_field_size": guard.HEADER_FIELD_BYTES, "max_headers": guard.MAX_HEADERS},
     )
     app[common.HUB] = hub
     hub.sio.attach(app)
@@ -152,10 +185,15 @@ def create_app(settings: Settings) -> web.Application:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
                 OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments, publish, asyncapi, widget, web_pages):
+    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
+                   web_pages):
         app.add_routes(module.routes())
+    app.on_response_prepare.append(web_pages.security_headers)
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)
     app.cleanup_ctx.append(lambda app: run_jobs(hub))
+    hub.widget_origins.follow(hub.fanout, hub.db)
     app.cleanup_ctx.append(lambda app: hub.widget_origins.run(hub.db))
+    app.cleanup_ctx.append(lambda app: sampler.run(hub))
+    hub.metrics.collect_at_scrape(lambda: sampler.at_scrape(hub))
     return app

@@ -133,6 +133,7 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
             "x-roles": sorted(spec.roles), "x-publish-rooms": list(spec.publish_rooms),
         }
 
+    _plain_ws(channels, operations, messages, schemas)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -152,6 +153,12 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
                 "description": "Socket.IO endpoint; connect with auth {token} or ?token=.",
                 "security": [{"$ref": "#/components/securitySchemes/token"}],
             },
+            "plain": {
+                "host": host, "protocol": protocol, "pathname": "/ws",
+                "description": "The generic plain-WebSocket protocol (docs/clients.md), for clients "
+                               "without a Socket.IO library: the same operations and events.",
+                "security": [{"$ref": "#/components/securitySchemes/token"}],
+            },
         },
         "channels": channels,
         "operations": operations,
@@ -167,6 +174,57 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
             },
         },
     }
+
+
+def _plain_ws(channels: dict, operations: dict, messages: dict, schemas: dict) -> None:
+    """The generic plain-WebSocket protocol at /ws: one channel, with its websocket
+    binding, whose frames wrap every namespace's requests, acks and events."""
+    text = {"type": "string"}
+    frames = {
+        "request": ("A request for any operation: data is the event's input.", {
+            "type": "object", "required": ["id", "ns", "event"],
+            "properties": {"id": {"type": ["integer", "string"]}, "ns": text, "event": text, "data": {"type": "object"}}}),
+        "reply": ("The answer to a request: the Socket.IO ack with the request's id.", {
+            "type": "object", "required": ["id", "ok"],
+            "properties": {"id": {"type": ["integer", "string"]}, "ok": {"type": "boolean"}, "data": {},
+                           "error": {"$ref": REF.format(model="ErrorBody")}}}),
+        "event": ("A server event of a namespace, with its log offset (null: volatile).", {
+            "type": "object", "required": ["ns", "event", "data", "offset"],
+            "properties": {"ns": text, "event": text, "data": {"type": "object"}, "offset": {"type": ["string", "null"]}}}),
+        "hello": ("The first client frame when the token is not in the query: token, and resume "
+                  "{session, offsets: {namespace: last offset seen}} after a reconnect.", {
+            "type": "object",
+            "properties": {"token": text, "resume": {"type": "object", "properties": {
+                "session": text, "offsets": {"type": "object", "additionalProperties": text}}}}}),
+        "welcome": ("The server's first frame: the session to resume later, and which namespaces "
+                    "were recovered (false: re-read with `sync`).", {
+            "type": "object", "required": ["type", "session", "recovered"],
+            "properties": {"type": {"const": "welcome"}, "session": text, "window": {"type": "number"},
+                           "recovered": {"type": "object", "additionalProperties": {"type": "boolean"}}}}),
+    }
+    chan_messages = {}
+    for key, (summary, payload) in frames.items():
+        messages[f"plain.{key}"] = {"name": key, "title": f"/ws {key}", "summary": summary, "payload": payload}
+        chan_messages[key] = {"$ref": f"#/components/messages/plain.{key}"}
+    channels["plain"] = {
+        "address": "/ws", "title": "/ws", "servers": [{"$ref": "#/servers/plain"}],
+        "description": "Every namespace over one plain websocket (docs/clients.md).",
+        "messages": chan_messages,
+        "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0", "query": {
+            "type": "object", "properties": {
+                "token": text, "ns": {"type": "string", "description": "comma-separated namespaces"},
+                "session": text, "offsets": {"type": "string", "description": "JSON {namespace: offset}"}}}}},
+    }
+    ref = {"$ref": "#/channels/plain"}
+
+    def msgs(*keys: str) -> list[dict]:
+        return [{"$ref": f"#/channels/plain/messages/{k}"} for k in keys]
+
+    operations["plain.request"] = {"action": "send", "channel": ref, "title": "request",
+                                   "messages": msgs("request", "hello"),
+                                   "reply": {"channel": ref, "messages": msgs("reply")}}
+    operations["plain.event"] = {"action": "receive", "channel": ref, "title": "event",
+                                 "messages": msgs("event", "welcome")}
 
 
 async def asyncapi_json(request: web.Request) -> web.Response:

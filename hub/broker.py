@@ -41,8 +41,12 @@ log = logging.getLogger("hub.broker")
 
 Handler = Callable[[dict], Awaitable[None]]
 
-# Seconds a PUBLISH may take before its publishers are told the bus is unavailable.
-PUBLISH_TIMEOUT = 5.0
+# Seconds a command (an append, a PUBLISH) may take before its callers are told the
+# bus is unavailable: acks wait for appends, and what fails goes by the outbox relay.
+COMMAND_TIMEOUT = 1.0
+# After a failed append, appends fail at once for this long instead of each waiting
+# for its own timeout on a link that just proved dead.
+RETRY_APPEND_AFTER = 1.0
 SUBSCRIBE_TIMEOUT = 5.0
 # An idle bus connection is PINGed this often (seconds); no answer by the next
 # time means it is dead.
@@ -370,7 +374,9 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, prefix: str, retention: float = 150.0) -> None:
         super().__init__(retention)
-        self.redis = redis_client(url, socket_connect_timeout=2, socket_keepalive=True)
+        # Other commands (a catch-up's long XRANGE) get redis-py's usual 5 s.
+        self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=5)
+        self._append_down_until = 0.0
         self.prefix = prefix
         self.channel = f"{prefix}:bus"
         self.healthy = False
@@ -464,7 +470,7 @@ class RedisBroker(Broker):
         try:
             # A Redis that accepts the connection but never answers must not hold
             # the publishers forever.
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
+            async with asyncio.timeout(COMMAND_TIMEOUT):
                 await conn.send_packed_command(conn.pack_command("PUBLISH", self.channel, payload),
                                                check_health=False)
                 await conn.read_response()
@@ -478,10 +484,14 @@ class RedisBroker(Broker):
                 + [f"{self.prefix}:logged:{e['id']}" for e in entries])
         mode = "hold" if hold else "relay" if relay else "direct"
         args = [int(self.retention * 1000), origin, mode, int(HOLD * 1000)] + [msgpack.packb(e) for e in entries]
+        if time.monotonic() < self._append_down_until:
+            raise BrokerUnavailable("Redis did not answer the previous append")
         try:
-            offsets = await self._append(keys=keys, args=args)
-        except RedisError as exc:
-            raise BrokerUnavailable(str(exc)) from exc
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                offsets = await self._append(keys=keys, args=args)
+        except (RedisError, TimeoutError) as exc:
+            self._append_down_until = time.monotonic() + RETRY_APPEND_AFTER
+            raise BrokerUnavailable(str(exc) or "Redis did not answer an append in time") from exc
         if not isinstance(offsets, list):
             return None  # held
         return [(o.decode() if isinstance(o, bytes) else o) or None for o in offsets]

@@ -6,22 +6,21 @@ import asyncio
 import gc
 import getpass
 import logging
+import signal
 import sys
 
 from aiohttp import web
 
+from hub import logs
 from hub.settings import Settings, SettingsError
+from hub.shutdown import Shutdown
 
 log = logging.getLogger("hub")
 
 
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def serve(settings: Settings, args) -> None:
     from hub.app import create_app
+    from hub.http.common import HUB
 
     try:
         import uvloop
@@ -35,9 +34,31 @@ def serve(settings: Settings, args) -> None:
     # message in loadtests/bench.py (docs/performance.md).
     gc.freeze()
     gc.set_threshold(50_000, 20, 1_000)
-    print(f"hub listening on http://{args.host}:{args.port}", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=10)
+    stopping = app[HUB].stopping
+    try:
+        asyncio.run(_serve(app, args.host, args.port, stopping))
+    finally:
+        stopping.finish()  # after the loop's own teardown, which the watchdog bounds too
+
+
+async def _serve(app: web.Application, host: str, port: int, stopping: Shutdown) -> None:
+    """Run until SIGTERM or SIGINT, then shut down within `stopping.bound` seconds
+    (aiohttp's run_app, with the signal arming the watchdog before anything that
+    could hang)."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=stopping.requests_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"hub listening on http://{host}:{port}", flush=True)
+        signalled = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        await signalled.wait()
+        stopping.arm("signal received")
+    finally:
+        await runner.cleanup()
 
 
 async def _with_db(settings: Settings, work):
@@ -80,26 +101,104 @@ def create_user(settings: Settings, args) -> None:
     print(f"created {user.role} {user.email} (id {user.id})")
 
 
-def issue_token(settings: Settings, args) -> None:
+def _tokens(settings: Settings):
     from hub.auth import Tokens
+
+    return Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
+                  refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+
+
+def issue_token(settings: Settings, args) -> None:
+    from storage import tokens as token_store
     from storage import users
 
     settings = settings.with_jwt_secret()
-    tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
-                    refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
+    tokens = _tokens(settings)
     if args.user:
-        async def work(db):
+        async def find(db):
             async with db.transaction() as tx:
                 return await users.by_email(tx, args.user)
 
-        user = asyncio.run(_with_db(settings, work))
+        user = asyncio.run(_with_db(settings, find))
         if user is None:
             raise SettingsError(f"no user {args.user}")
         print(tokens.access(user.id, user.role).token)
         return
     if args.role != "service" or not args.name:
         raise SettingsError("give --user EMAIL, or --role service --name NAME")
-    print(tokens.service(args.name, args.assistant_id).token)
+    issued = tokens.service(args.name, args.assistant_id)
+
+    async def record(db):
+        # Recorded, so that `hub token list` shows it and `hub token revoke` ends it.
+        async with db.transaction() as tx:
+            await token_store.add_service(tx, jti=issued.jti, name=args.name, assistant_id=args.assistant_id,
+                                          expires_at=token_store.expiry(issued.expires_at))
+
+    asyncio.run(_with_db(settings, record))
+    print(issued.token)
+
+
+def list_tokens(settings: Settings, args) -> None:
+    from storage import tokens as token_store
+    from storage.base import aware
+
+    async def work(db):
+        async with db.transaction() as tx:
+            return await token_store.services(tx)
+
+    def when(value) -> str:
+        return aware(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
+
+    rows = asyncio.run(_with_db(settings, work))
+    print("\t".join(("id", "role", "name", "assistant", "issued", "expires", "revoked")))
+    for token, revoked in rows:
+        role = "bot" if token.assistant_id is not None else "service"
+        print("\t".join((token.jti, role, token.name, str(token.assistant_id or "-"), when(token.issued_at),
+                         when(token.expires_at), when(revoked))))
+
+
+def revoke_token(settings: Settings, args) -> None:
+    """Revoke a listed service/bot token by id, or any hub token given whole. Running
+    instances refuse it within seconds and disconnect its sockets."""
+    from handlers.errors import Unauthorized
+    from storage import tokens as token_store
+    from storage import users
+
+    given = args.token
+    claims = None
+    if "." in given:  # a whole token: any kind the hub issued
+        try:
+            claims = _tokens(settings.with_jwt_secret()).decode(
+                given, typ=("access", "refresh", "service", "visitor"))
+        except Unauthorized as exc:
+            raise SettingsError(f"not a token of this hub: {exc.message}") from None
+
+    async def work(db):
+        async with db.transaction() as tx:
+            if claims is not None:
+                jti, expires_at = claims["jti"], token_store.expiry(claims["exp"])
+                if claims["typ"] == "refresh":  # refresh tokens are refused by their own record
+                    await users.revoke_refresh(tx, jti=jti)
+            else:
+                row = await token_store.get_service(tx, given)
+                if row is None:
+                    raise SettingsError(f"no service token {given} (see `hub token list`)")
+                jti, expires_at = row.jti, row.expires_at
+            return jti, await token_store.revoke(tx, jti, expires_at)
+
+    jti, revoked = asyncio.run(_with_db(settings, work))
+    print(f"revoked {jti}" if revoked else f"{jti} was already revoked")
+
+
+def show_config(settings: Settings, args) -> None:
+    for name, value in settings.effective().items():
+        print(f"{name}={value}")
+
+
+def types(settings: Settings, args) -> None:
+    from hub.typescript import build
+
+    print(build(), end="")
 
 
 def conformance_server(settings: Settings, args) -> None:
@@ -124,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(run=conformance_server)
 
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=migrate)
+    sub.add_parser("config", help="print the effective settings, secrets masked").set_defaults(run=show_config)
+    sub.add_parser("types", help="print TypeScript declarations of every namespace's events "
+                                 "(for socket.io-client)").set_defaults(run=types)
 
     u = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
     c = u.add_parser("create", help="create an account (staff roles included)")
@@ -134,13 +236,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--last-name")
     c.set_defaults(run=create_user)
 
-    t = sub.add_parser("token", help="issue tokens").add_subparsers(dest="token_command", required=True)
+    t = sub.add_parser("token", help="issue, list and revoke tokens").add_subparsers(dest="token_command",
+                                                                                    required=True)
     i = t.add_parser("issue", help="print a service/bot token, or an access token for a user")
     i.add_argument("--role", choices=["service"])
     i.add_argument("--name")
     i.add_argument("--assistant-id", type=int)
     i.add_argument("--user", metavar="EMAIL")
     i.set_defaults(run=issue_token)
+    t.add_parser("list", help="list the issued service and bot tokens").set_defaults(run=list_tokens)
+    r = t.add_parser("revoke", help="revoke a service/bot token by id (or any token, given whole)")
+    r.add_argument("token", metavar="ID_OR_TOKEN")
+    r.set_defaults(run=revoke_token)
     return p
 
 
@@ -148,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _setup_logging(settings)
+        logs.setup(settings)
+        for warning in settings.warnings:
+            log.warning(warning)
         args.run(settings, args)
     except SettingsError as exc:
         print(f"hub: {exc}", file=sys.stderr)

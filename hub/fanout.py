@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from datetime import timedelta
+from typing import Awaitable, Callable
 
 from handlers.context import Outgoing
-from hub.broker import Broker, BrokerUnavailable
+from hub.broker import Broker, BrokerUnavailable, offset_key
+from hub.gateways.members import REVOKED, Members
 from storage import outbox, published
 from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
@@ -49,6 +52,9 @@ class Fanout:
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
         self.servers = [sio]
+        # Plain WebSocket and SSE connections (hub/gateways): rooms of their own, fed
+        # by the same deliveries.
+        self.members = Members()
         self.broker = broker
         self.db = db
         self.instance_id = instance_id
@@ -76,6 +82,13 @@ class Fanout:
         self._hold_next = False
         self._failed = False  # an append failed since the others were last told (`_signal`)
         self._relay_now = asyncio.Event()
+        # Parts of the instance itself that act on durable events (not sockets): the
+        # widget origins follow assistant:changed the moment any instance commits one.
+        self._listeners: dict[tuple[str, str], list[Callable[[dict], Awaitable[None]]]] = {}
+
+    def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
+        """Call `callback(data)` on this instance for every such durable event, once each."""
+        self._listeners.setdefault((namespace, event), []).append(callback)
 
     async def start(self) -> None:
         await self.broker.start(self._on_message)
@@ -160,7 +173,7 @@ class Fanout:
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
         await self.state.revoke(jti, ttl)
-        await self._disconnect(jti, ttl)
+        await self.disconnect_revoked(jti, ttl)
         await self._publish({"t": "revoke", "j": jti, "ttl": ttl})
 
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
@@ -219,6 +232,9 @@ class Fanout:
     async def _on_message(self, message: dict) -> None:
         kind = message.get("t")
         if kind == "log":
+            if message["x"] and message["x"][0]:
+                # The offset starts with the append's time (ms): how long it took to get here.
+                self.metrics.bus_lag.observe(max(0.0, time.time() - offset_key(message["x"][0])[0] / 1000))
             for entry, offset in zip(message["e"], message["x"]):
                 await self._deliver_entry(entry, offset)
             return
@@ -229,7 +245,7 @@ class Fanout:
             for namespace, event, data, rooms, skip_sid in message["e"]:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
         elif kind == "revoke":
-            await self._disconnect(message["j"], message["ttl"])
+            await self.disconnect_revoked(message["j"], message["ttl"])
 
     async def _deliver_entry(self, entry: dict, offset: str | None) -> None:
         """Once per event id on this instance, whichever path brings it first."""
@@ -239,6 +255,12 @@ class Fanout:
         self._seen[event_id] = None
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
+        # Listeners first: a client told of a change finds this instance already acting on it.
+        for callback in self._listeners.get((entry["ns"], entry["ev"]), ()):
+            try:
+                await callback(entry["d"])
+            except Exception:
+                log.exception("a listener of %s %s failed", entry["ns"], entry["ev"])
         await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
@@ -260,12 +282,18 @@ class Fanout:
             if reached:
                 await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
+        if namespace in self.members.rooms:
+            total += self.members.emit(namespace, event, data, rooms, skip_sid, offset)
         if total:
             self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
-    async def _disconnect(self, jti: str, ttl: int) -> None:
+    async def disconnect_revoked(self, jti: str, ttl: int) -> None:
         self.state.remember_revoked(jti, ttl)
         for namespace, sid in self.connections.using(jti):
+            member = self.members.by_sid.get(sid)
+            if member is not None:
+                member.close(REVOKED, "token revoked")
+                continue
             for server in self.servers:
                 await server.disconnect(sid, namespace=namespace)
 
@@ -365,10 +393,16 @@ class Fanout:
             # Events older than RELAY_AFTER were left behind (by an instance cut off
             # from Redis, say) whatever this instance's state: hold the others.
             hold = hold or aware(rows[0].created_at) < utcnow() - RELAY_AFTER
-            offsets = await self._append(entries, relay=True, hold=hold)
+            try:
+                offsets = await self._append(entries, relay=True, hold=hold)
+            except Exception:
+                # Something in the batch the bus refuses: find it, alone.
+                offsets = await self._relay_each(tx, rows, entries, hold)
+            else:
+                if offsets is not None:
+                    await outbox.remove_published(tx, [r.id for r in rows])
             if offsets is None:
                 return None
-            await outbox.remove_published(tx, [r.id for r in rows])
         if len(rows) == limit:
             return "more"
         appended = sum(o is not None for o in offsets)
@@ -376,3 +410,27 @@ class Fanout:
             return "none"  # all in the log already: their writer's removal was late, nothing was left behind
         log.warning("relayed %d outbox events that were left behind", appended)
         return "some"
+
+    async def _relay_each(self, tx, rows: list, entries: list[dict], hold: bool) -> list[str | None] | None:
+        """Append the events one at a time, in order; one the bus refuses is set aside
+        (logged once, counted), never retried: no single row may stall the relay.
+        The offsets of those appended, or None when the bus became unavailable (or
+        appends were held) before the last."""
+        relayed: list[int] = []
+        offsets: list[str | None] | None = []
+        for row, entry in zip(rows, entries):
+            try:
+                got = await self._append([entry], relay=True, hold=hold)
+            except Exception:
+                log.exception("outbox event %d (%s %s) cannot be relayed; set aside", row.id, row.namespace,
+                              row.event)
+                await outbox.set_aside(tx, row.id)
+                self.metrics.set_aside.inc()
+                continue
+            if got is None:
+                offsets = None
+                break
+            relayed.append(row.id)
+            offsets.extend(got)
+        await outbox.remove_published(tx, relayed)
+        return offsets

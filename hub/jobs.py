@@ -36,6 +36,7 @@ async def run_jobs(hub):
     tasks = [asyncio.create_task(_run_forever(hub, job), name=f"job:{job.name}")
              for job in REGISTRY.jobs.values()]
     yield
+    hub.stopping.step(f"stopping {len(tasks)} periodic jobs")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -61,6 +61,9 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
+from hub.http.guard import keep_slot
+from hub.protocol import log_oversized
+
 try:  # aiohttp's C unmasking (its pure-Python one otherwise)
     from aiohttp._websocket.helpers import websocket_mask
 except ImportError:  # pragma: no cover - aiohttp moved it
@@ -85,6 +88,19 @@ def ws_frame(payload: bytes | str) -> bytes:
     else:
         header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
     return header + data
+
+
+def ready_transport(ws: WebSocketResponse):
+    """The transport a ready, uncompressed frame may be written to right now on an
+    aiohttp websocket (the plain gateways' sockets, hub/gateways/members.py), or None:
+    compressed, closing or paused, or aiohttp's internals changed (check_internals)."""
+    writer = getattr(ws, "_writer", None)
+    protocol = getattr(writer, "protocol", None)
+    transport = getattr(writer, "transport", None)
+    if (transport is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True)
+            or transport.is_closing() or getattr(protocol, "_paused", True)):
+        return None
+    return transport
 
 
 class HubWebSocket(eio_aiohttp.WebSocket):
@@ -220,9 +236,9 @@ class LeanWebSocket(asyncio.Protocol):
     Reached into (checked by check_internals): aiohttp's RequestHandler
     `_message_tail`, `_paused`, `transport` and `connection_lost`."""
 
-    __slots__ = ("handler", "server", "eio_socket", "transport", "raw", "inbox", "waiter", "buf", "frag",
-                 "frag_op", "attached", "draining", "paused", "open", "closing", "lost", "flushing",
-                 "close_timer", "reading_paused", "handed_over", "environ")
+    __slots__ = ("handler", "server", "eio_socket", "transport", "raw", "inbox", "inbox_bytes", "waiter", "buf",
+                 "frag", "frag_op", "attached", "draining", "paused", "open", "closing", "lost", "flushing",
+                 "close_timer", "reading_paused", "handed_over", "environ", "slot")
 
     compress = False  # set per server by HubManager.set_server
     manager = None
@@ -230,6 +246,10 @@ class LeanWebSocket(asyncio.Protocol):
     sending = 0  # the manager's check: no write of this driver is ever in flight
     close_timeout = 5.0  # seconds the peer has to answer our close frame
     inbox_limit = 64  # messages waiting to be handled before reading pauses
+    # ... or this many bytes of them, in units of the server's packet limit
+    # (max_http_buffer_size): with the frame being read, a connection holds at most
+    # about three packets of unhandled input (issue 18, item 1).
+    inbox_packets = 2
 
     def __init__(self, handler, server):
         self.handler = handler
@@ -237,6 +257,8 @@ class LeanWebSocket(asyncio.Protocol):
         self.eio_socket = getattr(handler, "__self__", None)
         self.transport = self.raw = self.waiter = self.frag = self.close_timer = self.environ = None
         self.inbox = []
+        self.inbox_bytes = 0
+        self.slot = None  # the per-address connection slot (hub.http.guard), released when the connection ends
         self.buf = b""
         self.frag_op = 0
         self.attached = self.draining = self.paused = self.open = self.closing = self.lost = False
@@ -272,6 +294,8 @@ class LeanWebSocket(asyncio.Protocol):
         environ.pop("aiohttp.request", None)
         environ.pop("wsgi.input", None)
         self.environ = environ
+        # The request's connection slot lives as long as the connection, not the request.
+        self.slot = keep_slot(request)
         asyncio.get_running_loop().create_task(self._run_handler())
         if tail:
             self.data_received(tail)
@@ -296,7 +320,7 @@ class LeanWebSocket(asyncio.Protocol):
                 await fut
             finally:
                 self.waiter = None
-        data = self.inbox.pop(0)
+        data = self._take()
         self._resume_reading()
         if data is None:
             raise OSError("websocket closed")
@@ -459,6 +483,8 @@ class LeanWebSocket(asyncio.Protocol):
     def _fail(self, code: int) -> bool:
         """A protocol error: close with `code`; for the session, the transport closed
         (as with aiohttp's driver)."""
+        if code == 1009:
+            log_oversized(getattr(self.eio_socket, "sid", "?"), self.server.max_http_buffer_size)
         self._close(code)
         self.transport.close()
         self._deliver_end()
@@ -466,15 +492,25 @@ class LeanWebSocket(asyncio.Protocol):
 
     def _deliver(self, message) -> None:
         self.inbox.append(message)
+        if message is not None:
+            self.inbox_bytes += len(message)
         if self.attached:
             if not self.draining:
                 self.draining = True
                 asyncio.get_running_loop().create_task(self._drain())
         elif self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
-        if len(self.inbox) >= self.inbox_limit and not self.reading_paused and not self.lost:
+        if (len(self.inbox) >= self.inbox_limit
+                or self.inbox_bytes >= self.inbox_packets * self.server.max_http_buffer_size) \
+                and not self.reading_paused and not self.lost:
             self.reading_paused = True
             self.transport.pause_reading()
+
+    def _take(self):
+        data = self.inbox.pop(0)
+        if data is not None:
+            self.inbox_bytes -= len(data)
+        return data
 
     def _deliver_end(self) -> None:
         """The connection is over: the session learns it after what came before."""
@@ -488,7 +524,7 @@ class LeanWebSocket(asyncio.Protocol):
         s, inbox = self.eio_socket, self.inbox
         try:
             while inbox:
-                data = inbox.pop(0)
+                data = self._take()
                 if data is None:
                     reason = s.server.reason.TRANSPORT_CLOSE
                 elif s.closed:
@@ -497,6 +533,7 @@ class LeanWebSocket(asyncio.Protocol):
                     reason = await s._ws_message(data)
                 if reason:
                     inbox.clear()
+                    self.inbox_bytes = 0
                     await s._ws_end(reason)
                     return
         finally:
@@ -504,7 +541,8 @@ class LeanWebSocket(asyncio.Protocol):
             self._resume_reading()
 
     def _resume_reading(self) -> None:
-        if self.reading_paused and len(self.inbox) < self.inbox_limit // 2 and not self.lost:
+        if self.reading_paused and len(self.inbox) < self.inbox_limit // 2 and not self.lost \
+                and self.inbox_bytes < self.server.max_http_buffer_size:
             self.reading_paused = False
             self.transport.resume_reading()
 
@@ -515,6 +553,9 @@ class LeanWebSocket(asyncio.Protocol):
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
         self.closing = True
         s = self.eio_socket
         if s is not None and getattr(s, "hub_ws", None) is self:

@@ -13,6 +13,8 @@ Times are epoch seconds from the instances' clocks, which must roughly agree.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,6 +24,10 @@ from hub.redis_client import redis_client
 STATUSES = ("online", "away", "offline")
 # Forget an operator (and a console) nobody has heard of for this long.
 FORGET_AFTER = 24 * 3600
+# An instance not stamped alive for this long is dead (RedisPresence), with its consoles.
+INSTANCE_TTL = 5.0
+
+log = logging.getLogger("hub.presence")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class _Raw:
     max_active_chats: int | None = None
     disconnected_at: float = 0.0
     conns: dict[str, float] = field(default_factory=dict)  # console -> last heartbeat
+    # Consoles whose instance died -> when it was last alive (RedisPresence).
+    lost: dict[str, float] = field(default_factory=dict)
 
 
 class Presence(ABC):
@@ -51,9 +59,12 @@ class Presence(ABC):
 
     def _record(self, operator_id: int, raw: _Raw, now: float) -> PresenceRecord:
         live = [hb for hb in raw.conns.values() if hb >= now - self.timeout]
-        # When the last console went away: its disconnect, or its heartbeat lapsing.
-        gone_at = max([raw.disconnected_at] + [hb + self.timeout for hb in raw.conns.values()])
-        seen = max([raw.disconnected_at, raw.chosen_at] + list(raw.conns.values())) or None
+        # When the last console went away: its disconnect, its heartbeat lapsing, or
+        # its instance dying.
+        gone_at = max([raw.disconnected_at] + [hb + self.timeout for hb in raw.conns.values()]
+                      + list(raw.lost.values()))
+        seen = max([raw.disconnected_at, raw.chosen_at] + list(raw.conns.values())
+                   + list(raw.lost.values())) or None
         offline_since = None
         if raw.chosen == "offline":
             status, offline_since = "offline", raw.chosen_at
@@ -182,15 +193,46 @@ return 1
 class RedisPresence(Presence):
     """Keys: `{prefix}:presence:ops` (zset operator -> last activity),
     `{prefix}:presence:{op}` (hash: chosen, chosen_at, max, disconnected_at,
-    announced) and `{prefix}:presence:{op}:conns` (zset console -> last heartbeat)."""
+    announced), `{prefix}:presence:{op}:conns` (zset console -> last heartbeat) and
+    `{prefix}:presence:instances` (zset instance -> when it was last alive).
 
-    def __init__(self, url: str, prefix: str, *, timeout: float, grace: float) -> None:
+    A console's id starts with its instance's. Every instance stamps itself alive
+    every INSTANCE_TTL / 3 seconds; a console whose instance has not for
+    INSTANCE_TTL (SIGKILLed, frozen, cut off from Redis) counts as gone since that
+    last stamp, and the grace period runs from there. Without this a killed
+    instance's consoles stayed live until their heartbeats lapsed (`timeout`)."""
+
+    def __init__(self, url: str, prefix: str, *, timeout: float, grace: float,
+                 instance_id: str | None = None) -> None:
         super().__init__(timeout=timeout, grace=grace)
         self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = f"{prefix}:presence"
+        self.instance_id = instance_id
         self._claim = self.redis.register_script(_CLAIM)
+        self._alive: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.instance_id:
+            self._alive = asyncio.create_task(self._stamp_forever(), name="presence-instance-alive")
+
+    async def _stamp_forever(self) -> None:
+        key = f"{self.prefix}:instances"
+        while True:
+            now = time.time()
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zadd(key, {self.instance_id: now})
+                    pipe.zremrangebyscore(key, "-inf", now - FORGET_AFTER)
+                    pipe.expire(key, FORGET_AFTER)
+                    await pipe.execute()
+            except Exception as exc:  # unreachable: its consoles will count as lost meanwhile
+                log.warning("could not stamp this instance alive in presence: %s", exc)
+            await asyncio.sleep(INSTANCE_TTL / 3)
 
     async def close(self) -> None:
+        if self._alive:
+            self._alive.cancel()
+            await asyncio.gather(self._alive, return_exceptions=True)
         await self.redis.aclose()
 
     def _key(self, operator_id: int) -> str:
@@ -245,10 +287,13 @@ class RedisPresence(Presence):
 
     async def _records(self, ids: list[int], now: float) -> list[PresenceRecord | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(f"{self.prefix}:instances", 0, -1, withscores=True)
             for op in ids:
                 pipe.hgetall(self._key(op))
                 pipe.zrange(f"{self._key(op)}:conns", 0, -1, withscores=True)
-            result = await pipe.execute()
+            instances, *result = await pipe.execute()
+        # Instances not heard of for INSTANCE_TTL -> when they last were.
+        dead = {i.decode(): at for i, at in instances if at < now - INSTANCE_TTL}
         out: list[PresenceRecord | None] = []
         for i, op in enumerate(ids):
             fields, conns = result[2 * i], result[2 * i + 1]
@@ -258,8 +303,14 @@ class RedisPresence(Presence):
             f = {k.decode(): v.decode() for k, v in fields.items()}
             raw = _Raw(chosen=f.get("chosen", "online"), chosen_at=float(f.get("chosen_at", 0)),
                        max_active_chats=int(f["max"]) if "max" in f else None,
-                       disconnected_at=float(f.get("disconnected_at", 0)),
-                       conns={c.decode(): float(s) for c, s in conns})
+                       disconnected_at=float(f.get("disconnected_at", 0)))
+            for c, hb in conns:
+                console = c.decode()
+                died = dead.get(console.partition(":")[0])
+                if died is None:
+                    raw.conns[console] = hb
+                else:
+                    raw.lost[console] = min(hb + self.timeout, died)
             out.append(self._record(op, raw, now))
         return out
 

@@ -11,14 +11,28 @@ Subclasses over the libraries' own extension points, nothing patched:
   socket.io-msgpack-parser writes it, for the hub's msgpack endpoint.
 
 Each fix is a small override whose docstring names the item of issue 6 it fixes,
-written so it could be offered upstream as it is. The internals reached are those
-of python-socketio 5.18.1 / python-engineio 4.15.1, pinned in pyproject.toml.
+written so it could be offered upstream as it is; the limits of issue 18 (items 1
+and 6) are overrides of the same methods. The internals reached are those of
+python-socketio 5.18.1 / python-engineio 4.15.1, pinned in pyproject.toml:
+
+* python-engineio: AsyncSocket (`handle_get_request`, `handle_post_request`,
+  `receive`, `close`, `_upgrade_websocket`, `_websocket_handler`, `queue`,
+  `last_ping`, `upgrading`, `upgraded`), AsyncServer (`_handle_connect`,
+  `_trigger_event`, `_get_socket`, `_ok`, `_bad_request`, `_unauthorized`,
+  `_make_response`, `_async`, `_upgrades`, `sockets`), the aiohttp driver's
+  `translate_request` and its `wsgi.input` (aiohttp's request stream);
+* python-socketio: AsyncServer (`_handle_connect`, `_handle_eio_connect`,
+  `_handle_eio_message`, `_handle_eio_disconnect`, `_handle_event`,
+  `_handle_ack`, `_handle_disconnect`, `_trigger_event`, `_send_packet`,
+  `_binary_packet`, `environ`), Packet (`attachment_count`, `add_attachment`).
 """
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import json
+import logging
 import time
 import urllib.parse
 
@@ -33,6 +47,10 @@ from socketio import exceptions as sio_exceptions
 from socketio import msgpack_packet
 from socketio import packet as sio_packet
 
+from handlers.errors import PayloadTooLarge
+
+log = logging.getLogger("hub.protocol")
+
 
 class MalformedPayload(eio_exceptions.EngineIOError):
     """A long-polling POST whose body is not an Engine.IO payload."""
@@ -40,6 +58,46 @@ class MalformedPayload(eio_exceptions.EngineIOError):
 
 class DuplicatePoll(eio_exceptions.EngineIOError):
     """A second long-polling GET while one is still waiting."""
+
+
+class DuplicatePost(eio_exceptions.EngineIOError):
+    """A long-polling POST while another one's body is still being read."""
+
+
+class BodyLost(eio_exceptions.EngineIOError):
+    """A long-polling POST whose body stopped before its Content-Length (the client
+    went away, or the body timeout of hub.http.guard closed the connection)."""
+
+
+def log_oversized(sid: str, limit: int) -> None:
+    """The one line a connection closed for a message over the packet limit leaves."""
+    log.warning("%s: a websocket message over %d bytes, closing the connection", sid, limit)
+
+
+class PacketTooLarge(ValueError):
+    """A Socket.IO packet over the server's limits (its attachments, or its bytes)."""
+
+
+async def read_body(stream, length: int | None, limit: int) -> bytes:
+    """The whole body of a request: `length` bytes (Content-Length), or, without
+    one (chunked), everything up to `limit`. `stream.read(n)` (what python-engineio
+    used) returns what has arrived so far, so a body in several TCP segments was
+    read short (issue 18, item 6)."""
+    if length is not None:
+        try:
+            return await stream.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise BodyLost() from None
+    chunks, size = [], 0
+    while not stream.at_eof():
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise eio_exceptions.ContentTooLongError()
+    return b"".join(chunks)
 
 
 class PacketQueue:
@@ -197,6 +255,7 @@ class ProtocolSocket(async_socket.AsyncSocket):
         self.pong_deadline: float | None = None
         self.ping_start = 0.0
         self.polling = False  # a long-polling GET is waiting for packets
+        self.posting = False  # a long-polling POST's body is being read
         self.ws_claimed = False  # a websocket is attached to this session, or attaching
 
     # -- long-polling ---------------------------------------------------------------
@@ -254,11 +313,30 @@ class ProtocolSocket(async_socket.AsyncSocket):
     async def handle_post_request(self, environ):
         """Item 2: a POST body that is not a valid payload (or holds a packet a
         client may not send) closes the session and is answered 400, like Node.
-        python-engineio answered 200 and kept the session."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > self.server.max_http_buffer_size:
+        python-engineio answered 200 and kept the session.
+
+        Issue 18: the body is read whole, however many TCP segments it comes in
+        (`read_body`); one over the limit is answered before this
+        (ProtocolEngineIOServer). A POST that arrives while another one's body is
+        still being read closes the session and is answered 400, like Node ("data
+        request overlap"): a session buffers at most one body."""
+        raw = environ.get("CONTENT_LENGTH")
+        try:
+            length = int(raw) if raw not in (None, "") else None
+        except ValueError:
+            raise MalformedPayload() from None
+        if length is not None and (length < 0 or length > self.server.max_http_buffer_size):
             raise eio_exceptions.ContentTooLongError()
-        body = await environ["wsgi.input"].read(length)
+        if self.posting:
+            await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise DuplicatePost()
+        self.posting = True
+        try:
+            body = await read_body(environ["wsgi.input"], length, self.server.max_http_buffer_size)
+        except ConnectionError:
+            raise BodyLost() from None
+        finally:
+            self.posting = False
         if await self._timed_out():
             raise eio_exceptions.SocketIsClosedError()
         try:
@@ -374,9 +452,10 @@ class ProtocolSocket(async_socket.AsyncSocket):
 
     async def _ws_message(self, data) -> str | None:
         """Handle one message of the websocket; the reason to end the session, if any."""
+        if data and len(data) > self.server.max_http_buffer_size:
+            log_oversized(self.sid, self.server.max_http_buffer_size)
+            return self.server.reason.TRANSPORT_ERROR
         try:
-            if data and len(data) > self.server.max_http_buffer_size:
-                raise ValueError("packet is too large")
             pkt = eio_packet.Packet(encoded_packet=data)
         except Exception:  # undecodable packet
             return self.server.reason.TRANSPORT_ERROR
@@ -525,14 +604,30 @@ class ProtocolEngineIOServer(engineio.AsyncServer):
     async def handle_request(self, *args, **kwargs):
         """Item 4: a websocket for a session that already has one is accepted and
         closed at once, like Node (python-engineio answered 400 here when the
-        session was upgraded, and held the websocket open forever when not yet)."""
+        session was upgraded, and held the websocket open forever when not yet).
+
+        Issue 18, item 6: a long-polling POST over `max_http_buffer_size` is
+        answered 413 with the contract's `payload_too_large` error, unread, and the
+        session is kept (Node answers 413 too); python-engineio closed the session."""
         request = args[0] if args and isinstance(args[0], web.BaseRequest) else None
         if request is not None and request.method == "GET" and \
                 request.headers.get("Upgrade", "").lower() == "websocket":
             s = self.sockets.get(request.query.get("sid", ""))
             if s is not None and (s.upgraded or getattr(s, "ws_claimed", False)):
                 return await self.close_websocket_at_once({"aiohttp.request": request})
+        if request is not None and request.method == "POST" and \
+                (request.content_length or 0) > self.max_http_buffer_size:
+            return await self._too_large(request)
         return await super().handle_request(*args, **kwargs)
+
+    async def _too_large(self, request):
+        environ = self._async["translate_request"](request)
+        error = PayloadTooLarge(f"a request larger than {self.max_http_buffer_size} bytes").body()
+        response = await self._make_response({
+            "status": "413 PAYLOAD TOO LARGE", "headers": [("Content-Type", "application/json")],
+            "response": json.dumps({"error": error}).encode()}, environ)
+        response.force_close()  # the body is left unread
+        return response
 
     async def close_websocket_at_once(self, environ):
         ws = web.WebSocketResponse()
@@ -645,14 +740,22 @@ MSGPACK_PACKET = NotepackPacket
 class ProtocolServer(socketio.AsyncServer):
     """python-socketio's asyncio server with the fixes of issue 6 (see module).
 
-    Extra option: `connect_timeout` (seconds, default 45 like Node's
-    connectTimeout): an Engine.IO session that has not connected to any namespace
-    by then is closed."""
+    Extra options:
 
-    def __init__(self, *args, connect_timeout: float = 45.0, **kwargs):
-        self._options = dict(kwargs, connect_timeout=connect_timeout)
+    * `connect_timeout` (seconds, default 45 like Node's connectTimeout): an
+      Engine.IO session that has not connected to any namespace by then, or has
+      left its last one that long ago, is closed;
+    * `max_attachments` (default 16): a binary packet announcing more binary
+      attachments than this closes the connection, and so does one whose
+      attachments add up to more than the Engine.IO server's
+      `max_http_buffer_size` (one packet's limit) (issue 18, item 1:
+      python-socketio buffered every frame that followed a header, unbounded)."""
+
+    def __init__(self, *args, connect_timeout: float = 45.0, max_attachments: int = 16, **kwargs):
+        self._options = dict(kwargs, connect_timeout=connect_timeout, max_attachments=max_attachments)
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
+        self.max_attachments = max_attachments
         # namespace -> {sid: [(event, data, callback), ...]}: the events held for sockets
         # whose connect handler runs (item 6). hub.transport.HubServer.settle_held
         # reorders these lists in place: keep this shape.
@@ -791,10 +894,23 @@ class ProtocolServer(socketio.AsyncServer):
     async def _handle_eio_connect(self, eio_sid, environ):
         """Node's connectTimeout: a session that joins no namespace is closed."""
         await super()._handle_eio_connect(eio_sid, environ)
-        if self.connect_timeout:
+        self._start_connect_timer(eio_sid)
+
+    def _start_connect_timer(self, eio_sid):
+        if self.connect_timeout and eio_sid not in self._connect_timers:
             loop = asyncio.get_running_loop()
             self._connect_timers[eio_sid] = loop.call_later(
                 self.connect_timeout, lambda: asyncio.ensure_future(self._connect_timed_out(eio_sid)))
+
+    async def _handle_disconnect(self, eio_sid, namespace, reason=None):
+        """A session that leaves its last namespace gets the connect timeout again
+        (issue 18, item 1): it serves nothing, and must not stay open for free."""
+        await super()._handle_disconnect(eio_sid, namespace, reason)
+        if eio_sid in self.environ and not self._in_a_namespace(eio_sid):
+            self._start_connect_timer(eio_sid)
+
+    def _in_a_namespace(self, eio_sid) -> bool:
+        return any(self.manager.sid_from_eio_sid(eio_sid, ns) for ns in list(self.manager.get_namespaces()))
 
     def _cancel_connect_timer(self, eio_sid):
         timer = self._connect_timers.pop(eio_sid, None)
@@ -803,8 +919,9 @@ class ProtocolServer(socketio.AsyncServer):
 
     async def _connect_timed_out(self, eio_sid):
         self._connect_timers.pop(eio_sid, None)
-        if eio_sid in self.environ:
-            self.logger.info("%s: no namespace joined within connect_timeout, closing", eio_sid)
+        if eio_sid in self.environ and not self._in_a_namespace(eio_sid):
+            log.info("%s: no namespace joined within connect_timeout (%ss), closing", eio_sid,
+                     self.connect_timeout)
             await self._close_eio(eio_sid)
 
     async def _close_eio(self, eio_sid):
@@ -815,8 +932,9 @@ class ProtocolServer(socketio.AsyncServer):
         await s.close(wait=False, abort=False, reason=self.reason.TRANSPORT_ERROR)
 
     async def _handle_eio_disconnect(self, eio_sid, reason):
-        self._cancel_connect_timer(eio_sid)
+        # After: leaving its namespaces on the way out re-armed the timer (_handle_disconnect).
         await super()._handle_eio_disconnect(eio_sid, reason)
+        self._cancel_connect_timer(eio_sid)
 
     @staticmethod
     def _malformed(pkt, binary: bool = False) -> bool:
@@ -840,6 +958,9 @@ class ProtocolServer(socketio.AsyncServer):
         try:
             pending = self._binary_packet.get(eio_sid)
             if pending is not None:
+                pending.buffered += len(data)
+                if pending.buffered > self.eio.max_http_buffer_size:
+                    raise PacketTooLarge(f"binary attachments over {self.eio.max_http_buffer_size} bytes")
                 if pending.add_attachment(data):
                     del self._binary_packet[eio_sid]
                     if pending.packet_type == sio_packet.BINARY_EVENT:
@@ -853,6 +974,10 @@ class ProtocolServer(socketio.AsyncServer):
                 if self._malformed(pkt, binary=True) or \
                         not self.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/"):
                     raise ValueError("unexpected binary packet")
+                if pkt.attachment_count > self.max_attachments:
+                    raise PacketTooLarge(f"{pkt.attachment_count} binary attachments announced, "
+                                         f"over {self.max_attachments}")
+                pkt.buffered = len(data)  # bytes held for this packet until its last attachment
                 self._binary_packet[eio_sid] = pkt
             elif self._malformed(pkt):
                 raise ValueError("malformed packet")
@@ -868,5 +993,8 @@ class ProtocolServer(socketio.AsyncServer):
                 raise ValueError("unexpected packet type")
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             self._binary_packet.pop(eio_sid, None)
-            self.logger.info("%s: invalid Socket.IO packet (%s), closing", eio_sid, exc)
+            if isinstance(exc, PacketTooLarge):
+                log.warning("%s: %s, closing the connection", eio_sid, exc)
+            else:
+                self.logger.info("%s: invalid Socket.IO packet (%s), closing", eio_sid, exc)
             await self._close_eio(eio_sid)

@@ -1,10 +1,20 @@
 """The one way the hub makes a Redis client."""
 from __future__ import annotations
 
+import socket
+
 import redis.asyncio as aioredis
 
 MAX_CONNECTIONS = 100  # per client, as redis-py's default pool
 WAIT_FOR_CONNECTION = 5.0  # seconds a command may wait for a free one
+# A connection that went quiet is probed by the kernel after 5 s, then every
+# second, and dropped after 3 probes unanswered (a Redis host that vanished);
+# commands are bounded by each client's socket_timeout besides.
+KEEPALIVE = {opt: value for opt, value in ((getattr(socket, "TCP_KEEPIDLE", None), 5),
+                                           (getattr(socket, "TCP_KEEPINTVL", None), 1),
+                                           (getattr(socket, "TCP_KEEPCNT", None), 3)) if opt is not None}
+# A pooled connection idle this long is PINGed before its next command.
+HEALTH_CHECK_INTERVAL = 10
 
 
 def redis_client(url: str, **kwargs) -> aioredis.Redis:
@@ -12,6 +22,8 @@ def redis_client(url: str, **kwargs) -> aioredis.Redis:
     default pool raises "Too many connections" past 100 commands at once instead:
     when thousands of clients reconnected together (an instance restarted), most of
     their connects were refused because their session records could not be saved."""
+    kwargs = {"socket_keepalive": True, "socket_keepalive_options": KEEPALIVE,
+              "health_check_interval": HEALTH_CHECK_INTERVAL, **kwargs}
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS,
                                                     timeout=WAIT_FOR_CONNECTION, **kwargs)
     return aioredis.Redis.from_pool(pool)

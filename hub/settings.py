@@ -5,9 +5,11 @@ Nothing else in the project reads the environment.
 from __future__ import annotations
 
 import logging
+import difflib
 import os
+import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -18,14 +20,45 @@ class SettingsError(Exception):
     """The environment asks for something the hub refuses to run with."""
 
 
+class _Env(Mapping[str, str]):
+    """The environment as `from_env` reads it: remembers which names were read (the
+    others are unknown) and collects every bad value, so one start reports them all."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self._env, self.read, self.errors = env, set(), []
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self._env[name]
+
+    def __iter__(self):
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return self._env.get(name, default)
+
+
+def _refuse(env: Mapping[str, str], message: str) -> None:
+    """Collect the problem when reading for `from_env`, raise it otherwise."""
+    if isinstance(env, _Env):
+        env.errors.append(message)
+        return
+    raise SettingsError(message)
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
         return int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    except ValueError:
+        _refuse(env, f"{name} must be an integer, got {raw!r}")
+        return default
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -34,8 +67,65 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return default
     try:
         return float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    except ValueError:
+        _refuse(env, f"{name} must be a number, got {raw!r}")
+        return default
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE or raw in FALSE:
+        return raw in TRUE
+    _refuse(env, f"{name} must be one of {'/'.join(TRUE + FALSE)}, got {raw!r}")
+    return default
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    _refuse(env, f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return default
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(tuple(f"{scheme}://" for scheme in schemes)):
+        _refuse(env, f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+                     f"got {_masked_url(raw)!r}")
+        return None
+    return raw
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+/?", origin):
+            _refuse(env, f"{name}: {origin!r} is not an origin (scheme://host[:port], no path), nor *")
+    return origins
+
+
+def _masked_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Names read outside the hub: the test suite's.
+_NOT_SETTINGS = ("HUB_TEST_",)
 
 
 @dataclass(frozen=True)
@@ -47,6 +137,7 @@ class Settings:
     jwt_secret: str | None = None
     cors_origins: tuple[str, ...] | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 30 * 24 * 3600
     service_token_ttl: int = 365 * 24 * 3600
@@ -60,6 +151,19 @@ class Settings:
     event_burst: int = 40
     register_per_minute: int = 5
     login_per_minute: int = 10
+    # Per account, across addresses and instances: after this many failed logins in
+    # a row each further one locks the account's logins for 1 s, 2 s, 4 s, ...
+    login_free_failures: int = 5
+    login_backoff_max: int = 900
+    # Operations per user (service, visitor) over all sockets, HTTP routes and
+    # instances: user_op_limit in any user_op_window seconds (docs/security.md).
+    user_op_limit: int = 600
+    user_op_window: int = 10
+    # Attachment quotas per user over the last 24 hours, and the age at which an
+    # upload never attached to a message is removed (seconds).
+    attachments_per_day: int = 200
+    attachment_bytes_per_day: int = 500 * 1024 * 1024
+    orphan_attachment_age: float = 24 * 3600.0
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
@@ -78,37 +182,56 @@ class Settings:
     # offline presence_grace seconds later, and their dialogs are requeued
     # requeue_delay seconds after that.
     presence_timeout: float = 60.0
-    presence_grace: float = 30.0
+    presence_grace: float = 10.0
     requeue_delay: float = 0.0
     max_active_chats: int = 5
     handoff_threshold: float = 0.7
     widget_sessions_per_minute: int = 20
     visitor_token_ttl: int = 7 * 24 * 3600
+    # Seconds an Engine.IO session may stay without a namespace (none joined yet, or
+    # it left its last one) before it is closed.
+    connect_timeout: float = 45.0
+    # Seconds a request body may take to arrive in full; then the connection is closed (0: off).
+    body_timeout: float = 60.0
+    # Concurrent requests and websockets of one client address (HUB_TRUST_PROXY
+    # decides what the address is); more are answered `rate_limited` (0: off).
+    max_connections_per_address: int = 256
+    # When set, GET /metrics needs `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
+    # Seconds from SIGTERM to the process's end, whatever hangs (hub/shutdown.py).
+    shutdown_timeout: float = 15.0
+    # A transfer offered to an operator returns to its holder after this many seconds.
+    transfer_timeout: float = 60.0
+    # Widget sessions a native app may start per app key and minute (docs/handoff.md).
+    app_key_sessions_per_minute: int = 60
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    # What from_env noticed but did not refuse (unknown HUB_* names), logged at start.
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+        env = _Env(os.environ if env is None else env)
         data_dir = Path(env.get("HUB_DATA_DIR") or "data").resolve()
         database_url = env.get("HUB_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'hub.db'}"
         if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
             database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
         if database_url.startswith("sqlite:///"):
             database_url = "sqlite+aiosqlite:///" + database_url[len("sqlite:///"):]
-        cors = env.get("HUB_CORS_ORIGINS")
-        cors_origins = None
-        if cors:
-            cors_origins = tuple(o.strip() for o in cors.split(",") if o.strip())
-        return cls(
+        if not database_url.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+            _refuse(env, "HUB_DATABASE_URL must start with sqlite:/// or postgresql://, "
+                         f"got {_masked_url(database_url)!r}")
+        settings = cls(
             data_dir=data_dir,
             database_url=database_url,
-            redis_url=env.get("HUB_REDIS_URL") or None,
+            redis_url=_url(env, "HUB_REDIS_URL", ("redis", "rediss", "unix")),
             redis_prefix=env.get("HUB_REDIS_PREFIX") or "hub",
             jwt_secret=env.get("HUB_JWT_SECRET") or None,
-            cors_origins=cors_origins,
-            log_level=(env.get("HUB_LOG_LEVEL") or "INFO").upper(),
+            cors_origins=_origins(env, "HUB_CORS_ORIGINS"),
+            log_level=_choice(env, "HUB_LOG_LEVEL", "INFO", LOG_LEVELS),
+            log_format=_choice(env, "HUB_LOG_FORMAT", "text", ("text", "json")),
             access_token_ttl=_int(env, "HUB_ACCESS_TOKEN_TTL", 15 * 60),
             refresh_token_ttl=_int(env, "HUB_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+            service_token_ttl=_int(env, "HUB_SERVICE_TOKEN_TTL", 365 * 24 * 3600),
             max_payload_bytes=_int(env, "HUB_MAX_PAYLOAD_BYTES", 64 * 1024),
             max_message_chars=_int(env, "HUB_MAX_MESSAGE_CHARS", 4000),
             max_attachment_bytes=_int(env, "HUB_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024),
@@ -116,20 +239,72 @@ class Settings:
             event_burst=_int(env, "HUB_EVENT_BURST", 40),
             register_per_minute=_int(env, "HUB_REGISTER_PER_MINUTE", 5),
             login_per_minute=_int(env, "HUB_LOGIN_PER_MINUTE", 10),
-            trust_proxy=(env.get("HUB_TRUST_PROXY") or "").lower() in ("1", "true", "yes"),
+            login_free_failures=_int(env, "HUB_LOGIN_FREE_FAILURES", 5),
+            login_backoff_max=_int(env, "HUB_LOGIN_BACKOFF_MAX", 900),
+            user_op_limit=_int(env, "HUB_USER_OP_LIMIT", 600),
+            user_op_window=_int(env, "HUB_USER_OP_WINDOW", 10),
+            attachments_per_day=_int(env, "HUB_ATTACHMENTS_PER_DAY", 200),
+            attachment_bytes_per_day=_int(env, "HUB_ATTACHMENT_BYTES_PER_DAY", 500 * 1024 * 1024),
+            orphan_attachment_age=_float(env, "HUB_ORPHAN_ATTACHMENT_AGE", 24 * 3600.0),
+            trust_proxy=_bool(env, "HUB_TRUST_PROXY", False),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
             max_replay=_int(env, "HUB_MAX_REPLAY", 10000),
             published_retention=_float(env, "HUB_PUBLISHED_RETENTION", 7 * 24 * 3600.0),
-            ws_compression=(env.get("HUB_WS_COMPRESSION") or "").lower() in ("1", "true", "yes", "on"),
+            ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
-            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 30.0),
+            presence_grace=_float(env, "HUB_PRESENCE_GRACE", 10.0),
             requeue_delay=_float(env, "HUB_REQUEUE_DELAY", 0.0),
             max_active_chats=_int(env, "HUB_MAX_ACTIVE_CHATS", 5),
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
             widget_sessions_per_minute=_int(env, "HUB_WIDGET_SESSIONS_PER_MINUTE", 20),
             visitor_token_ttl=_int(env, "HUB_VISITOR_TOKEN_TTL", 7 * 24 * 3600),
+            connect_timeout=_float(env, "HUB_CONNECT_TIMEOUT", 45.0),
+            body_timeout=_float(env, "HUB_BODY_TIMEOUT", 60.0),
+            max_connections_per_address=_int(env, "HUB_MAX_CONNECTIONS_PER_ADDRESS", 256),
+            metrics_token=env.get("HUB_METRICS_TOKEN") or None,
+            shutdown_timeout=_float(env, "HUB_SHUTDOWN_TIMEOUT", 15.0),
+            transfer_timeout=_float(env, "HUB_TRANSFER_TIMEOUT", 60.0),
+            app_key_sessions_per_minute=_int(env, "HUB_APP_KEY_SESSIONS_PER_MINUTE", 60),
         )
+        return settings._checked(env)
+
+    def _checked(self, env: _Env) -> "Settings":
+        """Refuse every bad value at once (one line each), and keep a warning for each
+        HUB_* name that nothing read (a misspelling, most likely)."""
+        errors = list(env.errors)
+        for name, (low, high, strict) in LIMITS.items():
+            value = getattr(self, name)
+            if value < low or (strict and value == low) or (high is not None and value > high):
+                wanted = (f"greater than {low}" if strict else f"at least {low}") + \
+                    (f" and at most {high}" if high is not None else "")
+                errors.append(f"HUB_{name.upper()} must be {wanted}, got {value}")
+        if errors:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+        unknown = []
+        for name in sorted(set(env) - env.read):
+            if name.startswith("HUB_") and not name.startswith(_NOT_SETTINGS):
+                close = difflib.get_close_matches(name, sorted(env.read), n=1)
+                unknown.append(f"unknown setting {name} ignored" + (f" (did you mean {close[0]}?)" if close else ""))
+        return replace(self, warnings=tuple(unknown))
+
+    def effective(self) -> dict[str, str]:
+        """Every setting as `HUB_NAME: value`, secrets masked (`hub config`)."""
+        shown = {}
+        for f in fields(self):
+            if f.name in ("warnings", "instance_id"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "jwt_secret":
+                value = "*** (set)" if value else "(not set: generated on first start)"
+            elif f.name in ("database_url", "redis_url") and value:
+                value = _masked_url(value)
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            shown[f"HUB_{f.name.upper()}"] = "" if value is None else str(value)
+        return shown
 
     @property
     def is_sqlite(self) -> bool:
@@ -171,3 +346,45 @@ class Settings:
             return replace(self, jwt_secret=secret)
         log.info("HUB_JWT_SECRET is not set: using the generated secret in %s", path)
         return replace(self, jwt_secret=secret)
+
+
+# Bounds of the numeric settings: field -> (low, high or None, low itself refused).
+# Limits, rates, TTLs and intervals must be positive; a zero TTL or rate would make
+# the hub refuse everything, a negative one is a typo.
+POSITIVE, NOT_NEGATIVE = (0, None, True), (0, None, False)
+LIMITS: dict[str, tuple[float, float | None, bool]] = {
+    "access_token_ttl": POSITIVE,
+    "refresh_token_ttl": POSITIVE,
+    "service_token_ttl": POSITIVE,
+    "visitor_token_ttl": POSITIVE,
+    "max_payload_bytes": POSITIVE,
+    "max_message_chars": POSITIVE,
+    "max_attachment_bytes": POSITIVE,
+    "event_rate": POSITIVE,
+    "event_burst": POSITIVE,
+    "register_per_minute": POSITIVE,
+    "login_per_minute": POSITIVE,
+    "widget_sessions_per_minute": POSITIVE,
+    "scheduler_interval": POSITIVE,
+    "presence_timeout": POSITIVE,
+    "max_active_chats": POSITIVE,
+    "recovery_window": NOT_NEGATIVE,  # 0: recovery off
+    "max_replay": POSITIVE,
+    "published_retention": POSITIVE,
+    "presence_grace": NOT_NEGATIVE,
+    "requeue_delay": NOT_NEGATIVE,
+    "handoff_threshold": (0, 1, False),
+    "login_free_failures": POSITIVE,
+    "login_backoff_max": POSITIVE,
+    "connect_timeout": POSITIVE,
+    "body_timeout": NOT_NEGATIVE,  # 0: off
+    "max_connections_per_address": NOT_NEGATIVE,  # 0: off
+    "shutdown_timeout": POSITIVE,
+    "user_op_limit": POSITIVE,
+    "user_op_window": POSITIVE,
+    "attachments_per_day": POSITIVE,
+    "attachment_bytes_per_day": POSITIVE,
+    "orphan_attachment_age": POSITIVE,
+    "transfer_timeout": POSITIVE,
+    "app_key_sessions_per_minute": POSITIVE,
+}

@@ -39,6 +39,28 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
             reply["pid"] = pid
         return reply
 
+    def transports(self) -> dict[tuple[str, str], int]:
+        """Connected sockets by (namespace, transport), for the metrics: read from the
+        manager's rooms (room None holds every socket of a namespace) and the Engine.IO
+        sockets' `upgraded` flag (set for websocket connections, upgraded or direct)."""
+        counts: dict[tuple[str, str], int] = {}
+        for namespace, rooms in self.manager.rooms.items():
+            for eio_sid in (rooms.get(None) or {}).values():
+                socket = self.eio.sockets.get(eio_sid)
+                key = (namespace, "websocket" if socket is not None and socket.upgraded else "polling")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def drop_connection(self, sid: str, namespace: str) -> None:
+        """Close the Engine.IO connection under a socket as a network drop would, after
+        what is queued for it: clients reconnect by themselves (every namespace on
+        that connection) and the sessions are kept for recovery. Engine.IO's public
+        `disconnect` would end the sessions instead (a server disconnect)."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+        eio_socket = self.eio.sockets.get(eio_sid) if eio_sid else None
+        if eio_socket is not None:
+            await eio_socket.close(wait=False, reason=self.eio.reason.TRANSPORT_CLOSE)
+
     def settle_held(self, sid: str, namespace: str, replayed: set[str], head: str | None) -> None:
         """While a recovering socket connects, replayed and live events are held for
         it (item 6 of docs/protocol.md). Put them in offset order, once each; a live

@@ -198,6 +198,9 @@ class HubServers(Servers):
         self.secret = secrets.token_urlsafe(40)
         self.env = {**os.environ, "HUB_DATA_DIR": str(tmp / "hub-data"), "HUB_JWT_SECRET": self.secret,
                     "HUB_LOG_LEVEL": "WARNING", "HUB_EVENT_RATE": "1000000", "HUB_EVENT_BURST": "1000000",
+                    # every simulated client comes from 127.0.0.1
+                    "HUB_MAX_CONNECTIONS_PER_ADDRESS": "0",
+                    "HUB_USER_OP_LIMIT": "1000000000",
                     **(extra_env or {})}
         if database_url:
             self.env["HUB_DATABASE_URL"] = database_url

@@ -10,6 +10,8 @@ sockets of one user). Then `time.process_time()` is read around M emits of a
 * `sio.emit` through HubManager (hub/manager.py);
 * the same ready frame written with `transport.write` to every socket in a bare
   loop (the kernel's part: TCP on loopback, waking the reader);
+* the same event to N plain WebSocket clients of the generic /ws
+  (loadtests/node/plain_clients.mjs) through the fan-out's members;
 * python-socketio's own AsyncManager.emit (a task per recipient), the fast path
   turned off, compression off.
 
@@ -37,7 +39,8 @@ async def measure(clients: int, messages: int) -> None:
     from hub.settings import Settings
 
     folder = tempfile.mkdtemp(prefix="hub-bcast-")
-    env = {"HUB_DATA_DIR": folder, "HUB_JWT_SECRET": secrets.token_urlsafe(40), "HUB_LOG_LEVEL": "WARNING"}
+    env = {"HUB_DATA_DIR": folder, "HUB_JWT_SECRET": secrets.token_urlsafe(40), "HUB_LOG_LEVEL": "WARNING",
+           "HUB_MAX_CONNECTIONS_PER_ADDRESS": "0"}  # every client comes from 127.0.0.1
     users = await bench._setup_users(env, 0)
     app = create_app(Settings.from_env(env))
     hub = app[HUB]
@@ -79,18 +82,44 @@ async def measure(clients: int, messages: int) -> None:
                 t.write(frame)
 
         await run("transport.write of the ready frame, bare loop", bare, messages)
+        await plain_ws(hub, port, users, clients, run, room, data, messages)
         hub.sio.manager.fast = False
         await run("python-socketio's own AsyncManager.emit", emit, max(1, messages // 2))
     finally:
         if proc.returncode is None:
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
+            await release(proc)
         await runner.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def plain_ws(hub, port: int, users, clients: int, run, room: str, data: dict, messages: int) -> None:
+    """The same broadcast to N plain WebSocket clients of the generic /ws (the same
+    user's room), through the fan-out's members (hub/gateways/members.py)."""
+    job = {"url": f"http://127.0.0.1:{port}", "token": users.receiver_token, "clients": clients}
+    proc = await asyncio.create_subprocess_exec("node", str(bench.NODE_DIR / "plain_clients.mjs"), json.dumps(job),
+                                                cwd=bench.NODE_DIR, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE)
+    try:
+        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        print(f"{line['clients']} plain /ws connections")
+        members = hub.fanout.members
+
+        async def emit_plain():
+            members.emit("/chat", "typing:indicator", data, [room], None, None)
+
+        await run("plain /ws: Members.emit (one frame, written to each)", emit_plain, messages)
+    finally:
+        await release(proc)
+
+
+async def release(proc) -> None:
+    """Tell a client process to finish (a line on stdin), and wait for it (bounded)."""
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except asyncio.TimeoutError:
+        proc.kill()
 
 
 def main() -> None:

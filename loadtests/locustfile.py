@@ -9,7 +9,7 @@ Locust's --run-time and -u bound every run. Socket.IO requests (acked events) ar
 reported with request type "sio" and the event name; events received are counted
 under "recv". HUB_LOCUST_ACCOUNTS names the accounts file (default
 loadtests/accounts.json). The hub under test should allow the rates used here
-(HUB_EVENT_RATE, HUB_WIDGET_SESSIONS_PER_MINUTE: every widget visitor comes from
+(HUB_EVENT_RATE, HUB_USER_OP_LIMIT, HUB_WIDGET_SESSIONS_PER_MINUTE: every widget visitor comes from
 127.0.0.1)."""
 from __future__ import annotations
 

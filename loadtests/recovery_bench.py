@@ -393,7 +393,8 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
     env = {**os.environ, "HUB_DATABASE_URL": sa_url(name), "HUB_REDIS_URL": REDIS_URL, "HUB_REDIS_PREFIX": prefix,
            "HUB_JWT_SECRET": secret, "HUB_DATA_DIR": str(work / "data"), "HUB_LOG_LEVEL": "WARNING",
            # The per-connection event budget (20/s by default) would cap a closed-loop sender.
-           "HUB_EVENT_RATE": "1000000", "HUB_EVENT_BURST": "1000000"}
+           "HUB_EVENT_RATE": "1000000", "HUB_EVENT_BURST": "1000000", "HUB_USER_OP_LIMIT": "1000000000",
+           "HUB_MAX_CONNECTIONS_PER_ADDRESS": "0"}  # every client comes from 127.0.0.1
     cwd = ROOT
     if variant == "no-sessions":
         env["HUB_RECOVERY_WINDOW"] = "0"

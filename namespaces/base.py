@@ -4,6 +4,7 @@ No per-operation code lives here; every namespace of the registry is served by a
 instance of `OperationNamespace`."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ import socketio
 from pydantic import ValidationError
 
 from handlers.context import Actor, Context, user_room
-from handlers.errors import (Forbidden, HubError, InternalError, PayloadTooLarge, RateLimited,
-                             ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
+                             unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
+from handlers.session import EXPIRED, REFRESH, AuthExpired
 from hub.broker import Replay
+from hub.recovery import identity
+from hub.state import spend_operation
 
 # Seconds a recovering connect waits for this instance's bus to catch up with the
 # log it replayed from (a busy instance reads the bus a little behind Redis).
@@ -44,11 +48,16 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
+    def wait(self) -> float:
+        """Seconds until the next event fits in the budget."""
+        return max(1 - self.tokens, 0) / self.rate
+
 
 @dataclass
 class Conn:
     actor: Actor
     bucket: TokenBucket
+    expiry: asyncio.TimerHandle | None = None  # ends the connection when its token expires
 
 
 def _token_from(environ: dict, auth) -> str | None:
@@ -75,6 +84,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         self.hub = hub
         self.wants_ack = wants_ack
         self.conns: dict[str, Conn] = {}
+        self._expiring: set[asyncio.Task] = set()
 
     def context(self, actor: Actor, sid: str | None) -> Context:
         return self.hub.context(actor, sid)
@@ -93,10 +103,9 @@ class OperationNamespace(socketio.AsyncNamespace):
         try:
             actor = await hub.auth.actor(_token_from(environ, auth))
         except HubError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
-        if actor.role not in self.spec.roles:
-            exc = Forbidden(f"{actor.role} tokens cannot connect to {self.spec.name}")
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+            raise self._refused(exc)
+        if actor.acts_as not in self.spec.roles:
+            raise self._refused(Forbidden(f"{actor.acts_as} tokens cannot connect to {self.spec.name}"))
         settings = hub.settings
         self.conns[sid] = Conn(actor, TokenBucket(settings.event_rate, settings.event_burst))
         hub.connections.add(actor.jti, self.spec.name, sid)
@@ -129,14 +138,21 @@ class OperationNamespace(socketio.AsyncNamespace):
                 ctx = self.context(actor, sid)
                 await self.spec.on_connect(ctx)
                 await hub.fanout.deliver(ctx.events)
-        except Exception:
+        except Exception as failure:
             # A refused connect gets no disconnect event: undo what it set up here.
-            log.exception("connect to %s failed", self.spec.name)
+            exc = unexpected(failure, log, f"connect to {self.spec.name}")
             await self.disconnect_socket(sid, "client disconnect")
-            exc = InternalError()
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.body()) from None
+            raise self._refused(exc) from None
         if pid:
             self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+        self._arm(sid, self.conns[sid])
+
+    def _refused(self, exc: HubError) -> socketio.exceptions.ConnectionRefusedError:
+        """A refused connect: one log line and a count by reason; the client gets the error."""
+        log.info("connection to %s refused: %s (%s)", self.spec.name, exc.code, exc.message,
+                 extra={"namespace": self.spec.name, "reason": exc.code})
+        self.hub.metrics.child(self.hub.metrics.refusals, self.spec.name, exc.code).inc()
+        return socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
 
     async def _replay(self, sid: str, replay: Replay) -> None:
         """Send a recovering socket what its rooms got while it was away (a room it
@@ -165,6 +181,8 @@ class OperationNamespace(socketio.AsyncNamespace):
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
+        if conn.expiry:
+            conn.expiry.cancel()
         # Kept for recovery unless someone ended the session on purpose.
         await self.hub.recovery.gone(self.spec.name, sid,
                                      keep=reason not in ("client disconnect", "server disconnect"))
@@ -188,9 +206,9 @@ class OperationNamespace(socketio.AsyncNamespace):
             outcome = "ok"
         except HubError as exc:
             reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception:
-            log.exception("operation %s %s failed", self.spec.name, event)
-            reply, outcome = {"ok": False, "error": InternalError().body()}, "internal_error"
+        except Exception as failure:
+            error = unexpected(failure, log, f"operation {self.spec.name} {event}")
+            reply, outcome = {"ok": False, "error": error.body()}, error.code
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()
         if op:
@@ -204,11 +222,12 @@ class OperationNamespace(socketio.AsyncNamespace):
         if conn is None:
             raise Forbidden("not connected")
         if not conn.bucket.take():
-            raise RateLimited("too many events: slow down")
+            raise RateLimited("too many events on this connection: slow down", retry_after=conn.bucket.wait())
+        spend_operation(self.hub.state, self.hub.settings, conn.actor)
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
-        if op.roles is not None and conn.actor.role not in op.roles:
-            raise Forbidden(f"{conn.actor.role} may not {event}")
+        if op.roles is not None and conn.actor.acts_as not in op.roles:
+            raise Forbidden(f"{conn.actor.acts_as} may not {event}")
         if len(args) > 1:
             raise ValidationFailed("send one object as the event's payload")
         payload = args[0] if args else {}
@@ -222,6 +241,8 @@ class OperationNamespace(socketio.AsyncNamespace):
             request = op.input.model_validate(payload)
         except ValidationError as exc:
             raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+        if event == REFRESH:
+            return await self._refresh(sid, conn, request)
         ctx = self.context(conn.actor, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
@@ -233,3 +254,43 @@ class OperationNamespace(socketio.AsyncNamespace):
             await self.hub.recovery.rooms_changed(self.spec.name, sid, set(self.rooms(sid)))
         await self.hub.fanout.deliver(ctx.events)
         return data
+
+    # --- the connection's token: in-band refresh, and the end at its expiry ----------
+
+    async def _refresh(self, sid: str, conn: Conn, request) -> dict:
+        """`auth:refresh`: the connection goes on under a fresh token of the same
+        identity (checked like a connect's: signature, expiry, revocation)."""
+        actor = await self.hub.auth.actor(request.token)
+        if identity(actor) != identity(conn.actor):
+            raise Forbidden("the new token belongs to someone else")
+        # The old token's revocation no longer ends this socket; the new one's does.
+        self.hub.connections.remove(conn.actor.jti, self.spec.name, sid)
+        self.hub.connections.add(actor.jti, self.spec.name, sid)
+        conn.actor = actor
+        self._arm(sid, conn)
+        return {"expires_at": actor.expires_at}
+
+    def _arm(self, sid: str, conn: Conn) -> None:
+        if conn.expiry:
+            conn.expiry.cancel()
+        if conn.actor.expires_at is None:
+            return
+        delay = max(conn.actor.expires_at - time.time(), 0)
+        conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid, conn)
+
+    def _expire_soon(self, sid: str, conn: Conn) -> None:
+        task = asyncio.create_task(self._expire(sid, conn))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, sid: str, conn: Conn) -> None:
+        """Tell the socket its token expired, then close its connection the way a
+        network drop does: the official client reconnects by itself, asking its
+        `auth` callback for a token again, and recovers what it missed meanwhile."""
+        if self.conns.get(sid) is not conn:
+            return
+        try:
+            await self.emit(EXPIRED, AuthExpired().model_dump(mode="json"), to=sid)
+            await self.server.drop_connection(sid, self.spec.name)
+        except Exception:
+            log.exception("could not end the expired connection %s of %s", sid, self.spec.name)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, and_,
-                        case, exists, func, insert, or_, select, update)
+                        case, delete, exists, func, insert, or_, select, update)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -230,6 +230,21 @@ async def add_attachment(tx: AsyncSession, *, uploader_id: int, filename: str, c
     tx.add(att)
     await tx.flush()
     return att
+
+
+async def uploads_since(tx: AsyncSession, uploader_id: int, since: datetime) -> tuple[int, int, datetime | None]:
+    """How many files and bytes a user uploaded since `since`, and when the oldest of them."""
+    row = (await tx.execute(
+        select(func.count(), func.coalesce(func.sum(Attachment.size), 0), func.min(Attachment.created_at))
+        .where(Attachment.uploader_id == uploader_id, Attachment.created_at >= since))).one()
+    return int(row[0]), int(row[1]), row[2]
+
+
+async def remove_orphans(tx: AsyncSession, before: datetime, limit: int = 1000) -> int:
+    """Delete up to `limit` uploads made before `before` and never attached to a message."""
+    ids = select(Attachment.id).where(Attachment.message_id.is_(None), Attachment.created_at < before).limit(limit)
+    result = await tx.execute(delete(Attachment).where(Attachment.id.in_(ids.scalar_subquery())))
+    return result.rowcount
 
 
 async def claim_attachments(tx: AsyncSession, ids: list[int], uploader_id: int, message_id: int) -> int:

@@ -30,6 +30,13 @@ class Assistant(Base):
     name: Mapped[str] = mapped_column(String(200))
     allowed_origins_json: Mapped[str] = mapped_column("allowed_origins", Text, default="[]")
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    # The support desk's settings (migration 0010, handlers/widgets.py): how waiting
+    # dialogs reach operators, and what the widget shows.
+    routing: Mapped[str] = mapped_column(String(12), default="manual")  # manual | round_robin | least_busy
+    greeting: Mapped[str | None] = mapped_column(String(1000))
+    widget_title: Mapped[str | None] = mapped_column(String(100))
+    widget_color: Mapped[str | None] = mapped_column(String(7))
+    hours_json: Mapped[str | None] = mapped_column("hours", Text)  # opening hours, JSON; none: always open
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -63,6 +70,15 @@ class Dialog(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_message_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Who the visitor is and where they write from (migration 0010).
+    origin: Mapped[str | None] = mapped_column(String(200))
+    page_url: Mapped[str | None] = mapped_column(String(500))
+    visitor_name: Mapped[str | None] = mapped_column(String(100))
+    visitor_contact: Mapped[str | None] = mapped_column(String(200))
+    # A transfer offered by the holder to another operator, until accepted or returned.
+    transfer_to: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    transfer_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
 
 
 class DialogMessage(Base):
@@ -285,6 +301,16 @@ async def transition(tx: AsyncSession, d: Dialog, *, expect_version: int | None 
     )
     await tx.refresh(d)
     return result.rowcount == 1
+
+
+async def set_visitor(tx: AsyncSession, d: Dialog, **fields: str | None) -> None:
+    """Record who and where the visitor is (name, contact, origin, page_url); a
+    field given as None keeps its value."""
+    values = {k: v for k, v in fields.items() if v is not None}
+    if values:
+        await tx.execute(update(Dialog).where(Dialog.id == d.id).values(**values)
+                         .execution_options(synchronize_session=False))
+        await tx.refresh(d)
 
 
 async def touch_dialog(tx: AsyncSession, d: Dialog, at: datetime) -> None:

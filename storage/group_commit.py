@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Generic, TypeVar
 
+from handlers.errors import is_outage
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -45,10 +47,20 @@ class GroupCommit(Generic[T, R]):
         finally:
             self._writer = None
 
-    async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+    async def _run(self, batch: list[tuple[T, asyncio.Future]], *, again: bool = True) -> None:
         try:
             results = await self._write([item for item, _ in batch])
         except Exception as exc:
+            if is_outage(exc):
+                # A lost connection (the pool takes a fresh one) is worth one more
+                # try of the whole batch; an unreachable database is not worth one
+                # try per request: each would wait for its own failure.
+                if again:
+                    await self._run(batch, again=False)
+                    return
+                for _, future in batch:
+                    _settle(future, exc=exc)
+                return
             if len(batch) == 1:
                 _settle(batch[0][1], exc=exc)
                 return

@@ -1,12 +1,16 @@
 """Bring the schema up to date with Alembic, safely from several instances at once."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("hub.migrate")
 
 # Any constant: instances starting together queue on this lock instead of racing.
 _MIGRATION_LOCK = 72_4242
@@ -26,6 +30,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
         def run(sync_conn) -> None:
             config = alembic_config()
             config.attributes["connection"] = sync_conn
+            before = set(MigrationContext.configure(sync_conn).get_current_heads())
             command.upgrade(config, revision)
+            after = set(MigrationContext.configure(sync_conn).get_current_heads())
+            if after != before:  # Alembic itself is kept quiet (hub/logs.py)
+                log.info("database schema upgraded to %s", ", ".join(sorted(after)))
 
         await conn.run_sync(run)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import asyncpg
 
-from sqlalchemy import JSON, String, delete, insert, select, text
+from sqlalchemy import JSON, String, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,6 +42,9 @@ class OutboxEvent(Base):
     # Set only by versions before migration 0007, which marked events instead of
     # deleting them: such rows are neither relayed nor kept (`prune`).
     published_at: Mapped[datetime | None]
+    # Set by the relay on an event the bus refused (migration 0009): kept for a
+    # person to look at, never relayed again, so that it cannot hold back the rest.
+    failed_at: Mapped[datetime | None]
 
 
 # Every durable event goes through here. On PostgreSQL the events go in as one JSON
@@ -146,12 +149,18 @@ async def claim_stale(tx: AsyncSession, older_than: timedelta, limit: int) -> li
     other instances' relays (SKIP LOCKED on PostgreSQL)."""
     query = (
         select(OutboxEvent)
-        .where(OutboxEvent.published_at.is_(None), OutboxEvent.created_at < utcnow() - older_than)
+        .where(OutboxEvent.published_at.is_(None), OutboxEvent.failed_at.is_(None),
+               OutboxEvent.created_at < utcnow() - older_than)
         .order_by(OutboxEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list((await tx.execute(query)).scalars())
+
+
+async def set_aside(tx: AsyncSession, event_id: int) -> None:
+    """Mark an event the bus refused: the relay passes over it from now on."""
+    await tx.execute(update(_table).where(_table.c.id == event_id).values(failed_at=utcnow()))
 
 
 async def prune(tx: AsyncSession, older_than: timedelta) -> int:

@@ -1,14 +1,14 @@
 """User accounts and refresh tokens."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import ForeignKey, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, BigId, insert_once, utcnow
+from storage.base import Base, BigId, aware, insert_once, utcnow
 
 
 class User(Base):
@@ -104,3 +104,15 @@ async def revoke_refresh(tx: AsyncSession, *, jti: str | None = None, family: st
     rows = (await tx.execute(select(RefreshToken.access_jti).where(cond))).scalars().all()
     await tx.execute(update(RefreshToken).where(cond).values(revoked_at=utcnow()))
     return list(rows)
+
+
+async def family_access(tx: AsyncSession, family: str, *, refresh_ttl: int,
+                        access_ttl: int) -> list[tuple[str, int]]:
+    """(access jti, expiry) of the access tokens issued in a refresh family that may
+    still be live: each was issued with a refresh token, `refresh_ttl` before that
+    one's expiry, and lives `access_ttl`."""
+    issued_after = utcnow() - timedelta(seconds=access_ttl)
+    cond = (RefreshToken.family == family) & (
+        RefreshToken.expires_at > issued_after + timedelta(seconds=refresh_ttl))
+    rows = (await tx.execute(select(RefreshToken.access_jti, RefreshToken.expires_at).where(cond))).all()
+    return [(jti, int(aware(exp).timestamp()) - refresh_ttl + access_ttl) for jti, exp in rows]

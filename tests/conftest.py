@@ -249,6 +249,19 @@ class Client:
         await bounded(self.sio.disconnect(), "closing a Socket.IO client")
 
 
+async def connect_refusal(url: str, namespace: str, token: str) -> dict | None:
+    """The connect_error data a real client gets with `token` (None: it connected)."""
+    sio = socketio.AsyncClient(reconnection=False)
+    refused: dict = {}
+    sio.on("connect_error", lambda data: refused.update(data or {}), namespace=namespace)
+    try:
+        await sio.connect(url, namespaces=[namespace], auth={"token": token}, wait_timeout=5)
+    except socketio.exceptions.ConnectionError:
+        return refused.get("data")  # python-socketio wraps the CONNECT_ERROR data
+    await sio.disconnect()
+    return None
+
+
 async def bounded(awaitable, what: str, timeout: float = 10):
     """Await a teardown step; if it hangs, fail with every task's stack instead of
     sitting until the suite's timeout (a teardown once hung here, unexplained)."""

@@ -53,7 +53,9 @@ async def test_document_covers_the_whole_registry(server, api):
     status, doc = await api.request("GET", "/asyncapi.json")
     assert status == 200 and doc["asyncapi"] == "3.0.0"
     assert doc["servers"]["hub"]["host"] == f"127.0.0.1:{server.port}"
-    assert {ch["address"] for ch in doc["channels"].values()} == set(REGISTRY.namespaces)
+    assert {ch["address"] for ch in doc["channels"].values()} == set(REGISTRY.namespaces) | {"/ws"}
+    plain = doc["channels"]["plain"]
+    assert plain["bindings"]["ws"]["method"] == "GET" and doc["servers"]["plain"]["pathname"] == "/ws"
     for ref in all_refs(doc):
         resolve(doc, ref)  # every reference points at something
 
@@ -168,5 +170,5 @@ def test_same_named_models_of_different_namespaces_stay_apart():
 async def test_the_official_asyncapi_parser_accepts_it(server, node):
     out = json.loads(await run_node("asyncapi_validate.mjs", server.url + "/asyncapi.json"))
     assert out["errors"] == [] and out["warnings"] == []
-    assert set(out["channels"]) == set(REGISTRY.namespaces)
+    assert set(out["channels"]) == set(REGISTRY.namespaces) | {"/ws"}
     assert "orders.order_create" in out["operations"]

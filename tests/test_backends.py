@@ -85,6 +85,13 @@ async def test_rate_limit_window(state):
     assert await state.hit("login:5.6.7.8", 3, 60) == 0
 
 
+async def test_backoff_doubles_and_is_forgiven(state):
+    assert [await state.failed("acct", 3, 5) for _ in range(6)] == [0, 0, 1, 2, 4, 5]
+    assert 4 <= await state.locked("acct") <= 5 and await state.locked("other") == 0
+    await state.forgive("acct")
+    assert await state.locked("acct") == 0 and await state.failed("acct", 3, 5) == 0
+
+
 async def test_revocation_is_shared_between_instances(redis_url, redis_prefix):
     one, two = RedisState(redis_url, redis_prefix), RedisState(redis_url, redis_prefix)
     await one.revoke("shared", 60)

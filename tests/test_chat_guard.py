@@ -103,6 +103,7 @@ BAD_INPUT = {
     "message:delete": [{}, {"message_id": -3}],
     "typing:set": [{"thread_id": 1}, {"thread_id": 1, "is_typing": "yes"}, {"is_typing": True}],
     "sync": [{"since": 5}, {"since": "not a cursor"}, {"limit": 0}, {"limit": 5000}],
+    "auth:refresh": [{}, {"token": ""}, {"token": 5}, {"token": "t" * 5000}, {"token": "t", "extra": 1}],
 }
 
 

@@ -17,7 +17,8 @@ TIMEOUT, GRACE = 3.0, 3.0
 async def cluster(spawn_hubs, pg_url, redis_url, redis_prefix, http):
     env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url, "HUB_REDIS_PREFIX": redis_prefix,
            "HUB_PRESENCE_TIMEOUT": str(TIMEOUT), "HUB_PRESENCE_GRACE": str(GRACE), "HUB_REQUEUE_DELAY": "0",
-           "HUB_WIDGET_SESSIONS_PER_MINUTE": "1000", "HUB_EVENT_RATE": "200", "HUB_EVENT_BURST": "400"}
+           "HUB_WIDGET_SESSIONS_PER_MINUTE": "1000", "HUB_EVENT_RATE": "200", "HUB_EVENT_BURST": "400",
+           "HUB_USER_OP_LIMIT": "100000"}
     hubs = await spawn_hubs(2, env)
     db = Database(pg_url)
     yield hubs, db, [Api(h.url, http) for h in hubs]

@@ -110,3 +110,41 @@ async def test_operators_idle_for_a_day_are_forgotten(presence):
     await presence.disconnect(1, "a:1")
     later = time.time() + FORGET_AFTER + 10
     assert [r.operator_id for r in await presence.all(later)] == []
+
+
+async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_last_stamp():
+    """Redis only (several instances): every instance stamps itself alive; the
+    consoles of one that stopped (SIGKILLed) count as gone since its last stamp,
+    long before their heartbeats would lapse; consoles of no instance (HTTP) do not."""
+    import asyncio
+
+    from hub.presence import INSTANCE_TTL
+
+    prefix = f"hubtest:{secrets.token_hex(4)}"
+    dying = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE, instance_id="dying")
+    observer = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
+    try:
+        await dying.redis.ping()
+    except Exception as exc:
+        await dying.close()
+        await observer.close()
+        _unavailable("Redis", exc)
+    try:
+        await dying.start()
+        while await observer.redis.zscore(f"{prefix}:presence:instances", "dying") is None:
+            await asyncio.sleep(0.02)
+        await dying.connect(1, "dying:sid1")
+        await dying.connect(2, "http:token2")
+        await dying.close()  # stamps no more
+        stamped = time.time()
+        assert (await observer.get(1, stamped + INSTANCE_TTL - 1)).status == "online"
+        later = stamped + max(INSTANCE_TTL, GRACE) + 1  # well before TIMEOUT + GRACE
+        rec = await observer.get(1, later)
+        assert rec.status == "offline" and rec.consoles == 0
+        assert rec.offline_since <= stamped + GRACE
+        assert (await observer.get(2, later)).status == "online"  # its heartbeat has not lapsed
+    finally:
+        keys = [k async for k in observer.redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await observer.redis.delete(*keys)
+        await observer.close()

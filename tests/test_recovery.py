@@ -172,7 +172,7 @@ async def test_recovery_racing_a_steady_sender_loses_doubles_and_reorders_nothin
     in offset order (events published while it reconnects included)."""
     one, two = await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
                                     "HUB_REDIS_PREFIX": redis_prefix, "HUB_EVENT_RATE": "1000",
-                                    "HUB_EVENT_BURST": "1000"})
+                                    "HUB_EVENT_BURST": "1000", "HUB_USER_OP_LIMIT": "100000"})
     api = Api(one.url, http)
     sender, receiver = await api.user(), await api.user()
     out = json.loads(await run_node("recovery_race.mjs", two.url, one.url, sender["access_token"],

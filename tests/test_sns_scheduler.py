@@ -40,7 +40,7 @@ async def test_two_instances_publish_each_scheduled_post_exactly_once(spawn_hubs
                                                                       http, connect):
     env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url, "HUB_REDIS_PREFIX": redis_prefix,
            "HUB_SCHEDULER_INTERVAL": "0.05", "HUB_EVENT_RATE": "500", "HUB_EVENT_BURST": "500",
-           "HUB_REGISTER_PER_MINUTE": "100", "HUB_LOGIN_PER_MINUTE": "100"}
+           "HUB_USER_OP_LIMIT": "100000", "HUB_REGISTER_PER_MINUTE": "100", "HUB_LOGIN_PER_MINUTE": "100"}
     a, b = await spawn_hubs(2, env)
     author = await Api(a.url, http).user()
     token = author["access_token"]
@@ -148,7 +148,7 @@ async def _race(server, connect, http) -> None:
     assert page["total"] == n
 
 
-RACE = {"scheduler_interval": 0.02, "event_rate": 500.0, "event_burst": 500}
+RACE = {"scheduler_interval": 0.02, "event_rate": 500.0, "event_burst": 500, "user_op_limit": 100_000}
 
 
 async def test_publish_now_racing_the_scheduler_publishes_once_sqlite(start_server, tmp_path, connect, http):

@@ -157,6 +157,7 @@ async def test_notifications_created_read_and_deleted_since_a_cursor(hub, hub_ap
     read, deleted, new = later
     assert read["is_read"] is True and read["deleted_at"] is None
     assert deleted["deleted_at"] is not None and datetime.fromisoformat(deleted["deleted_at"]).tzinfo
+    assert set(deleted) == {"id", "deleted_at"}  # a tombstone: nothing of what it said
     assert new["title"] == "fourth" and new["deleted_at"] is None and new["is_read"] is False
     # The deleted one is gone from the list, but sync told the client to remove it.
     assert a2 not in {n["id"] for n in (await ca.ok("notifications:list", {}))["items"]}

@@ -1,25 +1,36 @@
 """What every HTTP route shares: the error shape, JSON bodies, the caller's actor."""
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from handlers.context import Actor
-from handlers.errors import (Forbidden, HubError, InternalError, NotFound, PayloadTooLarge,
-                             RateLimited, Unauthorized, ValidationFailed, validation_details)
+from handlers.errors import (Forbidden, HubError, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
+                             ValidationFailed, unexpected, validation_details)
+from handlers.schema import MAX_ID
+from storage import jsoncodec
 
 log = logging.getLogger("hub.http")
 
 HUB = web.AppKey("hub", object)
 
-_STATUS_ERRORS = {404: NotFound, 405: ValidationFailed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}
+
+class MethodNotAllowed(ValidationFailed):
+    status, default_message = 405, "Method not allowed"
 
 
-def error_response(exc: HubError) -> web.Response:
-    return web.json_response({"error": exc.body()}, status=exc.status)
+_STATUS_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden,
+                  429: RateLimited}
+
+
+def error_response(exc: HubError, headers: dict | None = None) -> web.Response:
+    if isinstance(exc, RateLimited):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
+    # `detail` repeats the message for clients of the reference APIs, which read that.
+    return web.json_response({"error": exc.body(), "detail": exc.message}, status=exc.status,
+                             headers=headers)
 
 
 @web.middleware
@@ -33,22 +44,37 @@ async def errors_middleware(request: web.Request, handler):
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise
         kind = _STATUS_ERRORS.get(exc.status, HubError)
-        return error_response(kind(exc.reason))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(kind(exc.reason), allow)
+    except Exception as exc:
+        return error_response(unexpected(exc, log, f"{request.method} {request.path}"))
 
 
 async def read_json(request: web.Request) -> dict:
     try:
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=jsoncodec.loads)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("request body too large") from None
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting too
+    except (ValueError, UnicodeDecodeError):  # too deep a nesting too
         raise ValidationFailed("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object")
     return body
+
+
+def path_value(value: str) -> int | str:
+    """A path segment as the operation's input gets it: ASCII digits as an int
+    (str.isdigit also takes "²", and int() refuses thousands of digits), anything
+    else as given, for the input model to refuse."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ID)) else value
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """The path segment `name` as an id; not found when it is not one."""
+    value = path_value(request.match_info[name])
+    if not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise NotFound("not found")
+    return value
 
 
 def validate(model: type[BaseModel], data: dict, *, strict: bool | None = None) -> BaseModel:
@@ -80,4 +106,4 @@ def client_ip(request: web.Request) -> str:
 async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
     retry = await request.app[HUB].state.hit(f"{name}:{client_ip(request)}", per_minute, 60)
     if retry:
-        raise RateLimited(f"too many {name} attempts; retry in {retry}s", details={"retry_after": retry})
+        raise RateLimited(f"too many {name} attempts; retry in {retry}s", retry_after=retry)

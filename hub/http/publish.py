@@ -11,16 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from handlers.context import user_room
 from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
-from handlers.schema import Input
+from handlers.schema import Id, Input, JsonObject, Text
 from hub.http.common import HUB, read_json, request_actor, validate
+from hub.state import spend_operation
 from storage import published
 
 MAX_USERS = 1000
 
 
 class Target(Input):
-    user_ids: list[int] | None = Field(None, min_length=1, max_length=MAX_USERS)
-    room: str | None = Field(None, min_length=1, max_length=200)
+    user_ids: list[Id] | None = Field(None, min_length=1, max_length=MAX_USERS)
+    room: Text(200, min_length=1) | None = None
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -32,10 +33,10 @@ class Target(Input):
 
 
 class PublishIn(Input):
-    namespace: str = Field(min_length=1, max_length=100)
-    event: str = Field(min_length=1, max_length=100)
+    namespace: Text(100, min_length=1)
+    event: Text(100, min_length=1)
     to: Target
-    data: dict
+    data: JsonObject
 
 
 @lru_cache(maxsize=None)
@@ -53,8 +54,10 @@ def _fail(message: str, loc: list[str], kind: str = "value_error", **extra) -> V
 async def publish(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     actor = await request_actor(request)
-    if actor.role != "service":
-        raise Forbidden("only service tokens may publish")
+    if actor.acts_as != "service":
+        # Bots included: a bot speaks in its assistant's dialogs through /dialogs.
+        raise Forbidden("only service tokens not scoped to an assistant may publish")
+    spend_operation(hub.state, hub.settings, actor)  # the budget of the service's operations too
     body = await read_json(request)
     limit = hub.settings.max_payload_bytes
     if len(json.dumps(body.get("data"), separators=(",", ":"))) > limit:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from hub.http.common import HUB
+from handlers.errors import Unauthorized
+from hub.http.common import HUB, bearer
 
 
 async def _checks(hub) -> dict[str, dict]:
@@ -39,7 +41,12 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[HUB].metrics.render()
+    """Prometheus text; with HUB_METRICS_TOKEN set, only for `Authorization: Bearer <it>`."""
+    hub = request.app[HUB]
+    token = hub.settings.metrics_token
+    if token and not hmac.compare_digest((bearer(request) or "").encode(), token.encode()):
+        raise Unauthorized("the metrics need their bearer token (HUB_METRICS_TOKEN)")
+    body = hub.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -22,25 +22,53 @@ def _web_dir() -> Path:
 WEB = _web_dir()
 CLIENT_DIST = WEB / "node_modules" / "socket.io-client" / "dist"
 # Only these files are served from web/ (never node_modules or anything else there).
-ASSETS = {"console.js", "console.css"}
+ASSETS = {"console.js", "console.css", "lib.js"}
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
-def _file(path: Path, content_type: str | None = None) -> web.FileResponse:
+# Every response: no MIME sniffing, and no framing. No page of the hub is meant to
+# be framed: the widget embeds with a <script> tag (its UI lives in the host
+# page's DOM), so only widget.js must load on other origins, and it does (a script
+# is not governed by the frame headers). Responses that are not pages get a policy
+# that allows nothing, in case one is ever opened as a document.
+BASE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "same-origin",
+}
+# The pages load only the hub's own scripts, styles and connections. The console
+# has no inline code at all; the widget demo has an inline stylesheet, and the
+# widget's shadow root one.
+_PAGE_POLICY = ("default-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CONSOLE_POLICY = _PAGE_POLICY + "; style-src 'self'"
+DEMO_POLICY = _PAGE_POLICY + "; style-src 'self' 'unsafe-inline'"
+
+
+async def security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: the headers of BASE_HEADERS a response did not set itself."""
+    for name, value in BASE_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def _file(path: Path, content_type: str | None = None, policy: str | None = None) -> web.FileResponse:
     if not path.is_file():
         raise NotFound("no such page")
     headers = dict(NO_CACHE)
     if content_type:
         headers["Content-Type"] = content_type
+    if policy:
+        headers["Content-Security-Policy"] = policy
     return web.FileResponse(path, headers=headers)
 
 
 async def console(request: web.Request) -> web.FileResponse:
-    return _file(WEB / "console.html")
+    return _file(WEB / "console.html", policy=CONSOLE_POLICY)
 
 
 async def demo(request: web.Request) -> web.FileResponse:
-    return _file(WEB / "demo.html")
+    return _file(WEB / "demo.html", policy=DEMO_POLICY)
 
 
 async def widget_js(request: web.Request) -> web.FileResponse:

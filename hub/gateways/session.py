@@ -1,0 +1,147 @@
+"""One plain connection (WebSocket or SSE) in the hub: its actor, the namespaces it
+is attached to, its rooms, recovery records and request budget. What the Socket.IO
+adapter (namespaces/base.py) does for a socket, for a `Member`."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from pydantic import ValidationError
+
+from handlers.context import Actor, user_room
+from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
+                             unexpected, validation_details)
+from handlers.registry import REGISTRY
+from hub.gateways.members import Member
+from hub.state import spend_operation
+from namespaces.base import TokenBucket, payload_size
+
+log = logging.getLogger("hub.gateways")
+
+
+def new_sid() -> str:
+    # Never a Socket.IO sid (those have no prefix): a skip_sid names one or the other.
+    return "p" + secrets.token_urlsafe(15)
+
+
+class Connection:
+    def __init__(self, hub, actor: Actor, member: Member) -> None:
+        self.hub, self.actor, self.member = hub, actor, member
+        settings = hub.settings
+        self.bucket = TokenBucket(settings.event_rate, settings.event_burst)
+        self.namespaces: list[str] = []
+        hub.fanout.members.add(member)
+
+    @property
+    def members(self):
+        return self.hub.fanout.members
+
+    async def attach(self, namespace: str, *, session: str | None = None, offset: str | None = None,
+                     resuming: bool = False) -> list[tuple[str, dict]] | None:
+        """Join the namespace's connect rooms, as a Socket.IO socket would. With a
+        `session`, record it for recovery; `resuming` it, its rooms come back and the
+        events it missed are returned (None: nothing to resume; the client re-reads
+        with `sync`)."""
+        hub, actor = self.hub, self.actor
+        spec = REGISTRY.namespaces.get(namespace)
+        if spec is None:
+            raise ValidationFailed(f"no namespace {namespace!r}")
+        if actor.acts_as not in spec.roles:
+            raise Forbidden(f"{actor.acts_as} tokens cannot connect to {namespace}")
+        rooms = [user_room(actor.id)] if actor.id is not None else []
+        if spec.connect_rooms:
+            rooms += spec.connect_rooms(actor)
+        restored = None
+        if resuming and session is not None:
+            restored = await hub.recovery.restore(namespace, {"pid": session + namespace, "offset": offset}, actor)
+            if restored and spec.may_rejoin:
+                ctx = hub.context(actor, None)
+                rooms += [r for r in restored[1]["rooms"] if r not in rooms and await spec.may_rejoin(ctx, r)]
+        for room in rooms:
+            self.members.enter(namespace, room, self.member)
+        self.namespaces.append(namespace)
+        hub.connections.add(actor.jti, namespace, self.member.sid)
+        hub.metrics.child(hub.metrics.connections, namespace).inc()
+        if hub.recovery.enabled and session is not None:
+            await hub.recovery.track(namespace, self.member.sid, session + namespace, actor, rooms,
+                                     start=restored[1]["start"] if restored else None)
+        if spec.on_connect:
+            ctx = hub.context(actor, self.member.sid)
+            await spec.on_connect(ctx)
+            await hub.fanout.deliver(ctx.events)
+        return restored[2] if restored else None
+
+    async def close(self) -> None:
+        """Leave everything. Its recovery records stay for the window: a plain client
+        that comes back resumes whether or not it closed on purpose."""
+        hub, sid = self.hub, self.member.sid
+        self.members.remove(self.member)
+        for namespace in self.namespaces:
+            await hub.recovery.gone(namespace, sid, keep=True)
+            hub.connections.remove(self.actor.jti, namespace, sid)
+            hub.metrics.child(hub.metrics.connections, namespace).dec()
+            spec = REGISTRY.namespaces[namespace]
+            if spec.on_disconnect:
+                ctx = hub.context(self.actor, sid)
+                try:
+                    await spec.on_disconnect(ctx)
+                    await hub.fanout.deliver(ctx.events)
+                except Exception:
+                    log.exception("disconnect hook of %s failed", namespace)
+        self.namespaces = []
+
+    async def request(self, namespace: str, event: str, payload, size: int | None = None) -> dict:
+        """Run an operation for this connection: `{"ok": true, "data"}` or `{"ok": false,
+        "error"}`, with the Socket.IO adapter's checks, limits and metrics."""
+        metrics = self.hub.metrics
+        op = REGISTRY.operations.get((namespace, event))
+        started = time.perf_counter()
+        try:
+            reply = {"ok": True, "data": await self.run(namespace, event, payload, size, op)}
+            outcome = "ok"
+        except HubError as exc:
+            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
+        except Exception as failure:
+            exc = unexpected(failure, log, f"operation {namespace} {event}")
+            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
+        label = event if op else "unknown"
+        metrics.child(metrics.events, namespace if op else "plain", label, outcome).inc()
+        if op:
+            metrics.child(metrics.latency, namespace, label).observe(time.perf_counter() - started)
+        return reply
+
+    async def run(self, namespace: str, event: str, payload, size: int | None = None, op=None):
+        """The operation's result, or its HubError."""
+        op = op or REGISTRY.operations.get((namespace, event))
+        hub, actor = self.hub, self.actor
+        if not self.bucket.take():
+            raise RateLimited("too many events on this connection: slow down", retry_after=self.bucket.wait())
+        spend_operation(hub.state, hub.settings, actor)
+        if op is None or namespace not in self.namespaces:
+            raise ValidationFailed(f"unknown event {event!r} in {namespace!r}")
+        if op.roles is not None and actor.acts_as not in op.roles:
+            raise Forbidden(f"{actor.acts_as} may not {event}")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the payload must be an object")
+        limit = hub.settings.max_payload_bytes
+        if (size if size is not None else payload_size(payload)) > limit:
+            raise PayloadTooLarge(f"payload larger than {limit} bytes")
+        try:
+            request = op.input.model_validate(payload)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid input", details=validation_details(exc)) from None
+        ctx = hub.context(actor, self.member.sid)
+        result = await op.func(ctx, request)
+        data = op.output.dump_python(result, mode="json")
+        for room in ctx.leaves:
+            self.members.leave(namespace, room, self.member)
+        for room in ctx.joins:
+            self.members.enter(namespace, room, self.member)
+        if ctx.joins or ctx.leaves:
+            await hub.recovery.rooms_changed(namespace, self.member.sid,
+                                             self.members.rooms_of(self.member, namespace))
+        await hub.fanout.deliver(ctx.events)
+        return data

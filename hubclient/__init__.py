@@ -1,0 +1,162 @@
+"""A small Python client of the hub for bots and backend services.
+
+    async with Client("http://127.0.0.1:8000", token) as hub:
+        chat = await hub.connect("/chat", {"message:new": on_message})   # handler(data)
+        message = await chat.call("message:send", {"recipient_id": 2, "message": "hi"})
+        await hub.publish("/notifications", "notification:new", {...}, user_ids=[2])  # service tokens
+
+* `call` returns the ack's `data`, or raises `HubError` with the contract's `code`,
+  `message` and `details`.
+* Each namespace is its own connection, which reconnects by itself and recovers what
+  it missed meanwhile (the hub's connection state recovery: the session id of the
+  CONNECT reply and the offset of the last event are sent back on reconnect).
+* When a reconnect could not recover (the recovery window passed, the hub lost the
+  session), the `on_gap` handlers run: the place to `sync` (`Namespace.sync` pages
+  through it).
+
+Built on python-socketio's AsyncClient. One private hook: python-socketio keeps only
+the `sid` of the CONNECT reply, so `_Connection._handle_connect` also reads its `pid`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import socketio
+
+__all__ = ["Client", "HubError", "Namespace"]
+
+Handler = Callable[[Any], Awaitable[None] | None]
+
+
+class HubError(Exception):
+    """A request the hub refused: `code` is the contract's (validation_error, ...)."""
+
+    def __init__(self, code: str, message: str, details: Any = None, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.details, self.status = code, message, details, status
+
+
+class _Connection(socketio.AsyncClient):
+    def __init__(self, namespace: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hub_namespace = namespace
+        self.pid: str | None = None
+        self.pid_changed = False
+
+    async def _handle_connect(self, namespace, data):
+        # python-socketio reads only `sid` from the CONNECT reply; the hub adds `pid`.
+        if (namespace or "/") == self.hub_namespace:
+            pid = (data or {}).get("pid")
+            self.pid_changed = pid is None or pid != self.pid
+            self.pid = pid
+        await super()._handle_connect(namespace, data)
+
+
+class Namespace:
+    """One namespace of the hub, on a connection of its own."""
+
+    def __init__(self, client: "Client", name: str) -> None:
+        self.client, self.name = client, name
+        self.offset: str | None = None  # of the last durable event received
+        self._gap_handlers: list[Callable[["Namespace"], Awaitable[None]]] = []
+        self._connected_once = False
+        self.sio = _Connection(name, reconnection=True, reconnection_delay_max=client.reconnect_delay_max)
+        self.sio.on("connect", self._on_connect, namespace=name)
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Run `handler(data)` for each `event`; durable events' offsets are kept for recovery."""
+
+        async def receive(data=None, *rest):
+            if rest and isinstance(rest[-1], str):
+                self.offset = rest[-1]
+            result = handler(data)
+            if asyncio.iscoroutine(result):
+                await result
+
+        self.sio.on(event, receive, namespace=self.name)
+
+    def on_gap(self, handler: Callable[["Namespace"], Awaitable[None]]) -> None:
+        """Run `handler(namespace)` after a reconnect that could not recover missed events."""
+        self._gap_handlers.append(handler)
+
+    async def call(self, event: str, data: dict | None = None, timeout: float = 10) -> Any:
+        reply = await self.sio.call(event, {} if data is None else data, namespace=self.name, timeout=timeout)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = (reply or {}).get("error") or {}
+            raise HubError(error.get("code", "internal_error"), error.get("message", "no answer"),
+                           error.get("details"))
+        return reply["data"]
+
+    async def sync(self, since: str | None, limit: int = 200) -> tuple[list[dict], str]:
+        """Everything changed since the cursor `since` (None: everything), all pages;
+        returns the items and the cursor for the next time."""
+        items: list[dict] = []
+        while True:
+            page = await self.call("sync", {"since": since, "limit": limit})
+            items += page["items"]
+            since = page["cursor"]
+            if not page["has_more"]:
+                return items, since
+
+    def _auth(self) -> dict:
+        auth = {"token": self.client.token}
+        if self.sio.pid:
+            auth["pid"] = self.sio.pid
+            if self.offset:
+                auth["offset"] = self.offset
+        return auth
+
+    async def _on_connect(self) -> None:
+        reconnected, self._connected_once = self._connected_once, True
+        if reconnected and self.sio.pid_changed:
+            for handler in self._gap_handlers:
+                asyncio.get_running_loop().create_task(handler(self))
+
+    async def _connect(self) -> None:
+        await self.sio.connect(self.client.url, namespaces=[self.name], auth=self._auth,
+                               transports=["websocket"], wait_timeout=10)
+
+
+class Client:
+    def __init__(self, url: str, token: str, *, reconnect_delay_max: float = 5) -> None:
+        self.url, self.token = url.rstrip("/"), token
+        self.reconnect_delay_max = reconnect_delay_max
+        self.namespaces: dict[str, Namespace] = {}
+
+    async def connect(self, namespace: str, handlers: dict[str, Handler] | None = None) -> Namespace:
+        """Connect to a namespace (each on its own connection), with `handlers`
+        (event -> handler) registered first, so that no event is missed."""
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            ns = self.namespaces[namespace] = Namespace(self, namespace)
+            for event, handler in (handlers or {}).items():
+                ns.on(event, handler)
+            await ns._connect()
+        return ns
+
+    async def publish(self, namespace: str, event: str, data: dict, *, user_ids: list[int] | None = None,
+                      room: str | None = None) -> dict:
+        """POST /api/publish (service tokens): send a publishable server event to users or a room."""
+        to = {"user_ids": user_ids} if user_ids is not None else {"room": room}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self.url}/api/publish", json={"namespace": namespace, "event": event,
+                                                                     "to": to, "data": data},
+                                    headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    error = (body or {}).get("error") or {}
+                    raise HubError(error.get("code", "internal_error"), error.get("message", resp.reason or ""),
+                                   error.get("details"), resp.status)
+                return body
+
+    async def close(self) -> None:
+        for ns in self.namespaces.values():
+            await ns.sio.disconnect()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,100 @@
+"""The generic plain-WebSocket protocol at /ws (aiohttp websockets): any operation as
+{id, ns, event, data}, server events with their offsets, resume after a reconnect."""
+from __future__ import annotations
+
+import json
+
+from tests.gateway_helpers import Plain
+
+
+async def _send(api, sender: dict, to: int, text: str) -> dict:
+    status, body = await api.request("POST", "/api/messages", token=sender["access_token"],
+                                     json={"recipient_id": to, "message": text})
+    assert status == 201, body
+    return body
+
+
+async def test_requests_for_any_namespace_and_server_events_with_offsets(server, api, http):
+    ann, bob = await api.user(), await api.user()
+    sock = await Plain.open(http, f"{server.url}/ws?token={ann['access_token']}")
+    welcome = await sock.frame()
+    assert welcome["type"] == "welcome" and welcome["session"]
+    assert set(welcome["recovered"]) == {"/chat", "/dialogs", "/notifications", "/orders", "/sns"}
+
+    sent = await sock.call("message:send", {"recipient_id": bob["user"]["id"], "message": "hi"}, ns="/chat")
+    assert sent["ok"] and sent["data"]["message"] == "hi"
+    count = await sock.call("notifications:unread-count", ns="/notifications")
+    assert count == {"id": 2, "ok": True, "data": {"unread_count": 0}}
+    unknown = await sock.call("nope", ns="/chat")
+    assert unknown["ok"] is False and unknown["error"]["code"] == "validation_error"
+    invalid = await sock.call("message:send", {"recipient_id": "x"}, ns="/chat")
+    assert invalid["error"]["code"] == "validation_error" and invalid["error"]["details"]
+    forbidden = await sock.call("presence:heartbeat", ns="/operators")  # a user's socket is not in /operators
+    assert forbidden["ok"] is False
+
+    reply = await _send(api, bob, ann["user"]["id"], "back at you")
+    new = await sock.next(lambda f: f.get("event") == "message:new")
+    assert new["ns"] == "/chat" and new["data"]["message_id"] == reply["id"] and new["offset"]
+    big = "x" * (server.hub.settings.max_payload_bytes + 10)
+    too_large = await sock.call("message:send", {"recipient_id": bob["user"]["id"], "message": big}, ns="/chat")
+    assert too_large["error"]["code"] == "payload_too_large"
+    await sock.ws.send_str("not json")
+    assert (await sock.next(lambda f: f.get("type") == "error"))["error"]["code"] == "validation_error"
+
+
+async def test_request_rate_is_limited_per_connection(server, api, http):
+    ann = await api.user()
+    sock = await Plain.open(http, f"{server.url}/ws?ns=/chat", {"token": ann["access_token"]})
+    assert set((await sock.frame())["recovered"]) == {"/chat"}
+    burst = server.hub.settings.event_burst
+    for i in range(burst + 5):
+        await sock.ws.send_str(json.dumps({"id": i, "ns": "/chat", "event": "unread:count"}))
+    replies = [await sock.next(lambda f: "ok" in f) for _ in range(burst + 5)]
+    limited = [r for r in replies if not r["ok"]]
+    assert limited and all(r["error"]["code"] == "rate_limited" for r in limited)
+
+
+async def test_reconnect_resumes_with_nothing_lost_and_nothing_twice(server, api, http):
+    ann, bob = await api.user(), await api.user()
+    ann_id = ann["user"]["id"]
+    sock = await Plain.open(http, f"{server.url}/ws?ns=/chat,/notifications&token={ann['access_token']}")
+    session = (await sock.frame())["session"]
+    first = await _send(api, bob, ann_id, "one")
+    seen = await sock.next(lambda f: f.get("event") == "message:new")
+    assert seen["data"]["message_id"] == first["id"]
+    last = {"/chat": seen["offset"]}
+    await sock.close()
+
+    missed = [await _send(api, bob, ann_id, f"missed {i}") for i in range(3)]
+    again = await Plain.open(http, f"{server.url}/ws?ns=/chat,/notifications",
+                             {"token": ann["access_token"], "resume": {"session": session, "offsets": last}})
+    welcome = await again.frame()
+    assert welcome["session"] == session and welcome["recovered"] == {"/chat": True, "/notifications": True}
+    live = await _send(api, bob, ann_id, "live")
+    frames = []
+    while True:
+        frame = await again.frame()
+        frames.append(frame)
+        if frame.get("event") == "message:new" and frame["data"]["message_id"] == live["id"]:
+            break
+    news = [f["data"]["message_id"] for f in frames if f.get("event") == "message:new"]
+    assert news == [m["id"] for m in missed] + [live["id"]]
+    offsets = [f["offset"] for f in frames if f.get("offset")]
+    assert len(offsets) == len(set(offsets))  # nothing twice
+
+
+async def test_an_unknown_or_foreign_session_is_not_recovered(server, api, http):
+    ann, eve = await api.user(), await api.user()
+    sock = await Plain.open(http, f"{server.url}/ws?ns=/chat&token={ann['access_token']}")
+    session = (await sock.frame())["session"]
+    await sock.close()
+    # Another user's token cannot take over Ann's session.
+    thief = await Plain.open(http, f"{server.url}/ws?ns=/chat",
+                             {"token": eve["access_token"], "resume": {"session": session, "offsets": {}}})
+    assert (await thief.frame())["recovered"] == {"/chat": False}
+    stale = await Plain.open(http, f"{server.url}/ws?ns=/chat&token={ann['access_token']}"
+                             "&session=unknownsession00&offsets=%7B%7D")
+    welcome = await stale.frame()
+    assert welcome["recovered"] == {"/chat": False}
+    # Not recovered: the client re-reads with sync.
+    assert (await stale.call("sync", {}, ns="/chat"))["ok"]

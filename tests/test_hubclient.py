@@ -1,0 +1,134 @@
+"""hubclient (the Python client for bots and services) against a live hub: calls
+return data or raise the contract's error, a service publishes, a dropped
+connection reconnects and recovers what it missed, and a reconnect that cannot
+recover (recovery off) runs the gap handlers, which catch up with `sync`."""
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from hubclient import Client, HubError
+from tests.conftest import make_settings
+from tests.dialog_helpers import tokens
+
+
+class DroppingProxy:
+    """A TCP proxy on a loopback port that can cut every connection and refuse new
+    ones until resumed (a network outage between client and hub)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.open, self.paused = port, set(), False
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader, writer):
+        if self.paused:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.open |= {writer, up_writer}
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def drop(self) -> None:
+        self.paused = True
+        for writer in self.open:
+            writer.transport.abort()
+        self.open.clear()
+
+    async def close(self) -> None:
+        self.drop()
+        self.server.close()
+
+
+@pytest.fixture
+async def proxy_to():
+    proxies = []
+
+    async def make(port: int) -> tuple[DroppingProxy, str]:
+        proxy = DroppingProxy(port)
+        proxies.append(proxy)
+        return proxy, await proxy.start()
+
+    yield make
+    for proxy in proxies:
+        await proxy.close()
+
+
+async def test_calls_errors_and_publish(server, api):
+    ann, bob = await api.user(), await api.user()
+    async with Client(server.url, ann["access_token"]) as a, Client(server.url, bob["access_token"]) as b:
+        chat = await a.connect("/chat")
+        sent = await chat.call("message:send", {"recipient_id": bob["user"]["id"], "message": "hi"})
+        assert sent["message"] == "hi" and sent["recipient_id"] == bob["user"]["id"]
+        with pytest.raises(HubError) as refused:
+            await chat.call("message:send", {"recipient_id": bob["user"]["id"], "message": ""})
+        assert refused.value.code == "validation_error" and refused.value.details
+
+        alerts = asyncio.Queue()
+        await b.connect("/notifications", {"alert:triggered": alerts.put_nowait})
+        billing = Client(server.url, tokens().service("billing").token)
+        await billing.publish("/notifications", "alert:triggered",
+                              {"alert_id": 7, "severity": "info", "message": "paid"}, user_ids=[bob["user"]["id"]])
+        assert (await asyncio.wait_for(alerts.get(), 5))["message"] == "paid"
+        with pytest.raises(HubError) as wrong:
+            await billing.publish("/notifications", "alert:triggered", {"alert_id": 7}, user_ids=[1])
+        assert wrong.value.code == "validation_error" and wrong.value.status == 422
+
+
+async def test_reconnects_and_recovers_what_it_missed(server, api, proxy_to):
+    ann, bob = await api.user(), await api.user()
+    proxy, url = await proxy_to(server.port)
+    gaps = []
+    async with Client(server.url, ann["access_token"]) as a, Client(url, bob["access_token"]) as b:
+        sender = await a.connect("/chat")
+        inbox = asyncio.Queue()
+        chat = await b.connect("/chat")
+        chat.on("message:new", lambda e: inbox.put_nowait(e["content"]))
+        chat.on_gap(lambda ns: gaps.append(ns.name) or asyncio.sleep(0))
+        await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "before"})
+        assert await asyncio.wait_for(inbox.get(), 5) == "before"
+
+        proxy.drop()
+        await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "while away"})
+        proxy.paused = False
+        assert await asyncio.wait_for(inbox.get(), 15) == "while away"
+        await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "after"})
+        assert await asyncio.wait_for(inbox.get(), 5) == "after"
+    assert gaps == []
+
+
+async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, tmp_path, http, proxy_to):
+    from tests.conftest import Api
+
+    server = await start_server(replace(make_settings(tmp_path), recovery_window=0))
+    api = Api(server.url, http)
+    ann, bob = await api.user(), await api.user()
+    proxy, url = await proxy_to(server.port)
+    caught_up = asyncio.Queue()
+    async with Client(server.url, ann["access_token"]) as a, Client(url, bob["access_token"]) as b:
+        sender = await a.connect("/chat")
+        chat = await b.connect("/chat")
+        _, cursor = await chat.sync(None)
+
+        async def catch_up(ns):
+            items, _ = await ns.sync(cursor)
+            caught_up.put_nowait([item["message"] for item in items])
+
+        chat.on_gap(catch_up)
+        proxy.drop()
+        await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "missed"})
+        proxy.paused = False
+        assert "missed" in await asyncio.wait_for(caught_up.get(), 15)
