@@ -17,14 +17,26 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
+from typing import Awaitable, Callable
 
 import msgpack
 from redis.exceptions import RedisError
 
-from hub.broker import Broker, BrokerUnavailable, Replay, valid_offset
+from hub.broker import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
 from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.recovery")
+
+# Seconds a recovery waits for this instance's bus to catch up with the log it
+# replayed from (a busy instance reads the bus a little behind Redis).
+REPLAY_SETTLE = 3.0
+
+
+def after_head(offset: str | None, head: str | None) -> bool:
+    """Whether a live event held for a recovering connection is sent after the replay:
+    one up to the replay's `head` was in the log it read (sent by the replay if it was
+    the connection's, else not at all); a volatile one (no offset) always is."""
+    return offset is None or head is None or offset_key(offset) > offset_key(head)
 
 
 class Sessions(ABC):
@@ -163,14 +175,23 @@ class Recovery:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
 
-    async def restore(self, namespace: str, auth, actor) -> tuple[str, dict, list[tuple[str, dict]]] | None:
-        """`lookup` and `missed` in one step: (pid, record, missed entries) or None.
-        For a transport that joins the rooms only afterwards: what is published
-        between the read and the join is missed. Join in between where possible
-        (namespaces/base.py does)."""
-        found = await self.lookup(namespace, auth, actor)
-        replay = await self.missed(namespace, found[1], found[2]) if found else None
-        return (found[0], found[1], replay.entries) if replay is not None else None
+    async def resume(self, namespace: str, record: dict, offset: str,
+                     enter: Callable[[list[str]], Awaitable[None]] | None = None) -> Replay | None:
+        """A recovery without a gap, the one way every transport (Socket.IO, /ws, SSE)
+        does it. The transport holds live events for the connection from before it
+        enters any room. `enter(rooms)` puts it back in the session's rooms it may
+        still be in; from then on an event of those rooms reaches it live (held). The
+        log is then read to its head, and a bus barrier waits until every event
+        published before the read ended has reached this instance (so has been held).
+        The transport sends `entries`, then the held live events `after_head(offset,
+        head)`, in offset order: none lost, none twice. None: not recoverable (the
+        client re-reads with `sync`); the transport leaves the rooms `enter` added."""
+        if enter is not None:
+            await enter(record["rooms"])
+        replay = await self.missed(namespace, record, offset)
+        if replay is not None and replay.head and not await self.broker.barrier(REPLAY_SETTLE):
+            log.warning("the bus did not catch up with %s's log in time for a recovery", namespace)
+        return replay
 
     async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],
                     start: str | None = None) -> None:

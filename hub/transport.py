@@ -9,6 +9,7 @@ from socketio import packet as sio_packet
 
 from hub.broker import offset_key
 from hub.protocol import ProtocolServer
+from hub.recovery import after_head
 
 # True while handling an event whose sender asked for an ack. Each event runs in
 # its own task (async_handlers), so the value belongs to that one event.
@@ -69,13 +70,12 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
         held = self._connecting.get(namespace or "/", {}).get(sid)
         if not held:
             return
-        through = offset_key(head) if head else None
         by_offset, volatile = {}, []
         for item in held:
             data = item[1]
             if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], str):
                 offset = data[1]
-                if through is None or offset in replayed or offset_key(offset) > through:
+                if offset in replayed or after_head(offset, head):
                     by_offset.setdefault(offset, item)
             else:
                 volatile.append(item)

@@ -23,10 +23,6 @@ from hub.broker import Replay
 from hub.recovery import identity
 from hub.state import spend_operation
 
-# Seconds a recovering connect waits for this instance's bus to catch up with the
-# log it replayed from (a busy instance reads the bus a little behind Redis).
-REPLAY_SETTLE = 3.0
-
 log = logging.getLogger("hub.namespaces")
 
 
@@ -113,20 +109,23 @@ class OperationNamespace(socketio.AsyncNamespace):
         if self.spec.connect_rooms:
             rooms += self.spec.connect_rooms(actor)
         recovery = hub.recovery
-        found = await recovery.lookup(self.spec.name, auth, actor)
-        restored = rooms + (await self._rejoinable(actor, [r for r in found[1]["rooms"] if r not in rooms])
-                            if found else [])
-        # In its rooms first, then the log read: an event is either in the replay
-        # or comes live, after it (held until the CONNECT, see `_replay`).
-        for room in restored:
+        for room in rooms:
             await self.enter_room(sid, room)
-        replay = await recovery.missed(self.spec.name, found[1], found[2]) if found else None
+        found = await recovery.lookup(self.spec.name, auth, actor)
+        rejoined: list[str] = []
+
+        async def enter(old_rooms: list[str]) -> None:
+            rejoined.extend(await self._rejoinable(actor, [r for r in old_rooms if r not in rooms]))
+            for room in rejoined:
+                await self.enter_room(sid, room)
+
+        replay = await recovery.resume(self.spec.name, found[1], found[2], enter) if found else None
         if replay is None:
-            for room in restored[len(rooms):]:  # not recovered: a new session has only its own rooms
+            for room in rejoined:  # not recovered: a new session has only its own rooms
                 await self.leave_room(sid, room)
             found = None
         else:
-            rooms = restored
+            rooms = rooms + rejoined
         hub.metrics.child(hub.metrics.connections, self.spec.name).inc()
         pid = (found[0] if found else recovery.new_pid()) if recovery.enabled else None
         try:
@@ -158,14 +157,9 @@ class OperationNamespace(socketio.AsyncNamespace):
         """Send a recovering socket what its rooms got while it was away (a room it
         may no longer be in included: e.g. the deletion of a post it watched). Sent
         after the CONNECT, with the live events that came meanwhile (the server holds
-        both until then), in offset order, once each: live events up to the replay's
-        head were in the log it read, so they are dropped, and the connect waits
-        until this instance's bus has handled everything published before the read
-        ended (a bus barrier), so none of those comes after."""
+        both until then), in offset order, once each (`Recovery.resume`)."""
         for offset, entry in replay.entries:
             await self.emit(entry["ev"], (entry["d"], offset), to=sid)
-        if replay.head and not await self.hub.broker.barrier(REPLAY_SETTLE):
-            log.warning("the bus did not catch up with %s's log in time for a recovery", self.spec.name)
         self.server.settle_held(sid, self.spec.name, {offset for offset, _ in replay.entries}, replay.head)
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
