@@ -18,7 +18,9 @@ const browser = await chromium.launch({
 });
 try {
   const page = await (await browser.newContext()).newPage();
-  await page.goto(origin + "/health");
+  // A page of the hub whose policy allows connections to its own origin (connect-src 'self'):
+  // the other responses allow nothing (hub/http/web.py).
+  await page.goto(origin + "/console");
   await page.evaluate((path) => {
     window.seen = [];
     const source = new EventSource(path);
