@@ -8,6 +8,7 @@ import pytest
 
 from hub.broker import offset_key
 from tests.conftest import Api, make_settings, pg_dsn, run_node
+from tests.gateway_helpers import DropProxy
 
 ALL = [f"m{i}" for i in range(20)]
 
@@ -247,59 +248,15 @@ async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_ur
     await _one_thread_through_a_fault(one, two, http, connect, 90, private_redis.stop, private_redis.start, 1.0)
 
 
-class _Link:
-    """A TCP proxy in front of a Redis that one instance uses: `cut` closes its
-    connections and refuses new ones (a partition between that instance and Redis)."""
-
-    def __init__(self, port: int):
-        self.port, self.open, self.cut_off, self.server = port, set(), False, None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def _serve(self, reader, writer):
-        if self.cut_off:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.open.update((writer, up_writer))
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def cut(self) -> None:
-        self.cut_off = True
-        for writer in self.open:
-            writer.transport.abort()
-        self.open.clear()
-
-    def heal(self) -> None:
-        self.cut_off = False
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
-
-
 async def test_a_partition_between_an_instance_and_redis_keeps_each_threads_commit_order(
         spawn_hubs, pg_url, private_redis, connect, http):
     """One instance loses Redis for a while (the other does not) while a thread is
     written alternately on both: each device gets every message once, in commit order."""
-    link = _Link(private_redis.port)
+    link = await DropProxy(private_redis.port).start()
     env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_PREFIX": "cut", "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
-    one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": await link.start()})
+    one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": f"redis://127.0.0.1:{link.port}/0"})
     two, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": private_redis.url})
     try:
         await _one_thread_through_a_fault(one, two, http, connect, 120, link.cut, link.heal, 1.5)
     finally:
-        link.close()
+        await link.stop()
