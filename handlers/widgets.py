@@ -30,8 +30,8 @@ class Hours(Input):
 
     timezone: Text(64, min_length=1) = "UTC"
     days: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=lambda: [0, 1, 2, 3, 4], max_length=7)
-    open: str = Field("09:00", max_length=5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    close: str = Field("17:00", max_length=5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+    open: Text(5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$") = "09:00"
+    close: Text(5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$") = "17:00"
 
     @field_validator("timezone")
     @classmethod
@@ -68,7 +68,7 @@ class DeskSettings(dlg.AssistantRef):
     routing: Literal["manual", "round_robin", "least_busy"] | None = None
     greeting: Text(1000) | None = None
     title: Text(100) | None = None
-    color: str | None = Field(None, max_length=7, pattern=r"^#[0-9a-fA-F]{6}$")
+    color: Text(7, pattern=r"^#[0-9a-fA-F]{6}$") | None = None
     hours: Hours | None = None
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -146,11 +147,12 @@ def build_hub(settings: Settings) -> Hub:
     metrics = Metrics()
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
-                    state=state, metrics=metrics)
+                    state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
-               recovery=Recovery(sessions, broker, window=settings.recovery_window),
+               recovery=Recovery(sessions, broker, window=settings.recovery_window,
+                                 max_replay=settings.max_replay),
                revocations=Revocations(db, state, fanout),
                widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
 

@@ -61,10 +61,9 @@ async def test_reconnects_and_recovers_what_it_missed(server, api, proxy_to):
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "before"})
         assert await asyncio.wait_for(inbox.get(), 5) == "before"
 
-        proxy.paused = True
-        proxy.drop()
+        proxy.cut()
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "while away"})
-        proxy.paused = False
+        proxy.heal()
         assert await asyncio.wait_for(inbox.get(), 15) == "while away"
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "after"})
         assert await asyncio.wait_for(inbox.get(), 5) == "after"
@@ -89,8 +88,7 @@ async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, 
             caught_up.put_nowait([item["message"] for item in items])
 
         chat.on_gap(catch_up)
-        proxy.paused = True
-        proxy.drop()
+        proxy.cut()
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "missed"})
-        proxy.paused = False
+        proxy.heal()
         assert "missed" in await asyncio.wait_for(caught_up.get(), 15)
