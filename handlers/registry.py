@@ -55,6 +55,10 @@ class ServerEventSpec:
     model: type[BaseModel]
     publishable: bool  # services may send it through POST /api/publish
     summary: str
+    # Fields naming the thing whose state the event carries (with a growing `version`):
+    # a socket that has not taken the last one yet gets only the newest volatile one
+    # (hub/coalesce.py). Empty: every event is sent.
+    coalesce_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def operation(
     return register
 
 
-def server_event(namespace: str, event: str, *, publishable: bool = False):
+def server_event(namespace: str, event: str, *, publishable: bool = False, coalesce_by: tuple[str, ...] = ()):
     """Class decorator: register a pydantic model as the schema of a server event.
 
     Instances are what handlers pass to `ctx.emit`; publishable events are also
@@ -140,6 +144,7 @@ def server_event(namespace: str, event: str, *, publishable: bool = False):
             model=model,
             publishable=publishable,
             summary=(model.__doc__ or "").strip().split("\n")[0],
+            coalesce_by=coalesce_by,
         )
         REGISTRY.events[(namespace, event)] = spec
         model.__server_event__ = spec
