@@ -82,6 +82,8 @@ class Registry:
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
     events: dict[tuple[str, str], ServerEventSpec] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
+    # Live resource types by name (handlers/resource_types.py), documented with the events.
+    resource_types: dict[str, Any] = field(default_factory=dict)
 
     def operations_of(self, namespace: str) -> dict[str, Operation]:
         return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace}

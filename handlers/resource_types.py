@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from handlers.registry import REGISTRY
+
 
 @dataclass(frozen=True)
 class ResourceType:
@@ -38,12 +40,17 @@ class ResourceType:
                 "transitions": {s: list(n) for s, n in self.transitions.items()}}
 
 
-RESOURCE_TYPES: dict[str, ResourceType] = {}
+RESOURCE_TYPES: dict[str, ResourceType] = REGISTRY.resource_types
 
 
 def resource_type(kind: ResourceType) -> ResourceType:
     RESOURCE_TYPES[kind.name] = kind
     return kind
+
+
+def documented(types: dict[str, ResourceType]) -> dict:
+    """`x-resource-types` of the AsyncAPI and OpenAPI documents."""
+    return {name: kind.describe() for name, kind in sorted(types.items())}
 
 
 BOOKING = resource_type(ResourceType(

@@ -177,3 +177,13 @@ async def test_booking_update_reaches_edustreams_plain_socket(cluster, connect, 
     assert (first["booking_id"], first["status"], first["version"]) == (77, "PENDING", 1)
     assert (second["status"], second["result"], second["version"]) == ("CONFIRMED", {"room_url": "/r/77"}, 2)
     await plain.close()
+
+
+async def test_the_api_documents_show_the_resource_types_and_their_machines(server, api):
+    for path in ("/asyncapi.json", "/openapi.json"):
+        status, doc = await api.request("GET", path)
+        assert status == 200
+        types = doc["x-resource-types"]
+        assert types["task"]["transitions"]["running"] == ["succeeded", "failed", "cancelled"]
+        assert set(types["booking"]["terminal"]) >= {"CANCELLED", "COMPLETED"}
+        assert "PENDING" in types["booking"]["initial"]
