@@ -68,6 +68,7 @@ class Context:
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
+    user_presence: Any = None  # hub.presence.Presence of users' /chat sockets
     metrics: Any = None  # hub.metrics.Metrics
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).

@@ -177,3 +177,10 @@ def rejoin_check(name: str):
         return func
 
     return register
+
+
+def connection_hooks(name: str, *, on_connect=None, on_disconnect=None):
+    """Set `async def hook(ctx)` to run when a socket connects to / disconnects from
+    namespace `name`, from a module other than the one that declared it."""
+    REGISTRY.namespaces[name] = replace(REGISTRY.namespaces[name], on_connect=on_connect,
+                                        on_disconnect=on_disconnect)
