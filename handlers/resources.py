@@ -173,6 +173,16 @@ def _rooms(kind: ResourceType, row: store.Resource) -> list[str]:
     return list(dict.fromkeys(rooms))
 
 
+async def _write_progress(items: list[tuple[Context, UpdateResource]]) -> list[store.Resource | None]:
+    """Progress updates in one transaction (volatile: nothing in the outbox)."""
+    async with items[0][0].db.transaction() as tx:
+        return [await store.progress(tx, req.resource_type, req.resource_id, status=req.status,
+                                     service=ctx.actor.name,
+                                     fields={k: v for k in ("progress", "result", "error")
+                                             if (v := getattr(req, k)) is not None})
+                for ctx, req in items]
+
+
 # --- operations -----------------------------------------------------------------
 
 @operation(NOTIFICATIONS, "resource:update", roles={"service"}, http=("POST", "/api/resources"))
@@ -184,6 +194,14 @@ async def update_resource(ctx: Context, req: UpdateResource) -> ResourceOut:
     if req.status not in kind.transitions:
         raise ValidationFailed(f"{req.status!r} is not a status of {kind.name}",
                                details={"statuses": list(kind.statuses)})
+    if req.owners is None and req.status not in kind.terminal:
+        # Most likely progress: written together with the other requests meanwhile
+        # (storage/group_commit.py), one statement each.
+        row = await ctx.db.group("resource:progress", _write_progress).submit((ctx, req))
+        if row is not None:
+            out = _out(row)
+            ctx.emit(ResourceUpdated(**out.model_dump(exclude={"updated_at"})), rooms=_rooms(kind, row))
+            return out
     async with ctx.transaction() as tx:
         row = await store.get(tx, kind.name, req.resource_id, lock=True)
         if row is None:

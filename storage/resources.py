@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, delete, select
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -74,3 +74,18 @@ async def listed(tx: AsyncSession, user_id: int | None, resource_type: str | Non
         query = query.where(Resource.resource_type == resource_type)
     query = query.order_by(Resource.updated_at.desc()).limit(limit)
     return list((await tx.execute(query)).scalars())
+
+
+async def progress(tx: AsyncSession, resource_type: str, resource_id: str, *, status: str, service: str | None,
+                   fields: dict) -> Resource | None:
+    """Move a resource that is in `status` and `service`'s on by one version with the
+    given fields, in one statement; None if it is not (a status change, someone
+    else's, unknown: the caller's full path finds out which)."""
+    query = (update(Resource)
+             .where(Resource.resource_type == resource_type, Resource.resource_id == resource_id,
+                    Resource.status == status, Resource.service == service)
+             .values(version=Resource.version + 1, updated_at=utcnow(), **fields)
+             .returning(*Resource.__table__.columns)
+             .execution_options(synchronize_session=False))
+    found = (await tx.execute(query)).mappings().first()
+    return None if found is None else Resource(**found)
