@@ -8,12 +8,13 @@ progress-only updates are volatile, and each instance coalesces them per socket
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from handlers.context import Actor, Context, user_room
+from handlers import sync
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from handlers.notifications import NOTIFICATIONS, service_room
 from handlers.registry import REGISTRY, operation, rejoin_check, server_event
@@ -84,7 +85,7 @@ class ListResources(Input):
     limit: Limit = 100
 
 
-class ResourceOut(Output):
+class ResourceState(Output):
     resource_type: str
     resource_id: str
     status: str
@@ -92,6 +93,9 @@ class ResourceOut(Output):
     result: dict[str, Any] | None
     error: str | None
     version: int
+
+
+class ResourceOut(ResourceState):
     updated_at: datetime
 
 
@@ -113,17 +117,9 @@ class CancelRequested(Output):
 # --- server events -------------------------------------------------------------
 
 @server_event(NOTIFICATIONS, "resource:updated", coalesce_by=("resource_type", "resource_id"))
-class ResourceUpdated(Output):
+class ResourceUpdated(ResourceState):
     """A watched resource changed: its whole state at `version` (status changes
     durable, with offsets; progress-only updates coalesced per socket)."""
-
-    resource_type: str
-    resource_id: str
-    status: str
-    progress: float | None
-    result: dict[str, Any] | None
-    error: str | None
-    version: int
 
 
 @server_event(NOTIFICATIONS, "resource:cancel-requested")
@@ -275,6 +271,24 @@ async def list_resources(ctx: Context, req: ListResources) -> ResourceList:
     async with ctx.transaction() as tx:
         rows = await store.listed(tx, None if ctx.actor.is_staff else ctx.actor.id, req.resource_type, req.limit)
     return ResourceList(items=[_out(r) for r in rows])
+
+
+@operation(NOTIFICATIONS, "resources:sync", roles=ACCOUNT_ROLES)
+async def sync_resources(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[ResourceOut]:
+    """One's resources (staff: everyone's) changed since a cursor, oldest change first:
+    how a client away longer than the recovery window learns how they ended. The
+    last changes may come again: apply a state when its version is higher."""
+    moment, _ = sync.decode(req.since)
+    async with ctx.transaction() as tx:
+        rows = await store.changed_since(tx, None if ctx.actor.is_staff else ctx.actor.id, moment, req.limit + 1)
+    has_more = len(rows) > req.limit
+    rows = rows[:req.limit]
+    if rows:
+        moment = aware(rows[-1].updated_at)
+    if not has_more:  # the next sync looks back over what may still be committing
+        moment = min(moment, datetime.now(timezone.utc) - sync.SETTLE)
+    return sync.SyncPage[ResourceOut](items=[_out(r) for r in rows], cursor=sync.encode(moment, 0),
+                                      has_more=has_more)
 
 
 @operation(NOTIFICATIONS, "resource:cancel", roles=ACCOUNT_ROLES)

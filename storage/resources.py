@@ -63,13 +63,17 @@ async def set_owners(tx: AsyncSession, row: Resource, user_ids: list[int]) -> No
     await tx.flush()
 
 
+def _owned_by(query, user_id: int | None):
+    if user_id is None:
+        return query
+    return query.join(Owner, (Owner.resource_type == Resource.resource_type)
+                      & (Owner.resource_id == Resource.resource_id)).where(Owner.user_id == user_id)
+
+
 async def listed(tx: AsyncSession, user_id: int | None, resource_type: str | None,
                  limit: int) -> list[Resource]:
     """The newest resources of a user (None: of everyone), optionally of one type."""
-    query = select(Resource)
-    if user_id is not None:
-        query = query.join(Owner, (Owner.resource_type == Resource.resource_type)
-                           & (Owner.resource_id == Resource.resource_id)).where(Owner.user_id == user_id)
+    query = _owned_by(select(Resource), user_id)
     if resource_type is not None:
         query = query.where(Resource.resource_type == resource_type)
     query = query.order_by(Resource.updated_at.desc()).limit(limit)
@@ -89,3 +93,10 @@ async def progress(tx: AsyncSession, resource_type: str, resource_id: str, *, st
              .execution_options(synchronize_session=False))
     found = (await tx.execute(query)).mappings().first()
     return None if found is None else Resource(**found)
+
+
+async def changed_since(tx: AsyncSession, user_id: int | None, moment: datetime, limit: int) -> list[Resource]:
+    """A user's resources (None: everyone's) changed at or after `moment`, oldest first."""
+    query = _owned_by(select(Resource).where(Resource.updated_at >= moment), user_id)
+    query = query.order_by(Resource.updated_at, Resource.resource_type, Resource.resource_id).limit(limit)
+    return list((await tx.execute(query)).scalars())

@@ -56,6 +56,10 @@ async def test_late_watch_gets_the_current_state_then_every_change_in_order(clus
 
     listed = await user.ok("resources:list", {"resource_type": "task"})
     assert [(r["resource_id"], r["status"], r["version"]) for r in listed["items"]] == [("t-1", "succeeded", 5)]
+    # away longer than the recovery window: sync tells how it ended
+    synced = await user.ok("resources:sync", {})
+    assert [(r["resource_id"], r["status"], r["version"]) for r in synced["items"]] == [("t-1", "succeeded", 5)]
+    assert synced["has_more"] is False and synced["cursor"]
     # someone else's resource is not there for another user
     _, other = await account(db)
     stranger = await connect(hubs[0].url, NS, other)
