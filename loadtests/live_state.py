@@ -88,7 +88,11 @@ def _resources(args, database_url: str | None) -> None:
             elif msg["phase"] == "done":
                 result = msg
                 if cpu is not None:
-                    result["hub_cpu_per_s"] = (bench.cpu_seconds(pid) - cpu) / (time.monotonic() - started)
+                    used = bench.cpu_seconds(pid) - cpu
+                    result["hub_cpu_per_s"] = used / (time.monotonic() - started)
+                    # What survives a machine shared with other work: CPU per update.
+                    updates = result["updates_per_s"] * result["seconds"]
+                    result["hub_cpu_ms_per_update"] = 1000 * used / updates if updates else None
         proc.wait(30)
     finally:
         servers.stop()
