@@ -241,15 +241,24 @@ async def watch(ctx: Context, req: WatchResource) -> ResourceOut | ResourceList:
     `resource:updated` on every change; without resource_id, every resource of the
     type one owns (staff: all of the type) and their current states."""
     kind = _kind(req.resource_type)
+    if req.resource_id is None:
+        mine = None if ctx.actor.is_staff else ctx.actor.id
+        await _enter(ctx, type_room(kind.name, mine))
+        async with ctx.transaction() as tx:
+            return ResourceList(items=[_out(r) for r in await store.listed(tx, mine, kind.name, 200)])
     async with ctx.transaction() as tx:
-        if req.resource_id is None:
-            mine = None if ctx.actor.is_staff else ctx.actor.id
-            rows = await store.listed(tx, mine, kind.name, 200)
-            ctx.join(type_room(kind.name, mine))
-            return ResourceList(items=[_out(r) for r in rows])
-        row = await _visible(ctx, tx, kind.name, req.resource_id)
-    ctx.join(watch_room(kind.name, row.resource_id))
-    return _out(row)
+        await _visible(ctx, tx, kind.name, req.resource_id)
+    await _enter(ctx, watch_room(kind.name, req.resource_id))
+    async with ctx.transaction() as tx:  # read after joining: no change falls in between
+        return _out(await _visible(ctx, tx, kind.name, req.resource_id))
+
+
+async def _enter(ctx: Context, room: str) -> None:
+    """Join at once (so that the state read next is never older than what the room
+    gets), and for recovery."""
+    if ctx.enter is not None:
+        await ctx.enter(room)
+    ctx.join(room)
 
 
 @operation(NOTIFICATIONS, "resource:unwatch", roles=ACCOUNT_ROLES)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import parse_qs
 
 import msgpack
@@ -221,6 +222,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         if event == REFRESH:
             return await self._refresh(sid, conn, request)
         ctx = self.context(conn.actor, sid)
+        ctx.enter = partial(self.enter_room, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
         for room in ctx.leaves:
