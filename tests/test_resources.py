@@ -2,6 +2,7 @@
 and Redis: declare and update over a service socket and HTTP, watch late and get the
 current state, illegal transitions, cancel reaching the service, coalescing for a
 client that does not read, and EduStream's booking_update on its plain socket."""
+import asyncio
 import json
 
 import pytest
@@ -191,3 +192,33 @@ async def test_the_api_documents_show_the_resource_types_and_their_machines(serv
         assert types["task"]["transitions"]["running"] == ["succeeded", "failed", "cancelled"]
         assert set(types["booking"]["terminal"]) >= {"CANCELLED", "COMPLETED"}
         assert "PENDING" in types["booking"]["initial"]
+
+
+async def test_a_watcher_away_for_a_moment_recovers_every_status_change_and_its_watch(cluster, connect,
+                                                                                    js_driver):
+    hubs, db, _ = cluster
+    uid, token = await account(db)
+    service = await connect(hubs[1].url, NS, service_token("scraper"))
+    for rid in ("run-1", "run-2"):
+        await service.ok("resource:update", update(rid, "queued", owners={"user_ids": [uid]}))
+    js = await js_driver()
+    assert await js.do("connect", url=hubs[0].url, ns=NS, token=token) == {"recovered": False}
+    for rid in ("run-1", "run-2"):
+        assert (await js.do("call", event="resource:watch", data={"resource_type": "task", "resource_id": rid}))["ok"]
+    await js.do("drop")
+    await service.ok("resource:update", update("run-1", "running"))
+    await service.ok("resource:update", update("run-1", "succeeded", result={"pages": 3}))
+    await js.do("resume", url=hubs[1].url)  # back on the other instance
+    assert (await js.do("reconnected"))["recovered"] is True
+    # the watch itself came back: run-2's next change reaches it too
+    await service.ok("resource:update", update("run-2", "cancelled"))
+    for _ in range(200):
+        # (a new session's replay starts a little before its connect: older versions
+        # may come again, which a client drops by version)
+        got = [(d["resource_id"], d["status"], bool(o)) for e, d, o in await js.do("events")
+               if e == "resource:updated" and d["version"] > 1]
+        if ("run-2", "cancelled", True) in got:
+            break
+        await asyncio.sleep(0.05)
+    assert got == [("run-1", "running", True), ("run-1", "succeeded", True), ("run-2", "cancelled", True)]
+    await js.do("close")
