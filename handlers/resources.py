@@ -169,13 +169,16 @@ def _rooms(kind: ResourceType, row: store.Resource) -> list[str]:
     return list(dict.fromkeys(rooms))
 
 
+def _given(req: UpdateResource) -> dict:
+    """The fields an update sets (the others keep their value)."""
+    return {k: v for k in ("progress", "result", "error") if (v := getattr(req, k)) is not None}
+
+
 async def _write_progress(items: list[tuple[Context, UpdateResource]]) -> list[store.Resource | None]:
     """Progress updates in one transaction (volatile: nothing in the outbox)."""
     async with items[0][0].db.transaction() as tx:
         return [await store.progress(tx, req.resource_type, req.resource_id, status=req.status,
-                                     service=ctx.actor.name,
-                                     fields={k: v for k in ("progress", "result", "error")
-                                             if (v := getattr(req, k)) is not None})
+                                     service=ctx.actor.name, fields=_given(req))
                 for ctx, req in items]
 
 
@@ -220,9 +223,8 @@ async def update_resource(ctx: Context, req: UpdateResource) -> ResourceOut:
                                details={"status": row.status, "version": row.version})
             changed = req.status != row.status
             row.status, row.version, row.updated_at = req.status, row.version + 1, store.utcnow()
-            row.progress = req.progress if req.progress is not None else row.progress
-            row.result = req.result if req.result is not None else row.result
-            row.error = req.error if req.error is not None else row.error
+            for name, value in _given(req).items():
+                setattr(row, name, value)
             if req.owners is not None:
                 row.room = req.owners.room
                 await store.set_owners(tx, row, req.owners.user_list())
