@@ -50,6 +50,7 @@ class _Raw:
     conns: dict[str, float] = field(default_factory=dict)  # console -> last heartbeat
     # Consoles whose instance died -> when it was last alive (RedisPresence).
     lost: dict[str, float] = field(default_factory=dict)
+    forgot_at: float = 0.0  # when old consoles were last dropped (MemoryPresence)
 
 
 class Presence(ABC):
@@ -146,6 +147,11 @@ class MemoryPresence(Presence):
         return self._ops.setdefault(operator_id, _Raw())
 
     def _forget_old(self, raw: _Raw, now: float) -> None:
+        # At most once a minute: a user's thousands of sockets (one room of a
+        # benchmark) must not cost a scan per connect.
+        if now - raw.forgot_at < 60:
+            return
+        raw.forgot_at = now
         for console, hb in list(raw.conns.items()):
             if hb < now - FORGET_AFTER:
                 del raw.conns[console]
