@@ -8,7 +8,7 @@ progress-only updates are volatile, and each instance coalesces them per socket
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -289,17 +289,12 @@ async def sync_resources(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[R
     """One's resources (staff: everyone's) changed since a cursor, oldest change first:
     how a client away longer than the recovery window learns how they ended. The
     last changes may come again: apply a state when its version is higher."""
-    moment, _ = sync.decode(req.since)
+    moment, ident = sync.decode(req.since)
     async with ctx.transaction() as tx:
-        rows = await store.changed_since(tx, None if ctx.actor.is_staff else ctx.actor.id, moment, req.limit + 1)
-    has_more = len(rows) > req.limit
-    rows = rows[:req.limit]
-    if rows:
-        moment = aware(rows[-1].updated_at)
-    if not has_more:  # the next sync looks back over what may still be committing
-        moment = min(moment, datetime.now(timezone.utc) - sync.SETTLE)
-    return sync.SyncPage[ResourceOut](items=[_out(r) for r in rows], cursor=sync.encode(moment, 0),
-                                      has_more=has_more)
+        rows = await store.changed_since(tx, None if ctx.actor.is_staff else ctx.actor.id, moment, ident,
+                                         req.limit + 1)
+    items = [_out(r) for r in rows]
+    return sync.SyncPage[ResourceOut](**sync.page(rows, items, req.limit, req.since))
 
 
 @operation(NOTIFICATIONS, "resource:cancel", roles=ACCOUNT_ROLES)

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, delete, select, update
+from sqlalchemy import (JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, and_, delete, or_,
+                        select, update)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, utcnow
+from storage.base import Base, BigId, utcnow
 
 
 class Resource(Base):
     __tablename__ = "resources"
     __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", name="uq_resources_resource_type_resource_id"),
         # resources:list of staff: the newest of a type.
         Index("ix_resources_resource_type_updated_at", "resource_type", "updated_at"),
+        # resources:sync: changes in (updated_at, id) order.
+        Index("ix_resources_updated_at_id", "updated_at", "id"),
     )
-    resource_type: Mapped[str] = mapped_column(String(50), primary_key=True)
-    resource_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)  # a sync position's tie-breaker
+    resource_type: Mapped[str] = mapped_column(String(50))
+    resource_id: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(50))
     progress: Mapped[float | None]
     result: Mapped[dict | None] = mapped_column(JSON)
@@ -95,8 +100,11 @@ async def progress(tx: AsyncSession, resource_type: str, resource_id: str, *, st
     return None if found is None else Resource(**found)
 
 
-async def changed_since(tx: AsyncSession, user_id: int | None, moment: datetime, limit: int) -> list[Resource]:
-    """A user's resources (None: everyone's) changed at or after `moment`, oldest first."""
-    query = _owned_by(select(Resource).where(Resource.updated_at >= moment), user_id)
-    query = query.order_by(Resource.updated_at, Resource.resource_type, Resource.resource_id).limit(limit)
+async def changed_since(tx: AsyncSession, user_id: int | None, moment: datetime, ident: int,
+                        limit: int) -> list[Resource]:
+    """A user's resources (None: everyone's) changed after (moment, ident), in
+    (updated_at, id) order; at most `limit`."""
+    after = or_(Resource.updated_at > moment, and_(Resource.updated_at == moment, Resource.id > ident))
+    query = _owned_by(select(Resource).where(after), user_id)
+    query = query.order_by(Resource.updated_at, Resource.id).limit(limit)
     return list((await tx.execute(query)).scalars())

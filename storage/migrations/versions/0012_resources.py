@@ -15,6 +15,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         'resources',
+        sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
         sa.Column('resource_type', sa.String(length=50), nullable=False),
         sa.Column('resource_id', sa.String(length=100), nullable=False),
         sa.Column('status', sa.String(length=50), nullable=False),
@@ -27,10 +28,12 @@ def upgrade() -> None:
         sa.Column('service', sa.String(length=100), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint('resource_type', 'resource_id', name=op.f('pk_resources')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_resources')),
+        sa.UniqueConstraint('resource_type', 'resource_id', name='uq_resources_resource_type_resource_id'),
     )
     op.create_index('ix_resources_resource_type_updated_at', 'resources', ['resource_type', 'updated_at'],
                     unique=False)
+    op.create_index('ix_resources_updated_at_id', 'resources', ['updated_at', 'id'], unique=False)
     op.create_table(
         'resource_owners',
         sa.Column('user_id', sa.BigInteger(), nullable=False),
@@ -42,5 +45,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('resource_owners')
+    op.drop_index('ix_resources_updated_at_id', table_name='resources')
     op.drop_index('ix_resources_resource_type_updated_at', table_name='resources')
     op.drop_table('resources')
