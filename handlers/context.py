@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -68,11 +68,16 @@ class Context:
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
+    user_presence: Any = None  # hub.presence.Presence of users' /chat sockets
     metrics: Any = None  # hub.metrics.Metrics
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
+    # Set by the Socket.IO adapter: `await enter(room)` joins the requesting socket at
+    # once, for an operation that must not miss what happens between its read and
+    # its end (resource:watch). Authorize first; `join` it too (recovery tracks it).
+    enter: Callable[[str], Awaitable[None]] | None = None
 
     def transaction(self):
         """A database transaction for this operation. Events emitted inside it

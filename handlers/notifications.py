@@ -19,11 +19,20 @@ from storage.base import aware
 NOTIFICATIONS = "/notifications"
 ACCOUNT_ROLES = {"user", "operator", "admin"}
 
+
+
+def service_room(name: str) -> str:
+    """Every /notifications socket of a service joins it: what is asked of its
+    resources reaches it there (handlers/resources.py)."""
+    return f"service:{name}"
+
+
 namespace(
     NOTIFICATIONS,
     "Each user's stored notifications, live pushes and service-published status events.",
     roles={"user", "operator", "admin", "service"},
     publish_rooms=(r"user:\d+",),
+    connect_rooms=lambda actor: [service_room(actor.name)] if actor.role == "service" and actor.name else [],
 )
 
 MAX_RECIPIENTS = 1000

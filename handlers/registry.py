@@ -55,6 +55,10 @@ class ServerEventSpec:
     model: type[BaseModel]
     publishable: bool  # services may send it through POST /api/publish
     summary: str
+    # Fields naming the thing whose state the event carries (with a growing `version`):
+    # a socket that has not taken the last one yet gets only the newest volatile one
+    # (hub/coalesce.py). Empty: every event is sent.
+    coalesce_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class Registry:
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
     events: dict[tuple[str, str], ServerEventSpec] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
+    # Live resource types by name (handlers/resource_types.py), documented with the events.
+    resource_types: dict[str, Any] = field(default_factory=dict)
 
     def operations_of(self, namespace: str) -> dict[str, Operation]:
         return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace}
@@ -127,7 +133,7 @@ def operation(
     return register
 
 
-def server_event(namespace: str, event: str, *, publishable: bool = False):
+def server_event(namespace: str, event: str, *, publishable: bool = False, coalesce_by: tuple[str, ...] = ()):
     """Class decorator: register a pydantic model as the schema of a server event.
 
     Instances are what handlers pass to `ctx.emit`; publishable events are also
@@ -140,6 +146,7 @@ def server_event(namespace: str, event: str, *, publishable: bool = False):
             model=model,
             publishable=publishable,
             summary=(model.__doc__ or "").strip().split("\n")[0],
+            coalesce_by=coalesce_by,
         )
         REGISTRY.events[(namespace, event)] = spec
         model.__server_event__ = spec
@@ -170,3 +177,10 @@ def rejoin_check(name: str):
         return func
 
     return register
+
+
+def connection_hooks(name: str, *, on_connect=None, on_disconnect=None):
+    """Set `async def hook(ctx)` to run when a socket connects to / disconnects from
+    namespace `name`, from a module other than the one that declared it."""
+    REGISTRY.namespaces[name] = replace(REGISTRY.namespaces[name], on_connect=on_connect,
+                                        on_disconnect=on_disconnect)

@@ -22,7 +22,7 @@ from hub.jobs import run_jobs
 from hub.manager import HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
-from hub.presence import MemoryPresence, Presence, RedisPresence
+from hub.presence import FORGET_AFTER, MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.revocations import Revocations
 from hub.settings import Settings
@@ -59,6 +59,7 @@ class Hub:
     metrics: Metrics
     connections: Connections
     presence: Presence
+    user_presence: Presence
     recovery: Recovery
     revocations: Revocations
     widget_origins: widget.WidgetOrigins
@@ -66,7 +67,7 @@ class Hub:
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence, metrics=self.metrics)
+                       presence=self.presence, user_presence=self.user_presence, metrics=self.metrics)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
@@ -90,6 +91,7 @@ class Hub:
         await self.fanout.start()
         await self.recovery.start()
         await self.presence.start()
+        await self.user_presence.start()
         mode = "Redis fan-out" if self.settings.redis_url else "in-process fan-out"
         log.info("instance %s ready: %s, %s", self.settings.instance_id,
                  self.db.engine.dialect.name, mode)
@@ -105,6 +107,7 @@ class Hub:
         step("closing shared state and presence")
         await self.state.close()
         await self.presence.close()
+        await self.user_presence.close()
         step("closing the database")
         await self.db.close()
         log.info("instance %s stopped", self.settings.instance_id)
@@ -125,9 +128,14 @@ def build_hub(settings: Settings) -> Hub:
         presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
                                            timeout=settings.presence_timeout, grace=settings.presence_grace,
                                            instance_id=settings.instance_id)
+        # Users have no heartbeat: a socket counts until it disconnects or its instance dies.
+        user_presence: Presence = RedisPresence(settings.redis_url, f"{settings.redis_prefix}:users",
+                                                timeout=FORGET_AFTER, grace=settings.presence_grace,
+                                                instance_id=settings.instance_id)
     else:
         state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
         presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
+        user_presence = MemoryPresence(timeout=FORGET_AFTER, grace=settings.presence_grace)
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     widget_origins = widget.WidgetOrigins()
@@ -150,7 +158,7 @@ def build_hub(settings: Settings) -> Hub:
                     state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
-               connections=connections, presence=presence,
+               connections=connections, presence=presence, user_presence=user_presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
                                  max_replay=settings.max_replay),
                revocations=Revocations(db, state, fanout),

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from handlers.registry import REGISTRY, Registry
+from handlers.resource_types import documented
 
 REF = "#/components/schemas/{model}"
 ERROR_CODES = ("validation_error", "unauthorized", "forbidden", "not_found", "conflict", "rate_limited",
@@ -113,6 +114,7 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
             message = add_message(f"{k}.event", {
                 "name": event, "title": event, "summary": ev.summary,
                 "payload": schemas[(ns, event, "event")], "x-publishable": ev.publishable,
+                **({"x-coalesce-by": list(ev.coalesce_by)} if ev.coalesce_by else {}),
             })
             operations[f"{chan}.{k}.event"] = {
                 "action": "receive", "channel": chan_ref, "title": event, "summary": ev.summary,
@@ -147,6 +149,8 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
             ),
         },
         "defaultContentType": "application/json",
+        # Live resource types and their status machines (resource:update, resource:updated).
+        "x-resource-types": documented(registry.resource_types),
         "servers": {
             "hub": {
                 "host": host, "protocol": protocol, "pathname": "/socket.io/",

@@ -26,7 +26,9 @@ from datetime import timedelta
 from typing import Awaitable, Callable
 
 from handlers.context import Outgoing
+from handlers.registry import REGISTRY
 from hub.broker import Broker, BrokerUnavailable, offset_key
+from hub.coalesce import Coalescer
 from hub.gateways.members import REVOKED, Members
 from storage import outbox, published
 from storage.base import aware, utcnow
@@ -85,6 +87,9 @@ class Fanout:
         # Parts of the instance itself that act on durable events (not sockets): the
         # widget origins follow assistant:changed the moment any instance commits one.
         self._listeners: dict[tuple[str, str], list[Callable[[dict], Awaitable[None]]]] = {}
+        # State updates held per slow socket (registered with `coalesce_by`).
+        self.coalescer = Coalescer({key: spec.coalesce_by for key, spec in REGISTRY.events.items()
+                                    if spec.coalesce_by})
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
@@ -102,6 +107,7 @@ class Fanout:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.coalescer.stop()
         await self._remove()  # what this instance published must not be published again
 
     async def deliver(self, events: list[Outgoing]) -> list[str | None]:
@@ -266,6 +272,9 @@ class Fanout:
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                           offset: str | None = None) -> None:
         args = (data, offset) if offset else data
+        coalesced = self.coalescer.takes(namespace, event)
+        if coalesced and not self.coalescer.current(namespace, event, data, durable=offset is not None):
+            return  # older than an update already delivered here
         total = 0
         for server in self.servers:
             ns_rooms = server.manager.rooms.get(namespace)
@@ -280,7 +289,10 @@ class Fanout:
                     # even encoded.
                     reached += len(members) - (skip_sid in members)
             if reached:
-                await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
+                if coalesced and not offset:
+                    await self.coalescer.emit(server, namespace, event, data, rooms, skip_sid)
+                else:
+                    await server.emit(event, args, to=rooms, namespace=namespace, skip_sid=skip_sid)
                 total += reached
         if namespace in self.members.rooms:
             total += self.members.emit(namespace, event, data, rooms, skip_sid, offset)

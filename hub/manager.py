@@ -759,6 +759,19 @@ class HubManager(socketio.AsyncManager):
             except Exception:  # a broken transport: its reader notices and closes the session
                 log.debug("direct write failed", exc_info=True)
 
+    def backlogged(self, eio_sid: str) -> bool:
+        """Whether the client has not taken what was sent to it yet: packets wait in
+        its queue (a long-poll not fetched, a websocket writer waiting for the drain)
+        or its websocket's transport is paused (it reads slower than we write).
+        hub/coalesce.py holds superseded updates back from such sockets."""
+        s = self.server.eio.sockets.get(eio_sid)
+        if s is None or s.closed:
+            return False
+        if not s.queue.empty():
+            return True
+        ws = getattr(s, "hub_ws", None)
+        return ws is not None and (ws.sending > 0 or bool(ws.paused))
+
     @staticmethod
     async def _send_slow(s, pkts) -> None:
         for p in pkts:

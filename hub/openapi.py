@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from handlers.registry import REGISTRY, Registry
+from handlers.resource_types import documented
 from hub.asyncapi import REF, ErrorBody, _version
 from hub.http.auth import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserOut
 from hub.http.publish import PublishIn
@@ -197,6 +198,7 @@ def build(registry: Registry = REGISTRY, *, server: str = "http://localhost:8000
                                 "event (same input and output); errors are {error: {code, message, "
                                 "details?}, detail}. Plain WebSocket and Socket.IO are in /asyncapi.json."},
         "servers": [{"url": server}],
+        "x-resource-types": documented(registry.resource_types),
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": defs.get("$defs", {}),

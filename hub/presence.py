@@ -50,6 +50,7 @@ class _Raw:
     conns: dict[str, float] = field(default_factory=dict)  # console -> last heartbeat
     # Consoles whose instance died -> when it was last alive (RedisPresence).
     lost: dict[str, float] = field(default_factory=dict)
+    forgot_at: float = 0.0  # when old consoles were last dropped (MemoryPresence)
 
 
 class Presence(ABC):
@@ -108,11 +109,31 @@ class Presence(ABC):
     async def all(self, now: float | None = None) -> list[PresenceRecord]:
         """Every operator seen in the last day."""
 
+    async def many(self, ids: list[int], now: float | None = None) -> list[PresenceRecord | None]:
+        """`get` of each id, at one moment."""
+        now = now or time.time()
+        return [await self.get(i, now) for i in ids]
+
     @abstractmethod
     async def claim_change(self, operator_id: int, status: str) -> bool:
         """Atomically record `status` as the last announced one. True for exactly
         one caller per change, whichever instance it runs on: that caller announces
         it. Never announced counts as `offline`."""
+
+    # Looks due: who to look at again, instead of a sweep over everyone (users'
+    # presence: many more than operators).
+
+    @abstractmethod
+    async def look_at(self, ids: list[int], at: float) -> None:
+        """Ask for a look at these ids' status at `at` (e.g. when a grace period ends).
+        A look already asked for happens at the later of the two times: a change and
+        its undoing within that time (a reload) are then never announced."""
+
+    @abstractmethod
+    async def due(self, now: float | None = None, limit: int = 1000) -> list[int]:
+        """The ids whose look is due, each handed to exactly one caller on any
+        instance; with them, the ids that had consoles on an instance found dead
+        (due when their grace period ends)."""
 
 
 class MemoryPresence(Presence):
@@ -120,11 +141,17 @@ class MemoryPresence(Presence):
         super().__init__(timeout=timeout, grace=grace)
         self._ops: dict[int, _Raw] = {}
         self._announced: dict[int, str] = {}
+        self._looks: dict[int, float] = {}
 
     def _raw(self, operator_id: int) -> _Raw:
         return self._ops.setdefault(operator_id, _Raw())
 
     def _forget_old(self, raw: _Raw, now: float) -> None:
+        # At most once a minute: a user's thousands of sockets (one room of a
+        # benchmark) must not cost a scan per connect.
+        if now - raw.forgot_at < 60:
+            return
+        raw.forgot_at = now
         for console, hb in list(raw.conns.items()):
             if hb < now - FORGET_AFTER:
                 del raw.conns[console]
@@ -178,6 +205,17 @@ class MemoryPresence(Presence):
         self._announced[operator_id] = status
         return True
 
+    async def look_at(self, ids: list[int], at: float) -> None:
+        for i in ids:
+            self._looks[i] = max(at, self._looks.get(i, at))
+
+    async def due(self, now: float | None = None, limit: int = 1000) -> list[int]:
+        now = now or time.time()
+        ready = [i for i, at in self._looks.items() if at <= now][:limit]
+        for i in ready:
+            del self._looks[i]
+        return ready
+
 
 # Set the announced status unless it already is that; 1 when changed.
 _CLAIM = """
@@ -187,6 +225,22 @@ if cur == ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'announced', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+
+# Take the due looks (at most ARGV[2]) off the schedule: each goes to one caller.
+_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+"""
+
+# A dead instance's ids, once: scheduled for a look at ARGV[1], and forgotten there.
+_REAP = """
+local ids = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[2], ARGV[1], id) end
+return #ids
 """
 
 
@@ -200,7 +254,10 @@ class RedisPresence(Presence):
     every INSTANCE_TTL / 3 seconds; a console whose instance has not for
     INSTANCE_TTL (SIGKILLed, frozen, cut off from Redis) counts as gone since that
     last stamp, and the grace period runs from there. Without this a killed
-    instance's consoles stayed live until their heartbeats lapsed (`timeout`)."""
+    instance's consoles stayed live until their heartbeats lapsed (`timeout`).
+
+    Looks: `{prefix}:presence:due` (zset id -> when) and `{prefix}:presence:on:{instance}`
+    (set of the ids with consoles there, scheduled for a look once it is found dead)."""
 
     def __init__(self, url: str, prefix: str, *, timeout: float, grace: float,
                  instance_id: str | None = None) -> None:
@@ -209,6 +266,8 @@ class RedisPresence(Presence):
         self.prefix = f"{prefix}:presence"
         self.instance_id = instance_id
         self._claim = self.redis.register_script(_CLAIM)
+        self._due = self.redis.register_script(_DUE)
+        self._reap = self.redis.register_script(_REAP)
         self._alive: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -247,6 +306,10 @@ class RedisPresence(Presence):
             pipe.zadd(f"{self.prefix}:ops", {str(operator_id): now})
             pipe.expire(f"{key}:conns", FORGET_AFTER)
             pipe.expire(key, FORGET_AFTER)
+            instance, _, rest = console.partition(":")
+            if rest:
+                pipe.sadd(f"{self.prefix}:on:{instance}", str(operator_id))
+                pipe.expire(f"{self.prefix}:on:{instance}", FORGET_AFTER)
             pipe.hget(key, "chosen")
             result = await pipe.execute()
         if connecting and result[-1] == b"offline":
@@ -317,6 +380,9 @@ class RedisPresence(Presence):
     async def get(self, operator_id: int, now: float | None = None) -> PresenceRecord | None:
         return (await self._records([operator_id], now or time.time()))[0]
 
+    async def many(self, ids: list[int], now: float | None = None) -> list[PresenceRecord | None]:
+        return await self._records(ids, now or time.time()) if ids else []
+
     async def all(self, now: float | None = None) -> list[PresenceRecord]:
         now = now or time.time()
         await self.redis.zremrangebyscore(f"{self.prefix}:ops", "-inf", now - FORGET_AFTER)
@@ -325,3 +391,19 @@ class RedisPresence(Presence):
 
     async def claim_change(self, operator_id: int, status: str) -> bool:
         return bool(await self._claim(keys=[self._key(operator_id)], args=[status, FORGET_AFTER]))
+
+    async def look_at(self, ids: list[int], at: float) -> None:
+        if ids:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(f"{self.prefix}:due", {str(i): at for i in ids}, gt=True)
+                pipe.expire(f"{self.prefix}:due", FORGET_AFTER)
+                await pipe.execute()
+
+    async def due(self, now: float | None = None, limit: int = 1000) -> list[int]:
+        now = now or time.time()
+        dead = await self.redis.zrangebyscore(f"{self.prefix}:instances", now - FORGET_AFTER,
+                                              now - INSTANCE_TTL, withscores=True)
+        for instance, died in dead:
+            await self._reap(keys=[f"{self.prefix}:on:{instance.decode()}", f"{self.prefix}:due"],
+                             args=[died + self.grace])
+        return [int(i) for i in await self._due(keys=[f"{self.prefix}:due"], args=[now, limit])]

@@ -183,6 +183,9 @@ class Settings:
     # requeue_delay seconds after that.
     presence_timeout: float = 60.0
     presence_grace: float = 10.0
+    # Users' presence in /chat (same grace): changes are looked at and announced
+    # together every this many seconds (a batch; a reload within it is never seen).
+    user_presence_batch: float = 0.5
     requeue_delay: float = 0.0
     max_active_chats: int = 5
     handoff_threshold: float = 0.7
@@ -254,6 +257,7 @@ class Settings:
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
             presence_grace=_float(env, "HUB_PRESENCE_GRACE", 10.0),
+            user_presence_batch=_float(env, "HUB_USER_PRESENCE_BATCH", 0.5),
             requeue_delay=_float(env, "HUB_REQUEUE_DELAY", 0.0),
             max_active_chats=_int(env, "HUB_MAX_ACTIVE_CHATS", 5),
             handoff_threshold=_float(env, "HUB_HANDOFF_THRESHOLD", 0.7),
@@ -372,6 +376,7 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "max_replay": POSITIVE,
     "published_retention": POSITIVE,
     "presence_grace": NOT_NEGATIVE,
+    "user_presence_batch": POSITIVE,
     "requeue_delay": NOT_NEGATIVE,
     "handoff_threshold": (0, 1, False),
     "login_free_failures": POSITIVE,

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -353,7 +354,9 @@ def fanout_run(servers, clients: int, args, instances: int = 1) -> dict:
         servers.stop()
 
 
-def chat_run(args, tmp: Path) -> dict:
+@contextlib.contextmanager
+def throwaway_pg():
+    """The SQLAlchemy URL of a PostgreSQL database of its own, dropped afterwards."""
     import asyncpg
 
     name = f"hub_bench_{secrets.token_hex(4)}"
@@ -367,7 +370,13 @@ def chat_run(args, tmp: Path) -> dict:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
-        url = PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+        yield PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def chat_run(args, tmp: Path) -> dict:
+    with throwaway_pg() as url:
         servers = HubServers(tmp / "chat", database_url=url)
         (tmp / "chat").mkdir(exist_ok=True)
         users = servers.setup(pairs=args.chat_pairs)
@@ -383,8 +392,6 @@ def chat_run(args, tmp: Path) -> dict:
             return summarize(run_generator(job, servers, args.deadline + 30), "acked_per_s")
         finally:
             servers.stop()
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # --- the report ---------------------------------------------------------------------

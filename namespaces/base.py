@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import parse_qs
 
 import msgpack
@@ -245,6 +246,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         if event == REFRESH:
             return await self._refresh(sid, conn, request)
         ctx = self.context(conn.actor, sid)
+        ctx.enter = partial(self.enter_room, sid)
         result = await op.func(ctx, request)
         data = op.output.dump_python(result, mode="json")
         for room in ctx.leaves:

@@ -9,7 +9,7 @@ from sqlalchemy import (ForeignKey, Index, LargeBinary, String, Text, UniqueCons
                         case, delete, exists, func, insert, or_, select, update)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from storage import jsoncodec
 from storage.base import Base, BigId, insert_once, is_postgresql, pg_driver, utcnow
@@ -403,3 +403,18 @@ async def changed_since(tx: AsyncSession, user_id: int, moment: datetime, ident:
     )
     query = select(Message).where(cond).order_by(Message.updated_at, Message.id).limit(limit)
     return list((await tx.execute(query)).scalars())
+
+
+async def partners(tx: AsyncSession, user_ids: list[int], among: list[int] | None = None) -> dict[int, set[int]]:
+    """For each user, the other users who share a thread with them (only those in
+    `among`, when given): who sees their presence."""
+    mine, theirs = aliased(Member), aliased(Member)
+    query = (select(mine.user_id, theirs.user_id).distinct()
+             .join(theirs, theirs.thread_id == mine.thread_id)
+             .where(mine.user_id.in_(user_ids), theirs.user_id != mine.user_id))
+    if among is not None:
+        query = query.where(theirs.user_id.in_(among))
+    out: dict[int, set[int]] = {u: set() for u in user_ids}
+    for user, partner in (await tx.execute(query)).all():
+        out[user].add(partner)
+    return out

@@ -94,6 +94,15 @@ async def test_claim_change_is_once_per_change(presence):
     assert await presence.claim_change(1, "online")
 
 
+async def test_looks_are_due_once_at_the_later_time_asked(presence):
+    now = time.time()
+    await presence.look_at([1, 2], now - 1)
+    await presence.look_at([2], now + 60)  # a later look replaces the earlier one
+    assert await presence.due(now) == [1]
+    assert await presence.due(now) == []  # handed out once
+    assert await presence.due(now + 61) == [2]
+
+
 async def test_operators_are_independent(presence):
     await presence.connect(1, "a:1")
     await presence.connect(2, "a:2")
@@ -143,6 +152,9 @@ async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_l
         assert rec.status == "offline" and rec.consoles == 0
         assert rec.offline_since <= stamped + GRACE
         assert (await observer.get(2, later)).status == "online"  # its heartbeat has not lapsed
+        # the dying instance's ids are due for a look when their grace period ends, once
+        assert await observer.due(later) == [1]
+        assert await observer.due(later) == []
     finally:
         keys = [k async for k in observer.redis.scan_iter(f"{prefix}:*")]
         if keys:

@@ -66,7 +66,10 @@ def _notification(data: dict, email: str | None) -> dict:
 def _booking(data: dict, email: str | None) -> dict | None:
     if data.get("resource_type") != "booking":
         return None
-    return {"type": "booking_update", "booking_id": data["resource_id"], "status": data.get("status"),
+    # EduStream's booking ids are integers; the hub keeps resource ids as text.
+    booking = data["resource_id"]
+    booking = int(booking) if isinstance(booking, str) and booking.isdigit() else booking
+    return {"type": "booking_update", "booking_id": booking, "status": data.get("status"),
             **{k: data[k] for k in ("progress", "result", "error", "version") if k in data}}
 
 
