@@ -1,3 +1,4 @@
 """Imports every handler module so that the registry is complete."""
 from handlers import bots, chat, desk, dialogs, notifications, operators, orders, routing, sns, widgets  # noqa: F401
+from handlers import streams  # noqa: F401
 from handlers import session  # noqa: F401  (last: it registers in every namespace above)

@@ -69,6 +69,7 @@ class Context:
     events: list[Outgoing] = field(default_factory=list)
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
     metrics: Any = None  # hub.metrics.Metrics
+    streams: Any = None  # hub.streams.StreamService (streamed bot replies)
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)

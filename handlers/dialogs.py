@@ -96,6 +96,9 @@ class DialogMessageOut(Output):
     text: str
     created_at: datetime
     client_msg_id: str | None
+    # A streamed reply cut short (takeover, or its bot went silent); its
+    # client_msg_id is the stream's id (handlers/streams.py).
+    interrupted: bool = False
 
 
 class DialogStatus(Output):
@@ -317,7 +320,8 @@ def message_out(m: store.DialogMessage) -> DialogMessageOut:
     if m.sender != "visitor" and m.sender_id is not None and m.sender_id.isdigit():
         sender_id = int(m.sender_id)
     return DialogMessageOut(id=m.id, dialog_id=m.dialog_id, sender=m.sender, sender_id=sender_id, text=m.text,
-                            created_at=aware(m.created_at), client_msg_id=m.client_msg_id)
+                            created_at=aware(m.created_at), client_msg_id=m.client_msg_id,
+                            interrupted=bool(m.interrupted))
 
 
 def status_out(d: store.Dialog) -> DialogStatus:
@@ -391,6 +395,10 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 # Run after a dialog joined the queue and the write committed: automatic routing
 # (handlers/routing.py) registers itself here.
 queued_hooks: list[Callable[[Context, int], Awaitable[None]]] = []
+
+# Run inside the transaction of every change that gives a dialog to an operator
+# (accept, takeover): a streamed bot reply in it is cut there (handlers/streams.py).
+taken_hooks: list[Callable[[Context, object, store.Dialog], Awaitable[None]]] = []
 
 QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
 
@@ -522,6 +530,8 @@ async def announce_taken(ctx: Context, tx, d: store.Dialog, place: int | None) -
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    for hook in taken_hooks:
+        await hook(ctx, tx, d)
     if place is not None and d.requested_at and ctx.metrics is not None:
         ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())
     emit_status(ctx, d)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 import handlers.catalog  # noqa: F401  (fills the registry)
+from handlers.streams import MessageDelta
 from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
@@ -27,6 +28,7 @@ from hub.revocations import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
+from hub.streams import MemoryStreams, RedisStreams, StreamService
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec
@@ -62,10 +64,11 @@ class Hub:
     revocations: Revocations
     widget_origins: widget.WidgetOrigins
     stopping: Shutdown
+    streams: StreamService
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence, metrics=self.metrics)
+                       presence=self.presence, metrics=self.metrics, streams=self.streams)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
@@ -104,6 +107,7 @@ class Hub:
         step("closing shared state and presence")
         await self.state.close()
         await self.presence.close()
+        await self.streams.buffer.close_all()
         step("closing the database")
         await self.db.close()
         log.info("instance %s stopped", self.settings.instance_id)
@@ -147,12 +151,16 @@ def build_hub(settings: Settings) -> Hub:
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     state=state, metrics=metrics)
+    streams = StreamService(RedisStreams(settings.redis_url, settings.redis_prefix) if settings.redis_url
+                            else MemoryStreams(), fanout)
+    fanout.local_emitters[(MessageDelta.__server_event__.namespace, MessageDelta.__server_event__.event)] = \
+        streams.deltas.emit_local
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window),
                revocations=Revocations(db, state, fanout),
-               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams)
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

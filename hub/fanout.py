@@ -61,6 +61,9 @@ class Fanout:
         # Parts of the instance itself that act on durable events (not sockets): the
         # widget origins follow assistant:changed the moment any instance commits one.
         self._listeners: dict[tuple[str, str], list[Callable[[dict], Awaitable[None]]]] = {}
+        # Events this instance sends to its own sockets its own way (hub/deltas.py
+        # coalesces streamed deltas per socket); called like `_emit_local`.
+        self.local_emitters: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {}
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
@@ -194,6 +197,9 @@ class Fanout:
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                           offset: str | None = None) -> None:
+        own = self.local_emitters.get((namespace, event))
+        if own is not None:
+            return await own(namespace, event, data, rooms, skip_sid, offset)
         args = (data, offset) if offset else data
         total = 0
         for server in self.servers:
