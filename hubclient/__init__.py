@@ -3,6 +3,8 @@
     async with Client("http://127.0.0.1:8000", token) as hub:
         chat = await hub.connect("/chat", {"message:new": on_message})   # handler(data)
         message = await chat.call("message:send", {"recipient_id": 2, "message": "hi"})
+        async with dialogs.stream(dialog_id) as reply:                    # bots: a streamed reply
+            await reply.send("Hel"); await reply.send("lo!")
         await hub.publish("/notifications", "notification:new", {...}, user_ids=[2])  # service tokens
 
 * `call` returns the ack's `data`, or raises `HubError` with the contract's `code`,
@@ -25,7 +27,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import socketio
 
-__all__ = ["Client", "HubError", "Namespace"]
+__all__ = ["Client", "HubError", "Namespace", "StreamedReply"]
 
 Handler = Callable[[Any], Awaitable[None] | None]
 
@@ -89,6 +91,10 @@ class Namespace:
                            error.get("details"))
         return reply["data"]
 
+    def stream(self, dialog_id: int) -> "StreamedReply":
+        """A bot's reply streamed into a dialog of /dialogs (see StreamedReply)."""
+        return StreamedReply(self, dialog_id)
+
     async def sync(self, since: str | None, limit: int = 200) -> tuple[list[dict], str]:
         """Everything changed since the cursor `since` (None: everything), all pages;
         returns the items and the cursor for the next time."""
@@ -117,6 +123,38 @@ class Namespace:
     async def _connect(self) -> None:
         await self.sio.connect(self.client.url, namespaces=[self.name], auth=self._auth,
                                transports=["websocket"], wait_timeout=10)
+
+
+class StreamedReply:
+    """`async with dialogs.stream(dialog_id) as reply: await reply.send(text)`: each
+    `send` reaches the dialog at once as a `message:delta`; leaving the block ends the
+    reply, which the hub stores (`reply.message`). If an operator takes the dialog
+    over meanwhile, `send` raises HubError `conflict` and the hub has stored what was
+    sent as interrupted (`reply.interrupted`); the block then ends quietly."""
+
+    def __init__(self, ns: Namespace, dialog_id: int) -> None:
+        self.ns, self.dialog_id = ns, dialog_id
+        self.stream_id: str | None = None
+        self.message: dict | None = None
+        self.interrupted = False
+
+    async def __aenter__(self) -> "StreamedReply":
+        self.stream_id = (await self.ns.call("message:stream-start", {"dialog_id": self.dialog_id}))["stream_id"]
+        return self
+
+    async def send(self, text: str) -> int:
+        """Add `text`; returns its seq."""
+        try:
+            return (await self.ns.call("message:stream-delta", {"stream_id": self.stream_id, "text": text}))["seq"]
+        except HubError as exc:
+            self.interrupted = exc.code == "conflict"
+            raise
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if self.interrupted:
+            return exc_type is HubError  # cut by a takeover: stored already, nothing to end
+        self.message = await self.ns.call("message:stream-end", {"stream_id": self.stream_id})
+        return False
 
 
 class Client:
