@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from handlers.context import Outgoing
 from hub.deltas import DeltaSender
 from hub.redis_client import redis_client
+from storage.group_commit import GroupCommit
 
 TOMBSTONE_SECONDS = 600
 
@@ -149,17 +150,31 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 return false
 """
 
+# Several appends in one call (those that arrive together: see RedisStreams.append).
+# KEYS: idle index; ARGV: now (ms), key prefix, then per append its stream id,
+# assistant id, text, length in characters and the limit.
 _APPEND = """
-if redis.call('HGET', KEYS[1], 'a') ~= ARGV[6] then return {'missing'} end
-local closed = redis.call('HGET', KEYS[1], 'c')
-if closed then return {'closed:' .. closed} end
-local n = tonumber(redis.call('HGET', KEYS[1], 'n')) + tonumber(ARGV[2])
-if n > tonumber(ARGV[3]) then return {'too_long'} end
-redis.call('HSET', KEYS[1], 'n', n)
-redis.call('APPEND', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-local f = redis.call('HMGET', KEYS[1], 'd', 'a')
-return {'ok', redis.call('HINCRBY', KEYS[1], 's', 1), f[1], f[2]}
+local now, p, out = ARGV[1], ARGV[2], {}
+for i = 3, #ARGV, 5 do
+  local id, h = ARGV[i], p .. ':s:' .. ARGV[i]
+  local closed = redis.call('HGET', h, 'c')
+  if redis.call('HGET', h, 'a') ~= ARGV[i + 1] then
+    out[#out + 1] = {'missing'}
+  elseif closed then
+    out[#out + 1] = {'closed:' .. closed}
+  else
+    local n = tonumber(redis.call('HGET', h, 'n')) + tonumber(ARGV[i + 3])
+    if n > tonumber(ARGV[i + 4]) then
+      out[#out + 1] = {'too_long'}
+    else
+      redis.call('HSET', h, 'n', n)
+      redis.call('APPEND', p .. ':t:' .. id, ARGV[i + 2])
+      redis.call('ZADD', KEYS[1], now, id)
+      out[#out + 1] = {'ok', redis.call('HINCRBY', h, 's', 1), redis.call('HGET', h, 'd')}
+    end
+  end
+end
+return out
 """
 
 _GET = """
@@ -195,6 +210,7 @@ class RedisStreams(Streams):
         self.prefix = f"{prefix}:streams"
         self._open = self.redis.register_script(_OPEN)
         self._append = self.redis.register_script(_APPEND)
+        self._appends = GroupCommit(self._append_batch, limit=500)
         self._get = self.redis.register_script(_GET)
         self._close = self.redis.register_script(_CLOSE)
 
@@ -214,12 +230,18 @@ class RedisStreams(Streams):
         return stream_id
 
     async def append(self, stream_id: str, assistant_id: int, text: str, max_chars: int) -> OpenStream:
-        out = await self._append(keys=[*self._keys(stream_id), self._idle],
-                                 args=[text, len(text), max_chars, int(time.time() * 1000), stream_id,
-                                       str(assistant_id)])
+        # Appends of many streams at once (a bot answering many visitors) go to Redis
+        # together: one script call per batch instead of one per delta.
+        out = await self._appends.submit((stream_id, str(assistant_id), text, len(text), max_chars))
         if _s(out[0]) != "ok":
             raise StreamError(_s(out[0]))
-        return OpenStream(stream_id, int(out[2]), int(out[3]), int(out[1]), text)
+        return OpenStream(stream_id, int(out[2]), assistant_id, int(out[1]), text)
+
+    async def _append_batch(self, items: list[tuple]) -> list[list]:
+        args: list = [int(time.time() * 1000), self.prefix]
+        for item in items:
+            args.extend(item)
+        return await self._append(keys=[self._idle], args=args)
 
     async def get(self, stream_id: str) -> OpenStream:
         out = await self._get(keys=self._keys(stream_id))
