@@ -381,6 +381,14 @@ def _check_length(ctx: Context, text: str) -> None:
                                          "type": "string_too_long"}])
 
 
+def check_bot_may_write(d: store.Dialog) -> None:
+    """A bot writes (sends, streams) only in an open dialog no operator holds."""
+    if d.status != "open":
+        raise Conflict("this dialog is closed")
+    if d.handoff_status == "active":
+        raise Conflict("an operator holds this dialog: the bot must not talk over them")
+
+
 def _sender(ctx: Context) -> tuple[str, str | None]:
     actor = ctx.actor
     if actor.role == "visitor":
@@ -735,10 +743,10 @@ async def send(ctx: Context, req: SendDialogMessage) -> DialogMessageOut:
             earlier = await store.by_client_msg_id(tx, d.id, sender, sender_id, req.client_msg_id)
             if earlier is not None:
                 return message_out(earlier)
-        if d.status != "open":
+        if sender == "assistant":
+            check_bot_may_write(d)
+        elif d.status != "open":
             raise Conflict("this dialog is closed")
-        if sender == "assistant" and d.handoff_status == "active":
-            raise Conflict("an operator holds this dialog: the bot must not talk over them")
         if sender in ("operator", "user") and not (d.handoff_status == "active" and d.operator_id == ctx.actor.id):
             raise Conflict("accept or take over the dialog before writing in it",
                            details={"handoff_status": d.handoff_status, "operator_id": d.operator_id})

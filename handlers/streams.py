@@ -108,10 +108,7 @@ async def stream_start(ctx: Context, req: StartStream) -> StreamStarted:
     """Start a streamed reply in a dialog of the bot's assistant (one at a time per dialog)."""
     async with ctx.transaction() as tx:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
-    if d.status != "open":
-        raise Conflict("this dialog is closed")
-    if d.handoff_status == "active":
-        raise Conflict("an operator holds this dialog: the bot must not talk over them")
+    dlg.check_bot_may_write(d)
     try:
         return StreamStarted(stream_id=await ctx.streams.buffer.open(d.id, d.assistant_id))
     except StreamError as exc:

@@ -23,6 +23,7 @@ from hub.redis_client import redis_client
 from storage.group_commit import GroupCommit
 
 TOMBSTONE_SECONDS = 600
+MAX_LOCKS = 10_000  # per-stream locks kept on an instance before the idle ones are dropped
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ class StreamLocks:
     def lock(self, stream_id: str) -> asyncio.Lock:
         lock = self._locks.get(stream_id)
         if lock is None:
+            if len(self._locks) >= MAX_LOCKS:  # streams cut or timed out never said goodbye here
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             lock = self._locks[stream_id] = asyncio.Lock()
         return lock
 
