@@ -39,7 +39,7 @@ FAQ = {
 }
 DONT_KNOW = "Sorry, I don't know the answer to that. You can ask for a human at any time."
 HANDING_OFF = "Let me get a human colleague for you. Please stay with us."
-WORD_PAUSE = 0.03  # seconds between streamed words (an LLM's pace)
+WORD_PAUSE = 0.03  # seconds between streamed words (an LLM's pace; hubclient groups them)
 
 
 def answer(text: str) -> str:

@@ -91,9 +91,9 @@ class Namespace:
                            error.get("details"))
         return reply["data"]
 
-    def stream(self, dialog_id: int) -> "StreamedReply":
+    def stream(self, dialog_id: int, min_interval: float = 0.06) -> "StreamedReply":
         """A bot's reply streamed into a dialog of /dialogs (see StreamedReply)."""
-        return StreamedReply(self, dialog_id)
+        return StreamedReply(self, dialog_id, min_interval)
 
     async def sync(self, since: str | None, limit: int = 200) -> tuple[list[dict], str]:
         """Everything changed since the cursor `since` (None: everything), all pages;
@@ -126,24 +126,39 @@ class Namespace:
 
 
 class StreamedReply:
-    """`async with dialogs.stream(dialog_id) as reply: await reply.send(text)`: each
-    `send` reaches the dialog at once as a `message:delta`; leaving the block ends the
-    reply, which the hub stores (`reply.message`). If an operator takes the dialog
-    over meanwhile, `send` raises HubError `conflict` and the hub has stored what was
-    sent as interrupted (`reply.interrupted`); the block then ends quietly."""
+    """`async with dialogs.stream(dialog_id) as reply: await reply.send(text)`: the
+    text reaches the dialog as `message:delta`s; leaving the block ends the reply,
+    which the hub stores (`reply.message`). Text sent less than `min_interval`
+    seconds after the previous delta waits and goes with the next one (or the end):
+    an LLM's tokens then cost at most 1/min_interval events a second, within the
+    connection's event budget. If an operator takes the dialog over meanwhile, `send`
+    raises HubError `conflict`, the hub has stored what was sent as interrupted
+    (`reply.interrupted`), and the block ends quietly."""
 
-    def __init__(self, ns: Namespace, dialog_id: int) -> None:
-        self.ns, self.dialog_id = ns, dialog_id
+    def __init__(self, ns: Namespace, dialog_id: int, min_interval: float = 0.06) -> None:
+        self.ns, self.dialog_id, self.min_interval = ns, dialog_id, min_interval
         self.stream_id: str | None = None
         self.message: dict | None = None
         self.interrupted = False
+        self._held = ""
+        self._last = 0.0
 
     async def __aenter__(self) -> "StreamedReply":
         self.stream_id = (await self.ns.call("message:stream-start", {"dialog_id": self.dialog_id}))["stream_id"]
         return self
 
-    async def send(self, text: str) -> int:
-        """Add `text`; returns its seq."""
+    async def send(self, text: str) -> int | None:
+        """Add `text`; the seq of the delta that carried it, or None while it waits."""
+        self._held += text
+        now = asyncio.get_running_loop().time()
+        if now - self._last < self.min_interval:
+            return None
+        return await self._flush(now)
+
+    async def _flush(self, now: float) -> int | None:
+        if not self._held:
+            return None
+        text, self._held, self._last = self._held, "", now
         try:
             return (await self.ns.call("message:stream-delta", {"stream_id": self.stream_id, "text": text}))["seq"]
         except HubError as exc:
@@ -151,8 +166,14 @@ class StreamedReply:
             raise
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if not self.interrupted and exc_type is None:
+            try:
+                await self._flush(asyncio.get_running_loop().time())
+            except HubError:
+                if not self.interrupted:
+                    raise
         if self.interrupted:
-            return exc_type is HubError  # cut by a takeover: stored already, nothing to end
+            return exc_type in (None, HubError)  # cut by a takeover: stored already, nothing to end
         self.message = await self.ns.call("message:stream-end", {"stream_id": self.stream_id})
         return False
 

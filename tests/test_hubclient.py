@@ -143,9 +143,13 @@ async def test_a_streamed_reply_ends_stored_or_quietly_when_taken_over(server, a
     async with Client(server.url, bot_token(a["id"])) as hub:
         dialogs = await hub.connect("/dialogs")
         async with dialogs.stream(v["dialog_id"]) as reply:
-            assert await reply.send("Hel") == 1 and await reply.send("lo!") == 2
+            assert await reply.send("Hel") == 1
+            assert await reply.send("l") is None  # too soon: waits for the next delta
+            await asyncio.sleep(0.1)
+            assert await reply.send("o") == 2
+            assert await reply.send("!") is None  # sent with the end
         assert reply.message["text"] == "Hello!" and not reply.message["interrupted"]
-        async with dialogs.stream(v["dialog_id"]) as cut:
+        async with dialogs.stream(v["dialog_id"], min_interval=0) as cut:
             await cut.send("Let me")
             await console.ok("dialog:takeover", {"dialog_id": v["dialog_id"]})
             await cut.send(" see")  # refused: the block ends here, quietly
