@@ -591,7 +591,7 @@ async def sync_messages(ctx: Context,
         live = iter(await _messages_out(tx, [m for m in rows if m.deleted_at is None], me))
     items = [SyncedMessage(**next(live).model_dump()) if m.deleted_at is None
              else MessageTombstone(id=m.id, thread_id=m.thread_id, deleted_at=aware(m.deleted_at)) for m in rows]
-    return sync.SyncPage[SyncedMessage | MessageTombstone](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[SyncedMessage | MessageTombstone](**sync.page(rows, items, req.limit, req.since))
 
 
 @periodic("chat.orphan-attachments", every=lambda s: max(1.0, min(s.orphan_attachment_age / 4, 600.0)))

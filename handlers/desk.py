@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.errors import Conflict, NotFound
 from handlers.operators import presence_store
 from handlers.registry import operation, server_event
-from handlers.schema import Empty, Input, Output
+from handlers.schema import Empty, Id, Input, Output, Text
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage import users as users_store
@@ -21,7 +21,7 @@ STAFF = {"operator", "admin"}
 
 
 class NoteIn(dlg.DialogRef):
-    text: str = Field(min_length=1, max_length=4000)
+    text: Text(4000, min_length=1)
 
 
 class NoteOut(Output):
@@ -42,17 +42,17 @@ class NoteAdded(Output):
 
 class CannedIn(Input):
     shortcut: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    text: str = Field(min_length=1, max_length=4000)
+    text: Text(4000, min_length=1)
 
 
 class CannedUpdate(Input):
-    reply_id: int = Field(ge=1)
+    reply_id: Id
     shortcut: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    text: str | None = Field(None, min_length=1, max_length=4000)
+    text: Text(4000, min_length=1) | None = None
 
 
 class CannedRef(Input):
-    reply_id: int = Field(ge=1)
+    reply_id: Id
 
 
 class CannedOut(Output):

@@ -852,4 +852,4 @@ async def sync_messages(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Di
         rows = await store.messages_changed_since(tx, **_scope(ctx), moment=since[0], ident=since[1],
                                                   limit=req.limit + 1)
     items = [message_out(m) for m in rows]
-    return sync.SyncPage[DialogMessageOut](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[DialogMessageOut](**sync.page(rows, items, req.limit, req.since))

@@ -257,14 +257,17 @@ async def create_notifications(ctx: Context, req: CreateNotification) -> Created
 
 
 @operation(NOTIFICATIONS, "sync", roles=ACCOUNT_ROLES)
-async def sync_notifications(ctx: Context,
-                             req: sync.SyncRequest) -> sync.SyncPage[SyncedNotification | NotificationTombstone]:
+async def sync_notifications(ctx: Context, req: sync.SyncRequest
+                             ) -> sync.PublishedSyncPage[SyncedNotification | NotificationTombstone]:
     """The user's notifications created, read or deleted since a cursor: how a client
-    that was away longer than the recovery window catches up. Deleted ones come with
-    as tombstones ({id, deleted_at}): remove them."""
+    that was away longer than the recovery window catches up. Deleted ones come as
+    tombstones ({id, deleted_at}): remove them. `events`: what services published to
+    the user meanwhile."""
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, ctx.actor.id, *since, req.limit + 1)
+        published = await sync.published_since(tx, ctx, NOTIFICATIONS, req.since, req.limit)
     items = [SyncedNotification(**_out(r).model_dump()) if r.deleted_at is None
              else NotificationTombstone(id=r.id, deleted_at=aware(r.deleted_at)) for r in rows]
-    return sync.SyncPage[SyncedNotification | NotificationTombstone](**sync.page(rows, items, req.limit, since))
+    return sync.PublishedSyncPage[SyncedNotification | NotificationTombstone](
+        **sync.page(rows, items, req.limit, req.since, published))

@@ -297,13 +297,15 @@ async def update_status(ctx: Context, req: UpdateStatus) -> OrderOut:
 
 
 @operation(ORDERS, "sync")
-async def sync_orders(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[OrderOut]:
+async def sync_orders(ctx: Context, req: sync.SyncRequest) -> sync.PublishedSyncPage[OrderOut]:
     """Orders created or changed since a cursor (a customer's own; staff and services
     every order): how a client that was away longer than the recovery window catches
-    up. Each item is the order as it is now; apply them by `order_id`."""
+    up. Each item is the order as it is now; apply them by `order_id`. `events`: what
+    services published to the caller (or to staff, for staff) meanwhile."""
     since = sync.decode(req.since)
     customer = None if _sees_all(ctx.actor) else ctx.actor.id
     async with ctx.transaction() as tx:
         rows = await store.changed_since(tx, customer, *since, req.limit + 1)
         items = [_out(o) for o in rows]
-    return sync.SyncPage[OrderOut](**sync.page(rows, items, req.limit, since))
+        published = await sync.published_since(tx, ctx, ORDERS, req.since, req.limit)
+    return sync.PublishedSyncPage[OrderOut](**sync.page(rows, items, req.limit, req.since, published))

@@ -21,7 +21,7 @@ from handlers import dialogs as dlg
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import operation, periodic, server_event
-from handlers.schema import Output
+from handlers.schema import Id, Output, Text
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage import users as users_store
@@ -36,13 +36,13 @@ log = logging.getLogger("hub.routing")
 # --- models ------------------------------------------------------------------------
 
 class Transfer(dlg.DialogRef):
-    operator_id: int | None = Field(None, ge=1, description="the operator offered the dialog; none: the queue")
+    operator_id: Id | None = Field(None, description="the operator offered the dialog; none: the queue")
 
 
 class LeaveMessage(dlg.DialogRef):
-    text: str = Field(min_length=1, max_length=4000)
-    contact: str = Field(min_length=3, max_length=200, description="an email address or phone number")
-    name: str | None = Field(None, min_length=1, max_length=100)
+    text: Text(4000, min_length=1)
+    contact: Text(200, min_length=3) = Field(description="an email address or phone number")
+    name: Text(100, min_length=1) | None = None
 
 
 class Transcript(Output):

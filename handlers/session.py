@@ -3,23 +3,22 @@ in-band (`auth:refresh`) and hear that it expired (`auth:expired`).
 
 Registered in every namespace so that the AsyncAPI document lists them; the
 Socket.IO adapter (namespaces/base.py) runs them itself, since they act on the
-connection, not on data (docs/security-auth.md)."""
+connection, not on data (docs/security.md)."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 
 from handlers.context import Context
 from handlers.registry import REGISTRY, operation, server_event
-from handlers.schema import Input, Output
+from handlers.schema import Input, Output, Text
 
 REFRESH = "auth:refresh"
 EXPIRED = "auth:expired"
 
 
 class AuthRefresh(Input):
-    token: str = Field(min_length=1, max_length=4096)
+    token: Text(4096, min_length=1)
 
 
 class AuthRefreshed(Output):

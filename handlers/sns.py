@@ -804,4 +804,4 @@ async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Synce
                                                moment=since[0], ident=since[1], limit=req.limit + 1)
     items = [SyncedPost(**_post_out(p).model_dump()) if p.deleted_at is None
              else PostTombstone(post_id=p.id, deleted_at=aware(p.deleted_at)) for p in rows]
-    return sync.SyncPage[SyncedPost | PostTombstone](**sync.page(rows, items, req.limit, since))
+    return sync.SyncPage[SyncedPost | PostTombstone](**sync.page(rows, items, req.limit, req.since))

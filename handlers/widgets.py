@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -16,7 +16,7 @@ from handlers import bots, routing
 from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import operation
-from handlers.schema import Input, Output
+from handlers.schema import Id, Input, Output, Text
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage.base import aware
@@ -28,10 +28,10 @@ APP_KEY_PREFIX = "hubapp_"
 class Hours(Input):
     """Opening hours: on these weekdays (0 = Monday) from `open` to `close`, local time."""
 
-    timezone: str = Field("UTC", min_length=1, max_length=64)
-    days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], max_length=7)
-    open: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    close: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+    timezone: Text(64, min_length=1) = "UTC"
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=lambda: [0, 1, 2, 3, 4], max_length=7)
+    open: Text(5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$") = "09:00"
+    close: Text(5, pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$") = "17:00"
 
     @field_validator("timezone")
     @classmethod
@@ -66,9 +66,9 @@ def open_now(a: store.Assistant) -> bool:
 
 class DeskSettings(dlg.AssistantRef):
     routing: Literal["manual", "round_robin", "least_busy"] | None = None
-    greeting: str | None = Field(None, max_length=1000)
-    title: str | None = Field(None, max_length=100)
-    color: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$")
+    greeting: Text(1000) | None = None
+    title: Text(100) | None = None
+    color: Text(7, pattern=r"^#[0-9a-fA-F]{6}$") | None = None
     hours: Hours | None = None
 
 
@@ -90,11 +90,11 @@ class Availability(Output):
 
 
 class NewAppKey(dlg.AssistantRef):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text(100, min_length=1)
 
 
 class AppKeyRef(dlg.AssistantRef):
-    key_id: int = Field(ge=1)
+    key_id: Id
 
 
 class AppKeyOut(Output):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -41,7 +42,7 @@ log = logging.getLogger("hub")
 # HUB_MAX_PAYLOAD_BYTES, if larger); requests far below it but above
 # HUB_MAX_PAYLOAD_BYTES get a `payload_too_large` answer instead. It also bounds a
 # binary packet's attachments and what a connection holds unhandled
-# (docs/security-engine.md).
+# (docs/security.md).
 TRANSPORT_MAX_PACKET = 1_000_000
 
 
@@ -150,7 +151,7 @@ def build_hub(settings: Settings) -> Hub:
     metrics = Metrics()
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
-                    state=state, metrics=metrics)
+                    state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     streams = StreamService(RedisStreams(settings.redis_url, settings.redis_prefix) if settings.redis_url
                             else MemoryStreams(), fanout)
     fanout.local_emitters[(MessageDelta.__server_event__.namespace, MessageDelta.__server_event__.event)] = \
@@ -158,7 +159,8 @@ def build_hub(settings: Settings) -> Hub:
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence,
-               recovery=Recovery(sessions, broker, window=settings.recovery_window),
+               recovery=Recovery(sessions, broker, window=settings.recovery_window,
+                                 max_replay=settings.max_replay),
                revocations=Revocations(db, state, fanout),
                widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams)
 

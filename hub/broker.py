@@ -11,8 +11,10 @@ Two ways onto the bus:
   in one atomic step. Every instance, the appending one included, delivers from the
   bus, so every instance delivers durable events in offset order.
 
-`since(namespace, offset)` reads the log after an offset: what a reconnecting client
-missed. The log keeps `retention` seconds of events.
+`replay(namespace, offset, wanted)` reads the log after an offset up to its newest
+entry and keeps the entries a reconnecting client missed (its rooms'); `since` reads
+every entry after an offset. The log keeps `retention` seconds of events.
+`barrier()` returns once everything published before it has been handled here.
 
 The bus and Redis's log are encoded with msgpack, the memory log in JSON: nothing
 is ever unpickled."""
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable, Iterator
 
 import msgpack
 import orjson
@@ -50,8 +54,34 @@ IDLE_PING = 1.0
 READ_SIZE = 1 << 16
 
 
+# Entries read per XRANGE while a replay scans the log.
+REPLAY_CHUNK = 1000
+# Seconds direct appends wait (in the outbox) once a relay found events left behind:
+# long enough for every instance's relay to take its turn.
+HOLD = 2.0
+
+
 class BrokerUnavailable(Exception):
     pass
+
+
+@dataclass
+class Replay:
+    """What a replay found: the wanted entries after the offset, oldest first, and
+    the newest offset it read (None: the log had nothing after the offset). Every
+    live event up to `head` was read, wanted or not."""
+
+    entries: list[tuple[str, dict]]
+    head: str | None
+
+
+def scan(rows: Iterable[tuple[str, dict]], wanted: Callable[[dict], bool], replay: Replay, limit: int) -> bool:
+    """Add the wanted rows to `replay`; False once more than `limit` are wanted."""
+    for offset, entry in rows:
+        replay.head = offset
+        if wanted(entry):
+            replay.entries.append((offset, entry))
+    return len(replay.entries) <= limit
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -78,6 +108,9 @@ def valid_offset(offset) -> bool:
 
 class Broker(ABC):
     healthy = True
+    # How many times the bus was lost: events appended meanwhile by others may have
+    # been missed, and events this instance wrote may not have been appended.
+    losses = 0
 
     def __init__(self, retention: float) -> None:
         self.retention = retention
@@ -96,15 +129,33 @@ class Broker(ABC):
         return self.publish(message)
 
     @abstractmethod
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
         """Log durable entries (each with its "ns" and event "id") and send them, with
         their offsets, as one `{"t": "log", "o": origin, "e": entries, "x": offsets}`
-        message. An id logged before is skipped (None): the log holds each event once."""
+        message. An id logged before is skipped (None): the log holds each event once.
+
+        Left-behind events first: an outbox relay appending what was left behind
+        (`relay`) may `hold` direct appends for HOLD seconds; meanwhile a direct
+        append is refused (None, nothing logged) and its events wait in the outbox
+        for the relays, behind the others'."""
 
     @abstractmethod
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
         """Logged entries of `namespace` after `offset`, oldest first; None when more
         than `limit` are there (the caller cannot replay them all)."""
+
+    @abstractmethod
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        """The `wanted` entries of `namespace` after `offset`, reading to the newest;
+        None when more than `limit` are wanted. The limit counts only what is
+        wanted (a client's own events), not the namespace's traffic."""
+
+    @abstractmethod
+    async def barrier(self, timeout: float) -> bool:
+        """True once everything published on the bus before this call has been
+        handled here (False if not within `timeout`)."""
 
     @abstractmethod
     async def stop(self) -> None: ...
@@ -148,6 +199,12 @@ class MemoryBus:
         self.handlers: list[Handler] = []
         self.logs: dict[str, MemoryLog] = {}
         self.logged: dict[int, float] = {}  # event id -> until when it counts as logged
+        self.held_until = 0.0  # direct appends wait until then (see Broker.append)
+        # Messages being handed out (numbered), and barriers waiting for those
+        # numbered up to theirs to be handed out.
+        self.dispatched = 0
+        self.dispatching: set[int] = set()
+        self.barriers: list[tuple[int, asyncio.Future]] = []
         self.last = (0, 0)
 
     def next_offset(self, now: float) -> str:
@@ -177,12 +234,45 @@ class MemoryBroker(Broker):
         # go out in one write per socket. Delivering from a reader task instead made
         # appends smaller and more frequent: ~12% more CPU per chat message at
         # 3,000/s (docs/performance.md).
-        for handler in list(self.bus.handlers):
-            await handler(message)
+        bus = self.bus
+        bus.dispatched += 1
+        number = bus.dispatched
+        bus.dispatching.add(number)
+        try:
+            for handler in list(bus.handlers):
+                await handler(message)
+        finally:
+            bus.dispatching.discard(number)
+            if bus.barriers:
+                oldest = min(bus.dispatching, default=number + 1)
+                for waited, done in [b for b in bus.barriers if b[0] < oldest]:
+                    bus.barriers.remove((waited, done))
+                    if not done.done():
+                        done.set_result(None)
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
+    async def barrier(self, timeout: float) -> bool:
+        """Messages are handed to every broker in turn: wait for those being handed
+        out now to be done."""
+        bus = self.bus
+        if not bus.dispatching:
+            return True
+        waiter = (bus.dispatched, asyncio.get_running_loop().create_future())
+        bus.barriers.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1], timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in bus.barriers:
+                bus.barriers.remove(waiter)
+
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
         now = time.time()
         bus = self.bus
+        if not (relay or hold) and bus.held_until > now:
+            return None
         offsets: list[str | None] = []
         fresh = []
         for entry in entries:
@@ -205,6 +295,8 @@ class MemoryBroker(Broker):
         for stream in bus.logs.values():
             for expired in stream.expire(now - self.retention):
                 bus.logged.pop(expired, None)
+        if fresh and hold:
+            bus.held_until = now + HOLD
         if fresh:
             await self._dispatch({"t": "log", "o": origin, "e": [e for _, e in fresh], "x": [o for o, _ in fresh]})
         return offsets
@@ -214,6 +306,15 @@ class MemoryBroker(Broker):
         log = self.bus.logs.get(namespace) or MemoryLog()
         found = [(o, packed) for o, packed in zip(log.offsets, log.entries) if offset_key(o) > after]
         return None if len(found) > limit else [(o, jsoncodec.loads(packed)) for o, packed in found]
+
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        after = offset_key(offset)
+        log = self.bus.logs.get(namespace) or MemoryLog()
+        rows = ((o, jsoncodec.loads(packed)) for o, packed in zip(list(log.offsets), list(log.entries))
+                if offset_key(o) > after)
+        found = Replay([], None)
+        return found if scan(rows, wanted, found, limit) else None
 
     async def stop(self) -> None:
         if self.handler in self.bus.handlers:
@@ -227,28 +328,37 @@ def _encode(entry: dict) -> bytes:
         return jsoncodec.dumps(entry).encode()
 
 
-# KEYS: the bus channel, then per entry its namespace log and its "logged" marker.
-# ARGV: retention in ms, the origin, then each entry (msgpack). Appends and
-# publishes atomically, so offsets and bus order agree on every instance. An event
-# id already logged (the writer and the outbox relay both got to it) is skipped:
-# its offset is returned as "" and it is not published again.
+# KEYS: the bus channel, the hold marker, then per entry its namespace log and its
+# "logged" marker. ARGV: retention in ms, the origin, the mode ("direct", "relay" or
+# "hold"), the hold in ms, then each entry (msgpack). Appends and publishes
+# atomically, so offsets and bus order agree on every instance. An event id already
+# logged (the writer and the outbox relay both got to it) is skipped: its offset is
+# returned as "" and it is not published again. A direct append while the hold
+# marker is there is refused: the reply is "held", and nothing is logged. A "hold"
+# append that logged anything sets the marker.
 _APPEND = """
+if ARGV[3] == 'direct' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'held'
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local retention = tonumber(ARGV[1])
 local minid = tostring(now - retention) .. '-0'
 local offsets, published, entries = {}, {}, {}
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 for i = 1, n do
-  local entry = ARGV[i + 2]
-  if redis.call('SET', KEYS[1 + n + i], 1, 'NX', 'PX', retention) then
-    local offset = redis.call('XADD', KEYS[1 + i], 'MINID', '~', minid, '*', 'e', entry)
+  local entry = ARGV[i + 4]
+  if redis.call('SET', KEYS[2 + n + i], 1, 'NX', 'PX', retention) then
+    local offset = redis.call('XADD', KEYS[2 + i], 'MINID', '~', minid, '*', 'e', entry)
     offsets[i] = offset
     published[#published + 1] = offset
     entries[#entries + 1] = entry
   else
     offsets[i] = ''
   end
+end
+if #entries > 0 and ARGV[3] == 'hold' then
+  redis.call('SET', KEYS[2], 1, 'PX', tonumber(ARGV[4]))
 end
 if #entries > 0 then
   -- A header object followed by the entries exactly as packed by the caller.
@@ -284,6 +394,7 @@ class RedisBroker(Broker):
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task | None = None
         self._publish_conn = None
+        self._barriers: dict[str, asyncio.Future] = {}  # token -> resolved when it comes back
 
     def _log_key(self, namespace: str) -> str:
         return f"{self.prefix}:log:{namespace}"
@@ -367,10 +478,12 @@ class RedisBroker(Broker):
             await conn.disconnect(nowait=True)  # the next batch connects afresh
             raise
 
-    async def append(self, origin: str, entries: list[dict]) -> list[str | None]:
-        keys = ([self.channel] + [self._log_key(e["ns"]) for e in entries]
+    async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
+                     hold: bool = False) -> list[str | None] | None:
+        keys = ([self.channel, f"{self.prefix}:hold"] + [self._log_key(e["ns"]) for e in entries]
                 + [f"{self.prefix}:logged:{e['id']}" for e in entries])
-        args = [int(self.retention * 1000), origin] + [msgpack.packb(e) for e in entries]
+        mode = "hold" if hold else "relay" if relay else "direct"
+        args = [int(self.retention * 1000), origin, mode, int(HOLD * 1000)] + [msgpack.packb(e) for e in entries]
         if time.monotonic() < self._append_down_until:
             raise BrokerUnavailable("Redis did not answer the previous append")
         try:
@@ -379,6 +492,8 @@ class RedisBroker(Broker):
         except (RedisError, TimeoutError) as exc:
             self._append_down_until = time.monotonic() + RETRY_APPEND_AFTER
             raise BrokerUnavailable(str(exc) or "Redis did not answer an append in time") from exc
+        if not isinstance(offsets, list):
+            return None  # held
         return [(o.decode() if isinstance(o, bytes) else o) or None for o in offsets]
 
     async def since(self, namespace: str, offset: str, limit: int) -> list[tuple[str, dict]] | None:
@@ -389,6 +504,41 @@ class RedisBroker(Broker):
         if len(rows) > limit:
             return None
         return [(oid.decode(), msgpack.unpackb(fields[b"e"])) for oid, fields in rows]
+
+    async def replay(self, namespace: str, offset: str, wanted: Callable[[dict], bool],
+                     limit: int) -> Replay | None:
+        """Reads the log in chunks up to its newest entry, keeping only the wanted:
+        a replay costs a scan of the window, never more than `limit` entries held."""
+        found, start = Replay([], None), offset
+        while True:
+            try:
+                rows = await self.redis.xrange(self._log_key(namespace), min="(" + start, max="+",
+                                               count=REPLAY_CHUNK)
+            except RedisError as exc:
+                raise BrokerUnavailable(str(exc)) from exc
+            if not scan(((oid.decode(), msgpack.unpackb(fields[b"e"])) for oid, fields in rows),
+                        wanted, found, limit):
+                return None
+            if len(rows) < REPLAY_CHUNK:
+                return found
+            start = found.head
+
+    async def barrier(self, timeout: float) -> bool:
+        """A message of this broker's own on the bus: Redis delivers what was
+        published before it first, and the reader handles messages in order, so
+        once it is back everything before it has been handled."""
+        token = secrets.token_hex(8)
+        arrived = asyncio.get_running_loop().create_future()
+        self._barriers[token] = arrived
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish({"t": "barrier", "b": token})
+                await arrived
+            return True
+        except (BrokerUnavailable, TimeoutError):
+            return False
+        finally:
+            self._barriers.pop(token, None)
 
     async def stop(self) -> None:
         if self._closing:
@@ -407,6 +557,11 @@ class RedisBroker(Broker):
         await self.redis.aclose()
 
     async def _handle(self, handler: Handler, message: dict) -> None:
+        if message.get("t") == "barrier":  # another instance's, or one of ours (see `barrier`)
+            arrived = self._barriers.get(message.get("b"))
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
+            return
         if message.get("t") == "log" and message["x"]:
             newest = max(message["x"], key=offset_key)
             if self._last_offset is None or offset_key(newest) > offset_key(self._last_offset):
@@ -486,6 +641,7 @@ class RedisBroker(Broker):
                 if not lost:
                     log.error("lost the Redis bus (%s); resubscribing", exc)
                     self._lost_at = time.time()
+                    self.losses += 1
                 self.healthy, lost = False, True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -8,6 +8,12 @@ once per event id. What could not be appended (Redis down, the instance killed r
 after the commit) stays unpublished in the outbox, and the relay of any live
 instance appends it later: an acknowledged write's events are never lost.
 
+Nor overtaken: while events may be left behind in the outbox (this instance could
+not append, lost the bus, or its relay found someone's stale events), newer events
+are not appended past them. They stay in the outbox too, and the relay appends the
+whole outbox in id order (the commit order of a thread's writes), one relay at a
+time across instances, before appends go direct again.
+
 Volatile events (typing, presence) are emitted here at once and sent to the other
 instances without a log. Token revocations travel the same way."""
 from __future__ import annotations
@@ -22,20 +28,26 @@ from typing import Awaitable, Callable
 from handlers.context import Outgoing
 from hub.broker import Broker, BrokerUnavailable, offset_key
 from hub.gateways.members import REVOKED, Members
-from storage import outbox
+from storage import outbox, published
+from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
 
 log = logging.getLogger("hub.fanout")
 
 # Unpublished outbox events older than this are the relay's: their writer had time.
-RELAY_AFTER = timedelta(seconds=5)
-RELAY_EVERY = 1.0
+# Short, as newer events of their threads may be appended meanwhile (an instance cut
+# off from Redis); a writer that is merely slow is harmless, the log drops an event
+# appended twice.
+RELAY_AFTER = timedelta(seconds=0.5)
+RELAY_EVERY = 0.25
+PRUNE_EVERY = 60.0
 PRUNE_AFTER = timedelta(hours=1)
 SEEN_CAPACITY = 200_000
 
 
 class Fanout:
-    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics) -> None:
+    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics,
+                 published_retention: timedelta = timedelta(days=7)) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
@@ -49,6 +61,7 @@ class Fanout:
         self.connections = connections
         self.state = state
         self.metrics = metrics
+        self.published_retention = published_retention
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
         self._published: list[int] = []  # appended to the log, to be removed from the outbox
         # Appends to the log go one at a time, and those that wait meanwhile go
@@ -58,6 +71,17 @@ class Fanout:
         # order other than the deliveries'.
         self._appends = GroupCommit(self._append_batch)
         self._tasks: list[asyncio.Task] = []
+        # True while events may be left behind in the outbox: new durable events
+        # then wait there for the relay, behind them. `_losses`: the bus losses
+        # already taken into account.
+        self._backlog = False
+        self._waiting: list[dict] = []  # entries left in the outbox since the relay's pass began
+        self._losses = broker.losses
+        # The next relay pass holds direct appends everywhere (Broker.append): this
+        # instance failed to append, or lost the bus.
+        self._hold_next = False
+        self._failed = False  # an append failed since the others were last told (`_signal`)
+        self._relay_now = asyncio.Event()
         # Parts of the instance itself that act on durable events (not sockets): the
         # widget origins follow assistant:changed the moment any instance commits one.
         self._listeners: dict[tuple[str, str], list[Callable[[dict], Awaitable[None]]]] = {}
@@ -73,6 +97,9 @@ class Fanout:
         await self.broker.start(self._on_message)
         self._tasks = [asyncio.create_task(self._remove_forever(), name="outbox-remover"),
                        asyncio.create_task(self._relay_forever(), name="outbox-relay")]
+        if not self.db.is_sqlite:
+            self._tasks.append(asyncio.create_task(outbox.watch_left_behind(self.db.url, self._left_behind),
+                                                   name="outbox-left-behind"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -99,18 +126,52 @@ class Fanout:
             finally:
                 await self._sent(sending)
         if durable:
+            if self.broker.losses != self._losses:  # the bus was lost: others' events may be left behind
+                self._losses, self._hold_next = self.broker.losses, True
+                self._backlog = True
             entries = [{"ns": e.namespace, "ev": e.event, "d": e.data, "r": e.rooms, "s": e.skip_sid,
                         "id": e.event_id} for e in durable]
-            offsets = await self._appends.submit(entries)
-            if offsets is not None:
-                self._published.extend(e.event_id for e in durable)
-                by_id = {e.event_id: o for e, o in zip(durable, offsets)}
-                return [by_id.get(e.event_id) for e in events]
-            # The bus is down: this instance's sockets get them now; the relay
-            # appends them for everyone else once it is back.
-            for entry in entries:
-                await self._deliver_entry(entry, None)
+            if not self._backlog:
+                offsets = await self._appends.submit(entries)
+                if offsets is not None:
+                    self._published.extend(e.event_id for e in durable)
+                    by_id = {e.event_id: o for e, o in zip(durable, offsets)}
+                    return [by_id.get(e.event_id) for e in events]
+            # Events are left behind, the bus is down, or appends are held: the
+            # relays append these, in outbox order with everything left behind.
+            # Not delivered here meanwhile: other instances' events of the same
+            # threads, written before these, would reach this instance's sockets
+            # after them.
+            self._defer(entries)
+            if self._failed or not self.broker.healthy:
+                await self._signal()
         return [None] * len(events)
+
+    async def _signal(self) -> None:
+        """This instance could not append (cut off from Redis, say): tell the others
+        before the write is acknowledged, so that their newer events wait behind
+        these rather than reach the log first."""
+        self._failed = False
+        try:
+            async with asyncio.timeout(1.0):
+                async with self.db.transaction() as tx:
+                    await outbox.signal_left_behind(tx, self.instance_id)
+        except Exception as exc:  # the relays' polling finds them anyway
+            log.warning("could not tell the other instances about events left behind: %s", exc)
+
+    def _left_behind(self, origin: str) -> None:
+        """Another instance left events in the outbox: append nothing directly until
+        the relays have taken them."""
+        if origin != self.instance_id:
+            self._backlog = self._hold_next = True
+            self._relay_now.set()
+
+    def _defer(self, entries: list[dict]) -> None:
+        """Leave a delivery's events in the outbox for the relay, and keep the next
+        ones behind them until the relay has appended everything left behind."""
+        self._backlog = True
+        self._waiting.extend(entries)
+        self._relay_now.set()
 
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
@@ -120,7 +181,10 @@ class Fanout:
 
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
         """The log append of several deliveries' entries: one append (on Redis, one
-        script call) for all of them, in order."""
+        script call) for all of them, in order. None for each while events are left
+        behind (a batch before these failed): they must not overtake them."""
+        if self._backlog:
+            return [None] * len(batches)
         offsets = await self._append([entry for entries in batches for entry in entries])
         if offsets is None:
             return [None] * len(batches)
@@ -130,15 +194,22 @@ class Fanout:
             start += len(entries)
         return out
 
-    async def _append(self, entries: list[dict]) -> list[str] | None:
+    async def _append(self, entries: list[dict], *, relay: bool = False, hold: bool = False) -> list[str] | None:
+        """None if not appended: the bus is down, or direct appends are held (the
+        relays are appending what was left behind)."""
         try:
-            offsets = await self.broker.append(self.instance_id, entries)
+            offsets = await self.broker.append(self.instance_id, entries, relay=relay, hold=hold)
             self.metrics.child(self.metrics.bus, "out", "ok").inc()
-            return offsets
         except BrokerUnavailable as exc:
+            # At once: the next batch must not go past these, and once the bus is
+            # back the first relay pass holds everyone's direct appends.
+            self._backlog = self._hold_next = self._failed = True
             self.metrics.child(self.metrics.bus, "out", "error").inc()
             log.error("could not append %d durable events; the outbox relay will: %s", len(entries), exc)
             return None
+        if offsets is None:
+            self._backlog = True
+        return offsets
 
     async def _publish(self, message: dict) -> None:
         await self._sent(self._send(message))
@@ -252,57 +323,120 @@ class Fanout:
             await self._remove()
 
     async def _relay_forever(self) -> None:
-        """Never dies silently: logs and carries on at the next tick."""
-        ticks = 0
+        """Never dies silently: logs and carries on at the next tick. Runs every
+        RELAY_EVERY, or at once when a delivery was left in the outbox."""
+        loop = asyncio.get_running_loop()
+        pruned = loop.time()
         while True:
-            await asyncio.sleep(RELAY_EVERY)
-            ticks += 1
             try:
-                while await self._relay_batch():
-                    pass
-                if ticks % 60 == 0:
+                await asyncio.wait_for(self._relay_now.wait(), RELAY_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            self._relay_now.clear()
+            try:
+                if not await self._relay():
+                    await asyncio.sleep(RELAY_EVERY)  # the bus is down: not once per delivery
+                if loop.time() - pruned > PRUNE_EVERY:
+                    pruned = loop.time()
                     async with self.db.transaction() as tx:
                         await outbox.prune(tx, PRUNE_AFTER)
+                        await published.prune(tx, self.published_retention)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(1.0)  # the database is down, say: not four tracebacks a second
 
-    async def _relay_batch(self, limit: int = 500) -> bool:
-        """Append one batch of stale unpublished events; True if it was full."""
-        async with self.db.transaction() as tx:
-            rows = await outbox.claim_stale(tx, RELAY_AFTER, limit)
-            if not rows:
+    async def _relay(self) -> bool:
+        """Append what was left in the outbox, oldest first. Out of backlog, only
+        events older than RELAY_AFTER (their writer had time); finding any starts
+        a backlog. In a backlog, everything, until a pass finds nothing more; then
+        appends go direct again. A pass that appends what was left behind (stale
+        events, the first pass after this instance's failure, a big backlog) holds
+        direct appends on every instance for HOLD seconds, so that their newer
+        events wait behind those. False if it could not (the bus is down, or
+        another instance's relay holds the outbox)."""
+        more = False
+        while True:
+            self._waiting = []  # committed before the claim below: the pass takes them
+            hold = self._hold_next or more or not self._backlog
+            done = await self._relay_batch(timedelta(0) if self._backlog else RELAY_AFTER, hold)
+            if done is None:
                 return False
+            if hold and done != "none":
+                self._hold_next = False
+            more = done == "more"
+            if more:
+                continue
+            if done == "some" and not self._backlog:
+                self._backlog = True  # someone's events were left behind: drain, then go direct
+                continue
+            if self._backlog:
+                await self._go_direct()
+            return True
+
+    async def _go_direct(self) -> None:
+        """Leave the backlog. What was left in the outbox during the last pass goes
+        first, in one append queued before any later delivery's (no await between
+        the flag and the queue); if it cannot, the backlog goes on."""
+        waiting, self._waiting = self._waiting, []
+        self._backlog = False
+        if waiting:
+            if await self._appends.submit(waiting) is not None:
+                self._published.extend(e["id"] for e in waiting)
+
+    async def _relay_batch(self, older_than: timedelta, hold: bool, limit: int = 500) -> str | None:
+        """Append one batch of unpublished events older than `older_than`, in id
+        order: "none" left behind, "some", "more" (a full batch), None if it could not."""
+        async with self.db.transaction() as tx:
+            if not await outbox.lock_relay(tx):
+                return None
+            rows = await outbox.claim_stale(tx, older_than, limit)
+            if not rows:
+                return "none"
             entries = [{"ns": r.namespace, "ev": r.event, "d": r.data, "r": r.rooms, "s": r.skip_sid, "id": r.id}
                        for r in rows]
+            # Events older than RELAY_AFTER were left behind (by an instance cut off
+            # from Redis, say) whatever this instance's state: hold the others.
+            hold = hold or aware(rows[0].created_at) < utcnow() - RELAY_AFTER
             try:
-                appended = await self._append(entries)
+                offsets = await self._append(entries, relay=True, hold=hold)
             except Exception:
                 # Something in the batch the bus refuses: find it, alone.
-                return await self._relay_each(tx, rows, entries) and len(rows) == limit
-            if appended is None:
-                return False
-            await outbox.remove_published(tx, [r.id for r in rows])
-        log.warning("relayed %d outbox events that their writer had not published", len(rows))
-        return len(rows) == limit
+                offsets = await self._relay_each(tx, rows, entries, hold)
+            else:
+                if offsets is not None:
+                    await outbox.remove_published(tx, [r.id for r in rows])
+            if offsets is None:
+                return None
+        if len(rows) == limit:
+            return "more"
+        appended = sum(o is not None for o in offsets)
+        if not appended:
+            return "none"  # all in the log already: their writer's removal was late, nothing was left behind
+        log.warning("relayed %d outbox events that were left behind", appended)
+        return "some"
 
-    async def _relay_each(self, tx, rows: list, entries: list[dict]) -> bool:
-        """Append the events one at a time; one the bus refuses is set aside (logged
-        once, counted), never retried: no single row may stall the relay. False
-        when the bus became unavailable."""
-        relayed, available = [], True
+    async def _relay_each(self, tx, rows: list, entries: list[dict], hold: bool) -> list[str | None] | None:
+        """Append the events one at a time, in order; one the bus refuses is set aside
+        (logged once, counted), never retried: no single row may stall the relay.
+        The offsets of those appended, or None when the bus became unavailable (or
+        appends were held) before the last."""
+        relayed: list[int] = []
+        offsets: list[str | None] | None = []
         for row, entry in zip(rows, entries):
             try:
-                if await self._append([entry]) is None:
-                    available = False
-                    break
+                got = await self._append([entry], relay=True, hold=hold)
             except Exception:
                 log.exception("outbox event %d (%s %s) cannot be relayed; set aside", row.id, row.namespace,
                               row.event)
                 await outbox.set_aside(tx, row.id)
                 self.metrics.set_aside.inc()
                 continue
+            if got is None:
+                offsets = None
+                break
             relayed.append(row.id)
+            offsets.extend(got)
         await outbox.remove_published(tx, relayed)
-        return available
+        return offsets

@@ -32,8 +32,9 @@ class JsonFormatter(logging.Formatter):
 
 class RepeatFilter(logging.Filter):
     """Lets a warning (or worse) through once per `window` seconds per logger and
-    message template; the next one let through says how many were held back.
-    INFO and below (the access log) always pass."""
+    message (its text, arguments filled in: the same failure repeated is held back,
+    while a line about another connection or key still passes); the next one let
+    through says how many were held back. INFO and below (the access log) always pass."""
 
     def __init__(self, window: float = 30.0) -> None:
         super().__init__()
@@ -43,7 +44,7 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, str(record.msg))
+        key = (record.name, record.getMessage())
         now = time.monotonic()
         until, held = self._seen.get(key, (0.0, 0))
         if now < until:

@@ -835,6 +835,18 @@ class ProtocolServer(socketio.AsyncServer):
             await self.manager.connect(sid, namespace)
         held: list = []
         self._connecting.setdefault(namespace, {})[sid] = held
+        try:
+            await self._connect_and_flush(eio_sid, namespace, sid, data, held)
+        finally:
+            waiting = self._connecting.get(namespace, {})
+            waiting.pop(sid, None)
+            if not waiting:
+                self._connecting.pop(namespace, None)
+
+    async def _connect_and_flush(self, eio_sid, namespace, sid, data, held: list) -> None:
+        """Run the connect handler, answer, and send what was held. The socket stays
+        held until the last held event is out: a live event that comes meanwhile
+        queues behind them instead of overtaking them."""
         fail_reason = sio_exceptions.ConnectionRefusedError().error_args
         try:
             success = await self._run_connect_handler(eio_sid, namespace, sid, data)
@@ -842,13 +854,9 @@ class ProtocolServer(socketio.AsyncServer):
             fail_reason, success = exc.error_args, False
         except ConnectionRefusedError:
             fail_reason, success = {"message": "Connection refused by server"}, False
-        finally:
-            waiting = self._connecting.get(namespace, {})
-            waiting.pop(sid, None)
-            if not waiting:
-                self._connecting.pop(namespace, None)
 
         if success is False:
+            held.clear()
             if self.always_connect:
                 self.manager.pre_disconnect(sid, namespace)
                 await self._send_packet(eio_sid, self.packet_class(
@@ -863,7 +871,10 @@ class ProtocolServer(socketio.AsyncServer):
                 sio_packet.CONNECT, self.connect_reply(sid, namespace), namespace=namespace))
             await self.manager.connect(sid, namespace)
         self._cancel_connect_timer(eio_sid)
-        for event, event_data, callback in held:
+        sent = 0
+        while sent < len(held):  # grows while it is sent
+            event, event_data, callback = held[sent]
+            sent += 1
             await super().emit(event, event_data, to=sid, namespace=namespace, callback=callback)
 
     async def _run_connect_handler(self, eio_sid, namespace, sid, data):

@@ -17,14 +17,26 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
+from typing import Awaitable, Callable
 
 import msgpack
 from redis.exceptions import RedisError
 
-from hub.broker import Broker, BrokerUnavailable, valid_offset
+from hub.broker import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
 from hub.redis_client import redis_client
 
 log = logging.getLogger("hub.recovery")
+
+# Seconds a recovery waits for this instance's bus to catch up with the log it
+# replayed from (a busy instance reads the bus a little behind Redis).
+REPLAY_SETTLE = 3.0
+
+
+def after_head(offset: str | None, head: str | None) -> bool:
+    """Whether a live event held for a recovering connection is sent after the replay:
+    one up to the replay's `head` was in the log it read (sent by the replay if it was
+    the connection's, else not at all); a volatile one (no offset) always is."""
+    return offset is None or head is None or offset_key(offset) > offset_key(head)
 
 
 class Sessions(ABC):
@@ -130,9 +142,10 @@ class Recovery:
     def new_pid() -> str:
         return secrets.token_urlsafe(18)
 
-    async def restore(self, namespace: str, auth, actor) -> tuple[str, dict, list[tuple[str, dict]]] | None:
-        """(pid, record, missed entries) when the CONNECT data asks for a recovery
-        that can be granted; None otherwise (the client gets a new session)."""
+    async def lookup(self, namespace: str, auth, actor) -> tuple[str, dict, str] | None:
+        """(pid, record, offset to replay after) when the CONNECT data asks for a
+        recovery of this identity's session in this namespace; None otherwise (the
+        client gets a new session)."""
         if not (self.enabled and isinstance(auth, dict)):
             return None
         pid, offset = auth.get("pid"), auth.get("offset")
@@ -140,19 +153,45 @@ class Recovery:
             return None
         try:
             record = await self.sessions.get(pid)
-            if record is None or record["ns"] != namespace or record["who"] != identity(actor):
-                return None
-            # No offset: the client got no durable event in that session, so it
-            # missed everything since the session began.
-            entries = await self.broker.since(namespace, offset or record["start"], self.max_replay)
+        except (RedisError, OSError) as exc:
+            log.warning("recovery of a session failed, starting a new one: %s", exc)
+            return None
+        if record is None or record["ns"] != namespace or record["who"] != identity(actor):
+            return None
+        # No offset: the client got no durable event in that session, so it
+        # missed everything since the session began.
+        return pid, record, offset or record["start"]
+
+    async def missed(self, namespace: str, record: dict, offset: str) -> Replay | None:
+        """The events of the session's rooms after `offset`, read to the log's newest
+        (call it once the socket is in its rooms, so that what comes after is live);
+        None when they cannot be replayed (more than `max_replay` of them, or no log)."""
+        rooms, old_sid = set(record["rooms"]), record["sid"]
+        try:
+            return await self.broker.replay(
+                namespace, offset, lambda e: e.get("s") != old_sid and not rooms.isdisjoint(e["r"]),
+                self.max_replay)
         except (RedisError, BrokerUnavailable, OSError) as exc:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
-        if entries is None:
-            return None
-        rooms = set(record["rooms"])
-        missed = [(o, e) for o, e in entries if rooms.intersection(e["r"]) and e.get("s") != record["sid"]]
-        return pid, record, missed
+
+    async def resume(self, namespace: str, record: dict, offset: str,
+                     enter: Callable[[list[str]], Awaitable[None]] | None = None) -> Replay | None:
+        """A recovery without a gap, the one way every transport (Socket.IO, /ws, SSE)
+        does it. The transport holds live events for the connection from before it
+        enters any room. `enter(rooms)` puts it back in the session's rooms it may
+        still be in; from then on an event of those rooms reaches it live (held). The
+        log is then read to its head, and a bus barrier waits until every event
+        published before the read ended has reached this instance (so has been held).
+        The transport sends `entries`, then the held live events `after_head(offset,
+        head)`, in offset order: none lost, none twice. None: not recoverable (the
+        client re-reads with `sync`); the transport leaves the rooms `enter` added."""
+        if enter is not None:
+            await enter(record["rooms"])
+        replay = await self.missed(namespace, record, offset)
+        if replay is not None and replay.head and not await self.broker.barrier(REPLAY_SETTLE):
+            log.warning("the bus did not catch up with %s's log in time for a recovery", namespace)
+        return replay
 
     async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],
                     start: str | None = None) -> None:

@@ -167,6 +167,11 @@ class Settings:
     trust_proxy: bool = False
     # How long a disconnected client can come back and get what it missed (0: off).
     recovery_window: float = 120.0
+    # Most events one recovering socket may be replayed (its own rooms' events, not
+    # the namespace's); more, and it gets a new session and uses `sync`.
+    max_replay: int = 10000
+    # Seconds an event published through POST /api/publish stays reachable by `sync`.
+    published_retention: float = 7 * 24 * 3600.0
     # Websocket permessage-deflate: off by default (per-frame compression costs more
     # CPU than it saves on small events; see docs/performance.md).
     ws_compression: bool = False
@@ -247,6 +252,8 @@ class Settings:
             orphan_attachment_age=_float(env, "HUB_ORPHAN_ATTACHMENT_AGE", 24 * 3600.0),
             trust_proxy=_bool(env, "HUB_TRUST_PROXY", False),
             recovery_window=_float(env, "HUB_RECOVERY_WINDOW", 120.0),
+            max_replay=_int(env, "HUB_MAX_REPLAY", 10000),
+            published_retention=_float(env, "HUB_PUBLISHED_RETENTION", 7 * 24 * 3600.0),
             ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
@@ -368,6 +375,8 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "presence_timeout": POSITIVE,
     "max_active_chats": POSITIVE,
     "recovery_window": NOT_NEGATIVE,  # 0: recovery off
+    "max_replay": POSITIVE,
+    "published_retention": POSITIVE,
     "presence_grace": NOT_NEGATIVE,
     "requeue_delay": NOT_NEGATIVE,
     "handoff_threshold": (0, 1, False),

@@ -9,6 +9,7 @@ from socketio import packet as sio_packet
 
 from hub.broker import offset_key
 from hub.protocol import ProtocolServer
+from hub.recovery import after_head
 
 # True while handling an event whose sender asked for an ack. Each event runs in
 # its own task (async_handlers), so the value belongs to that one event.
@@ -61,9 +62,11 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
         if eio_socket is not None:
             await eio_socket.close(wait=False, reason=self.eio.reason.TRANSPORT_CLOSE)
 
-    def settle_held(self, sid: str, namespace: str) -> None:
+    def settle_held(self, sid: str, namespace: str, replayed: set[str], head: str | None) -> None:
         """While a recovering socket connects, replayed and live events are held for
-        it (item 6 of docs/protocol.md). Put them in offset order, once each."""
+        it (item 6 of docs/protocol.md). Put them in offset order, once each; a live
+        event up to `head` (the newest offset the replay read) that is not among the
+        `replayed` offsets was not for this socket (its own, say), and is dropped."""
         held = self._connecting.get(namespace or "/", {}).get(sid)
         if not held:
             return
@@ -71,7 +74,9 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
         for item in held:
             data = item[1]
             if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], str):
-                by_offset.setdefault(data[1], item)
+                offset = data[1]
+                if offset in replayed or after_head(offset, head):
+                    by_offset.setdefault(offset, item)
             else:
                 volatile.append(item)
         held[:] = [by_offset[o] for o in sorted(by_offset, key=offset_key)] + volatile

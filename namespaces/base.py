@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -19,10 +20,24 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
                              unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
+from hub.broker import Replay
 from hub.recovery import identity
 from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")
+
+
+async def answer(result: Awaitable, where: str) -> tuple[dict, str]:
+    """An operation's ack envelope and its outcome for the metrics: `{ok: true, data}`,
+    or the contract's error; an unexpected failure is logged (never sent) as
+    `internal_error`, or `unavailable` when a dependency is down."""
+    try:
+        return {"ok": True, "data": await result}, "ok"
+    except HubError as exc:
+        return {"ok": False, "error": exc.body()}, exc.code
+    except Exception as failure:
+        error = unexpected(failure, log, where)
+        return {"ok": False, "error": error.body()}, error.code
 
 
 class TokenBucket:
@@ -107,24 +122,31 @@ class OperationNamespace(socketio.AsyncNamespace):
         rooms = [user_room(actor.id)] if actor.id is not None else []
         if self.spec.connect_rooms:
             rooms += self.spec.connect_rooms(actor)
-        restored = await hub.recovery.restore(self.spec.name, auth, actor)
-        if restored:
-            rooms += await self._rejoinable(actor, [r for r in restored[1]["rooms"] if r not in rooms])
+        recovery = hub.recovery
         for room in rooms:
             await self.enter_room(sid, room)
+        found = await recovery.lookup(self.spec.name, auth, actor)
+        rejoined: list[str] = []
+
+        async def enter(old_rooms: list[str]) -> None:
+            rejoined.extend(await self._rejoinable(actor, [r for r in old_rooms if r not in rooms]))
+            for room in rejoined:
+                await self.enter_room(sid, room)
+
+        replay = await recovery.resume(self.spec.name, found[1], found[2], enter) if found else None
+        if replay is None:
+            for room in rejoined:  # not recovered: a new session has only its own rooms
+                await self.leave_room(sid, room)
+            found = None
+        else:
+            rooms = rooms + rejoined
         hub.metrics.child(hub.metrics.connections, self.spec.name).inc()
-        pid = (restored[0] if restored else hub.recovery.new_pid()) if hub.recovery.enabled else None
+        pid = (found[0] if found else recovery.new_pid()) if recovery.enabled else None
         try:
             if pid:
-                await hub.recovery.track(self.spec.name, sid, pid, actor, rooms,
-                                         start=restored[1]["start"] if restored else None)
-            if restored:
-                # What its rooms got while it was away (a room it may no longer be in
-                # included: e.g. the deletion of a post it watched), sent after the
-                # CONNECT (held by the server until then), in offset order.
-                for offset, entry in restored[2]:
-                    await self.emit(entry["ev"], (entry["d"], offset), to=sid)
-                self.server.settle_held(sid, self.spec.name)
+                await recovery.track(self.spec.name, sid, pid, actor, rooms, start=found[1]["start"] if found else None)
+            if replay is not None:
+                await self._replay(sid, replay)
             if self.spec.on_connect:
                 ctx = self.context(actor, sid)
                 await self.spec.on_connect(ctx)
@@ -144,6 +166,15 @@ class OperationNamespace(socketio.AsyncNamespace):
                  extra={"namespace": self.spec.name, "reason": exc.code})
         self.hub.metrics.child(self.hub.metrics.refusals, self.spec.name, exc.code).inc()
         return socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
+
+    async def _replay(self, sid: str, replay: Replay) -> None:
+        """Send a recovering socket what its rooms got while it was away (a room it
+        may no longer be in included: e.g. the deletion of a post it watched). Sent
+        after the CONNECT, with the live events that came meanwhile (the server holds
+        both until then), in offset order, once each (`Recovery.resume`)."""
+        for offset, entry in replay.entries:
+            await self.emit(entry["ev"], (entry["d"], offset), to=sid)
+        self.server.settle_held(sid, self.spec.name, {offset for offset, _ in replay.entries}, replay.head)
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:
         """The rooms, among those a recovering socket had joined through operations,
@@ -178,14 +209,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         op = self.ops.get(event)
         label = event if op else "unknown"
         started = time.perf_counter()
-        try:
-            reply = {"ok": True, "data": await self._run(sid, event, op, args)}
-            outcome = "ok"
-        except HubError as exc:
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception as failure:
-            error = unexpected(failure, log, f"operation {self.spec.name} {event}")
-            reply, outcome = {"ok": False, "error": error.body()}, error.code
+        reply, outcome = await answer(self._run(sid, event, op, args), f"operation {self.spec.name} {event}")
         metrics = self.hub.metrics
         metrics.child(metrics.events, self.spec.name, label, outcome).inc()
         if op:

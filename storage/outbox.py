@@ -10,7 +10,12 @@ index fewer. PostgreSQL's CPU in the chat benchmark fell by a sixth
 (docs/performance.md)."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime, timedelta
+from typing import Callable
+
+import asyncpg
 
 from sqlalchemy import JSON, String, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage import jsoncodec
 from storage.base import Base, BigId, is_postgresql, pg_driver, utcnow
+
+log = logging.getLogger("hub.outbox")
 
 
 class OutboxEvent(Base):
@@ -86,6 +93,55 @@ async def remove_published(tx: AsyncSession, ids: list[int]) -> None:
         await tx.execute(_PG_REMOVE, {"ids": ids})
     else:
         await tx.execute(delete(_table).where(_table.c.id.in_(ids)))
+
+
+# Any constant: the relays of all instances take turns on it.
+_RELAY_LOCK = 72_4243
+
+
+async def lock_relay(tx: AsyncSession) -> bool:
+    """One relay at a time (for this transaction): two relays appending batches side
+    by side could put newer events in the log before older ones. False if another
+    instance's relay holds it."""
+    if not is_postgresql(tx):
+        return True  # SQLite: one writer at a time anyway
+    return bool((await tx.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK})).scalar())
+
+
+# PostgreSQL channel on which an instance says it left events in the outbox (it
+# could not append them): the others' relays take them before anything newer.
+LEFT_BEHIND = "hub_outbox_left_behind"
+
+
+async def signal_left_behind(tx: AsyncSession, origin: str) -> None:
+    """Tell every instance's `watch_left_behind` (PostgreSQL; SQLite has one instance)."""
+    if is_postgresql(tx):
+        await tx.execute(text("SELECT pg_notify(:channel, :origin)"), {"channel": LEFT_BEHIND, "origin": origin})
+
+
+async def watch_left_behind(url: str, on_signal: Callable[[str], None]) -> None:
+    """Call `on_signal(origin)` for each `signal_left_behind`, forever, on a
+    connection of its own (reconnected after a failure)."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    failing = False
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            try:
+                await conn.add_listener(LEFT_BEHIND, lambda _c, _pid, _ch, origin: on_signal(origin))
+                failing = False
+                while True:  # a dead connection would say nothing: ask now and then
+                    await asyncio.sleep(2.0)
+                    await conn.fetchval("SELECT 1", timeout=5)
+            finally:
+                await conn.close(timeout=1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not failing:
+                log.warning("not listening for events left behind by other instances: %s", exc)
+            failing = True
+            await asyncio.sleep(2.0)
 
 
 async def claim_stale(tx: AsyncSession, older_than: timedelta, limit: int) -> list[OutboxEvent]:

@@ -66,14 +66,16 @@ class Plain:
 
 
 class DropProxy:
-    """A TCP proxy in front of a hub whose connections the test can cut (a forced drop
-    that neither side asked for)."""
+    """A TCP proxy in front of a hub (or a Redis) whose connections the test can cut (a
+    forced drop that neither side asked for); `cut` also refuses new ones until `heal`
+    (a partition)."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
+        self.cut_off = False
 
     async def start(self) -> "DropProxy":
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -85,6 +87,9 @@ class DropProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.writers += [writer, up_writer]
 
@@ -104,6 +109,13 @@ class DropProxy:
         for writer in self.writers:
             writer.transport.abort()
         self.writers = []
+
+    def cut(self) -> None:
+        self.cut_off = True
+        self.drop()
+
+    def heal(self) -> None:
+        self.cut_off = False
 
     async def stop(self) -> None:
         self.drop()

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from hub import broker as broker_module
 from hub.broker import BrokerUnavailable, MemoryBroker, MemoryBus, RedisBroker
 from hub.state import MemoryState, RedisState
 
@@ -184,6 +185,35 @@ async def test_log_holds_each_event_id_once(brokers):
     assert [o for o, _ in await a.since("/chat", "0-0", 100)] == [first[0], again[1]]
 
 
+async def test_replay_keeps_only_what_is_wanted_and_reads_to_the_head(brokers, monkeypatch):
+    """A replay scans the log past the chunk size, keeps the wanted entries, reports
+    the newest offset it read, and its limit counts only the wanted."""
+    monkeypatch.setattr(broker_module, "REPLAY_CHUNK", 7)
+    a, _ = brokers
+    await _collect(a)
+    offsets = await a.append("origin", [{"ns": "/chat", "ev": "e", "d": {"n": i}, "r": [f"user:{i % 3}"],
+                                         "s": None, "id": 500 + i} for i in range(30)])
+    mine = lambda e: "user:1" in e["r"]  # noqa: E731
+    found = await a.replay("/chat", offsets[0], mine, 10)
+    assert [e["d"]["n"] for _, e in found.entries] == list(range(1, 30, 3)) and found.head == offsets[-1]
+    assert await a.replay("/chat", offsets[0], mine, 9) is None  # 10 wanted: more than the limit
+    assert (await a.replay("/chat", offsets[-1], mine, 0)) == broker_module.Replay([], None)
+
+
+async def test_a_hold_refuses_direct_appends_but_not_the_relays(brokers):
+    """While a relay appends what was left behind, direct appends are refused (their
+    events wait in the outbox), the relays' are not; then the hold ends."""
+    a, b = brokers
+    await _collect(a)
+    await _collect(b)
+    entry = {"ns": "/chat", "ev": "e", "d": {}, "r": ["user:1"], "s": None, "id": 900}
+    assert await b.append("relay", [entry], relay=True, hold=True)
+    assert await a.append("writer", [{**entry, "id": 901}]) is None
+    assert (await b.append("relay", [{**entry, "id": 902}], relay=True))[0]
+    await asyncio.sleep(broker_module.HOLD + 0.1)
+    assert (await a.append("writer", [{**entry, "id": 901}]))[0]
+
+
 async def test_memory_log_expires_and_adds_nothing_for_the_collector_to_scan():
     """The embedded log keeps minutes of events. If each entry were a tracked
     container, each young collection would first scan all those added since the
@@ -218,3 +248,27 @@ async def test_memory_log_expires_and_adds_nothing_for_the_collector_to_scan():
 
 async def _discard(message) -> None:
     pass
+
+
+async def test_a_barrier_waits_for_what_was_published_before_it(brokers):
+    """After a barrier, everything published before it has been handled: a
+    recovering socket's replay relies on it to drop live events it replayed."""
+    a, b = brokers
+    handled, release = [], asyncio.Event()
+
+    async def slow(message):
+        if message.get("t") == "log":
+            await release.wait()
+            handled.append(message["x"])
+
+    await a.start(slow)
+    await _collect(b)
+    appending = asyncio.create_task(b.append("origin", [{"ns": "/chat", "ev": "e", "d": {}, "r": [], "s": None,
+                                                         "id": 1234}]))
+    await asyncio.sleep(0.2)  # logged; `a` is still handling it
+    barrier = asyncio.create_task(a.barrier(5))
+    await asyncio.sleep(0.1)
+    assert not barrier.done()
+    release.set()
+    assert await barrier and len(handled) == 1
+    await appending

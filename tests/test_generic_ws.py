@@ -2,8 +2,11 @@
 {id, ns, event, data}, server events with their offsets, resume after a reconnect."""
 from __future__ import annotations
 
+import asyncio
 import json
 
+from hub.broker import offset_key
+from tests.conftest import Api
 from tests.gateway_helpers import Plain
 
 
@@ -98,3 +101,53 @@ async def test_an_unknown_or_foreign_session_is_not_recovered(server, api, http)
     assert welcome["recovered"] == {"/chat": False}
     # Not recovered: the client re-reads with sync.
     assert (await stale.call("sync", {}, ns="/chat"))["ok"]
+
+
+async def test_a_resume_racing_a_steady_sender_loses_doubles_and_reorders_nothing(spawn_hubs, pg_url, redis_url,
+                                                                                  redis_prefix, http):
+    """The receiver's /ws connection is closed and resumed 20 times while four sends
+    are always in flight on the other instance: every resume recovers, and it gets
+    every acked message once, in offset order (those published while it resumes
+    included), as a Socket.IO socket does."""
+    one, two = await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
+                                    "HUB_REDIS_PREFIX": redis_prefix, "HUB_USER_OP_LIMIT": "100000"})
+    api, elsewhere = Api(one.url, http), Api(two.url, http)
+    bob, ann = await api.user(), await api.user()
+    ann_id = ann["user"]["id"]
+    acked: list[int] = []
+    sending = True
+
+    async def stream() -> None:
+        while sending:
+            acked.append((await _send(elsewhere, bob, ann_id, "steady"))["id"])
+
+    got: list[tuple[int, str]] = []  # (message id, offset) in arrival order
+
+    async def read(sock: Plain, frames: int) -> None:
+        for _ in range(frames):
+            frame = await sock.next(lambda f: f.get("event") == "message:new")
+            got.append((frame["data"]["message_id"], frame["offset"]))
+
+    url = f"{one.url}/ws?ns=/chat"
+    sock = await Plain.open(http, url, {"token": ann["access_token"]})
+    session = (await sock.frame())["session"]
+    streams = [asyncio.create_task(stream()) for _ in range(4)]
+    recovered = []
+    for i in range(20):
+        await read(sock, 1 + i % 4)
+        await sock.close()
+        sock = await Plain.open(http, url, {"token": ann["access_token"],
+                                            "resume": {"session": session, "offsets": {"/chat": got[-1][1]}}})
+        recovered.append((await sock.frame())["recovered"])
+    sending = False
+    await asyncio.gather(*streams)
+    last = (await _send(elsewhere, bob, ann_id, "last"))["id"]
+    acked.append(last)
+    while got[-1][0] != last:  # the last message comes after every other one
+        await read(sock, 1)
+    assert recovered == [{"/chat": True}] * 20
+    ids = [message_id for message_id, _ in got]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert sorted(ids) == sorted(acked)  # nothing lost
+    offsets = [offset for _, offset in got]
+    assert sorted(offsets, key=offset_key) == offsets  # nothing overtaken

@@ -10,61 +10,21 @@ import pytest
 from hubclient import Client, HubError
 from tests.conftest import make_settings
 from tests.dialog_helpers import tokens
-
-
-class DroppingProxy:
-    """A TCP proxy on a loopback port that can cut every connection and refuse new
-    ones until resumed (a network outage between client and hub)."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.open, self.paused = port, set(), False
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _serve(self, reader, writer):
-        if self.paused:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.open |= {writer, up_writer}
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def drop(self) -> None:
-        self.paused = True
-        for writer in self.open:
-            writer.transport.abort()
-        self.open.clear()
-
-    async def close(self) -> None:
-        self.drop()
-        self.server.close()
+from tests.gateway_helpers import DropProxy
 
 
 @pytest.fixture
 async def proxy_to():
     proxies = []
 
-    async def make(port: int) -> tuple[DroppingProxy, str]:
-        proxy = DroppingProxy(port)
+    async def make(port: int) -> tuple[DropProxy, str]:
+        proxy = await DropProxy(port).start()
         proxies.append(proxy)
-        return proxy, await proxy.start()
+        return proxy, proxy.url
 
     yield make
     for proxy in proxies:
-        await proxy.close()
+        await proxy.stop()
 
 
 async def test_calls_errors_and_publish(server, api):
@@ -101,9 +61,9 @@ async def test_reconnects_and_recovers_what_it_missed(server, api, proxy_to):
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "before"})
         assert await asyncio.wait_for(inbox.get(), 5) == "before"
 
-        proxy.drop()
+        proxy.cut()
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "while away"})
-        proxy.paused = False
+        proxy.heal()
         assert await asyncio.wait_for(inbox.get(), 15) == "while away"
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "after"})
         assert await asyncio.wait_for(inbox.get(), 5) == "after"
@@ -128,9 +88,9 @@ async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, 
             caught_up.put_nowait([item["message"] for item in items])
 
         chat.on_gap(catch_up)
-        proxy.drop()
+        proxy.cut()
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "missed"})
-        proxy.paused = False
+        proxy.heal()
         assert "missed" in await asyncio.wait_for(caught_up.get(), 15)
 
 

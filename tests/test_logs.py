@@ -78,7 +78,7 @@ async def test_hub_serve_logs_requests_refusals_handoffs_and_its_stop(spawn_hubs
     not_counted = [line for line in out if line["message"].startswith("rate limit not counted")]
     assert len(not_counted) == 1, not_counted
     messages = [line["message"] for line in out]
-    stopping = next(i for i, m in enumerate(messages) if m.startswith("instance ") and " stopping: " in m)
+    stopping = next(i for i, m in enumerate(messages) if m.startswith("shutdown: "))
     assert any(m.startswith("instance ") and m.endswith(" stopped") for m in messages[stopping:]), messages[-5:]
 
 

@@ -2,10 +2,12 @@
 the namespace's event models, to users or allowed rooms on every instance."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.business_helpers import service_token, staff
-from tests.conftest import Api, Client
+from tests.conftest import Api, Client, make_settings
 
 INVOICE = {"invoice_id": 7, "order_id": 42, "pdf_url": "https://billing.example.com/inv/7.pdf"}
 
@@ -186,3 +188,42 @@ async def test_published_events_reach_every_instance(spawn_hubs, pg_url, redis_u
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_client_back_after_the_window_gets_what_was_published_by_sync(start_server, tmp_path, http,
+                                                                              connect, js_driver):
+    """Published while the client was away longer than the recovery window: it gets a
+    new session, and `sync` brings the events addressed to it (and, for staff, to the
+    staff room), once each, and no one else's."""
+    server = await start_server(make_settings(tmp_path, recovery_window=1.0))
+    api = Api(server.url, http)
+    alice, bob = await api.user(), await api.user()
+    operator = await staff(server, api)
+    js = await js_driver()
+    assert await js.do("connect", url=server.url, ns="/orders", token=alice["access_token"]) == {"recovered": False}
+    await js.do("drop")
+    bodies = [{"namespace": "/orders", "event": "invoice:generated", "to": {"user_ids": [alice["user"]["id"]]},
+               "data": {**INVOICE, "invoice_id": i}} for i in (1, 2)]
+    bodies.append({"namespace": "/orders", "event": "invoice:generated", "to": {"user_ids": [bob["user"]["id"]]},
+                   "data": {**INVOICE, "invoice_id": 3}})
+    bodies.append({"namespace": "/orders", "event": "refund:initiated", "to": {"room": "staff"},
+                   "data": {"order_id": 42, "amount_krw": 1000}})
+    for body in bodies:
+        status, reply = await publish(api, body)
+        assert status == 200, reply
+    await asyncio.sleep(1.5)  # past the window: the session is gone
+    await js.do("resume")
+    assert (await js.do("reconnected"))["recovered"] is False
+    cursor, events = None, []
+    while True:
+        page = (await js.do("call", event="sync", data={"since": cursor} if cursor else {}))["data"]
+        events += page["events"]
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            break
+    assert [(e["event"], e["data"]["invoice_id"]) for e in events] == [("invoice:generated", 1),
+                                                                       ("invoice:generated", 2)]
+    desk = await connect(server.url, "/orders", operator["access_token"])
+    assert [(e["event"], e["data"]) for e in (await desk.ok("sync", {}))["events"]] == [
+        ("refund:initiated", {"order_id": 42, "amount_krw": 1000})]
+    await js.do("close")

@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from hub.broker import offset_key
-from tests.conftest import Api, pg_dsn, run_node
+from tests.conftest import Api, make_settings, pg_dsn, run_node
+from tests.gateway_helpers import DropProxy
 
 ALL = [f"m{i}" for i in range(20)]
 
@@ -135,33 +136,6 @@ async def _outbox_rows_once_settled(pg_url, timeout=5.0):
         await conn.close()
 
 
-async def test_redis_restart_under_traffic_loses_nothing(spawn_hubs, pg_url, private_redis, connect, http):
-    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "restart"}
-    one, two = await spawn_hubs(2, env)
-    api = Api(one.url, http)
-    a, b = await api.user(), await api.user()
-    sender = await connect(one.url, "/chat", a["access_token"])
-    local = await connect(one.url, "/chat", b["access_token"])
-    remote = await connect(two.url, "/chat", b["access_token"])
-
-    async def traffic():
-        ids = []
-        for i in range(60):
-            ids.append((await sender.ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"}))["id"])
-            await asyncio.sleep(0.03)
-        return ids
-
-    task = asyncio.create_task(traffic())
-    await asyncio.sleep(0.4)
-    private_redis.stop()
-    await asyncio.sleep(0.6)
-    private_redis.start()
-    acked = await task
-    for device in (local, remote):
-        got = await _collect_messages(device, len(acked))
-        assert sorted(got) == sorted(acked)
-
-
 async def test_recovered_rooms_are_authorized_again(server, api, connect, js_driver):
     """A socket gets back the post rooms it watched only while it may still see the
     post, and hears what those rooms got while it was away (the deletion included)."""
@@ -190,3 +164,99 @@ async def test_recovered_rooms_are_authorized_again(server, api, connect, js_dri
     assert len(rooms.get(f"post:{kept['post_id']}", {})) == 1
     assert len(rooms.get(f"post:{gone['post_id']}", {})) == 0
     await js.do("close")
+
+
+async def test_recovery_racing_a_steady_sender_loses_doubles_and_reorders_nothing(spawn_hubs, pg_url, redis_url,
+                                                                                 redis_prefix, node, http):
+    """The receiver is dropped 25 times while four sends are always in flight on the
+    other instance; every reconnect recovers, and it gets every acked message once,
+    in offset order (events published while it reconnects included)."""
+    one, two = await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
+                                    "HUB_REDIS_PREFIX": redis_prefix, "HUB_EVENT_RATE": "1000",
+                                    "HUB_EVENT_BURST": "1000", "HUB_USER_OP_LIMIT": "100000"})
+    api = Api(one.url, http)
+    sender, receiver = await api.user(), await api.user()
+    out = json.loads(await run_node("recovery_race.mjs", two.url, one.url, sender["access_token"],
+                                    receiver["access_token"], str(receiver["user"]["id"]), "25", timeout=120))
+    assert out["connects"] == [True] * 25
+    ids = [message_id for message_id, _ in out["got"]]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert sorted(ids) == sorted(out["acked"])  # nothing lost
+    assert _in_order([offset for _, offset in out["got"]])  # nothing overtaken
+
+
+async def test_other_users_traffic_does_not_refuse_a_recovery(start_server, tmp_path, http, connect, js_driver):
+    """The replay limit counts the socket's own events: other users' 240 events while
+    it is away (more than HUB_MAX_REPLAY, here 50) do not cost it its session."""
+    server = await start_server(make_settings(tmp_path, max_replay=50, event_rate=1000.0, event_burst=1000))
+    api = Api(server.url, http)
+    me, friend, x, y = [await api.user() for _ in range(4)]
+    js = await js_driver()
+    assert await js.do("connect", url=server.url, ns="/chat", token=me["access_token"]) == {"recovered": False}
+    await js.do("drop")
+    busy = await connect(server.url, "/chat", x["access_token"])
+    for i in range(80):  # three events each in the namespace's log
+        await busy.ok("message:send", {"recipient_id": y["user"]["id"], "message": f"busy {i}"})
+    mine = await connect(server.url, "/chat", friend["access_token"])
+    sent = [(await mine.ok("message:send", {"recipient_id": me["user"]["id"], "message": f"hi {i}"}))["id"]
+            for i in range(3)]
+    await js.do("resume")
+    assert (await js.do("reconnected"))["recovered"] is True
+    for _ in range(100):  # replayed right after the CONNECT
+        got = [d["message_id"] for e, d, _ in await js.do("events") if e == "message:new"]
+        if len(got) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert got == sent
+    await js.do("close")
+
+
+async def _one_thread_through_a_fault(one, two, http, connect, n: int, fault, repair, down: float) -> None:
+    """n messages to one thread, one at a time, alternately on each instance (their
+    acked ids are the order the writes committed), with `fault()` for `down`
+    seconds meanwhile: each device gets every message once, in that order."""
+    api = Api(one.url, http)
+    a, b = await api.user(), await api.user()
+    senders = [await connect(one.url, "/chat", a["access_token"]), await connect(two.url, "/chat", a["access_token"])]
+    devices = [await connect(one.url, "/chat", b["access_token"]), await connect(two.url, "/chat", b["access_token"])]
+
+    async def traffic():
+        ids = []
+        for i in range(n):
+            reply = await senders[i % 2].ok("message:send", {"recipient_id": b["user"]["id"], "message": f"t{i}"})
+            ids.append(reply["id"])
+            await asyncio.sleep(0.02)
+        return ids
+
+    task = asyncio.create_task(traffic())
+    await asyncio.sleep(0.5)
+    fault()
+    await asyncio.sleep(down)
+    repair()
+    acked = await task
+    for device in devices:
+        assert await _collect_messages(device, len(acked)) == acked
+
+
+async def test_a_redis_restart_keeps_each_threads_commit_order(spawn_hubs, pg_url, private_redis, connect, http):
+    """Messages of one thread written on two instances, before, during and after a
+    Redis restart: each device gets every one once, in the order they were written
+    (those written during the outage were not overtaken by newer ones)."""
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": private_redis.url, "HUB_REDIS_PREFIX": "order",
+           "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
+    one, two = await spawn_hubs(2, env)
+    await _one_thread_through_a_fault(one, two, http, connect, 90, private_redis.stop, private_redis.start, 1.0)
+
+
+async def test_a_partition_between_an_instance_and_redis_keeps_each_threads_commit_order(
+        spawn_hubs, pg_url, private_redis, connect, http):
+    """One instance loses Redis for a while (the other does not) while a thread is
+    written alternately on both: each device gets every message once, in commit order."""
+    link = await DropProxy(private_redis.port).start()
+    env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_PREFIX": "cut", "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
+    one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": f"redis://127.0.0.1:{link.port}/0"})
+    two, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": private_redis.url})
+    try:
+        await _one_thread_through_a_fault(one, two, http, connect, 120, link.cut, link.heal, 1.5)
+    finally:
+        await link.stop()

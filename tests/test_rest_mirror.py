@@ -153,12 +153,13 @@ async def test_every_contract_mirror_is_routed(server):
 
 
 async def test_rest_requests_of_a_token_are_rate_limited(start_server, settings, http):
-    server = await start_server(replace(settings, event_rate=0.01, event_burst=3))
+    # REST requests spend the user's operation budget (the one its sockets spend too).
+    server = await start_server(replace(settings, user_op_limit=3, user_op_window=60))
     api = Api(server.url, http)
     ann = await api.user()
     codes = [(await api.request("GET", "/api/messages/unread/count", token=ann["access_token"]))[0] for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     status, body = await api.request("GET", "/api/messages/unread/count", token=ann["access_token"])
     assert status == 429 and body["error"]["code"] == "rate_limited" and body["error"]["details"]["retry_after"] > 0
-    other = await api.user()  # a budget per token
+    other = await api.user()  # a budget per user
     assert (await api.request("GET", "/api/messages/unread/count", token=other["access_token"]))[0] == 200

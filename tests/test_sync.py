@@ -48,7 +48,7 @@ async def sync_all(client, since=None, limit=None) -> tuple[list[dict], str, lis
         if limit is not None:
             req["limit"] = limit
         page = await client.ok("sync", req)
-        assert set(page) == {"items", "cursor", "has_more"}
+        assert set(page) == {"items", "events", "cursor", "has_more"}
         items += page["items"]
         flags.append(page["has_more"])
         since = page["cursor"]
@@ -111,7 +111,7 @@ async def test_orders_sync_pages_with_has_more(hub, hub_api, connect):
     items, cursor, flags = await sync_all(ca, limit=2)
     assert flags == [True, True, False]
     assert [o["order_id"] for o in items] == list(reversed(ids))  # each once, in order
-    assert (await ca.ok("sync", {"since": cursor})) == {"items": [], "cursor": cursor, "has_more": False}
+    assert (await ca.ok("sync", {"since": cursor})) == {"items": [], "events": [], "cursor": cursor, "has_more": False}
     # Exactly `limit` left: the page is full but nothing more is there.
     two = await ca.ok("sync", {"since": (await ca.ok("sync", {"limit": 3}))["cursor"], "limit": 2})
     assert len(two["items"]) == 2 and two["has_more"] is False

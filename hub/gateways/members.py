@@ -11,8 +11,8 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Protocol
 
-from hub.broker import offset_key
 from hub.manager import ws_frame
+from hub.recovery import after_head
 
 log = logging.getLogger("hub.gateways")
 
@@ -101,16 +101,16 @@ class Member:
     def hold(self) -> None:
         self._held = []
 
-    def release(self, replayed: list[tuple[str, str, Frame]]) -> None:
+    def release(self, replayed: list[tuple[str, str, Frame]], heads: dict[str, str | None]) -> None:
         """Send what a resuming connection missed, then the live frames that came
-        meanwhile, without those the replay already had (nothing twice)."""
+        meanwhile: of a resumed namespace (`heads`: its replay's head) only those
+        `after_head`, as the replay had the rest (nothing twice, nothing lost)."""
         held, self._held = self._held or [], None
-        last: dict[str, tuple[int, int]] = {}
         for namespace, offset, frame in replayed:
-            last[namespace] = offset_key(offset)
-            self.push(namespace, offset, frame)
+            if frame is not None:  # a kind may not send an event (Kind.frame)
+                self.push(namespace, offset, frame)
         for namespace, offset, frame in held:
-            if offset is None or namespace not in last or offset_key(offset) > last[namespace]:
+            if namespace not in heads or after_head(offset, heads[namespace]):
                 self.push(namespace, offset, frame)
 
     async def run(self) -> None:

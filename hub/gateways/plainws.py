@@ -189,16 +189,19 @@ async def open_generic(request: web.Request, conn: Connection, hello: dict) -> N
     if resuming:
         member.hold()
     recovered: dict[str, bool] = {}
-    replay: list[tuple[str, str, str]] = []
+    replayed: list[tuple[str, str, str]] = []
+    heads: dict[str, str | None] = {}
     for namespace in namespaces:
-        missed = await conn.attach(namespace, session=session, offset=offsets.get(namespace), resuming=resuming)
-        recovered[namespace] = missed is not None
-        for offset, entry in missed or ():
-            replay.append((namespace, offset, member.kind.frame(namespace, entry["ev"], entry["d"], offset)))
+        replay = await conn.attach(namespace, session=session, offset=offsets.get(namespace), resuming=resuming)
+        recovered[namespace] = replay is not None
+        if replay is not None:
+            heads[namespace] = replay.head
+            replayed += [(namespace, offset, member.kind.frame(namespace, entry["ev"], entry["d"], offset))
+                         for offset, entry in replay.entries]
     member.send(dumps({"type": "welcome", "session": session, "recovered": recovered,
                        "window": hub.recovery.window}))
     if resuming:
-        member.release(replay)
+        member.release(replayed, heads)
 
 
 GENERIC = Gateway("generic", lambda hub: Generic(), None, open_generic)

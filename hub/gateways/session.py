@@ -10,12 +10,12 @@ import time
 from pydantic import ValidationError
 
 from handlers.context import Actor, user_room
-from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
-                             unexpected, validation_details)
+from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
+from hub.broker import Replay
 from hub.gateways.members import Member
 from hub.state import spend_operation
-from namespaces.base import TokenBucket, payload_size
+from namespaces.base import TokenBucket, answer, payload_size
 
 log = logging.getLogger("hub.gateways")
 
@@ -38,11 +38,12 @@ class Connection:
         return self.hub.fanout.members
 
     async def attach(self, namespace: str, *, session: str | None = None, offset: str | None = None,
-                     resuming: bool = False) -> list[tuple[str, dict]] | None:
+                     resuming: bool = False) -> Replay | None:
         """Join the namespace's connect rooms, as a Socket.IO socket would. With a
-        `session`, record it for recovery; `resuming` it, its rooms come back and the
-        events it missed are returned (None: nothing to resume; the client re-reads
-        with `sync`)."""
+        `session`, record it for recovery; `resuming` it (the member holds live
+        frames: `Member.hold`), its rooms come back and the events it missed are
+        returned, read as `Recovery.resume` does (None: nothing to resume; the client
+        re-reads with `sync`)."""
         hub, actor = self.hub, self.actor
         spec = REGISTRY.namespaces.get(namespace)
         if spec is None:
@@ -52,25 +53,38 @@ class Connection:
         rooms = [user_room(actor.id)] if actor.id is not None else []
         if spec.connect_rooms:
             rooms += spec.connect_rooms(actor)
-        restored = None
-        if resuming and session is not None:
-            restored = await hub.recovery.restore(namespace, {"pid": session + namespace, "offset": offset}, actor)
-            if restored and spec.may_rejoin:
-                ctx = hub.context(actor, None)
-                rooms += [r for r in restored[1]["rooms"] if r not in rooms and await spec.may_rejoin(ctx, r)]
         for room in rooms:
             self.members.enter(namespace, room, self.member)
+        found = replay = None
+        if resuming and session is not None:
+            found = await hub.recovery.lookup(namespace, {"pid": session + namespace, "offset": offset}, actor)
+        if found:
+            rejoined: list[str] = []
+
+            async def enter(old_rooms: list[str]) -> None:
+                if spec.may_rejoin:
+                    ctx = hub.context(actor, None)
+                    rejoined.extend([r for r in old_rooms if r not in rooms and await spec.may_rejoin(ctx, r)])
+                for room in rejoined:
+                    self.members.enter(namespace, room, self.member)
+
+            replay = await hub.recovery.resume(namespace, found[1], found[2], enter)
+            if replay is None:
+                for room in rejoined:  # not recovered: a new session has only its own rooms
+                    self.members.leave(namespace, room, self.member)
+            else:
+                rooms += rejoined
         self.namespaces.append(namespace)
         hub.connections.add(actor.jti, namespace, self.member.sid)
         hub.metrics.child(hub.metrics.connections, namespace).inc()
         if hub.recovery.enabled and session is not None:
             await hub.recovery.track(namespace, self.member.sid, session + namespace, actor, rooms,
-                                     start=restored[1]["start"] if restored else None)
+                                     start=found[1]["start"] if replay is not None else None)
         if spec.on_connect:
             ctx = hub.context(actor, self.member.sid)
             await spec.on_connect(ctx)
             await hub.fanout.deliver(ctx.events)
-        return restored[2] if restored else None
+        return replay
 
     async def close(self) -> None:
         """Leave everything. Its recovery records stay for the window: a plain client
@@ -97,14 +111,7 @@ class Connection:
         metrics = self.hub.metrics
         op = REGISTRY.operations.get((namespace, event))
         started = time.perf_counter()
-        try:
-            reply = {"ok": True, "data": await self.run(namespace, event, payload, size, op)}
-            outcome = "ok"
-        except HubError as exc:
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
-        except Exception as failure:
-            exc = unexpected(failure, log, f"operation {namespace} {event}")
-            reply, outcome = {"ok": False, "error": exc.body()}, exc.code
+        reply, outcome = await answer(self.run(namespace, event, payload, size, op), f"operation {namespace} {event}")
         label = event if op else "unknown"
         metrics.child(metrics.events, namespace if op else "plain", label, outcome).inc()
         if op:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from handlers.errors import Forbidden, ValidationFailed
 from handlers.registry import REGISTRY
-from hub.broker import BrokerUnavailable, offset_key, valid_offset
+from hub.broker import Replay, offset_key, valid_offset
 from hub.gateways.mapping import ServerSentEvents
 from hub.gateways.members import Member
 from hub.gateways.plainws import HEARTBEAT
@@ -30,18 +30,15 @@ def _token(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get(COOKIE) or bearer(request)
 
 
-async def _missed(hub, namespace: str, rooms: set[str], last: str) -> list[tuple[str, dict]] | None:
-    """The events of `rooms` after `last`, or None when they cannot all be had."""
+async def _missed(hub, namespace: str, member: Member, last: str) -> Replay | None:
+    """The events of the stream's rooms after `last` (read as `Recovery.resume` does),
+    or None when they cannot all be had. A stream has no session record: its rooms
+    are those it is in now, and `last` must be within the recovery window."""
     window = hub.recovery.window
     if window <= 0 or offset_key(last)[0] < (time.time() - window) * 1000:
         return None
-    try:
-        entries = await hub.broker.since(namespace, last, hub.recovery.max_replay)
-    except BrokerUnavailable:
-        return None
-    if entries is None:
-        return None
-    return [(o, e) for o, e in entries if rooms.intersection(e["r"])]
+    record = {"rooms": sorted(hub.fanout.members.rooms_of(member, namespace)), "sid": member.sid}
+    return await hub.recovery.resume(namespace, record, last)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -74,11 +71,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
             member.hold()
         await conn.attach(namespace)
         if last is not None:
-            missed = await _missed(hub, namespace, hub.fanout.members.rooms_of(member, namespace), last)
+            missed = await _missed(hub, namespace, member, last)
             if missed is None:
                 now = f"{int(time.time() * 1000)}-0"
                 member.send(f"id: {now}\nevent: sync\ndata: {dumps({'ns': namespace, 'reason': 'gap'})}\n\n")
-            member.release([(namespace, o, kind.frame(namespace, e["ev"], e["d"], o)) for o, e in missed or ()])
+                member.release([], {})
+            else:
+                member.release([(namespace, o, kind.frame(namespace, e["ev"], e["d"], o)) for o, e in missed.entries],
+                               {namespace: missed.head})
         writer = asyncio.create_task(member.run(), name=f"sse-writer-{member.sid}")
         while not writer.done():
             await asyncio.wait([writer], timeout=HEARTBEAT)

@@ -43,9 +43,14 @@ async def errors_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise
-        kind = _STATUS_ERRORS.get(exc.status, HubError)
+        kind = _STATUS_ERRORS.get(exc.status, ValidationFailed if exc.status < 500 else HubError)
+        error = kind(exc.reason)
+        if exc.status < 500:
+            # The request was at fault (e.g. a plain GET on a websocket path: 400): keep
+            # aiohttp's status, never answer it as an internal error.
+            error.status = exc.status
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(kind(exc.reason), allow)
+        return error_response(error, allow)
     except Exception as exc:
         return error_response(unexpected(exc, log, f"{request.method} {request.path}"))
 

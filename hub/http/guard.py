@@ -1,5 +1,5 @@
 """Limits every HTTP request meets before its route (issue 18, items 12 and 14;
-docs/security-engine.md): connections per client address, the time a request
+docs/security.md): connections per client address, the time a request
 body may take to arrive, and the size of the Authorization header. They run
 for every route, the Socket.IO endpoints included.
 

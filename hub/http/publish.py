@@ -14,6 +14,7 @@ from handlers.registry import REGISTRY
 from handlers.schema import Id, Input, JsonObject, Text
 from hub.http.common import HUB, read_json, request_actor, validate
 from hub.state import spend_operation
+from storage import published
 
 MAX_USERS = 1000
 
@@ -86,10 +87,12 @@ async def publish(request: web.Request) -> web.Response:
                         allowed=list(spec.publish_rooms))
         rooms = [req.to.room]
     # Stored in the outbox like any write's event: once answered, it reaches every
-    # recipient that is connected or recovers, whatever happens to this instance.
+    # recipient that is connected or recovers, whatever happens to this instance;
+    # and kept for `sync`, for those that could not recover.
     ctx = hub.context(actor)
-    async with ctx.transaction():
+    async with ctx.transaction() as tx:
         ctx.emit(data, rooms=rooms)
+        await published.add(tx, req.namespace, req.event, ctx.events[-1].data, rooms)
     offset, = await hub.fanout.deliver(ctx.events)
     return web.json_response({"delivered_to_rooms": rooms, "offset": offset})
 

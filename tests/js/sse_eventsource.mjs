@@ -18,7 +18,11 @@ const browser = await chromium.launch({
 });
 try {
   const page = await (await browser.newContext()).newPage();
-  await page.goto(origin + "/health");
+  // A blank page of the hub's origin (the hub's own responses carry CSP
+  // `default-src 'none'`, which would forbid the page to connect at all).
+  await page.route(origin + "/sse-test-page", (route) =>
+    route.fulfill({ status: 200, contentType: "text/html", body: "<!doctype html><title>sse</title>" }));
+  await page.goto(origin + "/sse-test-page");
   await page.evaluate((path) => {
     window.seen = [];
     const source = new EventSource(path);
