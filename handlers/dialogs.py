@@ -404,9 +404,10 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 # (handlers/routing.py) registers itself here.
 queued_hooks: list[Callable[[Context, int], Awaitable[None]]] = []
 
-# Run inside the transaction of every change that gives a dialog to an operator
-# (accept, takeover): a streamed bot reply in it is cut there (handlers/streams.py).
-taken_hooks: list[Callable[[Context, object, store.Dialog], Awaitable[None]]] = []
+# Run inside the transaction of every change after which the bot must stop talking
+# (an operator accepts or takes over, the dialog closes): a streamed bot reply in it
+# is cut there (handlers/streams.py).
+silence_hooks: list[Callable[[Context, object, store.Dialog], Awaitable[None]]] = []
 
 QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
 
@@ -538,7 +539,7 @@ async def announce_taken(ctx: Context, tx, d: store.Dialog, place: int | None) -
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
-    for hook in taken_hooks:
+    for hook in silence_hooks:
         await hook(ctx, tx, d)
     if place is not None and d.requested_at and ctx.metrics is not None:
         ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())

@@ -167,7 +167,8 @@ async def dialog_streams(ctx: Context, req: dlg.DialogRef) -> list[StreamState]:
 
 
 async def cut(ctx: Context, tx, d: store.Dialog) -> None:
-    """An operator took the dialog: its streaming reply ends here, stored as interrupted."""
+    """An operator took the dialog, or it closed: its streaming reply ends here,
+    stored as interrupted."""
     if ctx.streams is None:  # a context without the instance's services (storage tests)
         return
     for s in await ctx.streams.buffer.of_dialog(d.id):
@@ -176,7 +177,7 @@ async def cut(ctx: Context, tx, d: store.Dialog) -> None:
             await store_reply(ctx, tx, d, ended, interrupted=True)
 
 
-dlg.taken_hooks.append(cut)
+dlg.silence_hooks.append(cut)
 
 
 @periodic("streams:timeout", every=lambda settings: min(settings.stream_timeout / 3, 5.0))

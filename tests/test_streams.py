@@ -205,3 +205,20 @@ async def test_a_slow_client_gets_coalesced_deltas_not_a_backlog(cluster, connec
     for d in first + rest:
         shown.apply(d)
     assert shown.text == final["text"]
+
+
+async def test_closing_the_dialog_mid_stream_cuts_it(server, api, connect):
+    """On one embedded instance (memory buffer): the visitor closes the dialog while the bot streams."""
+    _, owner = await account(server.hub.db)
+    a = await assistant(api, owner)
+    v = await visitor(api, a["id"])
+    did = v["dialog_id"]
+    bot = await connect(server.url, "/dialogs", bot_token(a["id"]))
+    vis = await connect(server.url, "/dialogs", v["visitor_token"])
+    sid = (await bot.ok("message:stream-start", {"dialog_id": did}))["stream_id"]
+    await bot.ok("message:stream-delta", {"stream_id": sid, "text": "As I was say"})
+    await vis.ok("dialog:close", {"dialog_id": did})
+    added = await vis.next("message:added")
+    assert (added["message"]["text"], added["message"]["interrupted"]) == ("As I was say", True)
+    assert await bot.error("message:stream-delta", {"stream_id": sid, "text": "ing"}) == "conflict"
+    assert await bot.error("message:stream-start", {"dialog_id": did}) == "conflict"
