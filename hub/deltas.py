@@ -32,6 +32,7 @@ class DeltaSender:
     async def emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                          offset: str | None = None) -> None:
         stream_id, seq = data["stream_id"], data["seq"]
+        sent = 0
         for server in self.fanout.servers:
             for sid, eio_sid in list(server.manager.get_participants(namespace, rooms)):
                 if sid == skip_sid or self._floors.get((sid, stream_id), 0) >= seq:
@@ -46,8 +47,12 @@ class DeltaSender:
                     self._flush_soon()
                 else:
                     await server.emit(event, data, to=sid, namespace=namespace)
+                    sent += 1
         if namespace in self.fanout.members.rooms:  # plain WebSocket and SSE: as they come
-            self.fanout.members.emit(namespace, event, data, rooms, skip_sid, offset)
+            sent += self.fanout.members.emit(namespace, event, data, rooms, skip_sid, offset)
+        if sent:
+            metrics = self.fanout.metrics
+            metrics.child(metrics.deliveries, namespace).inc(sent)
 
     def settle(self, sid: str, stream_id: str, seq: int) -> None:
         """The socket has the stream's text up to `seq`: send it only what follows."""
