@@ -5,6 +5,9 @@ visitors from a tiny FAQ, and hands the dialog to a human when the hub's
 `handoff:auto-detect` says the visitor needs one. While an operator holds a
 dialog the hub sends the bot none of its visitor messages, so it never talks
 over the human; once the operator releases the dialog, the bot hears it again.
+Answers are streamed word by word (`message:stream-*`), the way an LLM's tokens
+would be: the widget shows them as they come; if an operator takes over mid-answer,
+the hub keeps what was said, marked interrupted, and the bot stops.
 
     hub token issue --role service --name shop-bot --assistant-id 1 > bot.token
     python examples/bot.py --url http://127.0.0.1:8000 --token "$(cat bot.token)"
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 
 from hubclient import Client, HubError
@@ -35,6 +39,7 @@ FAQ = {
 }
 DONT_KNOW = "Sorry, I don't know the answer to that. You can ask for a human at any time."
 HANDING_OFF = "Let me get a human colleague for you. Please stay with us."
+WORD_PAUSE = 0.03  # seconds between streamed words (an LLM's pace; hubclient groups them)
 
 
 def answer(text: str) -> str:
@@ -73,11 +78,18 @@ class Bot:
                 log.info("dialog %s handed off (score %s), queue position %s", dialog_id, verdict["score"],
                          queued["queue_position"])
                 return
-            await self.dialogs.call("dialog:send", {"dialog_id": dialog_id, "text": answer(msg["text"]),
-                                                    "client_msg_id": f"reply-{msg['id']}"})
+            await self.stream(dialog_id, answer(msg["text"]))
         except HubError as exc:
             # e.g. `conflict`: an operator took the dialog meanwhile. The bot stays quiet.
             log.warning("dialog %s: %s", dialog_id, exc)
+
+    async def stream(self, dialog_id: int, text: str) -> None:
+        async with self.dialogs.stream(dialog_id) as reply:
+            for word in re.findall(r"\S+\s*", text):
+                await reply.send(word)
+                await asyncio.sleep(WORD_PAUSE)
+        if reply.interrupted:
+            log.info("dialog %s: an operator took over mid-answer", dialog_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         # hubclient reconnects by itself and recovers the visitor messages sent meanwhile.

@@ -2,4 +2,5 @@
 from handlers import (bots, chat, desk, dialogs, notifications, operators, orders, resources, routing, sns,  # noqa: F401
                       widgets)
 from handlers import user_presence  # noqa: F401
+from handlers import streams  # noqa: F401
 from handlers import session  # noqa: F401  (last: it registers in every namespace above)

@@ -96,6 +96,9 @@ class DialogMessageOut(Output):
     text: str
     created_at: datetime
     client_msg_id: str | None
+    # A streamed reply cut short (takeover, or its bot went silent); its
+    # client_msg_id is the stream's id (handlers/streams.py).
+    interrupted: bool = False
 
 
 class DialogStatus(Output):
@@ -317,7 +320,8 @@ def message_out(m: store.DialogMessage) -> DialogMessageOut:
     if m.sender != "visitor" and m.sender_id is not None and m.sender_id.isdigit():
         sender_id = int(m.sender_id)
     return DialogMessageOut(id=m.id, dialog_id=m.dialog_id, sender=m.sender, sender_id=sender_id, text=m.text,
-                            created_at=aware(m.created_at), client_msg_id=m.client_msg_id)
+                            created_at=aware(m.created_at), client_msg_id=m.client_msg_id,
+                            interrupted=bool(m.interrupted))
 
 
 def status_out(d: store.Dialog) -> DialogStatus:
@@ -377,6 +381,14 @@ def _check_length(ctx: Context, text: str) -> None:
                                          "type": "string_too_long"}])
 
 
+def check_bot_may_write(d: store.Dialog) -> None:
+    """A bot writes (sends, streams) only in an open dialog no operator holds."""
+    if d.status != "open":
+        raise Conflict("this dialog is closed")
+    if d.handoff_status == "active":
+        raise Conflict("an operator holds this dialog: the bot must not talk over them")
+
+
 def _sender(ctx: Context) -> tuple[str, str | None]:
     actor = ctx.actor
     if actor.role == "visitor":
@@ -391,6 +403,11 @@ def _sender(ctx: Context) -> tuple[str, str | None]:
 # Run after a dialog joined the queue and the write committed: automatic routing
 # (handlers/routing.py) registers itself here.
 queued_hooks: list[Callable[[Context, int], Awaitable[None]]] = []
+
+# Run inside the transaction of every change after which the bot must stop talking
+# (an operator accepts or takes over, the dialog closes): a streamed bot reply in it
+# is cut there (handlers/streams.py).
+silence_hooks: list[Callable[[Context, object, store.Dialog], Awaitable[None]]] = []
 
 QUEUE_NOTIFY = 500  # at most this many waiting visitors are told their new place per change
 
@@ -522,6 +539,8 @@ async def announce_taken(ctx: Context, tx, d: store.Dialog, place: int | None) -
         except Exception:
             pass  # presence unreachable: the sweep cannot requeue without it anyway
     await store.close_requests(tx, d.id, "accepted", d.operator_id)
+    for hook in silence_hooks:
+        await hook(ctx, tx, d)
     if place is not None and d.requested_at and ctx.metrics is not None:
         ctx.metrics.handoff_wait.observe((utcnow() - aware(d.requested_at)).total_seconds())
     emit_status(ctx, d)
@@ -725,10 +744,10 @@ async def send(ctx: Context, req: SendDialogMessage) -> DialogMessageOut:
             earlier = await store.by_client_msg_id(tx, d.id, sender, sender_id, req.client_msg_id)
             if earlier is not None:
                 return message_out(earlier)
-        if d.status != "open":
+        if sender == "assistant":
+            check_bot_may_write(d)
+        elif d.status != "open":
             raise Conflict("this dialog is closed")
-        if sender == "assistant" and d.handoff_status == "active":
-            raise Conflict("an operator holds this dialog: the bot must not talk over them")
         if sender in ("operator", "user") and not (d.handoff_status == "active" and d.operator_id == ctx.actor.id):
             raise Conflict("accept or take over the dialog before writing in it",
                            details={"handoff_status": d.handoff_status, "operator_id": d.operator_id})

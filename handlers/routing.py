@@ -276,6 +276,8 @@ async def close(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
                                       handoff_status=handoff, transfer_to=None, transfer_at=None):
             raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
         await store.close_requests(tx, d.id, "cancelled")
+        for hook in dlg.silence_hooks:
+            await hook(ctx, tx, d)
         by = CLOSERS.get(ctx.actor.role, "operator")
         dlg.emit_status(ctx, d, "closed")
         ctx.emit(DialogClosed(dialog_id=d.id, version=d.version, closed_by=by),

@@ -8,6 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 
 import handlers.catalog  # noqa: F401  (fills the registry)
+from handlers.streams import MessageDelta
 from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
@@ -28,6 +29,7 @@ from hub.revocations import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
+from hub.streams import MemoryStreams, RedisStreams, StreamService
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec
@@ -64,10 +66,12 @@ class Hub:
     revocations: Revocations
     widget_origins: widget.WidgetOrigins
     stopping: Shutdown
+    streams: StreamService
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
-                       presence=self.presence, user_presence=self.user_presence, metrics=self.metrics)
+                       presence=self.presence, user_presence=self.user_presence, metrics=self.metrics,
+                       streams=self.streams)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's
@@ -108,6 +112,7 @@ class Hub:
         await self.state.close()
         await self.presence.close()
         await self.user_presence.close()
+        await self.streams.buffer.close_all()
         step("closing the database")
         await self.db.close()
         log.info("instance %s stopped", self.settings.instance_id)
@@ -156,13 +161,17 @@ def build_hub(settings: Settings) -> Hub:
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
+    streams = StreamService(RedisStreams(settings.redis_url, settings.redis_prefix) if settings.redis_url
+                            else MemoryStreams(), fanout)
+    fanout.local_emitters[(MessageDelta.__server_event__.namespace, MessageDelta.__server_event__.event)] = \
+        streams.deltas.emit_local
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence, user_presence=user_presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
                                  max_replay=settings.max_replay),
                revocations=Revocations(db, state, fanout),
-               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout))
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams)
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

@@ -90,6 +90,9 @@ class Fanout:
         # State updates held per slow socket (registered with `coalesce_by`).
         self.coalescer = Coalescer({key: spec.coalesce_by for key, spec in REGISTRY.events.items()
                                     if spec.coalesce_by})
+        # Events this instance sends to its own sockets its own way (hub/deltas.py
+        # coalesces streamed deltas per socket); called like `_emit_local`.
+        self.local_emitters: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {}
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
@@ -271,6 +274,9 @@ class Fanout:
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                           offset: str | None = None) -> None:
+        own = self.local_emitters.get((namespace, event))
+        if own is not None:
+            return await own(namespace, event, data, rooms, skip_sid, offset)
         args = (data, offset) if offset else data
         coalesced = self.coalescer.takes(namespace, event)
         if coalesced and not self.coalescer.current(namespace, event, data, durable=offset is not None):

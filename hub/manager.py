@@ -776,3 +776,17 @@ class HubManager(socketio.AsyncManager):
     async def _send_slow(s, pkts) -> None:
         for p in pkts:
             await s.send(p)
+
+
+def backlogged(server, eio_sid: str) -> bool:
+    """Whether a socket is behind: packets wait in its Engine.IO queue (a long-poll
+    not yet taken, a writer waiting for a drain) or its websocket transport is paused
+    (the client reads slower than we write). For hub/deltas.py, which coalesces what
+    such a socket would otherwise queue."""
+    s = server.eio.sockets.get(eio_sid)
+    if s is None:
+        return False
+    if not s.queue.empty():
+        return True
+    ws = getattr(s, "hub_ws", None)
+    return bool(ws is not None and ws.paused)

@@ -207,6 +207,10 @@ class Settings:
     transfer_timeout: float = 60.0
     # Widget sessions a native app may start per app key and minute (docs/handoff.md).
     app_key_sessions_per_minute: int = 60
+    # Streamed bot replies: at most this many characters in one (the in-flight
+    # buffer's bound), and a stream without a delta this long (seconds) ends.
+    stream_max_chars: int = 4000
+    stream_timeout: float = 30.0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     # What from_env noticed but did not refuse (unknown HUB_* names), logged at start.
     warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -270,6 +274,8 @@ class Settings:
             shutdown_timeout=_float(env, "HUB_SHUTDOWN_TIMEOUT", 15.0),
             transfer_timeout=_float(env, "HUB_TRANSFER_TIMEOUT", 60.0),
             app_key_sessions_per_minute=_int(env, "HUB_APP_KEY_SESSIONS_PER_MINUTE", 60),
+            stream_max_chars=_int(env, "HUB_STREAM_MAX_CHARS", 4000),
+            stream_timeout=_float(env, "HUB_STREAM_TIMEOUT", 30.0),
         )
         return settings._checked(env)
 
@@ -392,4 +398,6 @@ LIMITS: dict[str, tuple[float, float | None, bool]] = {
     "orphan_attachment_age": POSITIVE,
     "transfer_timeout": POSITIVE,
     "app_key_sessions_per_minute": POSITIVE,
+    "stream_max_chars": POSITIVE,
+    "stream_timeout": POSITIVE,
 }

@@ -3,6 +3,8 @@
     async with Client("http://127.0.0.1:8000", token) as hub:
         chat = await hub.connect("/chat", {"message:new": on_message})   # handler(data)
         message = await chat.call("message:send", {"recipient_id": 2, "message": "hi"})
+        async with dialogs.stream(dialog_id) as reply:                    # bots: a streamed reply
+            await reply.send("Hel"); await reply.send("lo!")
         await hub.publish("/notifications", "notification:new", {...}, user_ids=[2])  # service tokens
 
 * `call` returns the ack's `data`, or raises `HubError` with the contract's `code`,
@@ -25,7 +27,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import socketio
 
-__all__ = ["Client", "HubError", "Namespace"]
+__all__ = ["Client", "HubError", "Namespace", "StreamedReply"]
 
 Handler = Callable[[Any], Awaitable[None] | None]
 
@@ -89,6 +91,10 @@ class Namespace:
                            error.get("details"))
         return reply["data"]
 
+    def stream(self, dialog_id: int, min_interval: float = 0.06) -> "StreamedReply":
+        """A bot's reply streamed into a dialog of /dialogs (see StreamedReply)."""
+        return StreamedReply(self, dialog_id, min_interval)
+
     async def sync(self, since: str | None, limit: int = 200) -> tuple[list[dict], str]:
         """Everything changed since the cursor `since` (None: everything), all pages;
         returns the items and the cursor for the next time."""
@@ -117,6 +123,59 @@ class Namespace:
     async def _connect(self) -> None:
         await self.sio.connect(self.client.url, namespaces=[self.name], auth=self._auth,
                                transports=["websocket"], wait_timeout=10)
+
+
+class StreamedReply:
+    """`async with dialogs.stream(dialog_id) as reply: await reply.send(text)`: the
+    text reaches the dialog as `message:delta`s; leaving the block ends the reply,
+    which the hub stores (`reply.message`). Text sent less than `min_interval`
+    seconds after the previous delta waits and goes with the next one (or the end):
+    an LLM's tokens then cost at most 1/min_interval events a second, within the
+    connection's event budget. If an operator takes the dialog over meanwhile, `send`
+    raises HubError `conflict`, the hub has stored what was sent as interrupted
+    (`reply.interrupted`), and the block ends quietly."""
+
+    def __init__(self, ns: Namespace, dialog_id: int, min_interval: float = 0.06) -> None:
+        self.ns, self.dialog_id, self.min_interval = ns, dialog_id, min_interval
+        self.stream_id: str | None = None
+        self.message: dict | None = None
+        self.interrupted = False
+        self._held = ""
+        self._last = 0.0
+
+    async def __aenter__(self) -> "StreamedReply":
+        self.stream_id = (await self.ns.call("message:stream-start", {"dialog_id": self.dialog_id}))["stream_id"]
+        return self
+
+    async def send(self, text: str) -> int | None:
+        """Add `text`; the seq of the delta that carried it, or None while it waits."""
+        self._held += text
+        now = asyncio.get_running_loop().time()
+        if now - self._last < self.min_interval:
+            return None
+        return await self._flush(now)
+
+    async def _flush(self, now: float) -> int | None:
+        if not self._held:
+            return None
+        text, self._held, self._last = self._held, "", now
+        try:
+            return (await self.ns.call("message:stream-delta", {"stream_id": self.stream_id, "text": text}))["seq"]
+        except HubError as exc:
+            self.interrupted = exc.code == "conflict"
+            raise
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if not self.interrupted and exc_type is None:
+            try:
+                await self._flush(asyncio.get_running_loop().time())
+            except HubError:
+                if not self.interrupted:
+                    raise
+        if self.interrupted:
+            return exc_type in (None, HubError)  # cut by a takeover: stored already, nothing to end
+        self.message = await self.ns.call("message:stream-end", {"stream_id": self.stream_id})
+        return False
 
 
 class Client:

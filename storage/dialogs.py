@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, and_, exists, func, or_,
+from sqlalchemy import (ForeignKey, Index, String, Text, UniqueConstraint, and_, exists, false, func, or_,
                         select, update)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -96,6 +96,8 @@ class DialogMessage(Base):
     client_msg_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # A streamed reply cut short (an operator took over, or its bot went silent).
+    interrupted: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class HandoffRequest(Base):
@@ -322,10 +324,11 @@ async def touch_dialog(tx: AsyncSession, d: Dialog, at: datetime) -> None:
 # --- messages --------------------------------------------------------------------
 
 async def add_message(tx: AsyncSession, d: Dialog, *, sender: str, sender_id: str | None, text: str,
-                      client_msg_id: str | None) -> DialogMessage:
+                      client_msg_id: str | None, interrupted: bool = False) -> DialogMessage:
     now = utcnow()
     msg = DialogMessage(dialog_id=d.id, sender=sender, sender_id=sender_id, sender_key=f"{sender}:{sender_id}",
-                        text=text, client_msg_id=client_msg_id, created_at=now, updated_at=now)
+                        text=text, client_msg_id=client_msg_id, created_at=now, updated_at=now,
+                        interrupted=interrupted)
     if not await insert_once(tx, msg):
         raise DuplicateClientId(client_msg_id)
     await touch_dialog(tx, d, now)

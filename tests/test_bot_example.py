@@ -22,6 +22,10 @@ async def test_example_bot_answers_and_hands_off(server, api, connect):
         await vis.ok("dialog:send", {"dialog_id": did, "text": "hello! what are your opening hours?"})
         reply = await next_where(vis, "message:added", lambda e: e["message"]["sender"] == "assistant")
         assert "Hello!" in reply["message"]["text"] or "9:00" in reply["message"]["text"]
+        # streamed: word by word before the stored message (whose client_msg_id is the stream's)
+        deltas = [vis.queue("message:delta").get_nowait() for _ in range(vis.queue("message:delta").qsize())]
+        assert len(deltas) > 3 and {d["stream_id"] for d in deltas} == {reply["message"]["client_msg_id"]}
+        assert "".join(d["text"] for d in deltas) == reply["message"]["text"]
 
         await vis.ok("dialog:send", {"dialog_id": did, "text": "I want to talk to a real person please"})
         status = await next_where(vis, "handoff:status", lambda e: e["status"] == "requested")

@@ -151,3 +151,21 @@ async def test_websocket_pings_are_answered_and_the_server_pings_on_a_heartbeat(
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.PONG, b"are you there")
         msg = await asyncio.wait_for(ws.receive(), HEARTBEAT + 10)  # the server's own ping
         assert msg.type == aiohttp.WSMsgType.PING
+
+
+async def test_widget_dialog_socket_gets_streamed_deltas_as_message_delta(server, api, http, connect):
+    from tests.dialog_helpers import bot_token
+    owner = await api.user()
+    a = await assistant(api, owner["access_token"])
+    session = await widget_session(api, a["id"])
+    did, vt = session["dialog_id"], session["visitor_token"]
+    visitor = await Plain.open(http, f"{server.url}/ws/widget-dialog/{did}?token={vt}")
+    assert (await visitor.call("dialog:streams", {"dialog_id": did}))["data"] == []
+    bot = await connect(server.url, "/dialogs", bot_token(a["id"]))
+    sid = (await bot.ok("message:stream-start", {"dialog_id": did}))["stream_id"]
+    await bot.ok("message:stream-delta", {"stream_id": sid, "text": "Hi"})
+    delta = await visitor.next(lambda f: f["type"] == "message_delta")
+    assert delta == {"type": "message_delta", "data": {"dialog_id": did, "stream_id": sid, "seq": 1, "text": "Hi"}}
+    final = await bot.ok("message:stream-end", {"stream_id": sid})
+    added = await visitor.next(lambda f: f["type"] == "message_added")
+    assert added["data"]["message"] == final

@@ -92,3 +92,28 @@ async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, 
         await sender.call("message:send", {"recipient_id": bob["user"]["id"], "message": "missed"})
         proxy.heal()
         assert "missed" in await asyncio.wait_for(caught_up.get(), 15)
+
+
+async def test_a_streamed_reply_ends_stored_or_quietly_when_taken_over(server, api, connect):
+    from tests.dialog_helpers import account, assistant, bot_token, visitor
+    _, owner = await account(server.hub.db)
+    a = await assistant(api, owner)
+    v = await visitor(api, a["id"])
+    console = await connect(server.url, "/dialogs", owner)
+    async with Client(server.url, bot_token(a["id"])) as hub:
+        dialogs = await hub.connect("/dialogs")
+        async with dialogs.stream(v["dialog_id"]) as reply:
+            assert await reply.send("Hel") == 1
+            assert await reply.send("l") is None  # too soon: waits for the next delta
+            await asyncio.sleep(0.1)
+            assert await reply.send("o") == 2
+            assert await reply.send("!") is None  # sent with the end
+        assert reply.message["text"] == "Hello!" and not reply.message["interrupted"]
+        async with dialogs.stream(v["dialog_id"], min_interval=0) as cut:
+            await cut.send("Let me")
+            await console.ok("dialog:takeover", {"dialog_id": v["dialog_id"]})
+            await cut.send(" see")  # refused: the block ends here, quietly
+            raise AssertionError("not reached")
+        assert cut.interrupted and cut.message is None
+    history = await console.ok("dialog:messages", {"dialog_id": v["dialog_id"]})
+    assert [(m["text"], m["interrupted"]) for m in history] == [("Hello!", False), ("Let me", True)]

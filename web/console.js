@@ -20,6 +20,7 @@ const state = {
   ops: null, dlg: null, timers: [],
   versions: new Map(), // dialog_id -> highest version seen (stale events are dropped)
   seen: new Set(), // message and note ids rendered in the open dialog
+  streams: new Map(), // stream id -> the growing bot reply shown in the open dialog
   queue: [], chats: [], operators: [], canned: [], offers: new Map(),
   mode: "reply",
   holding: false, // whether the caller holds the open dialog
@@ -160,6 +161,7 @@ function start() {
   });
 
   dlg.on("message:added", (ev) => { if (ev.dialog_id === state.current) addMessage(ev.message); });
+  dlg.on("message:delta", (ev) => { if (ev.dialog_id === state.current) growStream(ev); });
   dlg.on("handoff:status", (ev) => {
     if (!fresh(ev.dialog_id, ev.version)) return;
     if (ev.dialog_id === state.current) showStatus(ev.status, ev.operator_id);
@@ -379,6 +381,7 @@ async function openDialog(dialogId, rejoin = false) {
   fresh(dialog.dialog_id, dialog.version);
   if (!rejoin || state.current !== dialogId) {
     state.seen = new Set();
+    state.streams = new Map();
     $("messages").replaceChildren();
   }
   state.current = dialogId;
@@ -399,6 +402,11 @@ async function openDialog(dialogId, rejoin = false) {
   const items = [...messages.map((m) => ["m", m]), ...notes.map((n) => ["n", n])]
     .sort((a, b) => new Date(a[1].created_at) - new Date(b[1].created_at));
   for (const [kind, item] of items) (kind === "m" ? addMessage : addNote)(item);
+  for (const open of await call(state.dlg, "dialog:streams", { dialog_id: dialogId })) {
+    const s = state.streams.get(open.stream_id);
+    if (s) { s.text.data = ""; s.seq = 0; } // a rejoin: the text so far replaces what was shown
+    growStream(open);
+  }
   renderChats();
   if (!rejoin) $("text").focus();
 }
@@ -444,8 +452,30 @@ function addMessage(m) {
   state.seen.add("m" + m.id);
   const who = m.sender === "operator" && m.sender_id === me() ? "You"
     : m.sender === "operator" ? operatorName(m.sender_id) : LABELS[m.sender];
-  $("messages").append(el("li", { class: m.sender, "data-message-id": m.id },
-    el("span", { class: "who" }, who, el("time", { datetime: m.created_at }, clock(m.created_at))), m.text));
+  const li = el("li", { class: m.sender + (m.interrupted ? " interrupted" : ""), "data-message-id": m.id },
+    el("span", { class: "who" }, who, el("time", { datetime: m.created_at }, clock(m.created_at))), m.text);
+  // A streamed reply ends as this message (its client_msg_id is the stream's id).
+  const s = m.client_msg_id && state.streams.get(m.client_msg_id);
+  if (m.client_msg_id) state.seen.add("s" + m.client_msg_id);
+  if (s) { s.li.replaceWith(li); state.streams.delete(m.client_msg_id); } else $("messages").append(li);
+  scrollDown();
+}
+
+// A bot's reply as it streams: grows by each delta past its seq (docs/live-state.md).
+function growStream(ev) {
+  if (state.seen.has("s" + ev.stream_id)) return; // already ended
+  let s = state.streams.get(ev.stream_id);
+  if (!s) {
+    const text = document.createTextNode("");
+    const li = el("li", { class: "assistant streaming", "data-stream-id": ev.stream_id },
+      el("span", { class: "who" }, LABELS.assistant), text);
+    $("messages").append(li);
+    s = { seq: 0, li, text };
+    state.streams.set(ev.stream_id, s);
+  }
+  if (ev.seq <= s.seq) return;
+  s.seq = ev.seq;
+  s.text.appendData(ev.text);
   scrollDown();
 }
 

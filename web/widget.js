@@ -17,7 +17,7 @@
   const KEY = `hub-widget:${HUB}:${ASSISTANT}`;
   const BOT_SILENCE_MS = 8000; // no reply from the bot within this: tell the visitor and offer a human
   const state = {
-    session: null, socket: null, version: 0, seen: new Set(), started: false, position: null,
+    session: null, socket: null, version: 0, seen: new Set(), streams: new Map(), started: false, position: null,
     handoff: "none", closed: false, unread: 0, botTimer: null, settings: {},
   };
 
@@ -52,6 +52,8 @@
       li { margin: 4px 0; max-width: 80%; padding: 6px 10px; border-radius: 10px; background: #eef1f6;
            white-space: pre-wrap; word-wrap: break-word; }
       li.visitor { margin-left: auto; background: var(--accent); color: #fff; }
+      li.streaming::after { content: "▍"; opacity: .6; }
+      li.interrupted::after { content: " (interrupted)"; font-style: italic; opacity: .7; }
       li.greeting { background: #e3f4ea; }
       li.system { max-width: 100%; background: none; color: #3c4558; text-align: center; font-size: 12px; }
       li .who { display: block; font-size: 11px; opacity: .85; }
@@ -152,10 +154,31 @@
     return li;
   }
 
+  // Streamed bot replies (docs/live-state.md): a line that grows with each delta past
+  // its seq, replaced by the stored message (whose client_msg_id is the stream id).
+  function growStream(ev) {
+    if (state.seen.has("s" + ev.stream_id)) return; // already ended
+    let s = state.streams.get(ev.stream_id);
+    if (!s) {
+      const li = line("assistant streaming", LABELS.assistant, "");
+      li.dataset.streamId = ev.stream_id;
+      s = { seq: 0, li, text: li.lastChild };
+      state.streams.set(ev.stream_id, s);
+    }
+    if (ev.seq <= s.seq) return;
+    s.seq = ev.seq;
+    s.text.appendData(ev.text);
+    $("messages").scrollTop = $("messages").scrollHeight;
+  }
+
   function addMessage(m) {
     if (state.seen.has(m.id)) return;
     state.seen.add(m.id);
-    line(m.sender, LABELS[m.sender] || m.sender, m.text, m.created_at).dataset.messageId = m.id;
+    const s = m.client_msg_id && state.streams.get(m.client_msg_id);
+    if (m.client_msg_id) state.seen.add("s" + m.client_msg_id);
+    const li = line(m.sender + (m.interrupted ? " interrupted" : ""), LABELS[m.sender] || m.sender, m.text, m.created_at);
+    li.dataset.messageId = m.id;
+    if (s) { s.li.replaceWith(li); state.streams.delete(m.client_msg_id); }
     if (m.sender !== "visitor") {
       clearTimeout(state.botTimer);
       if ($("panel").hidden) { state.unread += 1; showUnread(); }
@@ -280,6 +303,11 @@
           line("greeting", state.settings.name || LABELS.assistant, state.settings.greeting);
         }
         for (const m of history) addMessage(m);
+        for (const open of await call("dialog:streams", { dialog_id: dialogId })) {
+          const s = state.streams.get(open.stream_id);
+          if (s) { s.text.data = ""; s.seq = 0; } // a reconnect: the text so far replaces what was shown
+          growStream(open);
+        }
         if (current.version >= state.version) { state.version = current.version; showHandoff(current.handoff_status); }
         if (state.session.bot_online === false && !state.toldNoBot && !["requested", "active"].includes(state.handoff)) {
           state.toldNoBot = true; // no bot is connected for this assistant: say so at once
@@ -294,6 +322,7 @@
         }
       });
       socket.on("message:added", (ev) => addMessage(ev.message));
+      socket.on("message:delta", growStream);
       socket.on("handoff:status", (ev) => {
         if (ev.version < state.version) return; // a stale event
         state.version = ev.version;
@@ -401,7 +430,7 @@
 
   $("restart").addEventListener("click", async () => {
     if (state.socket) state.socket.close();
-    Object.assign(state, { session: null, socket: null, version: 0, seen: new Set(), closed: false,
+    Object.assign(state, { session: null, socket: null, version: 0, seen: new Set(), streams: new Map(), closed: false,
                            handoff: "none", offlineSent: false, toldNoBot: false });
     $("messages").replaceChildren();
     $("typing").textContent = "";
