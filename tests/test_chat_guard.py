@@ -104,6 +104,9 @@ BAD_INPUT = {
     "typing:set": [{"thread_id": 1}, {"thread_id": 1, "is_typing": "yes"}, {"is_typing": True}],
     "sync": [{"since": 5}, {"since": "not a cursor"}, {"limit": 0}, {"limit": 5000}],
     "auth:refresh": [{}, {"token": ""}, {"token": 5}, {"token": "t" * 5000}, {"token": "t", "extra": 1}],
+    "presence:query": [{}, {"user_ids": []}, {"user_ids": [0]}, {"user_ids": ["1"]}, {"user_ids": [2**63]},
+                       {"user_ids": list(range(1, 1000))}],
+    "presence:set": [{}, {"invisible": "yes"}, {"invisible": True, "extra": 1}],
 }
 
 
