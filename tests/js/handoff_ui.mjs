@@ -113,7 +113,8 @@ try {
   seen.waiting = await w("#status").filter({ hasText: /#\d+ in line/ }).textContent(WAIT);
 
   // The queue item: who, where from, what they wrote first, how long they wait.
-  const item = anna.locator("#queue li[data-dialog-id]").first();
+  // (this visitor's: other tests' dialogs may wait in the shared test database too)
+  const item = anna.locator("#queue li[data-dialog-id]").filter({ hasText: "where is my parcel" }).first();
   await item.waitFor(WAIT);
   seen.dialogId = Number(await item.getAttribute("data-dialog-id"));
   seen.queueItem = await item.textContent();
