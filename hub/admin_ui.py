@@ -39,6 +39,11 @@ class SharingManager(HubManager):
     share = None
 
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
+        if namespace == NAMESPACE and event == "all_sockets":
+            # python-socketio 5.18.1's instrument() addresses this list to the last
+            # socket it listed (its loop reuses the name `sid`), which is no /admin
+            # socket, so it never arrived: this instance's admins get it instead.
+            return await super().emit(event, data, namespace, room=[None], **kwargs)
         if namespace == NAMESPACE and to is None and room is None and self.share is not None:
             await self.share(NAMESPACE, event, list(data) if isinstance(data, tuple) else [data])
         return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback,

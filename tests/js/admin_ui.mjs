@@ -1,0 +1,41 @@
+// The official Socket.IO Admin UI served by the hub (/admin-ui/), in headless
+// Chromium: log in with an admin token (any user name, the token as password), then
+// connect one /chat socket per entry of config.users (each to its own instance) and
+// wait until the UI lists every server, every socket and each socket's user room.
+// Usage: node admin_ui.mjs '{"chromium", "ui", "token", "users": [{url, token, room}], "servers": [...], "shot"}'
+import { io } from "socket.io-client";
+import { launch } from "./browser.mjs";
+
+const config = JSON.parse(process.argv[2]);
+const WAIT = { timeout: 20000 };
+const chrome = await launch(config.chromium);
+const sockets = [];
+const refused = [];
+try {
+  const page = await chrome.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("console", (m) => { if (m.type() === "error") refused.push(m.text()); });
+  await page.goto(`${config.ui}/admin-ui/`);
+  await page.getByLabel("Server URL").fill(config.ui);
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password").fill(config.token);
+  await page.getByRole("button", { name: "Connect" }).click();
+  await page.getByText("connected", { exact: true }).first().waitFor(WAIT);
+
+  for (const user of config.users) {
+    const socket = io(`${user.url}/chat`, { auth: { token: user.token }, transports: ["websocket"] });
+    sockets.push(socket);
+    await new Promise((resolve, reject) => { socket.on("connect", resolve); socket.on("connect_error", reject); });
+  }
+  const shown = async (path, texts) => {
+    await page.evaluate((p) => { window.location.hash = `#/${p}`; }, path);
+    for (const text of texts) await page.getByText(text).first().waitFor(WAIT);
+  };
+  await shown("servers", config.servers);
+  await shown("sockets", sockets.map((s) => s.id));
+  await shown("rooms", config.users.map((u) => u.room));
+  if (config.shot) await page.screenshot({ path: config.shot });
+  console.log(JSON.stringify({ ok: true, sockets: sockets.map((s) => s.id), refused }));
+} finally {
+  for (const socket of sockets) socket.close();
+  await chrome.close();
+}
