@@ -26,13 +26,22 @@ try {
     sockets.push(socket);
     await new Promise((resolve, reject) => { socket.on("connect", resolve); socket.on("connect_error", reject); });
   }
-  const shown = async (path, texts) => {
+  const shown = async (path, texts, namespace) => {
     await page.evaluate((p) => { window.location.hash = `#/${p}`; }, path);
-    for (const text of texts) await page.getByText(text).first().waitFor(WAIT);
+    if (namespace) {  // the sockets and rooms pages list one namespace at a time
+      await page.locator(".v-select").first().click();
+      await page.getByRole("option", { name: namespace, exact: true }).click();
+    }
+    try {
+      for (const text of texts) await page.getByText(text).first().waitFor(WAIT);
+    } catch (e) {
+      if (config.shot) await page.screenshot({ path: `${config.shot}.${path}-failed.png` });
+      throw e;
+    }
   };
   await shown("servers", config.servers);
-  await shown("sockets", sockets.map((s) => s.id));
-  await shown("rooms", config.users.map((u) => u.room));
+  await shown("sockets", sockets.map((s) => s.id), "/chat");
+  await shown("rooms", config.users.map((u) => u.room), "/chat");
   if (config.shot) await page.screenshot({ path: config.shot });
   console.log(JSON.stringify({ ok: true, sockets: sockets.map((s) => s.id), refused }));
 } finally {
