@@ -15,7 +15,7 @@ HUB_ADMIN_UI is on (docs/operations.md, "Socket.IO Admin UI").
 """
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import datetime, timezone
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from hub.http.web import NO_CACHE, WEB
 from hub.manager import HubManager
 
 NAMESPACE = "/admin"
+ANNOUNCE = "hub:announce"  # a shared /admin message asking the instances to list their sockets
 DIST = WEB / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"
 # Its own scripts and styles (Vuetify sets inline styles); the web fonts and icon
 # font it links from CDNs are refused, so it renders with the browser's fonts.
@@ -37,20 +38,39 @@ class SharingManager(HubManager):
     other instances (`share`, set by `instrument`); `emit_here` delivers theirs."""
 
     share = None
+    instrumented = None  # what hub.sio.instrument() returned (serializes sockets)
 
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         if namespace == NAMESPACE and event == "all_sockets":
-            # python-socketio 5.18.1's instrument() addresses this list to the last
-            # socket it listed (its loop reuses the name `sid`), which is no /admin
-            # socket, so it never arrived: this instance's admins get it instead.
-            return await super().emit(event, data, namespace, room=[None], **kwargs)
+            # Sent when an admin connects. python-socketio 5.18.1's instrument()
+            # addresses it to the last socket it listed (its loop reuses the name
+            # `sid`), never an /admin one: this instance's admins get it instead.
+            await super().emit(event, data, namespace, room=[None], **kwargs)
+            # It lists this instance's sockets, and the UI replaces its list with
+            # it: the other instances announce theirs after it.
+            if self.share is not None:
+                await self.share(NAMESPACE, ANNOUNCE, [])
+            return
         if namespace == NAMESPACE and to is None and room is None and self.share is not None:
             await self.share(NAMESPACE, event, list(data) if isinstance(data, tuple) else [data])
         return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback,
                                   to=to, **kwargs)
 
     async def emit_here(self, event: str, args: list) -> None:
+        if event == ANNOUNCE:
+            return await self.announce()
         await super().emit(event, tuple(args), NAMESPACE)
+
+    async def announce(self) -> None:
+        """Every socket of this instance, to the admins of every instance."""
+        now = datetime.now(timezone.utc).isoformat()
+        for namespace in list(self.get_namespaces()):
+            for sid, eio_sid in list(self.get_participants(namespace, None)):
+                try:
+                    socket = self.instrumented.serialize_socket(sid, namespace, eio_sid)
+                except KeyError:  # gone meanwhile
+                    continue
+                await self.emit("socket_connected", (socket, now), NAMESPACE)
 
 
 def instrument(hub) -> None:
@@ -72,7 +92,8 @@ def instrument(hub) -> None:
     manager: SharingManager = hub.sio.manager
     manager.share = hub.fanout.share
     hub.fanout.shared[NAMESPACE] = manager.emit_here
-    hub.sio.instrument(auth=is_admin, namespace=NAMESPACE, server_id=hub.settings.instance_id)
+    manager.instrumented = hub.sio.instrument(auth=is_admin, namespace=NAMESPACE,
+                                              server_id=hub.settings.instance_id)
 
 
 async def page(request: web.Request) -> web.StreamResponse:

@@ -1,7 +1,7 @@
 // The official Socket.IO Admin UI served by the hub (/admin-ui/), in headless
-// Chromium: log in with an admin token (any user name, the token as password), then
-// connect one /chat socket per entry of config.users (each to its own instance) and
-// wait until the UI lists every server, every socket and each socket's user room.
+// Chromium: connect one /chat socket per entry of config.users (each to its own
+// instance), then log in with an admin token (any user name, the token as password)
+// and wait until the UI lists every server, every socket and each socket's user room.
 // Usage: node admin_ui.mjs '{"chromium", "ui", "token", "users": [{url, token, room}], "servers": [...], "shot"}'
 import { io } from "socket.io-client";
 import { launch } from "./browser.mjs";
@@ -12,6 +12,11 @@ const chrome = await launch(config.chromium);
 const sockets = [];
 const refused = [];
 try {
+  for (const user of config.users) {
+    const socket = io(`${user.url}/chat`, { auth: { token: user.token }, transports: ["websocket"] });
+    sockets.push(socket);
+    await new Promise((resolve, reject) => { socket.on("connect", resolve); socket.on("connect_error", reject); });
+  }
   const page = await chrome.browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on("console", (m) => { if (m.type() === "error") refused.push(m.text()); });
   await page.goto(`${config.ui}/admin-ui/`);
@@ -21,15 +26,10 @@ try {
   await page.getByRole("button", { name: "Connect" }).click();
   await page.getByText("connected", { exact: true }).first().waitFor(WAIT);
 
-  for (const user of config.users) {
-    const socket = io(`${user.url}/chat`, { auth: { token: user.token }, transports: ["websocket"] });
-    sockets.push(socket);
-    await new Promise((resolve, reject) => { socket.on("connect", resolve); socket.on("connect_error", reject); });
-  }
   const shown = async (path, texts, namespace) => {
     await page.evaluate((p) => { window.location.hash = `#/${p}`; }, path);
     if (namespace) {  // the sockets and rooms pages list one namespace at a time
-      await page.locator(".v-select").first().click();
+      await page.locator(".selector .v-select__slot").first().click();
       await page.getByRole("option", { name: namespace, exact: true }).click();
     }
     try {
