@@ -1,7 +1,7 @@
 """The Socket.IO Admin UI (issue 23, part 6; docs/operations.md): the official
 front end served at /admin-ui/, connected to the /admin namespace with an admin
-token, lists the servers, sockets and rooms of one instance and of two on Redis
-(tests/js/admin_ui.mjs, headless Chromium); other tokens are refused, and with
+token, lists the servers, sockets, rooms and events of one instance and of two on
+Redis (tests/js/admin_ui.mjs, headless Chromium); other tokens are refused, and with
 HUB_ADMIN_UI off neither /admin nor /admin-ui/ is served."""
 import json
 import re

@@ -1,7 +1,8 @@
 // The official Socket.IO Admin UI served by the hub (/admin-ui/), in headless
 // Chromium: connect one /chat socket per entry of config.users (each to its own
 // instance), then log in with an admin token (any user name, the token as password)
-// and wait until the UI lists every server, every socket and each socket's user room.
+// and wait until the UI lists every server, every socket and each socket's user
+// room, then one event each socket sends.
 // Usage: node admin_ui.mjs '{"chromium", "ui", "token", "users": [{url, token, room}], "servers": [...], "shot"}'
 import { io } from "socket.io-client";
 import { launch } from "./browser.mjs";
@@ -42,6 +43,10 @@ try {
   await shown("servers", config.servers);
   await shown("sockets", sockets.map((s) => s.id), "/chat");
   await shown("rooms", config.users.map((u) => u.room), "/chat");
+  // Events received, on each instance (one distinct operation per socket).
+  const calls = ["unread:count", "threads:list"].slice(0, sockets.length);
+  await Promise.all(sockets.map((s, i) => s.timeout(10000).emitWithAck(calls[i], {})));
+  await shown("events", calls, "/chat");
   if (config.shot) await page.screenshot({ path: config.shot });
   console.log(JSON.stringify({ ok: true, sockets: sockets.map((s) => s.id), refused }));
 } finally {
