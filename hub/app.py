@@ -19,7 +19,7 @@ from hub.gateways.members import GOING_AWAY
 from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
 from hub.jobs import run_jobs
-from hub.manager import HubManager
+from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import MemoryPresence, Presence, RedisPresence
@@ -132,7 +132,7 @@ def build_hub(settings: Settings) -> Hub:
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     widget_origins = widget.WidgetOrigins()
     sio = HubServer(
-        client_manager=(admin_ui.SharingManager if settings.admin_ui else HubManager)(
+        client_manager=(AdminUIManager if settings.admin_ui else HubManager)(
             websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
         json=jsoncodec,

@@ -3,13 +3,14 @@ front end served at /admin-ui/, connected to the /admin namespace with an admin
 token, lists the servers, sockets, rooms and events of one instance and of two on
 Redis (tests/js/admin_ui.mjs, headless Chromium); other tokens are refused, and with
 HUB_ADMIN_UI off neither /admin nor /admin-ui/ is served."""
+import asyncio
 import json
 import re
 
 import socketio
 
 from storage.db import Database
-from tests.conftest import ROOT, make_settings, run_node
+from tests.conftest import ROOT, bounded, connect_refusal, make_settings, run_node
 from tests.dialog_helpers import account
 from tests.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
 
@@ -27,6 +28,11 @@ async def admin_refusal(url: str, auth) -> str | None:
     return None
 
 
+async def reported(gone: list) -> None:
+    while not any(args[0] == "/chat" and args[2] == "connection refused" for args in gone):
+        await asyncio.sleep(0.05)
+
+
 async def test_only_admin_tokens_connect(start_server, tmp_path, http):
     server = await start_server(make_settings(tmp_path, admin_ui=True))
     _, user = await account(server.hub.db, "user")
@@ -38,6 +44,16 @@ async def test_only_admin_tokens_connect(start_server, tmp_path, http):
     assert await admin_refusal(server.url, None) is not None
     assert await admin_refusal(server.url, {"username": "admin", "password": admin}) is None
     assert await admin_refusal(server.url, {"token": admin}) is None
+    # A connection its namespace refuses is reported gone, not left connected in the UI.
+    watcher = socketio.AsyncClient(reconnection=False)
+    gone: list = []
+    watcher.on("socket_disconnected", lambda *args: gone.append(args), namespace="/admin")
+    await watcher.connect(server.url, namespaces=["/admin"], auth={"token": admin}, transports=["websocket"])
+    try:
+        assert await connect_refusal(server.url, "/chat", "not a token") is not None
+        await bounded(reported(gone), "the refused /chat connection reported gone")
+    finally:
+        await watcher.disconnect()
     async with http.get(server.url + "/admin-ui/") as resp:
         assert resp.status == 200
         assert "connect-src 'self'" in resp.headers["Content-Security-Policy"]
