@@ -48,7 +48,8 @@ tests/test_manager.py and tests/test_lean_websocket.py cover them.
 
 `AdminUIManager` (the Socket.IO Admin UI, hub/admin_ui.py) pops the `_timestamps`
 entry python-socketio's instrument() keeps on the manager per connected socket, for
-connections refused by their namespace, which instrument() never removes.
+connections refused by their namespace, which instrument() never removes; it also
+relies on the shapes of instrument()'s /admin events (`redacted`).
 """
 from __future__ import annotations
 
@@ -772,6 +773,28 @@ class HubManager(socketio.AsyncManager):
 
 ADMIN_NAMESPACE = "/admin"
 ANNOUNCE = "hub:announce"  # a shared /admin message asking the instances to list their sockets
+# Credentials never shown to the Admin UI: the request headers and query parameters
+# that may carry a token, and the payload of the token events (auth:refresh).
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+SECRET_QUERY = frozenset({"token", "access_token", "auth"})
+HIDDEN = "[hidden]"
+
+
+def redacted(event: str, data):
+    """An /admin event's data without credentials (instrument() reports the
+    handshake's headers and query of each socket, and every event's payload)."""
+    if event in ("socket_connected", "all_sockets"):
+        sockets = data if event == "all_sockets" else [data[0]]
+        for socket in sockets:
+            handshake = socket.get("handshake", {})
+            for part, secret in (("headers", SECRET_HEADERS), ("query", SECRET_QUERY)):
+                values = handshake.get(part, {})
+                for name in values:
+                    if name.lower() in secret:
+                        values[name] = HIDDEN
+    elif event in ("event_received", "event_sent") and str(data[2][0]).startswith("auth:"):
+        data = (*data[:2], [data[2][0], HIDDEN], *data[3:])
+    return data
 
 
 class AdminUIManager(HubManager):
@@ -784,6 +807,8 @@ class AdminUIManager(HubManager):
     instrumented = None  # what hub.sio.instrument() returned (serializes sockets)
 
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
+        if namespace == ADMIN_NAMESPACE:
+            data = redacted(event, data)
         if namespace == ADMIN_NAMESPACE and event == "all_sockets":
             # Sent when an admin connects. python-socketio 5.18.1's instrument()
             # addresses it to the last socket it listed (its loop reuses the name

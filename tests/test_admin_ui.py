@@ -33,6 +33,11 @@ async def reported(gone: list) -> None:
         await asyncio.sleep(0.05)
 
 
+async def until_seen(seen: list, event: str) -> None:
+    while not any(isinstance(s, tuple) and s[2][0] == event for s in seen):
+        await asyncio.sleep(0.05)
+
+
 async def test_only_admin_tokens_connect(start_server, tmp_path, http):
     server = await start_server(make_settings(tmp_path, admin_ui=True))
     _, user = await account(server.hub.db, "user")
@@ -46,13 +51,24 @@ async def test_only_admin_tokens_connect(start_server, tmp_path, http):
     assert await admin_refusal(server.url, {"token": admin}) is None
     # A connection its namespace refuses is reported gone, not left connected in the UI.
     watcher = socketio.AsyncClient(reconnection=False)
-    gone: list = []
+    gone, seen = [], []
     watcher.on("socket_disconnected", lambda *args: gone.append(args), namespace="/admin")
+    watcher.on("socket_connected", lambda *args: seen.append(args[0]), namespace="/admin")
+    watcher.on("event_received", lambda *args: seen.append(args), namespace="/admin")
     await watcher.connect(server.url, namespaces=["/admin"], auth={"token": admin}, transports=["websocket"])
+    chat = socketio.AsyncClient(reconnection=False)
     try:
         assert await connect_refusal(server.url, "/chat", "not a token") is not None
         await bounded(reported(gone), "the refused /chat connection reported gone")
+        # No credential reaches the UI: not a header's, nor a token event's.
+        await chat.connect(server.url + "/?token=in-the-query", namespaces=["/chat"], auth={"token": user},
+                           headers={"Authorization": "Bearer in-a-header"}, transports=["websocket"])
+        await chat.call("auth:refresh", {"token": user}, namespace="/chat", timeout=10)
+        await bounded(until_seen(seen, "auth:refresh"), "auth:refresh reported")
+        assert user not in json.dumps(seen) and "in-a-header" not in json.dumps(seen)
+        assert "in-the-query" not in json.dumps(seen)
     finally:
+        await chat.disconnect()
         await watcher.disconnect()
     async with http.get(server.url + "/admin-ui/") as resp:
         assert resp.status == 200
