@@ -50,7 +50,9 @@ def instrument(hub) -> None:
     manager: AdminUIManager = hub.sio.manager
     manager.share = hub.fanout.share
     hub.fanout.shared[NAMESPACE] = manager.emit_here
-    manager.instrumented = hub.sio.instrument(auth=is_admin, namespace=NAMESPACE,
+    # Read-only: the UI's emit, join, leave and disconnect actions would put
+    # sockets in rooms and send them events past every check of the hub.
+    manager.instrumented = hub.sio.instrument(auth=is_admin, namespace=NAMESPACE, read_only=True,
                                               server_id=hub.settings.instance_id)
 
 

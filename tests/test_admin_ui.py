@@ -28,13 +28,8 @@ async def admin_refusal(url: str, auth) -> str | None:
     return None
 
 
-async def reported(gone: list) -> None:
-    while not any(args[0] == "/chat" and args[2] == "connection refused" for args in gone):
-        await asyncio.sleep(0.05)
-
-
-async def until_seen(seen: list, event: str) -> None:
-    while not any(isinstance(s, tuple) and s[2][0] == event for s in seen):
+async def until_true(check) -> None:
+    while not check():
         await asyncio.sleep(0.05)
 
 
@@ -55,18 +50,25 @@ async def test_only_admin_tokens_connect(start_server, tmp_path, http):
     watcher.on("socket_disconnected", lambda *args: gone.append(args), namespace="/admin")
     watcher.on("socket_connected", lambda *args: seen.append(args[0]), namespace="/admin")
     watcher.on("event_received", lambda *args: seen.append(args), namespace="/admin")
+    features: list = []
+    watcher.on("config", lambda config: features.append(config["supportedFeatures"]), namespace="/admin")
     await watcher.connect(server.url, namespaces=["/admin"], auth={"token": admin}, transports=["websocket"])
     chat = socketio.AsyncClient(reconnection=False)
     try:
         assert await connect_refusal(server.url, "/chat", "not a token") is not None
-        await bounded(reported(gone), "the refused /chat connection reported gone")
+        await bounded(until_true(lambda: any(args[0] == "/chat" and args[2] == "connection refused" for args in gone)),
+                      "the refused /chat connection reported gone")
         # No credential reaches the UI: not a header's, nor a token event's.
         await chat.connect(server.url + "/?token=in-the-query", namespaces=["/chat"], auth={"token": user},
                            headers={"Authorization": "Bearer in-a-header"}, transports=["websocket"])
         await chat.call("auth:refresh", {"token": user}, namespace="/chat", timeout=10)
-        await bounded(until_seen(seen, "auth:refresh"), "auth:refresh reported")
+        await bounded(until_true(lambda: any(isinstance(s, tuple) and s[2][0] == "auth:refresh" for s in seen)),
+                      "auth:refresh reported")
         assert user not in json.dumps(seen) and "in-a-header" not in json.dumps(seen)
         assert "in-the-query" not in json.dumps(seen)
+        # Read-only: no action that joins sockets to rooms or emits to them past the hub's checks.
+        await bounded(until_true(lambda: features), "the config event")
+        assert not {"EMIT", "JOIN", "LEAVE", "DISCONNECT"} & set(features[0])
     finally:
         await chat.disconnect()
         await watcher.disconnect()
