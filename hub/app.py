@@ -13,14 +13,14 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import asyncapi, gateways, openapi, sampler
+from hub import admin_ui, asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.gateways.members import GOING_AWAY
 from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
 from hub.jobs import run_jobs
-from hub.manager import HubManager
+from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import FORGET_AFTER, MemoryPresence, Presence, RedisPresence
@@ -145,14 +145,15 @@ def build_hub(settings: Settings) -> Hub:
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     widget_origins = widget.WidgetOrigins()
     sio = HubServer(
-        client_manager=HubManager(websocket_compression=settings.ws_compression),
+        client_manager=(AdminUIManager if settings.admin_ui else HubManager)(
+            websocket_compression=settings.ws_compression),
         async_mode="aiohttp",
         json=jsoncodec,
         cors_allowed_origins=widget.socketio_origins(settings.cors_origins, widget_origins),
         max_http_buffer_size=max(TRANSPORT_MAX_PACKET, 2 * settings.max_payload_bytes),
         # Only the hub's namespaces are served: python-socketio accepts `/` by default,
         # where a connection needs no token (issue 18, item 1).
-        namespaces=list(REGISTRY.namespaces),
+        namespaces=list(REGISTRY.namespaces) + ([admin_ui.NAMESPACE] if settings.admin_ui else []),
         connect_timeout=settings.connect_timeout,
         logger=False,
         engineio_logger=False,
@@ -205,6 +206,9 @@ def create_app(settings: Settings) -> web.Application:
     for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
                    web_pages):
         app.add_routes(module.routes())
+    if settings.admin_ui:
+        admin_ui.instrument(hub)
+        app.add_routes(admin_ui.routes())
     app.on_response_prepare.append(web_pages.security_headers)
     app.cleanup_ctx.append(hub.lifecycle)
     app.on_shutdown.append(hub.shutdown)

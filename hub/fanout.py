@@ -93,6 +93,8 @@ class Fanout:
         # Events this instance sends to its own sockets its own way (hub/deltas.py
         # coalesces streamed deltas per socket); called like `_emit_local`.
         self.local_emitters: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {}
+        # Namespace -> how this instance delivers another's broadcast to it (`share`).
+        self.shared: dict[str, Callable[[str, list], Awaitable[None]]] = {}
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
@@ -185,6 +187,11 @@ class Fanout:
         await self.disconnect_revoked(jti, ttl)
         await self._publish({"t": "revoke", "j": jti, "ttl": ttl})
 
+    async def share(self, namespace: str, event: str, args: list) -> None:
+        """Send a broadcast to a whole namespace to the other instances, volatile
+        (the Admin UI's /admin: hub/admin_ui.py); each delivers it through `shared`."""
+        await self._publish({"t": "share", "n": namespace, "ev": event, "a": args})
+
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:
         """The log append of several deliveries' entries: one append (on Redis, one
         script call) for all of them, in order. None for each while events are left
@@ -255,6 +262,8 @@ class Fanout:
                 await self._emit_local(namespace, event, data, rooms, skip_sid)
         elif kind == "revoke":
             await self.disconnect_revoked(message["j"], message["ttl"])
+        elif kind == "share" and message.get("n") in self.shared:
+            await self.shared[message["n"]](message["ev"], message["a"])
 
     async def _deliver_entry(self, entry: dict, offset: str | None) -> None:
         """Once per event id on this instance, whichever path brings it first."""

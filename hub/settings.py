@@ -175,6 +175,8 @@ class Settings:
     # Websocket permessage-deflate: off by default (per-frame compression costs more
     # CPU than it saves on small events; see docs/performance.md).
     ws_compression: bool = False
+    # The Socket.IO Admin UI (/admin namespace, /admin-ui/ page; docs/operations.md).
+    admin_ui: bool = False
     # Seconds between two runs of the /sns scheduler (publishes due scheduled posts).
     scheduler_interval: float = 1.0
     # Operator presence and handoff (docs/handoff.md): a console is live while it
@@ -258,6 +260,7 @@ class Settings:
             max_replay=_int(env, "HUB_MAX_REPLAY", 10000),
             published_retention=_float(env, "HUB_PUBLISHED_RETENTION", 7 * 24 * 3600.0),
             ws_compression=_bool(env, "HUB_WS_COMPRESSION", False),
+            admin_ui=_bool(env, "HUB_ADMIN_UI", False),
             scheduler_interval=_float(env, "HUB_SCHEDULER_INTERVAL", 1.0),
             presence_timeout=_float(env, "HUB_PRESENCE_TIMEOUT", 60.0),
             presence_grace=_float(env, "HUB_PRESENCE_GRACE", 10.0),
