@@ -58,6 +58,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import socketio
@@ -96,17 +97,26 @@ def ws_frame(payload: bytes | str) -> bytes:
     return header + data
 
 
-def ready_transport(ws: WebSocketResponse):
-    """The transport a ready, uncompressed frame may be written to right now on an
-    aiohttp websocket (the plain gateways' sockets, hub/gateways/members.py), or None:
-    compressed, closing or paused, or aiohttp's internals changed (check_internals)."""
+def ready_transport(ws: WebSocketResponse) -> Callable[[], asyncio.Transport | None]:
+    """For a prepared aiohttp websocket (the plain gateways' sockets,
+    hub/gateways/members.py): a function answering the transport a ready, uncompressed
+    frame may be written to right now, or None (closing or paused). Always None when
+    the connection is compressed or aiohttp's internals changed (check_internals).
+    The writer, its protocol and transport are fixed once the websocket is prepared,
+    so they are looked up once, not on every broadcast."""
     writer = getattr(ws, "_writer", None)
     protocol = getattr(writer, "protocol", None)
     transport = getattr(writer, "transport", None)
-    if (transport is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True)
-            or transport.is_closing() or getattr(protocol, "_paused", True)):
-        return None
-    return transport
+    if (transport is None or getattr(writer, "compress", True) or not hasattr(writer, "_closing")
+            or not hasattr(protocol, "_paused")):
+        return lambda: None
+
+    def ready() -> asyncio.Transport | None:
+        if writer._closing or protocol._paused or transport.is_closing():
+            return None
+        return transport
+
+    return ready
 
 
 class HubWebSocket(eio_aiohttp.WebSocket):

@@ -175,25 +175,34 @@ class Members:
         ns_rooms = self.rooms.get(namespace)
         if not ns_rooms:
             return 0
-        targets: set[Member] = set()
-        for room in rooms:
-            members = ns_rooms.get(room)
-            if members:
-                targets.update(members)
-        frames: dict[int, list] = {}  # kind -> [frame, its websocket frame]
+        if len(rooms) == 1:  # the common case: no set to build, nobody twice anyway
+            targets = tuple(ns_rooms.get(rooms[0]) or ())
+        else:
+            targets = set()
+            for room in rooms:
+                members = ns_rooms.get(room)
+                if members:
+                    targets.update(members)
+        frames: dict[int, tuple] = {}  # id(kind) -> (frame, its websocket frame or None)
         reached = 0
         for member in targets:
             if member.sid == skip_sid:
                 continue
-            key = id(member.kind)
-            rendered = frames.get(key)
+            rendered = frames.get(id(member.kind))
             if rendered is None:
-                rendered = frames[key] = [_render(member.kind, namespace, event, data, offset), None]
-            frame = rendered[0]
+                frame = _render(member.kind, namespace, event, data, offset)
+                rendered = frames[id(member.kind)] = (frame, ws_frame(frame) if isinstance(frame, str) else None)
+            frame, wire = rendered
             if frame is None:
                 continue
-            if member.direct is not None and rendered[1] is None and isinstance(frame, str):
-                rendered[1] = ws_frame(frame)
-            member.push(namespace, offset, frame, rendered[1] if member.direct is not None else None)
             reached += 1
+            # The fast path of `push`, inline (a broadcast's per-member cost): nothing
+            # held, queued or in flight, and the websocket ready for a write.
+            if (wire is not None and member.direct is not None and member._held is None and not member._queue
+                    and not member._busy and not member.closed):
+                transport = member.direct()
+                if transport is not None:
+                    transport.write(wire)
+                    continue
+            member.push(namespace, offset, frame, wire if member.direct is not None else None)
         return reached

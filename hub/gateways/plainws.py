@@ -96,7 +96,7 @@ async def serve(request: web.Request, gateway: Gateway) -> web.WebSocketResponse
             actor = await hub.auth.actor(token)
             member = Member(new_sid(), kind_of(hub, gateway), ws.send_str,
                             lambda code, reason: ws.close(code=code, message=reason.encode()),
-                            direct=lambda: ready_transport(ws))
+                            direct=ready_transport(ws))
             conn = Connection(hub, actor, member)
             await gateway.open(request, conn, hello)
         except Exception as exc:
