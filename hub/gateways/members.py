@@ -168,7 +168,7 @@ class Members:
         self._joined.pop(member.sid, None)
         self.by_sid.pop(member.sid, None)
 
-    def emit(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid: str | None,
+    def emit(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid: str | list[str] | None,
              offset: str | None) -> int:
         """Queue the event for every member of `rooms` (once each, as Socket.IO does);
         returns how many got it."""
@@ -182,8 +182,9 @@ class Members:
                 targets.update(members)
         frames: dict[int, list] = {}  # kind -> [frame, its websocket frame]
         reached = 0
+        skipped = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
         for member in targets:
-            if member.sid == skip_sid:
+            if member.sid in skipped:
                 continue
             key = id(member.kind)
             rendered = frames.get(key)
