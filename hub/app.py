@@ -170,7 +170,7 @@ def build_hub(settings: Settings) -> Hub:
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence, user_presence=user_presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
-                                 max_replay=settings.max_replay),
+                                 max_replay=settings.max_replay, replayed=fanout.replayed),
                revocations=Revocations(db, state, fanout),
                widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams)
 

@@ -33,9 +33,10 @@ class DeltaSender:
                          offset: str | None = None) -> None:
         stream_id, seq = data["stream_id"], data["seq"]
         sent = 0
+        skipped = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
         for server in self.fanout.servers:
             for sid, eio_sid in list(server.manager.get_participants(namespace, rooms)):
-                if sid == skip_sid or self._floors.get((sid, stream_id), 0) >= seq:
+                if sid in skipped or self._floors.get((sid, stream_id), 0) >= seq:
                     continue
                 held = self._pending.get((sid, stream_id))
                 if held is not None:

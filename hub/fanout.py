@@ -65,6 +65,10 @@ class Fanout:
         self.metrics = metrics
         self.published_retention = published_retention
         self._seen: OrderedDict[int, None] = OrderedDict()  # event ids delivered here
+        # namespace -> {sid: the newest offset a recovery replayed to it}. The bus may
+        # still bring this instance events up to there (it lagged behind the log, or
+        # catches up after a loss of its own); the socket had them from the replay.
+        self._replayed: dict[str, dict[str, tuple[int, int]]] = {}
         self._published: list[int] = []  # appended to the log, to be removed from the outbox
         # Appends to the log go one at a time, and those that wait meanwhile go
         # together in the next: when a group commit settles, its operations deliver
@@ -181,6 +185,37 @@ class Fanout:
         self._waiting.extend(entries)
         self._relay_now.set()
 
+    def replayed(self, namespace: str, sid: str, head: str) -> None:
+        """A recovery sent `sid` its events of the log up to `head`: no live event up
+        to there is sent to it again (see `_skip_replayed`)."""
+        self._replayed.setdefault(namespace, {})[sid] = offset_key(head)
+
+    def _skip_replayed(self, namespace: str, offset: str, skip_sid: str | None) -> str | list[str] | None:
+        """`skip_sid` plus the sockets that a recovery already sent the log past
+        `offset`. The bus brings a namespace's events in offset order: once it brings
+        one past a socket's replay, it brings nothing more that the replay sent."""
+        marks = self._replayed[namespace]
+        key = offset_key(offset)
+        replayed = [sid for sid, head in marks.items() if key <= head]
+        if len(replayed) < len(marks):
+            for sid in [sid for sid, head in marks.items() if key > head]:
+                del marks[sid]
+            if not marks:
+                del self._replayed[namespace]
+        if not replayed:
+            return skip_sid
+        return replayed + [skip_sid] if skip_sid is not None else replayed
+
+    def _prune_replayed(self) -> None:
+        """Drop the marks of sockets whose namespace went quiet: their heads are out
+        of the log by now, so no catch-up can bring those events again."""
+        oldest = int((time.time() - self.broker.retention) * 1000)
+        for namespace, marks in list(self._replayed.items()):
+            for sid in [sid for sid, head in marks.items() if head[0] < oldest]:
+                del marks[sid]
+            if not marks:
+                del self._replayed[namespace]
+
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
         await self.state.revoke(jti, ttl)
@@ -279,7 +314,10 @@ class Fanout:
                 await callback(entry["d"])
             except Exception:
                 log.exception("a listener of %s %s failed", entry["ns"], entry["ev"])
-        await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], entry["s"], offset)
+        skip_sid = entry["s"]
+        if entry["ns"] in self._replayed and offset:
+            skip_sid = self._skip_replayed(entry["ns"], offset, skip_sid)
+        await self._emit_local(entry["ns"], entry["ev"], entry["d"], entry["r"], skip_sid, offset)
 
     async def _emit_local(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid,
                           offset: str | None = None) -> None:
@@ -302,7 +340,8 @@ class Fanout:
                     # Not counting the skipped socket: an event for a user's other
                     # sockets (message:sent) mostly reaches no one, and is then not
                     # even encoded.
-                    reached += len(members) - (skip_sid in members)
+                    reached += len(members) - (sum(sid in members for sid in skip_sid)
+                                               if isinstance(skip_sid, list) else skip_sid in members)
             if reached:
                 if coalesced and not offset:
                     await self.coalescer.emit(server, namespace, event, data, rooms, skip_sid)
@@ -359,6 +398,7 @@ class Fanout:
                     await asyncio.sleep(RELAY_EVERY)  # the bus is down: not once per delivery
                 if loop.time() - pruned > PRUNE_EVERY:
                     pruned = loop.time()
+                    self._prune_replayed()
                     async with self.db.transaction() as tx:
                         await outbox.prune(tx, PRUNE_AFTER)
                         await published.prune(tx, self.published_retention)

@@ -116,9 +116,13 @@ def identity(actor) -> str:
 
 
 class Recovery:
-    def __init__(self, sessions: Sessions, broker: Broker, *, window: float, max_replay: int = 10000) -> None:
+    def __init__(self, sessions: Sessions, broker: Broker, *, window: float, max_replay: int = 10000,
+                 replayed: Callable[[str, str, str], None] | None = None) -> None:
         self.sessions = sessions
         self.broker = broker
+        # Told (namespace, sid, head) of every replay, so that live delivery sends the
+        # socket nothing up to `head` again (Fanout.replayed).
+        self.replayed = replayed
         self.window = window
         self.max_replay = max_replay
         self.live: dict[tuple[str, str], tuple[str, dict]] = {}  # (namespace, sid) -> (pid, record)
@@ -176,7 +180,7 @@ class Recovery:
             return None
 
     async def resume(self, namespace: str, record: dict, offset: str,
-                     enter: Callable[[list[str]], Awaitable[None]] | None = None) -> Replay | None:
+                     enter: Callable[[list[str]], Awaitable[None]] | None = None, *, sid: str) -> Replay | None:
         """A recovery without a gap, the one way every transport (Socket.IO, /ws, SSE)
         does it. The transport holds live events for the connection from before it
         enters any room. `enter(rooms)` puts it back in the session's rooms it may
@@ -185,12 +189,21 @@ class Recovery:
         published before the read ended has reached this instance (so has been held).
         The transport sends `entries`, then the held live events `after_head(offset,
         head)`, in offset order: none lost, none twice. None: not recoverable (the
-        client re-reads with `sync`); the transport leaves the rooms `enter` added."""
+        client re-reads with `sync`); the transport leaves the rooms `enter` added.
+
+        The barrier can fail: the bus lags more than REPLAY_SETTLE, or this
+        instance's subscription is down (Redis just came back) and its catch-up will
+        bring the log's events later. Either way, live events up to `head` then reach
+        this instance after the connection settled; `replayed` keeps them from
+        reaching the connection (`sid`, the new one) a second time."""
         if enter is not None:
             await enter(record["rooms"])
         replay = await self.missed(namespace, record, offset)
-        if replay is not None and replay.head and not await self.broker.barrier(REPLAY_SETTLE):
-            log.warning("the bus did not catch up with %s's log in time for a recovery", namespace)
+        if replay is not None and replay.head:
+            if self.replayed is not None:
+                self.replayed(namespace, sid, replay.head)
+            if not await self.broker.barrier(REPLAY_SETTLE):
+                log.warning("the bus did not catch up with %s's log in time for a recovery", namespace)
         return replay
 
     async def track(self, namespace: str, sid: str, pid: str, actor, rooms: list[str],

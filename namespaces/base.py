@@ -134,7 +134,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             for room in rejoined:
                 await self.enter_room(sid, room)
 
-        replay = await recovery.resume(self.spec.name, found[1], found[2], enter) if found else None
+        replay = await recovery.resume(self.spec.name, found[1], found[2], enter, sid=sid) if found else None
         if replay is None:
             for room in rejoined:  # not recovered: a new session has only its own rooms
                 await self.leave_room(sid, room)

@@ -168,7 +168,7 @@ class Members:
         self._joined.pop(member.sid, None)
         self.by_sid.pop(member.sid, None)
 
-    def emit(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid: str | None,
+    def emit(self, namespace: str, event: str, data: dict, rooms: list[str], skip_sid: str | list[str] | None,
              offset: str | None) -> int:
         """Queue the event for every member of `rooms` (once each, as Socket.IO does);
         returns how many got it."""
@@ -185,8 +185,9 @@ class Members:
                     targets.update(members)
         frames: dict[int, tuple] = {}  # id(kind) -> (frame, its websocket frame or None)
         reached = 0
+        skipped = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
         for member in targets:
-            if member.sid == skip_sid:
+            if member.sid in skipped:
                 continue
             rendered = frames.get(id(member.kind))
             if rendered is None:

@@ -68,7 +68,7 @@ class Connection:
                 for room in rejoined:
                     self.members.enter(namespace, room, self.member)
 
-            replay = await hub.recovery.resume(namespace, found[1], found[2], enter)
+            replay = await hub.recovery.resume(namespace, found[1], found[2], enter, sid=self.member.sid)
             if replay is None:
                 for room in rejoined:  # not recovered: a new session has only its own rooms
                     self.members.leave(namespace, room, self.member)

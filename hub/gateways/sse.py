@@ -38,7 +38,7 @@ async def _missed(hub, namespace: str, member: Member, last: str) -> Replay | No
     if window <= 0 or offset_key(last)[0] < (time.time() - window) * 1000:
         return None
     record = {"rooms": sorted(hub.fanout.members.rooms_of(member, namespace)), "sid": member.sid}
-    return await hub.recovery.resume(namespace, record, last)
+    return await hub.recovery.resume(namespace, record, last, sid=member.sid)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
