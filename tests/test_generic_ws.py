@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from hub.broker import offset_key
 from tests.conftest import Api
@@ -45,8 +46,10 @@ async def test_requests_for_any_namespace_and_server_events_with_offsets(server,
     assert (await sock.next(lambda f: f.get("type") == "error"))["error"]["code"] == "validation_error"
 
 
-async def test_request_rate_is_limited_per_connection(server, api, http):
-    ann = await api.user()
+async def test_request_rate_is_limited_per_connection(start_server, settings, http):
+    # A bucket that refills slower than any machine sends: the test does not race it.
+    server = await start_server(replace(settings, event_rate=0.01, event_burst=5))
+    ann = await Api(server.url, http).user()
     sock = await Plain.open(http, f"{server.url}/ws?ns=/chat", {"token": ann["access_token"]})
     assert set((await sock.frame())["recovered"]) == {"/chat"}
     burst = server.hub.settings.event_burst
