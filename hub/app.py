@@ -192,7 +192,8 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[*middleware.chain(settings), common.errors_middleware,
                      *guard.middlewares(settings, common.client_ip)],
         client_max_size=settings.max_payload_bytes,
-        handler_args={"max_field_size": guard.HEADER_FIELD_BYTES, "max_headers": guard.MAX_HEADERS},
+        handler_args={"max_field_size": guard.HEADER_FIELD_BYTES, "max_headers": guard.MAX_HEADERS,
+                      "max_line_size": guard.REQUEST_LINE_BYTES},
     )
     app[common.HUB] = hub
     hub.sio.attach(app)

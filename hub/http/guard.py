@@ -22,6 +22,10 @@ log = logging.getLogger("hub.http")
 # (HEADER_FIELD_BYTES), past which aiohttp's parser answers 400 before any route.
 MAX_AUTHORIZATION_BYTES = 8 * 1024
 HEADER_FIELD_BYTES = 16 * 1024
+# The longest request line aiohttp parses (its default is 8190 bytes): a path with
+# two ids of 5,000 digits still reaches the routes, which answer it with the contract's
+# error (validation_error), not aiohttp's plain-text 400.
+REQUEST_LINE_BYTES = 16 * 1024
 # With 64 headers at most, a request's headers hold at most 1 MiB (aiohttp's own
 # defaults: 128 x 8 KiB).
 MAX_HEADERS = 64
