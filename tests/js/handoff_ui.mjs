@@ -139,7 +139,11 @@ try {
   await anna.locator("#canned-list li").filter({ hasText: "/hello" }).waitFor(WAIT);
   await anna.locator("#canned-done").click();
   await anna.locator("#text").fill("/hel");
-  await anna.locator("#canned-suggest li").first().waitFor(WAIT);
+  // (canned replies are shared by all staff: other tests' may match the prefix too)
+  const suggestion = anna.locator("#canned-suggest li");
+  await suggestion.filter({ hasText: "Anna from support" }).waitFor(WAIT);
+  const chosen = suggestion.filter({ hasText: "Anna from support" }).and(anna.locator("[aria-selected=true]"));
+  for (let i = 0; i < 20 && !(await chosen.count()); i++) await anna.locator("#text").press("ArrowDown");
   await anna.locator("#text").press("Enter"); // picks the suggestion
   await anna.locator("#text").press("Enter"); // sends it
   seen.seenByVisitor = await w("li.operator").filter({ hasText: "Anna from support" }).textContent(WAIT);
