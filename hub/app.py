@@ -12,7 +12,10 @@ from handlers.streams import MessageDelta
 from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
-from hub.broker import Broker, MemoryBroker, RedisBroker
+from hub.backends import Backends, build_backends
+from hub.backends.bus import Broker
+from hub.backends.presence import Presence
+from hub.backends.state import SharedState
 from hub import admin_ui, asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
 from hub.fanout import Fanout
@@ -23,12 +26,10 @@ from hub.jobs import run_jobs
 from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
-from hub.presence import FORGET_AFTER, MemoryPresence, Presence, RedisPresence
 from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.revocations import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
-from hub.state import MemoryState, RedisState, SharedState
 from hub.streams import MemoryStreams, RedisStreams, StreamService
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
@@ -67,6 +68,7 @@ class Hub:
     widget_origins: widget.WidgetOrigins
     stopping: Shutdown
     streams: StreamService
+    backends: Backends
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
@@ -113,6 +115,7 @@ class Hub:
         await self.presence.close()
         await self.user_presence.close()
         await self.streams.buffer.close_all()
+        await self.backends.close()
         step("closing the database")
         await self.db.close()
         log.info("instance %s stopped", self.settings.instance_id)
@@ -123,24 +126,10 @@ def build_hub(settings: Settings) -> Hub:
     if settings.sqlite_path:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
-    # The log keeps events a little longer than a session is kept for recovery, so
-    # whatever a recoverable session missed is still there.
-    retention = settings.recovery_window + 30
-    if settings.redis_url:
-        state: SharedState = RedisState(settings.redis_url, settings.redis_prefix)
-        broker: Broker = RedisBroker(settings.redis_url, settings.redis_prefix, retention=retention)
-        sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
-        presence: Presence = RedisPresence(settings.redis_url, settings.redis_prefix,
-                                           timeout=settings.presence_timeout, grace=settings.presence_grace,
-                                           instance_id=settings.instance_id)
-        # Users have no heartbeat: a socket counts until it disconnects or its instance dies.
-        user_presence: Presence = RedisPresence(settings.redis_url, f"{settings.redis_prefix}:users",
-                                                timeout=FORGET_AFTER, grace=settings.presence_grace,
-                                                instance_id=settings.instance_id)
-    else:
-        state, broker, sessions = MemoryState(), MemoryBroker(retention=retention), MemorySessions()
-        presence = MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace)
-        user_presence = MemoryPresence(timeout=FORGET_AFTER, grace=settings.presence_grace)
+    backends = build_backends(settings)
+    state, broker = backends.state, backends.bus
+    presence, user_presence = backends.presence, backends.user_presence
+    sessions = RedisSessions(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemorySessions()
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     widget_origins = widget.WidgetOrigins()
@@ -172,7 +161,8 @@ def build_hub(settings: Settings) -> Hub:
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
                                  max_replay=settings.max_replay, replayed=fanout.replayed),
                revocations=Revocations(db, state, fanout),
-               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams)
+               widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams,
+               backends=backends)
 
 
 # Clients using socket.io-msgpack-parser connect here (docs/protocol.md): the

@@ -27,7 +27,7 @@ from typing import Awaitable, Callable
 
 from handlers.context import Outgoing
 from handlers.registry import REGISTRY
-from hub.broker import Broker, BrokerUnavailable, offset_key
+from hub.backends.bus import Broker, BrokerUnavailable, offset_key
 from hub.coalesce import Coalescer
 from hub.gateways.members import REVOKED, Members
 from storage import outbox, published

@@ -22,8 +22,8 @@ from typing import Awaitable, Callable
 import msgpack
 from redis.exceptions import RedisError
 
-from hub.broker import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
-from hub.redis_client import redis_client
+from hub.backends.bus import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
+from hub.backends.redis import redis_client
 
 log = logging.getLogger("hub.recovery")
 

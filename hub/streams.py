@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from handlers.context import Outgoing
 from hub.deltas import DeltaSender
-from hub.redis_client import redis_client
+from hub.backends.redis import redis_client
 from storage.group_commit import GroupCommit
 
 TOMBSTONE_SECONDS = 600

@@ -7,7 +7,7 @@ import contextvars
 
 from socketio import packet as sio_packet
 
-from hub.broker import offset_key
+from hub.backends.bus import offset_key
 from hub.protocol import ProtocolServer
 from hub.recovery import after_head
 

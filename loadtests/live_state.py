@@ -104,7 +104,8 @@ async def _presence(args) -> dict:
     from handlers.context import Context
     from handlers.user_presence import announce
     from hub.jobs import SYSTEM
-    from hub.presence import FORGET_AFTER, RedisPresence
+    from hub.backends.presence import FORGET_AFTER
+    from hub.backends.presence.redis import RedisPresence
     from hub.settings import Settings
     from storage import chat as chat_store
     from storage import users as users_store
@@ -116,7 +117,7 @@ async def _presence(args) -> dict:
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     prefix = f"bench-{secrets.token_hex(4)}"
-    presence = RedisPresence(bench.REDIS_URL, prefix, timeout=FORGET_AFTER, grace=0, instance_id="bench")
+    presence = RedisPresence.from_url(bench.REDIS_URL, prefix, timeout=FORGET_AFTER, grace=0, instance_id="bench")
     try:
         await upgrade(db.engine)
         ids: list[int] = []

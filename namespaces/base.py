@@ -21,9 +21,9 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
                              unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
-from hub.broker import Replay
+from hub.backends.bus import Replay
+from hub.backends.limits import spend_operation
 from hub.recovery import identity
-from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")
 

@@ -8,7 +8,8 @@ import redis.asyncio as aioredis
 import socketio
 
 from handlers.context import Outgoing
-from hub.broker import BrokerUnavailable, RedisBroker
+from hub.backends.bus import BrokerUnavailable, codec
+from hub.backends.bus.redis import RedisBroker
 from hub.protocol import NotepackPacket
 from tests.conftest import Api, bounded, make_settings
 
@@ -23,7 +24,7 @@ async def _raw_messages(redis_url: str, channel: str):
 
 
 async def test_concurrent_publishes_arrive_in_order_in_fewer_publishes(redis_url, redis_prefix):
-    a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)
+    a, b = RedisBroker.from_url(redis_url, redis_prefix), RedisBroker.from_url(redis_url, redis_prefix)
     inboxes = {a: [], b: []}
     for broker, inbox in inboxes.items():
         async def handler(message, inbox=inbox):
@@ -58,7 +59,7 @@ async def test_concurrent_publishes_arrive_in_order_in_fewer_publishes(redis_url
 
 async def test_a_batch_is_the_header_then_the_messages(redis_url, redis_prefix):
     """The wire format the other instances read: {"t": "batch", "n": k} and k messages."""
-    broker = RedisBroker(redis_url, redis_prefix)
+    broker = RedisBroker.from_url(redis_url, redis_prefix)
     client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
     try:
         await asyncio.gather(*(broker.publish({"t": "emit", "n": i}) for i in range(3)))
@@ -70,7 +71,7 @@ async def test_a_batch_is_the_header_then_the_messages(redis_url, redis_prefix):
         await broker.publish({"t": "emit", "n": 9})
         raw = await pubsub.get_message(timeout=5)
         assert msgpack.unpackb(raw["data"]) == {"t": "emit", "n": 9}
-        assert RedisBroker._decode(msgpack.packb({"t": "batch", "n": 2}) + msgpack.packb({"a": 1})
+        assert codec.decode(msgpack.packb({"t": "batch", "n": 2}) + msgpack.packb({"a": 1})
                                    + msgpack.packb({"b": 2})) == [{"a": 1}, {"b": 2}]
     finally:
         await pubsub.aclose()
@@ -79,7 +80,7 @@ async def test_a_batch_is_the_header_then_the_messages(redis_url, redis_prefix):
 
 
 async def test_publishers_hear_when_redis_is_gone_and_publishing_resumes(private_redis):
-    broker = RedisBroker(private_redis.url, "gone")
+    broker = RedisBroker.from_url(private_redis.url, "gone")
     received = []
 
     async def handler(message):
@@ -179,7 +180,7 @@ async def test_durable_events_delivered_together_share_one_append(
             assert c.offsets["thread:updated"] == offsets
         logs = []
         while (raw := await pubsub.get_message(timeout=0.2)) is not None:
-            logs += [m for m in RedisBroker._decode(raw["data"]) if m["t"] == "log"]
+            logs += [m for m in codec.decode(raw["data"]) if m["t"] == "log"]
         assert len(logs) == 1 and len(logs[0]["e"]) == 60
     finally:
         await pubsub.aclose()
@@ -189,7 +190,7 @@ async def test_durable_events_delivered_together_share_one_append(
 def test_resp_parse_reads_whole_replies_and_waits_for_the_rest():
     from redis.exceptions import ResponseError
 
-    from hub.broker import resp_parse
+    from hub.backends.bus.resp import resp_parse
 
     message = b"*3\r\n$7\r\nmessage\r\n$5\r\nx:bus\r\n$4\r\n\r\n\x00\xff\r\n"
     pong = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
@@ -210,7 +211,7 @@ def test_resp_parse_reads_whole_replies_and_waits_for_the_rest():
 
 async def test_redis_py_reader_fallback_delivers_in_order(redis_url, redis_prefix):
     """The reader used if redis-py's connection ever lacks the stream the lean one reads."""
-    a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)
+    a, b = RedisBroker.from_url(redis_url, redis_prefix), RedisBroker.from_url(redis_url, redis_prefix)
     b.lean_reader = False
     got = []
 
@@ -236,7 +237,7 @@ async def test_a_frozen_redis_is_noticed_by_the_idle_ping(private_redis):
     import os
     import signal
 
-    broker = RedisBroker(private_redis.url, "frozen")
+    broker = RedisBroker.from_url(private_redis.url, "frozen")
 
     async def handler(message):
         pass

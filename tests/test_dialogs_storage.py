@@ -8,7 +8,7 @@ import pytest
 from handlers import dialogs, operators
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden
-from hub.presence import MemoryPresence
+from hub.backends.presence.memory import MemoryPresence
 from hub.settings import Settings
 from storage import dialogs as store
 from storage import users

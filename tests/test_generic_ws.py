@@ -6,7 +6,7 @@ import asyncio
 import json
 from dataclasses import replace
 
-from hub.broker import offset_key
+from hub.backends.bus import offset_key
 from tests.conftest import Api
 from tests.gateway_helpers import Plain
 

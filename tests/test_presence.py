@@ -5,7 +5,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from hub.presence import MemoryPresence, RedisPresence
+from hub.backends.presence.memory import MemoryPresence
+from hub.backends.presence.redis import RedisPresence
 from tests.conftest import REDIS_URL, _unavailable
 
 TIMEOUT, GRACE = 10.0, 5.0
@@ -17,7 +18,7 @@ async def presence(request):
         yield MemoryPresence(timeout=TIMEOUT, grace=GRACE)
         return
     prefix = f"hubtest:{secrets.token_hex(4)}"
-    p = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
+    p = RedisPresence.from_url(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
     try:
         await p.redis.ping()
     except Exception as exc:
@@ -114,7 +115,7 @@ async def test_operators_are_independent(presence):
 
 
 async def test_operators_idle_for_a_day_are_forgotten(presence):
-    from hub.presence import FORGET_AFTER
+    from hub.backends.presence import FORGET_AFTER
     await presence.connect(1, "a:1")
     await presence.disconnect(1, "a:1")
     later = time.time() + FORGET_AFTER + 10
@@ -127,11 +128,11 @@ async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_l
     long before their heartbeats would lapse; consoles of no instance (HTTP) do not."""
     import asyncio
 
-    from hub.presence import INSTANCE_TTL
+    from hub.backends.presence import INSTANCE_TTL
 
     prefix = f"hubtest:{secrets.token_hex(4)}"
-    dying = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE, instance_id="dying")
-    observer = RedisPresence(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
+    dying = RedisPresence.from_url(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE, instance_id="dying")
+    observer = RedisPresence.from_url(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
     try:
         await dying.redis.ping()
     except Exception as exc:

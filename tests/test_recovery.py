@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from hub.broker import offset_key
+from hub.backends.bus import offset_key
 from tests.conftest import Api, make_settings, pg_dsn, run_node
 from tests.gateway_helpers import DropProxy
 

@@ -3,7 +3,7 @@
 import asyncio
 
 from hub.recovery import RedisSessions
-from hub.redis_client import MAX_CONNECTIONS
+from hub.backends.redis import MAX_CONNECTIONS
 
 
 async def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_url, redis_prefix):

@@ -1,4 +1,10 @@
-"""The one way the hub makes a Redis client."""
+"""The one way the hub makes a Redis client, and the client its backends share.
+
+An instance has ONE client (one connection pool) for every Redis backend
+(`shared_client`, made by hub/backends/__init__.py). The bus also keeps two
+connections of its own outside the pool, made from the pool's settings: one
+subscribed to the bus channel (a subscribed connection can do nothing else) and
+one for its PUBLISH batches (hub/backends/bus/redis.py)."""
 from __future__ import annotations
 
 import socket
@@ -15,6 +21,10 @@ KEEPALIVE = {opt: value for opt, value in ((getattr(socket, "TCP_KEEPIDLE", None
                                            (getattr(socket, "TCP_KEEPCNT", None), 3)) if opt is not None}
 # A pooled connection idle this long is PINGed before its next command.
 HEALTH_CHECK_INTERVAL = 10
+# Seconds a command (or a connect) of the shared client may take: a Redis that
+# stopped answering fails the backends' commands (each falls back as it says)
+# instead of holding their callers.
+COMMAND_TIMEOUT = 2
 
 
 def redis_client(url: str, **kwargs) -> aioredis.Redis:
@@ -27,3 +37,9 @@ def redis_client(url: str, **kwargs) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS,
                                                     timeout=WAIT_FOR_CONNECTION, **kwargs)
     return aioredis.Redis.from_pool(pool)
+
+
+def shared_client(url: str) -> aioredis.Redis:
+    """The client an instance's Redis backends share (or one backend made on its
+    own, by its `from_url`)."""
+    return redis_client(url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=COMMAND_TIMEOUT)

@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from handlers.errors import Forbidden, HubError, InternalError, Unauthorized, ValidationFailed
 from handlers.registry import REGISTRY
-from hub.broker import valid_offset
+from hub.backends.bus import valid_offset
 from hub.gateways.mapping import Generic
 from hub.gateways.members import Member
 from hub.gateways.session import Connection, new_sid

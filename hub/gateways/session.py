@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from handlers.context import Actor, user_room
 from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
-from hub.broker import Replay
+from hub.backends.bus import Replay
 from hub.gateways.members import Member
-from hub.state import spend_operation
+from hub.backends.limits import spend_operation
 from namespaces.base import TokenBucket, answer, payload_size
 
 log = logging.getLogger("hub.gateways")

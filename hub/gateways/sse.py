@@ -14,7 +14,7 @@ from aiohttp import web
 
 from handlers.errors import Forbidden, ValidationFailed
 from handlers.registry import REGISTRY
-from hub.broker import Replay, offset_key, valid_offset
+from hub.backends.bus import Replay, offset_key, valid_offset
 from hub.gateways.mapping import ServerSentEvents
 from hub.gateways.members import Member
 from hub.gateways.plainws import HEARTBEAT

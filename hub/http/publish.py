@@ -13,7 +13,7 @@ from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, valida
 from handlers.registry import REGISTRY
 from handlers.schema import Id, Input, JsonObject, Text
 from hub.http.common import HUB, read_json, request_actor, validate
-from hub.state import spend_operation
+from hub.backends.limits import spend_operation
 from storage import published
 
 MAX_USERS = 1000

@@ -1,220 +1,16 @@
-"""Operator presence, shared by every instance.
-
-An operator has any number of consoles (connections), on any instance. Each
-console is live while it heartbeats within `timeout` seconds. The operator's
-status is the one they chose (online|away, `update`) while at least one console
-is live, and stays so for a `grace` period after the last console went away
-(disconnected, or stopped heartbeating), so that a page reload does not flap
-them; after that they are offline. Choosing `offline` is offline at once.
-
-`MemoryPresence` serves a single instance; `RedisPresence` is shared by all
-instances on one Redis. Both pass one contract suite (tests/test_presence.py).
-Times are epoch seconds from the instances' clocks, which must roughly agree.
-"""
+"""Presence on Redis, shared by every instance (base.py says what it is)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 
-from hub.redis_client import redis_client
+import redis.asyncio as aioredis
 
-STATUSES = ("online", "away", "offline")
-# Forget an operator (and a console) nobody has heard of for this long.
-FORGET_AFTER = 24 * 3600
-# An instance not stamped alive for this long is dead (RedisPresence), with its consoles.
-INSTANCE_TTL = 5.0
+from hub.backends.presence.base import FORGET_AFTER, INSTANCE_TTL, Presence, PresenceRecord, RawPresence
+from hub.backends.redis import shared_client
 
 log = logging.getLogger("hub.presence")
-
-
-@dataclass(frozen=True)
-class PresenceRecord:
-    operator_id: int
-    status: str  # effective status: online | away | offline
-    chosen: str  # what the operator chose: online | away | offline
-    last_seen: float | None  # last heartbeat, connect or disconnect
-    max_active_chats: int | None
-    offline_since: float | None  # when the status became offline, if it is
-    consoles: int  # live consoles
-
-
-@dataclass
-class _Raw:
-    chosen: str = "online"
-    chosen_at: float = 0.0
-    max_active_chats: int | None = None
-    disconnected_at: float = 0.0
-    conns: dict[str, float] = field(default_factory=dict)  # console -> last heartbeat
-    # Consoles whose instance died -> when it was last alive (RedisPresence).
-    lost: dict[str, float] = field(default_factory=dict)
-    forgot_at: float = 0.0  # when old consoles were last dropped (MemoryPresence)
-
-
-class Presence(ABC):
-    def __init__(self, *, timeout: float, grace: float) -> None:
-        self.timeout = timeout
-        self.grace = grace
-
-    def _record(self, operator_id: int, raw: _Raw, now: float) -> PresenceRecord:
-        live = [hb for hb in raw.conns.values() if hb >= now - self.timeout]
-        # When the last console went away: its disconnect, its heartbeat lapsing, or
-        # its instance dying.
-        gone_at = max([raw.disconnected_at] + [hb + self.timeout for hb in raw.conns.values()]
-                      + list(raw.lost.values()))
-        seen = max([raw.disconnected_at, raw.chosen_at] + list(raw.conns.values())
-                   + list(raw.lost.values())) or None
-        offline_since = None
-        if raw.chosen == "offline":
-            status, offline_since = "offline", raw.chosen_at
-        elif live or now <= gone_at + self.grace:
-            status = raw.chosen
-        else:
-            status, offline_since = "offline", gone_at + self.grace
-        return PresenceRecord(operator_id=operator_id, status=status, chosen=raw.chosen, last_seen=seen,
-                              max_active_chats=raw.max_active_chats, offline_since=offline_since,
-                              consoles=len(live))
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    @abstractmethod
-    async def connect(self, operator_id: int, console: str) -> None:
-        """A console of the operator connected (counts as a heartbeat). A connecting
-        console brings an operator who chose `offline` back to `online`."""
-
-    @abstractmethod
-    async def heartbeat(self, operator_id: int, console: str) -> None:
-        """The console is alive (registers it if unknown)."""
-
-    @abstractmethod
-    async def disconnect(self, operator_id: int, console: str) -> None:
-        """The console went away; the grace period starts if it was the last."""
-
-    @abstractmethod
-    async def update(self, operator_id: int, *, status: str | None = None,
-                     max_active_chats: int | None = None) -> None:
-        """The operator chose a status and/or their chat limit."""
-
-    @abstractmethod
-    async def get(self, operator_id: int, now: float | None = None) -> PresenceRecord | None:
-        """The operator's presence; None if never seen (or forgotten)."""
-
-    @abstractmethod
-    async def all(self, now: float | None = None) -> list[PresenceRecord]:
-        """Every operator seen in the last day."""
-
-    async def many(self, ids: list[int], now: float | None = None) -> list[PresenceRecord | None]:
-        """`get` of each id, at one moment."""
-        now = now or time.time()
-        return [await self.get(i, now) for i in ids]
-
-    @abstractmethod
-    async def claim_change(self, operator_id: int, status: str) -> bool:
-        """Atomically record `status` as the last announced one. True for exactly
-        one caller per change, whichever instance it runs on: that caller announces
-        it. Never announced counts as `offline`."""
-
-    # Looks due: who to look at again, instead of a sweep over everyone (users'
-    # presence: many more than operators).
-
-    @abstractmethod
-    async def look_at(self, ids: list[int], at: float) -> None:
-        """Ask for a look at these ids' status at `at` (e.g. when a grace period ends).
-        A look already asked for happens at the later of the two times: a change and
-        its undoing within that time (a reload) are then never announced."""
-
-    @abstractmethod
-    async def due(self, now: float | None = None, limit: int = 1000) -> list[int]:
-        """The ids whose look is due, each handed to exactly one caller on any
-        instance; with them, the ids that had consoles on an instance found dead
-        (due when their grace period ends)."""
-
-
-class MemoryPresence(Presence):
-    def __init__(self, *, timeout: float, grace: float) -> None:
-        super().__init__(timeout=timeout, grace=grace)
-        self._ops: dict[int, _Raw] = {}
-        self._announced: dict[int, str] = {}
-        self._looks: dict[int, float] = {}
-
-    def _raw(self, operator_id: int) -> _Raw:
-        return self._ops.setdefault(operator_id, _Raw())
-
-    def _forget_old(self, raw: _Raw, now: float) -> None:
-        # At most once a minute: a user's thousands of sockets (one room of a
-        # benchmark) must not cost a scan per connect.
-        if now - raw.forgot_at < 60:
-            return
-        raw.forgot_at = now
-        for console, hb in list(raw.conns.items()):
-            if hb < now - FORGET_AFTER:
-                del raw.conns[console]
-
-    async def connect(self, operator_id: int, console: str) -> None:
-        now = time.time()
-        raw = self._raw(operator_id)
-        self._forget_old(raw, now)
-        raw.conns[console] = now
-        if raw.chosen == "offline":
-            raw.chosen, raw.chosen_at = "online", now
-
-    async def heartbeat(self, operator_id: int, console: str) -> None:
-        now = time.time()
-        raw = self._raw(operator_id)
-        self._forget_old(raw, now)
-        raw.conns[console] = now
-
-    async def disconnect(self, operator_id: int, console: str) -> None:
-        raw = self._raw(operator_id)
-        raw.conns.pop(console, None)
-        raw.disconnected_at = time.time()
-
-    async def update(self, operator_id: int, *, status: str | None = None,
-                     max_active_chats: int | None = None) -> None:
-        raw = self._raw(operator_id)
-        if status is not None:
-            raw.chosen, raw.chosen_at = status, time.time()
-        if max_active_chats is not None:
-            raw.max_active_chats = max_active_chats
-
-    async def get(self, operator_id: int, now: float | None = None) -> PresenceRecord | None:
-        raw = self._ops.get(operator_id)
-        return None if raw is None else self._record(operator_id, raw, now or time.time())
-
-    async def all(self, now: float | None = None) -> list[PresenceRecord]:
-        now = now or time.time()
-        out = []
-        for op, raw in list(self._ops.items()):
-            rec = self._record(op, raw, now)
-            if (rec.last_seen or 0) < now - FORGET_AFTER:
-                del self._ops[op]
-                self._announced.pop(op, None)
-                continue
-            out.append(rec)
-        return out
-
-    async def claim_change(self, operator_id: int, status: str) -> bool:
-        if self._announced.get(operator_id, "offline") == status:
-            return False
-        self._announced[operator_id] = status
-        return True
-
-    async def look_at(self, ids: list[int], at: float) -> None:
-        for i in ids:
-            self._looks[i] = max(at, self._looks.get(i, at))
-
-    async def due(self, now: float | None = None, limit: int = 1000) -> list[int]:
-        now = now or time.time()
-        ready = [i for i, at in self._looks.items() if at <= now][:limit]
-        for i in ready:
-            del self._looks[i]
-        return ready
 
 
 # Set the announced status unless it already is that; 1 when changed.
@@ -259,16 +55,26 @@ class RedisPresence(Presence):
     Looks: `{prefix}:presence:due` (zset id -> when) and `{prefix}:presence:on:{instance}`
     (set of the ids with consoles there, scheduled for a look once it is found dead)."""
 
-    def __init__(self, url: str, prefix: str, *, timeout: float, grace: float,
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, timeout: float, grace: float,
                  instance_id: str | None = None) -> None:
+        """`redis`: the instance's shared client, which the caller closes."""
         super().__init__(timeout=timeout, grace=grace)
-        self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis
+        self._owns_redis = False
         self.prefix = f"{prefix}:presence"
         self.instance_id = instance_id
         self._claim = self.redis.register_script(_CLAIM)
         self._due = self.redis.register_script(_DUE)
         self._reap = self.redis.register_script(_REAP)
         self._alive: asyncio.Task | None = None
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, *, timeout: float, grace: float,
+                 instance_id: str | None = None) -> "RedisPresence":
+        """Presence with a client of its own, closed with it (tools, tests)."""
+        presence = cls(shared_client(url), prefix, timeout=timeout, grace=grace, instance_id=instance_id)
+        presence._owns_redis = True
+        return presence
 
     async def start(self) -> None:
         if self.instance_id:
@@ -292,7 +98,8 @@ class RedisPresence(Presence):
         if self._alive:
             self._alive.cancel()
             await asyncio.gather(self._alive, return_exceptions=True)
-        await self.redis.aclose()
+        if self._owns_redis:
+            await self.redis.aclose()
 
     def _key(self, operator_id: int) -> str:
         return f"{self.prefix}:{operator_id}"
@@ -364,7 +171,7 @@ class RedisPresence(Presence):
                 out.append(None)
                 continue
             f = {k.decode(): v.decode() for k, v in fields.items()}
-            raw = _Raw(chosen=f.get("chosen", "online"), chosen_at=float(f.get("chosen_at", 0)),
+            raw = RawPresence(chosen=f.get("chosen", "online"), chosen_at=float(f.get("chosen_at", 0)),
                        max_active_chats=int(f["max"]) if "max" in f else None,
                        disconnected_at=float(f.get("disconnected_at", 0)))
             for c, hb in conns:

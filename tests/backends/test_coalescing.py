@@ -1,19 +1,21 @@
-"""Contract of SharedState.throttle/due (coalescing), on memory and on Redis."""
+"""Coalescing's contract suite (hub/backends/coalescing/base.py: throttle/due), run on
+memory and on Redis."""
 import asyncio
 
 import pytest
 
-from hub.state import MemoryState, RedisState
+from hub.backends.coalescing.memory import MemoryCoalescing
+from hub.backends.coalescing.redis import RedisCoalescing
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def states(request, redis_url, redis_prefix):
-    """Two handles on one shared state, as two instances would have."""
+    """Two handles on one coalescing store, as two instances would have."""
     if request.param == "memory":
-        state = MemoryState()
+        state = MemoryCoalescing()
         yield state, state
         return
-    a, b = RedisState(redis_url, redis_prefix), RedisState(redis_url, redis_prefix)
+    a, b = RedisCoalescing.from_url(redis_url, redis_prefix), RedisCoalescing.from_url(redis_url, redis_prefix)
     yield a, b
     await a.close()
     await b.close()

@@ -1,12 +1,14 @@
-"""One contract suite for each pluggable backend, run on memory and on Redis."""
+"""The bus and log's contract suite (hub/backends/bus/base.py), run on memory and on
+Redis, and the Redis bus surviving a Redis restart."""
 import asyncio
 import time
 
 import pytest
 
-from hub import broker as broker_module
-from hub.broker import BrokerUnavailable, MemoryBroker, MemoryBus, RedisBroker
-from hub.state import MemoryState, RedisState
+from hub.backends.bus import HOLD, BrokerUnavailable, Replay, offset_key
+from hub.backends.bus import redis as redis_bus
+from hub.backends.bus.memory import MemoryBroker, MemoryBus
+from hub.backends.bus.redis import RedisBroker
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -18,20 +20,10 @@ async def brokers(request):
     else:
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
-        made = [RedisBroker(url, prefix), RedisBroker(url, prefix)]
+        made = [RedisBroker.from_url(url, prefix), RedisBroker.from_url(url, prefix)]
     yield made
     for broker in made:
         await broker.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def state(request):
-    if request.param == "memory":
-        made = MemoryState()
-    else:
-        made = RedisState(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
-    yield made
-    await made.close()
 
 
 async def _collect(broker):
@@ -71,33 +63,6 @@ async def test_stopped_broker_receives_nothing(brokers):
     await a.publish({"n": 1})
     await asyncio.sleep(0.2)
     assert inbox_b.empty()
-
-
-async def test_revocation(state):
-    assert not await state.is_revoked("j1")
-    await state.revoke("j1", 60)
-    assert await state.is_revoked("j1") and not await state.is_revoked("j2")
-
-
-async def test_rate_limit_window(state):
-    results = [await state.hit("login:1.2.3.4", 3, 60) for _ in range(5)]
-    assert results[:3] == [0, 0, 0] and all(0 < r <= 60 for r in results[3:])
-    assert await state.hit("login:5.6.7.8", 3, 60) == 0
-
-
-async def test_backoff_doubles_and_is_forgiven(state):
-    assert [await state.failed("acct", 3, 5) for _ in range(6)] == [0, 0, 1, 2, 4, 5]
-    assert 4 <= await state.locked("acct") <= 5 and await state.locked("other") == 0
-    await state.forgive("acct")
-    assert await state.locked("acct") == 0 and await state.failed("acct", 3, 5) == 0
-
-
-async def test_revocation_is_shared_between_instances(redis_url, redis_prefix):
-    one, two = RedisState(redis_url, redis_prefix), RedisState(redis_url, redis_prefix)
-    await one.revoke("shared", 60)
-    assert await two.is_revoked("shared")
-    await one.close()
-    await two.close()
 
 
 async def _wait_for(predicate, timeout=15):
@@ -143,8 +108,6 @@ async def test_instances_resubscribe_after_redis_restarts_and_ready_reports_it(
 
 
 async def test_log_assigns_increasing_offsets_and_delivers_them_in_order(brokers):
-    from hub.broker import offset_key
-
     a, b = brokers
     inbox_a, inbox_b = await _collect(a), await _collect(b)
     batches = [[{"ns": "/chat", "ev": "e", "d": {"n": i * 3 + j}, "r": ["user:1"], "s": None, "id": i * 3 + j}
@@ -188,7 +151,7 @@ async def test_log_holds_each_event_id_once(brokers):
 async def test_replay_keeps_only_what_is_wanted_and_reads_to_the_head(brokers, monkeypatch):
     """A replay scans the log past the chunk size, keeps the wanted entries, reports
     the newest offset it read, and its limit counts only the wanted."""
-    monkeypatch.setattr(broker_module, "REPLAY_CHUNK", 7)
+    monkeypatch.setattr(redis_bus, "REPLAY_CHUNK", 7)
     a, _ = brokers
     await _collect(a)
     offsets = await a.append("origin", [{"ns": "/chat", "ev": "e", "d": {"n": i}, "r": [f"user:{i % 3}"],
@@ -197,7 +160,7 @@ async def test_replay_keeps_only_what_is_wanted_and_reads_to_the_head(brokers, m
     found = await a.replay("/chat", offsets[0], mine, 10)
     assert [e["d"]["n"] for _, e in found.entries] == list(range(1, 30, 3)) and found.head == offsets[-1]
     assert await a.replay("/chat", offsets[0], mine, 9) is None  # 10 wanted: more than the limit
-    assert (await a.replay("/chat", offsets[-1], mine, 0)) == broker_module.Replay([], None)
+    assert (await a.replay("/chat", offsets[-1], mine, 0)) == Replay([], None)
 
 
 async def test_a_hold_refuses_direct_appends_but_not_the_relays(brokers):
@@ -210,7 +173,7 @@ async def test_a_hold_refuses_direct_appends_but_not_the_relays(brokers):
     assert await b.append("relay", [entry], relay=True, hold=True)
     assert await a.append("writer", [{**entry, "id": 901}]) is None
     assert (await b.append("relay", [{**entry, "id": 902}], relay=True))[0]
-    await asyncio.sleep(broker_module.HOLD + 0.1)
+    await asyncio.sleep(HOLD + 0.1)
     assert (await a.append("writer", [{**entry, "id": 901}]))[0]
 
 

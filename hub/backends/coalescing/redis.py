@@ -1,0 +1,80 @@
+"""Coalescing on Redis, shared by every instance (base.py says what it is).
+Keys: `{prefix}:claim:{group}:{key}` (a claim, expiring after its interval) and
+`{prefix}:pending:{group}` (the set of pending keys)."""
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from hub.backends.coalescing.base import Coalescing
+from hub.backends.redis import shared_client
+
+log = logging.getLogger("hub.state")
+
+# KEYS[1] the claim key, KEYS[2] the group's pending set; ARGV[1] member, ARGV[2] ms.
+_THROTTLE = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[2]) then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+"""
+
+# KEYS[1] the group's pending set; ARGV[1] claim key prefix, ARGV[2] ms, ARGV[3] limit.
+_DUE = """
+local out = {}
+local members = redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[3]) * 10)
+for _, m in ipairs(members) do
+  if #out >= tonumber(ARGV[3]) then break end
+  if redis.call('SET', ARGV[1] .. m, 1, 'NX', 'PX', ARGV[2]) then
+    redis.call('SREM', KEYS[1], m)
+    table.insert(out, m)
+  end
+end
+return out
+"""
+
+
+class RedisCoalescing(Coalescing):
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        """`redis`: the instance's shared client, which the caller closes."""
+        self.redis = redis
+        self.prefix = prefix
+        self._owns_redis = False
+        self._throttle = self.redis.register_script(_THROTTLE)
+        self._due = self.redis.register_script(_DUE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> "RedisCoalescing":
+        """Coalescing with a client of its own, closed with it (tools, tests)."""
+        coalescing = cls(shared_client(url), prefix)
+        coalescing._owns_redis = True
+        return coalescing
+
+    async def close(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def throttle(self, group: str, key: str, interval: float) -> bool:
+        ms = max(int(interval * 1000), 1)
+        keys = [f"{self.prefix}:claim:{group}:{key}", f"{self.prefix}:pending:{group}"]
+        try:
+            return bool(await self._throttle(keys=keys, args=[key, ms]))
+        except RedisError as exc:
+            # Without Redis the instances cannot agree: act (more often than the
+            # interval, for the length of the outage) rather than lose the change.
+            log.warning("throttle %s fell back to acting now, Redis unreachable: %s", group, exc)
+            return True
+
+    async def due(self, group: str, interval: float, limit: int = 100) -> list[str]:
+        ms = max(int(interval * 1000), 1)
+        try:
+            found = await self._due(keys=[f"{self.prefix}:pending:{group}"],
+                                    args=[f"{self.prefix}:claim:{group}:", ms, limit])
+        except RedisError as exc:
+            log.warning("pending %s not read, Redis unreachable: %s", group, exc)
+            return []
+        return [m.decode() if isinstance(m, bytes) else m for m in found]
