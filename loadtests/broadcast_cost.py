@@ -35,7 +35,7 @@ from loadtests import bench
 async def measure(clients: int, messages: int) -> None:
     from hub.app import create_app
     from hub.http.common import HUB
-    from hub.manager import ws_frame
+    from engine import ws_frame
     from hub.settings import Settings
 
     folder = tempfile.mkdtemp(prefix="hub-bcast-")

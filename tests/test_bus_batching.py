@@ -9,7 +9,7 @@ import socketio
 
 from handlers.context import Outgoing
 from hub.broker import BrokerUnavailable, RedisBroker
-from hub.protocol import NotepackPacket
+from engine import NotepackPacket
 from tests.conftest import Api, bounded, make_settings
 
 

@@ -14,7 +14,7 @@ import socketio
 from aiohttp import web
 
 from handlers.context import Outgoing, user_room
-from hub.protocol import NotepackPacket, ProtocolServer
+from engine import NotepackPacket, ProtocolServer
 from tests.conftest import Api, free_port, run_node
 
 EXPECTED = {name: {"texts": ["one", "two", "three"], "transport": name.split("/")[1]}
