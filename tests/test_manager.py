@@ -1,4 +1,4 @@
-"""hub/manager.py: the broadcast path under python-socketio (fast websocket writes,
+"""engine/manager.py: the broadcast path under python-socketio (fast websocket writes,
 queued fallback, per-wire-format encoding, per-connection order, compression setting).
 
 Real servers on loopback and real python-socketio clients; no timing assertions."""
