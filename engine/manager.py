@@ -60,6 +60,7 @@ from socketio import packet as sio_packet
 from engine import internals
 from engine.frames import ws_frame
 from engine.driver import HubWebSocket
+from engine.engineio_server import ProtocolEngineIOServer
 from engine.websocket import HandoverHook, LeanWebSocket
 
 log = logging.getLogger("hub.manager")
@@ -115,7 +116,9 @@ class HubManager(socketio.AsyncManager):
             driver = type("HubWebSocket", (HubWebSocket,),
                           {"compress": self.websocket_compression, "manager": self})
             handover = internals.missing("handover")
-            if not handover:
+            if not isinstance(eio, ProtocolEngineIOServer):
+                pass  # LeanWebSocket needs the engine's sessions (attach) and task owner
+            elif not handover:
                 driver = type("LeanWebSocket", (LeanWebSocket,),
                               {"__slots__": (), "compress": self.websocket_compression, "manager": self,
                                "fallback_class": driver})
