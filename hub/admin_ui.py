@@ -6,7 +6,7 @@ HUB_ADMIN_UI is on (docs/operations.md, "Socket.IO Admin UI").
   access token: the UI's login form sends `{username, password}`, so the admin
   enters any user name and the token as the password (`{token}` works as well).
 * Its broadcasts (server stats, sockets connected, rooms joined, events) reach the
-  admin sockets of every instance: hub.manager.AdminUIManager sends them over the hub's bus
+  admin sockets of every instance: engine.AdminUIManager sends them over the hub's bus
   as volatile messages (Fanout.share), so the UI lists every server. Only `/admin`
   broadcasts take that way; every other emit is HubManager's.
 * The official front end (npm `@socket.io/admin-ui`, installed by
@@ -21,7 +21,7 @@ from aiohttp import web
 
 from handlers.errors import HubError, NotFound, Unavailable
 from hub.http.web import NO_CACHE, WEB
-from hub.manager import ADMIN_NAMESPACE as NAMESPACE, AdminUIManager
+from engine import ADMIN_NAMESPACE as NAMESPACE, AdminUIManager
 
 DIST = WEB / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"
 # Its own scripts and styles (Vuetify sets inline styles); the web fonts and icon

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from engine import MSGPACK_PACKET, AdminUIManager, HubManager, internals
 import handlers.catalog  # noqa: F401  (fills the registry)
 from handlers.streams import MessageDelta
 from handlers.context import Context
@@ -23,15 +24,13 @@ from hub.gateways.members import GOING_AWAY
 from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
 from hub.jobs import run_jobs
-from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
-from hub.protocol import MSGPACK_PACKET
 from hub.recovery import MemorySessions, Recovery, RedisSessions
 from hub.revocations import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.streams import MemoryStreams, RedisStreams, StreamService
-from hub.transport import WANTS_ACK, HubServer
+from hub.adapters.socketio_server import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec
 from storage.db import Database
@@ -122,6 +121,7 @@ class Hub:
 
 
 def build_hub(settings: Settings) -> Hub:
+    internals.check()  # fail at start if an upgrade moved a private name the engine reaches
     settings = settings.with_jwt_secret()
     if settings.sqlite_path:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)

@@ -202,7 +202,7 @@ def types(settings: Settings, args) -> None:
 
 
 def conformance_server(settings: Settings, args) -> None:
-    from hub.conformance import run
+    from hub.adapters.conformance import run
 
     run(settings, args)
 

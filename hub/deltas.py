@@ -1,7 +1,7 @@
 """Delivers `message:delta` to this instance's sockets, coalescing for slow ones.
 
 A socket that keeps up gets every delta as it comes. One that is behind
-(`hub.manager.backlogged`) gets nothing more queued: the deltas it misses meanwhile
+(`engine.backlogged`) gets nothing more queued: the deltas it misses meanwhile
 wait here, per stream, and go out as one delta (their text concatenated, the latest
 seq) once it caught up. So a slow client holds at most one pending delta per stream,
 never a growing backlog. After a client read a stream's text so far
@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-from hub.manager import backlogged
+from engine import backlogged
 
 log = logging.getLogger("hub.deltas")
 

@@ -16,8 +16,8 @@
   session), the `on_gap` handlers run: the place to `sync` (`Namespace.sync` pages
   through it).
 
-Built on python-socketio's AsyncClient. One private hook: python-socketio keeps only
-the `sid` of the CONNECT reply, so `_Connection._handle_connect` also reads its `pid`.
+Built on python-socketio's AsyncClient. python-socketio keeps only the `sid` of the
+CONNECT reply; engine.client.ConnectReplyClient gives `_Connection` its `pid`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 import aiohttp
-import socketio
+
+from engine.client import ConnectReplyClient
 
 __all__ = ["Client", "HubError", "Namespace", "StreamedReply"]
 
@@ -40,20 +41,19 @@ class HubError(Exception):
         self.code, self.message, self.details, self.status = code, message, details, status
 
 
-class _Connection(socketio.AsyncClient):
+class _Connection(ConnectReplyClient):
     def __init__(self, namespace: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.hub_namespace = namespace
         self.pid: str | None = None
         self.pid_changed = False
 
-    async def _handle_connect(self, namespace, data):
+    def connect_reply(self, namespace: str, data) -> None:
         # python-socketio reads only `sid` from the CONNECT reply; the hub adds `pid`.
-        if (namespace or "/") == self.hub_namespace:
+        if namespace == self.hub_namespace:
             pid = (data or {}).get("pid")
             self.pid_changed = pid is None or pid != self.pid
             self.pid = pid
-        await super()._handle_connect(namespace, data)
 
 
 class Namespace:

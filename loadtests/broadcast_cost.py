@@ -7,7 +7,7 @@ connections from loadtests/node/loadgen.mjs in connect-only mode (one room: the
 sockets of one user). Then `time.process_time()` is read around M emits of a
 ~50-byte event to that room, one per loop iteration, on these paths:
 
-* `sio.emit` through HubManager (hub/manager.py);
+* `sio.emit` through HubManager (engine/manager.py);
 * the same ready frame written with `transport.write` to every socket in a bare
   loop (the kernel's part: TCP on loopback, waking the reader);
 * the same event to N plain WebSocket clients of the generic /ws
@@ -35,7 +35,7 @@ from loadtests import bench
 async def measure(clients: int, messages: int) -> None:
     from hub.app import create_app
     from hub.http.common import HUB
-    from hub.manager import ws_frame
+    from engine import ws_frame
     from hub.settings import Settings
 
     folder = tempfile.mkdtemp(prefix="hub-bcast-")

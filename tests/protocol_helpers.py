@@ -8,7 +8,7 @@ import json
 import aiohttp
 from aiohttp import web
 
-from hub.conformance import EIO, SIO, create_conformance_app
+from hub.adapters.conformance import EIO, SIO, create_conformance_app
 from tests.conftest import free_port
 
 

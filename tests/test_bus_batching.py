@@ -10,7 +10,7 @@ import socketio
 from handlers.context import Outgoing
 from hub.backends.bus import BrokerUnavailable, codec
 from hub.backends.bus.redis import RedisBroker
-from hub.protocol import NotepackPacket
+from engine import NotepackPacket
 from tests.conftest import Api, bounded, make_settings
 
 

@@ -1,5 +1,5 @@
-"""The hub's lean websocket driver (hub.manager.LeanWebSocket), its list-based send
-queue and heartbeat (hub.protocol): frames at the byte level over raw TCP, what an
+"""The hub's lean websocket driver (engine.websocket.LeanWebSocket), its list-based send
+queue and heartbeat (engine/): frames at the byte level over raw TCP, what an
 idle connection holds, and that a closed one leaves nothing behind. Against
 `hub conformance-server`'s app (the hub's Socket.IO server, its client manager)."""
 from __future__ import annotations
@@ -12,8 +12,9 @@ import os
 
 import pytest
 
-from hub.manager import LeanWebSocket, check_handover
-from hub.protocol import PacketQueue
+from engine.internals import missing
+from engine.websocket import LeanWebSocket
+from engine.queue import PacketQueue
 from tests.protocol_helpers import open_polling, start_conformance, text
 
 PATH = b"/socket.io/?EIO=4&transport=websocket"
@@ -230,7 +231,7 @@ async def test_silent_client_is_closed_at_the_pong_deadline(conf):
 # --- what a connection holds --------------------------------------------------------
 
 def test_the_aiohttp_internals_of_the_handover_exist():
-    assert check_handover() == []
+    assert missing("handover") == []
 
 
 async def test_idle_connections_hold_no_task_and_leave_nothing_when_closed(conf):

@@ -14,7 +14,7 @@ import socketio
 from aiohttp import web
 
 from handlers.context import Outgoing, user_room
-from hub.protocol import NotepackPacket, ProtocolServer
+from engine import NotepackPacket, ProtocolServer
 from tests.conftest import Api, free_port, run_node
 
 EXPECTED = {name: {"texts": ["one", "two", "three"], "transport": name.split("/")[1]}
@@ -84,7 +84,7 @@ async def test_binary_broadcast_reaches_websocket_and_polling_members(server, ap
 
 
 async def test_binary_broadcast_with_the_default_manager():
-    """Item 5 in hub/protocol.py itself, with python-socketio's own client manager."""
+    """Item 5 in the engine itself, with python-socketio's own client manager."""
     sio = ProtocolServer(async_mode="aiohttp")
 
     @sio.on("connect", namespace="/chat")

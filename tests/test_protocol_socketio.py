@@ -106,7 +106,7 @@ async def test_refused_connect_sends_no_handler_events(server, http):
 
 
 def test_connect_reply_is_overridable(conf):
-    from hub.transport import HubServer
+    from hub.adapters.socketio_server import HubServer
 
     assert HubServer.connect_reply(conf.sio, "abc", "/") == {"sid": "abc"}
 

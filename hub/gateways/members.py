@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Protocol
 
-from hub.manager import ws_frame
+from engine import ws_frame
 from hub.recovery import after_head
 
 log = logging.getLogger("hub.gateways")
@@ -55,7 +55,7 @@ class Member:
         self.sid, self.kind = sid, kind
         self._send, self._close = send, close
         # A websocket's transport, when a ready frame may be written to it at once
-        # (hub.manager.ready_transport): with nothing queued or in flight, a broadcast
+        # (engine.ready_transport): with nothing queued or in flight, a broadcast
         # then costs a write, not a task wakeup, as for Socket.IO sockets.
         self.direct = direct
         self._busy = False

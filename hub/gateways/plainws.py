@@ -32,7 +32,7 @@ from hub.gateways.mapping import Generic
 from hub.gateways.members import Member
 from hub.gateways.session import Connection, new_sid
 from hub.http.common import HUB
-from hub.manager import ready_transport
+from engine import ready_transport
 from storage.jsoncodec import dumps
 
 log = logging.getLogger("hub.gateways")

@@ -4,7 +4,7 @@ body may take to arrive, and the size of the Authorization header. They run
 for every route, the Socket.IO endpoints included.
 
 A connection holds its address's slot while its request runs; a websocket the
-hub takes over from aiohttp (hub.manager.LeanWebSocket) keeps it (`keep_slot`)
+hub takes over from aiohttp (engine.websocket.LeanWebSocket) keeps it (`keep_slot`)
 until the connection ends."""
 from __future__ import annotations
 

@@ -1,23 +1,18 @@
-"""`hub conformance-server`: the hub's own transport stack with the reference
-behaviour the official Socket.IO (v5) and Engine.IO (v4) protocol test suites
-expect (docs/protocol.md says how to run them against it).
-
-The Socket.IO server is the one `hub serve` builds (`hub.app.build_hub`: same
-class, client manager and speed layers), re-configured with the suites' timings;
-the Engine.IO server is that server's own Engine.IO class.
+"""The reference behaviour the official Socket.IO (v5) and Engine.IO (v4) protocol
+test suites expect, served by an engine server: `conformance_app(sio)`. The hub's
+command `hub conformance-server` (hub/adapters/conformance.py) passes the Socket.IO
+server `hub serve` builds; docs/protocol.md says how to run the suites against it.
+The Engine.IO server of the app is that server's own Engine.IO class.
 """
 from __future__ import annotations
 
-import secrets
-import tempfile
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from hub.settings import Settings
+from engine.socketio_server import ProtocolServer
 
-SIO = web.AppKey("sio", object)
+SIO = web.AppKey("sio", ProtocolServer)
 EIO = web.AppKey("eio", object)
 
 PING_INTERVAL = 0.3
@@ -26,7 +21,7 @@ MAX_PAYLOAD = 1_000_000
 CONNECT_TIMEOUT = 1.0
 
 
-def _configure(eio) -> None:
+def configure(eio) -> None:
     eio.ping_interval = PING_INTERVAL
     eio.ping_interval_grace_period = 0
     eio.ping_timeout = PING_TIMEOUT
@@ -62,22 +57,14 @@ def reference_handlers(sio, no_auth=None) -> None:
         sio.on("emit-with-ack", emit_with_ack, namespace=namespace)
 
 
-def create_conformance_app(settings: Settings, parser: str = "default") -> web.Application:
-    from hub.app import build_hub, msgpack_server
-
-    # Nothing of the hub but its transport is used: its database is never opened.
-    tmp = tempfile.TemporaryDirectory(prefix="hub-conformance-")  # nothing is written there
-    scratch = Path(tmp.name)
-    settings = replace(settings, data_dir=scratch, database_url=f"sqlite+aiosqlite:///{scratch / 'unused.db'}",
-                       redis_url=None,
-                       jwt_secret=settings.jwt_secret or secrets.token_urlsafe(32))
-    hub = build_hub(settings)
-    sio = hub.sio if parser == "default" else msgpack_server(hub)
-    _configure(sio.eio)
+def conformance_app(sio: ProtocolServer, no_auth=None,
+                    on_cleanup: Callable[[web.Application], Awaitable[None]] | None = None) -> web.Application:
+    """`sio` re-configured with the suites' timings and the reference handlers at
+    /socket.io/, and an Engine.IO echo server of its Engine.IO class at /engine.io/.
+    `no_auth`: the `auth` the connect handlers emit when the handshake has none."""
+    configure(sio.eio)
     sio.connect_timeout = CONNECT_TIMEOUT
-    # Without handshake auth the suites expect `{}` from the JSON server and `null`
-    # from the msgpack one (the msgpack variant of the Socket.IO suite).
-    reference_handlers(sio, no_auth={} if parser == "default" else None)
+    reference_handlers(sio, no_auth=no_auth)
 
     eio = type(sio.eio)(async_mode="aiohttp", ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
                         max_http_buffer_size=MAX_PAYLOAD, cors_allowed_origins="*")
@@ -90,16 +77,12 @@ def create_conformance_app(settings: Settings, parser: str = "default") -> web.A
     sio.attach(app)
     eio.attach(app, "engine.io")
     app[SIO], app[EIO] = sio, eio
-
-    async def remove_scratch(app):
-        tmp.cleanup()
-
-    app.on_cleanup.append(remove_scratch)
+    if on_cleanup is not None:
+        app.on_cleanup.append(on_cleanup)
     return app
 
 
-def run(settings: Settings, args) -> None:
-    app = create_conformance_app(settings, parser=args.parser)
-    print(f"conformance server ({args.parser} parser) on http://{args.host}:{args.port}: "
+def run(app: web.Application, host: str, port: int, parser: str) -> None:
+    print(f"conformance server ({parser} parser) on http://{host}:{port}: "
           f"Socket.IO at /socket.io/, Engine.IO at /engine.io/", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=1)
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=1)

@@ -1,36 +1,39 @@
-"""The hub's Socket.IO server class: the protocol-fixed server of hub/protocol.py,
-plus what the generic adapter and connection recovery need that python-socketio's
-public API does not give. python-socketio is pinned in pyproject.toml for this."""
+"""The hub's Socket.IO server class: the engine's protocol-fixed server
+(engine.ProtocolServer) plus what the hub's namespace adapter and connection
+recovery need: the private session id in the CONNECT reply, metrics by transport,
+dropping a connection as a network drop would, and the order of the events held for
+a recovering socket. Its Engine.IO server answers with the hub's contract errors.
+Nothing here reaches a private name of python-socketio (engine/ does)."""
 from __future__ import annotations
 
-import contextvars
+import json
 
-from socketio import packet as sio_packet
-
+from engine import WANTS_ACK, HubManager, ProtocolEngineIOServer, ProtocolServer
+from handlers.errors import PayloadTooLarge
 from hub.backends.bus import offset_key
-from hub.protocol import ProtocolServer
+from hub.http.guard import keep_slot
 from hub.recovery import after_head
 
-# True while handling an event whose sender asked for an ack. Each event runs in
-# its own task (async_handlers), so the value belongs to that one event.
-WANTS_ACK: contextvars.ContextVar[bool] = contextvars.ContextVar("wants_ack", default=True)
+__all__ = ["WANTS_ACK", "HubEngineIOServer", "HubServer"]
 
 
-class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue 6
+class HubEngineIOServer(ProtocolEngineIOServer):
+    def too_large_body(self) -> bytes:
+        """The contract's `payload_too_large` error."""
+        error = PayloadTooLarge(f"a request larger than {self.max_http_buffer_size} bytes").body()
+        return json.dumps({"error": error}).encode()
+
+
+class HubServer(ProtocolServer):  # engine/socketio_server.py: the protocol fixes of issue 6
+    engineio_server_class = HubEngineIOServer
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pids: dict[tuple[str, str], str] = {}  # (namespace, sid) -> pid, until CONNECT is sent
-
-    async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
-        WANTS_ACK.set(id is not None)
-        if id is None or not getattr(server.namespace_handlers.get(namespace), "json_replies", False):
-            return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-        # python-socketio's own, less its recursive search of every reply for bytes:
-        # an operation's reply is dumped in JSON mode, so it has none.
-        reply = await server._trigger_event(data[0], namespace, sid, *data[1:])
-        if reply != self.not_handled:
-            await server._send_packet(eio_sid, self.packet_class(
-                sio_packet.ACK, namespace=namespace, id=id, data=[] if reply is None else [reply], binary=False))
+        if isinstance(self.manager, HubManager):
+            # A websocket the engine takes over from aiohttp keeps the request's
+            # per-address connection slot (hub.http.guard) until it ends.
+            self.manager.on_handover = keep_slot
 
     def connect_reply(self, sid, namespace) -> dict:
         """CONNECT data with the private session id the client recovers with."""
@@ -67,7 +70,7 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
         it (item 6 of docs/protocol.md). Put them in offset order, once each; a live
         event up to `head` (the newest offset the replay read) that is not among the
         `replayed` offsets was not for this socket (its own, say), and is dropped."""
-        held = self._connecting.get(namespace or "/", {}).get(sid)
+        held = self.held_events(sid, namespace)
         if not held:
             return
         by_offset, volatile = {}, []

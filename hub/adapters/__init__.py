@@ -1,0 +1,1 @@
+"""The hub's adapters: what turns transports (Socket.IO, HTTP, plain websockets) into operations."""
