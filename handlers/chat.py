@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 
 from pydantic import Field, model_validator
 
+from common.facts import Facts
+from common.group_commit import GroupCommit
+from handlers.roles import ACCOUNTS
 from handlers.context import Context, shared_transaction
 from handlers.errors import Forbidden, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, periodic, server_event
@@ -17,7 +20,7 @@ from storage import users as users_store
 from storage.base import aware, utcnow
 
 CHAT = "/chat"
-namespace(CHAT, "Direct and group messaging between users.", roles={"user", "operator", "admin"})
+namespace(CHAT, "Direct and group messaging between users.", roles=ACCOUNTS)
 
 
 # --- models ------------------------------------------------------------------
@@ -235,6 +238,19 @@ class ThreadUpdated(Output):
 
 # --- helpers ---------------------------------------------------------------------
 
+class _Kept:
+    """What /chat keeps on an instance (ctx.local): the group commit of message:send
+    and the facts of the threads it has seen."""
+
+    def __init__(self) -> None:
+        self.facts = Facts()
+        self.sends: GroupCommit[_Send, MessageOut] = GroupCommit(_write_messages)
+
+
+def _kept(ctx: Context) -> _Kept:
+    return ctx.local.get(_Kept)
+
+
 def _check_length(ctx: Context, text: str) -> None:
     limit = ctx.settings.max_message_chars
     if len(text) > limit:
@@ -272,21 +288,21 @@ async def _message_out(tx, message: store.Message, viewer: int) -> MessageOut:
 
 async def _member_thread(ctx: Context, ref: ThreadRef, tx=None) -> store.ThreadFacts:
     """The referenced thread, which the actor must be a member of. A thread's facts
-    never change, so each instance reads them once (storage/facts.py); `tx`, if
+    never change, so each instance reads them once (common/facts.py); `tx`, if
     given, is the transaction to read them in on a miss."""
     me = ctx.actor.id
     if ref.thread_id is not None:
         key = ("chat:thread", ref.thread_id)
     else:
         key = ("chat:direct", store.direct_key(me, ref.other_user_id))
-    facts = ctx.db.facts.get(key)
+    facts = _kept(ctx).facts.get(key)
     if facts is None:
         if tx is not None:
             facts = await _read_thread(ctx, ref, tx)
         else:
             # Concurrent misses of one thread share one read: after a restart, every
             # sender of a busy thread would otherwise take a connection for it.
-            facts = await ctx.db.facts.load(key, lambda: _read_thread(ctx, ref))
+            facts = await _kept(ctx).facts.load(key, lambda: _read_thread(ctx, ref))
     if me not in facts.members:
         raise Forbidden("you are not a member of this thread")
     return facts
@@ -313,9 +329,10 @@ async def _read_thread(ctx: Context, ref: ThreadRef, tx=None) -> store.ThreadFac
 
 def _remember(ctx: Context, facts: store.ThreadFacts) -> None:
     """Cache a committed thread's facts."""
-    ctx.db.facts.put(("chat:thread", facts.id), facts)
+    cache = _kept(ctx).facts
+    cache.put(("chat:thread", facts.id), facts)
     if facts.kind == "direct":
-        ctx.db.facts.put(("chat:direct", store.direct_key(*facts.members)), facts)
+        cache.put(("chat:direct", store.direct_key(*facts.members)), facts)
 
 
 async def _visible_message(tx, ctx: Context, message_id: int) -> store.Message:
@@ -350,7 +367,7 @@ async def send_message(ctx: Context, req: SendMessage) -> MessageOut:
     # One group for all sends: a batch waits for the one before it. Several groups
     # side by side made smaller batches and cost ~15% more CPU per message at
     # 1,500/s, with no better latency (docs/performance.md).
-    return await ctx.db.group("chat:message:send", _write_messages).submit(_Send(ctx, req, thread))
+    return await _kept(ctx).sends.submit(_Send(ctx, req, thread))
 
 
 @dataclass
@@ -362,7 +379,7 @@ class _Send:
 
 async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
     """The write of message:send for sends that arrived together: one transaction and
-    a few statements for all of them (storage/group_commit.py)."""
+    a few statements for all of them (common/group_commit.py)."""
     ctx0 = sends[0].ctx
     now = utcnow()
     # Sends to known threads without attachments (nearly all) need only the

@@ -21,6 +21,7 @@ from typing import Awaitable, Callable, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from handlers.roles import USER, ADMIN, SERVICE, VISITOR, ACCOUNTS, ANYONE
 from handlers import sync
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationFailed
@@ -46,15 +47,15 @@ def bots_room(assistant_id: int) -> str:
 
 
 def _connect_rooms(actor: Actor) -> list[str]:
-    if actor.role == "visitor" and actor.dialog_id is not None:
+    if actor.role == VISITOR and actor.dialog_id is not None:
         return [dialog_room(actor.dialog_id)]
-    if actor.role == "service" and actor.assistant_id is not None:
+    if actor.role == SERVICE and actor.assistant_id is not None:
         return [bots_room(actor.assistant_id)]
     return []
 
 
 namespace(DIALOGS, "Bot and website-widget conversations with handoff to human operators.",
-          roles={"user", "operator", "admin", "service", "bot", "visitor"}, connect_rooms=_connect_rooms)
+          roles=ANYONE, connect_rooms=_connect_rooms)
 
 
 # --- models ------------------------------------------------------------------------
@@ -333,7 +334,7 @@ async def owned_assistant(tx, ctx: Context, assistant_id: int) -> store.Assistan
     a = await store.get_assistant(tx, assistant_id)
     if a is None:
         raise NotFound("no such assistant")
-    if a.owner_id != ctx.actor.id and ctx.actor.role != "admin":
+    if a.owner_id != ctx.actor.id and ctx.actor.role != ADMIN:
         raise Forbidden("this assistant is not yours")
     return a
 
@@ -343,16 +344,16 @@ async def reachable_dialog(tx, ctx: Context, dialog_id: int) -> store.Dialog:
     assistant's owner, or staff. Visitors and bots are refused before any lookup,
     so they cannot even learn which other dialogs exist."""
     actor = ctx.actor
-    if actor.role == "visitor" and dialog_id != actor.dialog_id:
+    if actor.role == VISITOR and dialog_id != actor.dialog_id:
         raise Forbidden("a visitor token reaches only its own dialog")
-    if actor.role == "service" and actor.assistant_id is None:
+    if actor.role == SERVICE and actor.assistant_id is None:
         raise Forbidden("this service token is not scoped to an assistant")
     d = await store.get_dialog(tx, dialog_id)
     if d is None:
         raise NotFound("no such dialog")
-    if actor.role == "service" and d.assistant_id != actor.assistant_id:
+    if actor.role == SERVICE and d.assistant_id != actor.assistant_id:
         raise Forbidden("this dialog belongs to another assistant")
-    if actor.role == "user":
+    if actor.role == USER:
         a = await store.get_assistant(tx, d.assistant_id)
         if a is None or a.owner_id != actor.id:
             raise Forbidden("this dialog belongs to someone else's assistant")
@@ -391,9 +392,9 @@ def check_bot_may_write(d: store.Dialog) -> None:
 
 def _sender(ctx: Context) -> tuple[str, str | None]:
     actor = ctx.actor
-    if actor.role == "visitor":
+    if actor.role == VISITOR:
         return "visitor", actor.visitor_id
-    if actor.role == "service":
+    if actor.role == SERVICE:
         return "assistant", str(actor.assistant_id)
     return ("operator" if actor.is_staff else "user"), str(actor.id)
 
@@ -554,7 +555,7 @@ async def release(ctx: Context, tx, d: store.Dialog) -> store.Dialog:
     if d.handoff_status != "active":
         raise Conflict("no operator holds this dialog", details={"handoff_status": d.handoff_status})
     holder = d.operator_id
-    if holder != ctx.actor.id and ctx.actor.role != "admin":
+    if holder != ctx.actor.id and ctx.actor.role != ADMIN:
         raise Forbidden("only the operator holding this dialog can release it")
     if not await store.transition(tx, d, expect_version=d.version, expect_status=["active"],
                                   handoff_status="resolved", operator_id=None):
@@ -640,7 +641,7 @@ async def widget_session(ctx: Context, assistant_id: int, origin: str | None,
 
 # --- operations: assistants ---------------------------------------------------------------
 
-OWNERS = {"user", "operator", "admin"}
+OWNERS = ACCOUNTS  # who may own assistants and take their dialogs over
 
 
 @operation(DIALOGS, "assistant:create", roles=OWNERS, http=("POST", "/api/assistants"))
@@ -656,7 +657,7 @@ async def create_assistant(ctx: Context, req: CreateAssistant) -> AssistantOut:
 @operation(DIALOGS, "assistants:list", roles=OWNERS, http=("GET", "/api/assistants"))
 async def list_assistants(ctx: Context, req: ListAssistants) -> Page[AssistantOut]:
     """The caller's assistants (an admin's: everyone's)."""
-    owner = None if ctx.actor.role == "admin" else ctx.actor.id
+    owner = None if ctx.actor.role == ADMIN else ctx.actor.id
     async with ctx.transaction() as tx:
         rows, total = await store.list_assistants(tx, owner, req.limit, req.offset)
     return Page[AssistantOut](total=total, limit=req.limit, offset=req.offset, items=[assistant_out(a) for a in rows])
@@ -693,13 +694,13 @@ def _scope(ctx: Context) -> dict:
     """What the caller may see: a visitor their dialog, a bot its assistant's, an
     owner their assistants', staff everything."""
     actor = ctx.actor
-    if actor.role == "visitor":
+    if actor.role == VISITOR:
         return {"dialog_id": actor.dialog_id}
-    if actor.role == "service":
+    if actor.role == SERVICE:
         if actor.assistant_id is None:
             raise Forbidden("this service token is not scoped to an assistant")
         return {"assistant_ids": [actor.assistant_id]}
-    if actor.role == "user":
+    if actor.role == USER:
         return {"owner_id": actor.id}
     return {}
 
@@ -773,7 +774,7 @@ async def join(ctx: Context, req: DialogRef) -> DialogOut:
     the start; bots hear their assistant's dialogs through their own room)."""
     async with ctx.transaction() as tx:
         d = await reachable_dialog(tx, ctx, req.dialog_id)
-    if ctx.actor.role != "service":
+    if ctx.actor.role != SERVICE:
         ctx.join(dialog_room(d.id))
     return dialog_out(d)
 
@@ -783,7 +784,7 @@ async def leave(ctx: Context, req: DialogRef) -> DialogOut:
     """Stop receiving a dialog's live events on this socket."""
     async with ctx.transaction() as tx:
         d = await reachable_dialog(tx, ctx, req.dialog_id)
-    if ctx.actor.role != "visitor":
+    if ctx.actor.role != VISITOR:
         ctx.leave(dialog_room(d.id))
     return dialog_out(d)
 
@@ -811,7 +812,7 @@ async def dialog_status(ctx: Context, req: DialogRef) -> DialogStatus:
         return status_out(await reachable_dialog(tx, ctx, req.dialog_id))
 
 
-@operation(DIALOGS, "dialog:handoff", roles={"visitor", "service", "bot", "user", "operator", "admin"},
+@operation(DIALOGS, "dialog:handoff", roles=ANYONE,
            http=("POST", "/api/handoff/request"))
 async def handoff(ctx: Context, req: RequestHandoff) -> HandoffRequestedOut:
     """Ask for a human: the dialog joins the operators' queue (idempotent with `request_id`)."""

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from handlers.roles import ADMIN, SERVICE, STAFF, CONSOLES
 from handlers import autodetect
 from handlers import dialogs as dlg
 from handlers.context import Actor, Context
@@ -25,7 +26,6 @@ from storage import dialogs as store
 from storage.base import aware
 
 OPERATORS = dlg.OPERATORS
-STAFF = {"operator", "admin"}
 log = logging.getLogger("hub.operators")
 
 
@@ -68,7 +68,7 @@ async def _on_disconnect(ctx: Context) -> None:
 
 
 namespace(OPERATORS, "Live handoff consoles of operators: presence, queue, accept, release.",
-          roles={"operator", "admin", "service", "bot"}, connect_rooms=_rooms,
+          roles=CONSOLES, connect_rooms=_rooms,
           on_connect=_on_connect, on_disconnect=_on_disconnect)
 
 
@@ -192,7 +192,7 @@ async def status(ctx: Context, req: PresenceQuery) -> PresenceOut | list[Presenc
     """One operator's presence (default: the caller's); for an admin without
     operator_id, every operator seen recently."""
     async with presence_store(), ctx.transaction() as tx:
-        if req.operator_id is None and ctx.actor.role == "admin":
+        if req.operator_id is None and ctx.actor.role == ADMIN:
             ids = sorted(r.operator_id for r in await ctx.presence.all())
             return await _presence_out(ctx, tx, ids)
         return (await _presence_out(ctx, tx, [req.operator_id or ctx.actor.id]))[0]
@@ -257,7 +257,7 @@ async def handoff_status(ctx: Context, req: dlg.DialogRef) -> HandoffStatusOut:
                                 version=d.version, queue_position=await store.queue_position(tx, d))
 
 
-@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service", "bot"},
+@operation(OPERATORS, "handoff:auto-detect", roles=CONSOLES,
            http=("POST", "/api/handoff/auto-detect"))
 async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     """Score whether a visitor needs a human (docs/handoff.md): a text, or a dialog's
@@ -266,7 +266,7 @@ async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     if req.text is not None:
         verdict = autodetect.score_text(req.text, threshold)
     else:
-        if ctx.actor.role == "service" and ctx.actor.assistant_id is None:
+        if ctx.actor.role == SERVICE and ctx.actor.assistant_id is None:
             raise Forbidden("this service token is not scoped to an assistant")
         async with ctx.transaction() as tx:
             d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import Field
 
+from handlers.roles import USER, OPERATOR, ADMIN, VISITOR, STAFF
 from handlers import desk
 from handlers import dialogs as dlg
 from handlers.context import Context
@@ -27,7 +28,6 @@ from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
 
-STAFF = {"operator", "admin"}
 TRANSCRIPT_LIMIT = 2000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 log = logging.getLogger("hub.routing")
@@ -194,7 +194,7 @@ async def transfer(ctx: Context, req: Transfer) -> dlg.DialogOut:
     returns), or without `operator_id` back to the queue."""
     async with ctx.transaction() as tx:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
-        if d.handoff_status != "active" or (d.operator_id != ctx.actor.id and ctx.actor.role != "admin"):
+        if d.handoff_status != "active" or (d.operator_id != ctx.actor.id and ctx.actor.role != ADMIN):
             raise Conflict("only the operator holding this dialog can transfer it",
                            details={"handoff_status": d.handoff_status, "operator_id": d.operator_id})
         holder = d.operator_id
@@ -267,7 +267,7 @@ async def close(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
         if d.status == "closed":
             return dlg.dialog_out(d)
-        if ctx.actor.role in ("operator", "user") and d.handoff_status == "active" and d.operator_id != ctx.actor.id:
+        if ctx.actor.role in (OPERATOR, USER) and d.handoff_status == "active" and d.operator_id != ctx.actor.id:
             raise Forbidden("another operator holds this dialog")
         before = d.handoff_status
         place = await store.queue_position(tx, d)
@@ -310,7 +310,7 @@ async def transcript(ctx: Context, req: dlg.DialogRef) -> Transcript:
 
 # --- when nobody is there --------------------------------------------------------------
 
-@operation(dlg.DIALOGS, "dialog:leave-message", roles={"visitor"}, http=("POST", "/api/dialogs/{dialog_id}/offline-message"))
+@operation(dlg.DIALOGS, "dialog:leave-message", roles={VISITOR}, http=("POST", "/api/dialogs/{dialog_id}/offline-message"))
 async def leave_message(ctx: Context, req: LeaveMessage) -> dlg.HandoffRequestedOut:
     """The offline form: the visitor leaves a message and a contact. The dialog
     joins the queue (reason `offline_message`), so the team sees it next."""

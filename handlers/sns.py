@@ -9,6 +9,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers.roles import ADMIN, ACCOUNTS
 from handlers import sync
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -49,7 +50,7 @@ def post_room(post_id: int) -> str:
 
 
 namespace(SNS, "Social posts: publishing, scheduling, engagement, analytics and trends.",
-          roles={"user", "operator", "admin"}, connect_rooms=lambda actor: [EVERYONE])
+          roles=ACCOUNTS, connect_rooms=lambda actor: [EVERYONE])
 
 
 # --- input -------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def _comment_out(c: store.Comment) -> CommentOut:
 def _can_see(ctx: Context, post: store.Post) -> bool:
     """Published posts are public; drafts and scheduled posts are their author's
     (and visible to admins, who may delete any post)."""
-    return post.status == store.PUBLISHED or post.author_id == ctx.actor.id or ctx.actor.role == "admin"
+    return post.status == store.PUBLISHED or post.author_id == ctx.actor.id or ctx.actor.role == ADMIN
 
 
 @rejoin_check(SNS)
@@ -563,7 +564,7 @@ async def list_posts(ctx: Context, req: ListPosts) -> Page[PostOut]:
     scheduled posts (admins: all posts); filter by platform, status, author_id."""
     async with ctx.transaction() as tx:
         rows, total = await store.list_posts(
-            tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == "admin", platform=req.platform,
+            tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == ADMIN, platform=req.platform,
             status=req.status, author_id=req.author_id, limit=req.limit, offset=req.offset)
     return Page[PostOut](total=total, limit=req.limit, offset=req.offset, items=[_post_out(p) for p in rows])
 
@@ -588,7 +589,7 @@ async def delete_post(ctx: Context, req: PostRef) -> PostDeletedOut:
     """Delete a post: its author or an admin."""
     async with ctx.transaction() as tx:
         post = await _visible_post(tx, ctx, req.post_id)
-        if post.author_id != ctx.actor.id and ctx.actor.role != "admin":
+        if post.author_id != ctx.actor.id and ctx.actor.role != ADMIN:
             raise Forbidden("only the author or an admin can delete a post")
         was_published = post.status == store.PUBLISHED
         await store.delete_post(tx, post)
@@ -800,7 +801,7 @@ async def sync_posts(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[Synce
     deleted since a cursor: catching up beyond the recovery window."""
     since = sync.decode(req.since)
     async with ctx.transaction() as tx:
-        rows = await store.posts_changed_since(tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == "admin",
+        rows = await store.posts_changed_since(tx, viewer_id=ctx.actor.id, see_all=ctx.actor.role == ADMIN,
                                                moment=since[0], ident=since[1], limit=req.limit + 1)
     items = [SyncedPost(**_post_out(p).model_dump()) if p.deleted_at is None
              else PostTombstone(post_id=p.id, deleted_at=aware(p.deleted_at)) for p in rows]

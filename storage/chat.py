@@ -124,7 +124,7 @@ async def is_member(tx: AsyncSession, thread_id: int, user_id: int) -> bool:
 @dataclass(frozen=True)
 class ThreadFacts:
     """What never changes once a thread exists (no operation edits a thread or its
-    members): cached per database by storage.facts."""
+    members): cached on each instance by handlers/chat.py (common/facts.py)."""
 
     id: int
     kind: str

@@ -5,7 +5,7 @@ import asyncio
 import functools
 import time
 from contextlib import asynccontextmanager, nullcontext
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from storage import jsoncodec
 from storage.base import PgTransaction
-from storage.facts import Facts
-from storage.group_commit import GroupCommit
 
 
 class Database:
@@ -43,15 +41,6 @@ class Database:
         # SQLite takes one writer at a time and answers a second with "database is
         # locked" instead of waiting inside a transaction: serialize in-process.
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
-        self.facts = Facts()
-        self._groups: dict[str, GroupCommit] = {}
-
-    def group(self, name: str, write: Callable[[list], Awaitable[list]]) -> GroupCommit:
-        """The group commit of one kind of write on this database (storage/group_commit.py)."""
-        group = self._groups.get(name)
-        if group is None:
-            group = self._groups[name] = GroupCommit(write)
-        return group
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -2,6 +2,7 @@
 
 Operations are called directly with a Context (no transport), as DESIGN.md asks."""
 import asyncio
+import weakref
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import event, inspect
 
 from handlers import chat
 from handlers.context import Actor, Context, Outgoing
+from handlers.local import InstanceLocal
 from handlers.errors import Forbidden, ValidationFailed
 from hub.settings import Settings
 from storage import chat as store
@@ -51,7 +53,12 @@ async def _user(db, email):
 
 def _ctx(db, user) -> Context:
     settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
-    return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings)
+    # One instance per database: its sends share the group commit and the facts cache.
+    local = _LOCALS.setdefault(db, InstanceLocal())
+    return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings, local=local)
+
+
+_LOCALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def test_migrations_are_idempotent_and_create_the_schema(db):
