@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from handlers import handoff
 from handlers.roles import ADMIN, SERVICE, STAFF, CONSOLES
 from handlers import autodetect
 from handlers import dialogs as dlg
@@ -46,7 +47,7 @@ def _rooms(actor: Actor) -> list[str]:
     return [dlg.OPERATORS_ROOM] if actor.is_staff else []
 
 
-console_id = dlg.console_id
+console_id = handoff.console_id
 
 
 async def _on_connect(ctx: Context) -> None:
@@ -237,7 +238,7 @@ async def handoff_accept(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
     exactly one succeeds; the others get `conflict`."""
     async with ctx.transaction() as tx:
         d = await _dialog(tx, req.dialog_id)
-        return dlg.dialog_out(await dlg.accept(ctx, tx, d))
+        return dlg.dialog_out(await handoff.accept(ctx, tx, d))
 
 
 @operation(OPERATORS, "handoff:release", roles=STAFF, http=("POST", "/api/handoff/release/{dialog_id}"))
@@ -245,7 +246,7 @@ async def handoff_release(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
     """Give a held dialog back to the bot (handoff status `resolved`)."""
     async with ctx.transaction() as tx:
         d = await _dialog(tx, req.dialog_id)
-        return dlg.dialog_out(await dlg.release(ctx, tx, d))
+        return dlg.dialog_out(await handoff.release(ctx, tx, d))
 
 
 @operation(OPERATORS, "handoff:status", roles=STAFF, http=("GET", "/api/handoff/status/{dialog_id}"))
@@ -294,4 +295,4 @@ async def presence_sweep(ctx: Context) -> None:
         # A holder the presence store does not know (an owner who took a dialog over, or
         # a record forgotten after a day without activity) is left alone.
         if rec is not None and rec.status == "offline" and now >= rec.offline_since + ctx.settings.requeue_delay:
-            await dlg.requeue_operator(ctx, op)
+            await handoff.requeue_operator(ctx, op)

@@ -13,3 +13,4 @@ ACCOUNTS_AND_SERVICES = ACCOUNTS | {SERVICE}
 STAFF_AND_SERVICES = STAFF | {SERVICE}
 CONSOLES = STAFF | {SERVICE, BOT}  # who may connect to /operators
 ANYONE = ROLES | {BOT}
+OWNERS = ACCOUNTS  # who may own assistants, and take over and release their dialogs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from handlers import handoff
 from handlers.roles import BOT
 from handlers import dialogs as dlg
 from handlers.context import Context
@@ -178,7 +179,7 @@ async def cut(ctx: Context, tx, d: store.Dialog) -> None:
             await store_reply(ctx, tx, d, ended, interrupted=True)
 
 
-dlg.silence_hooks.append(cut)
+handoff.silence_hooks.append(cut)
 
 
 @periodic("streams:timeout", every=lambda settings: min(settings.stream_timeout / 3, 5.0))
