@@ -272,9 +272,9 @@ async def close(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
             raise Forbidden("another operator holds this dialog")
         before = d.handoff_status
         place = await store.queue_position(tx, d)
-        handoff = {"requested": "cancelled", "active": "resolved"}.get(before, before)
+        ended = {"requested": "cancelled", "active": "resolved"}.get(before, before)
         if not await store.transition(tx, d, expect_version=d.version, status="closed", closed_at=utcnow(),
-                                      handoff_status=handoff, transfer_to=None, transfer_at=None):
+                                      handoff_status=ended, transfer_to=None, transfer_at=None):
             raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
         await store.close_requests(tx, d.id, "cancelled")
         for hook in handoff.silence_hooks:
