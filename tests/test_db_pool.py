@@ -6,7 +6,7 @@ import secrets
 import asyncpg
 from sqlalchemy import text
 
-from handlers import chat
+from handlers import chat, chat_send
 from handlers.context import Actor, Context
 from handlers.local import InstanceLocal
 from hub.settings import Settings
@@ -53,9 +53,9 @@ async def test_a_group_commit_rides_out_a_connection_that_died_busy(pg_url):
         def ctx():
             return Context(actor=Actor(role="user", id=a.id), db=db, settings=settings, local=local)
 
-        await chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message="first"))
+        await chat_send.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message="first"))
         await _terminate(pg_url, await _backend_pid(db))  # the connection the next batch gets
-        sent = await asyncio.gather(*(chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message=f"m{i}"))
+        sent = await asyncio.gather(*(chat_send.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message=f"m{i}"))
                                       for i in range(10)))
         assert len({m.id for m in sent}) == 10
     finally:
