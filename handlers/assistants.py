@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.errors import Forbidden, NotFound
 from handlers.registry import operation, server_event
 from handlers.roles import ADMIN, OWNERS
-from handlers.schema import Id, Input, Limit, Offset, Output, Page, Text
+from handlers.schema import Id, Input, Output, Page, Paging, Text
 from storage import dialogs as store
 from storage.base import aware
 
@@ -67,9 +67,8 @@ class UpdateAssistant(AssistantRef):
         return None if value is None else _origins(value)
 
 
-class ListAssistants(Input):
-    limit: Limit = 50
-    offset: Offset = 0
+class ListAssistants(Paging):
+    pass
 
 
 

@@ -15,7 +15,7 @@ from handlers.context import Context
 from handlers.errors import ValidationFailed
 from handlers.registry import namespace, server_event
 from handlers import sync
-from handlers.schema import Id, Input, Limit, Offset, Output, PageNumber, Text
+from handlers.schema import Id, Input, Limit, Output, PageNumber, Paging, Text, exactly_one
 from storage import chat as store
 from storage.base import aware
 
@@ -104,11 +104,7 @@ class ThreadRef(Input):
     thread_id: Id | None = None
     other_user_id: Id | None = None
 
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.thread_id is None) == (self.other_user_id is None):
-            raise ValueError("give exactly one of thread_id and other_user_id")
-        return self
+    _one_of = exactly_one("thread_id", "other_user_id")
 
 
 class SendMessage(Input):
@@ -119,10 +115,10 @@ class SendMessage(Input):
     attachment_ids: list[Id] = Field(default_factory=list, max_length=10)
     client_msg_id: Text(100, min_length=1) | None = None
 
+    _one_of = exactly_one("recipient_id", "thread_id")
+
     @model_validator(mode="after")
     def _check(self):
-        if (self.thread_id is None) == (self.recipient_id is None):
-            raise ValueError("give exactly one of recipient_id and thread_id")
         if not self.message.strip() and not self.attachment_ids:
             raise ValueError("message is empty")
         return self
@@ -133,9 +129,8 @@ class CreateThread(Input):
     title: Text(200) | None = None
 
 
-class ListThreads(Input):
-    limit: Limit = 50
-    offset: Offset = 0
+class ListThreads(Paging):
+    pass
 
 
 class ThreadHistory(ThreadRef):

@@ -23,7 +23,7 @@ from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, HubError, NotFound, ValidationFailed
 from handlers.registry import namespace, operation, rejoin_check, server_event
 from handlers.roles import ANYONE, SERVICE, USER, VISITOR
-from handlers.schema import DateTime, Id, Input, Limit, Offset, Output, Page, Text
+from handlers.schema import DateTime, Id, Input, Limit, Output, Page, Paging, Text
 from storage import dialogs as store
 from storage.base import aware
 
@@ -105,7 +105,7 @@ def normalize_origin(origin: str) -> str:
     return origin.strip().lower().rstrip("/")
 
 
-class ListDialogs(Input):
+class ListDialogs(Paging):
     # Lax: these also come from an HTTP query string.
     model_config = ConfigDict(extra="forbid", strict=False)
 
@@ -115,8 +115,6 @@ class ListDialogs(Input):
     date_from: DateTime | None = None
     date_to: DateTime | None = None
     search: Text(200, min_length=1) | None = None
-    limit: Limit = 50
-    offset: Offset = 0
 
 
 class DialogRef(Input):

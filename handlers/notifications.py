@@ -12,7 +12,7 @@ from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Empty, Id, Input, JsonObject, Limit, Offset, Output, Page, Text
+from handlers.schema import Empty, Id, Input, JsonObject, Output, Page, Paging, Text, exactly_one
 from storage import notifications as store
 from storage import users as users_store
 from storage.base import aware
@@ -59,10 +59,8 @@ class NotificationTombstone(sync.Tombstone):
     id: int
 
 
-class ListNotifications(Input):
+class ListNotifications(Paging):
     unread_only: bool = False
-    limit: Limit = 50
-    offset: Offset = 0
 
 
 class NotificationRef(Input):
@@ -98,11 +96,10 @@ class CreateNotification(Input):
     data: JsonObject | None = None
 
     _url = field_validator("action_url")(_safe_url)
+    _one_of = exactly_one("user_id", "user_ids")
 
     @model_validator(mode="after")
     def _recipients(self):
-        if (self.user_id is None) == (self.user_ids is None):
-            raise ValueError("give exactly one of user_id and user_ids")
         if self.user_ids is not None and any(u < 1 for u in self.user_ids):
             raise ValueError("user_ids must be positive")
         return self

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from handlers import handoff
 from handlers.roles import ADMIN, SERVICE, STAFF, CONSOLES
@@ -21,7 +21,7 @@ from handlers import dialogs as dlg
 from handlers.context import Actor, Context
 from handlers.errors import Forbidden, HubError, NotFound, Unavailable
 from handlers.registry import namespace, operation, periodic, server_event
-from handlers.schema import Empty, Id, Input, Output, Text
+from handlers.schema import Empty, Id, Input, Output, Text, exactly_one
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage.base import aware
@@ -124,11 +124,7 @@ class AutoDetect(Input):
     dialog_id: Id | None = None
     text: Text(4000, min_length=1) | None = None
 
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.dialog_id is None) == (self.text is None):
-            raise ValueError("give exactly one of dialog_id and text")
-        return self
+    _one_of = exactly_one("dialog_id", "text")
 
 
 @server_event(OPERATORS, "presence:changed")

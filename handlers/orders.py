@@ -12,7 +12,7 @@ from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Id, Input, Limit, Offset, Output, Page, Text
+from handlers.schema import Id, Input, Output, Page, Paging, Text
 from storage import orders as store
 from storage.base import aware
 
@@ -69,11 +69,9 @@ class OrderRef(Input):
     order_id: Id
 
 
-class ListOrders(Input):
+class ListOrders(Paging):
     status: Status | None = None
     customer_id: Id | None = Field(None, description="staff only: one customer's orders")
-    limit: Limit = 50
-    offset: Offset = 0
 
 
 class UpdateStatus(OrderRef):

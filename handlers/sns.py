@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from handlers.roles import ACCOUNTS
 from handlers import sync
 from handlers.registry import namespace
-from handlers.schema import DateTime, Id, Input, Limit, Offset, Output, Text
+from handlers.schema import DateTime, Id, Input, Output, Paging, Text
 from storage import sns as store
 from storage.base import aware
 
@@ -121,14 +121,11 @@ class PostRef(Input):
     post_id: Id
 
 
-class PostPage(PostRef):
-    limit: Limit = 50
-    offset: Offset = 0
+class PostPage(PostRef, Paging):
+    pass
 
 
-class ListPosts(Input):
-    limit: Limit = 50
-    offset: Offset = 0
+class ListPosts(Paging):
     platform: Platform | None = None
     status: Status | None = None
     author_id: Id | None = None
