@@ -56,11 +56,12 @@ async def _write_messages(sends: list[_Send]) -> list[MessageOut]:
     a few statements for all of them (common/group_commit.py)."""
     ctx0 = sends[0].ctx
     now = utcnow()
-    # Sends to known threads without attachments (nearly all) need only the
-    # driver's statements: no ORM session (Database.write_transaction).
-    lean = all(s.thread is not None and not s.req.attachment_ids for s in sends)
+    # Sends to known threads without attachments (nearly all) write with the
+    # driver's statements only (add_messages, count_messages): the database may
+    # then skip the ORM session (Database.can_write_lean).
+    driver_only = all(s.thread is not None and not s.req.attachment_ids for s in sends)
     retried: list[int] = []
-    async with shared_transaction(ctx0.db, [s.ctx for s in sends], lean=lean) as tx:
+    async with shared_transaction(ctx0.db, [s.ctx for s in sends], driver_only=driver_only) as tx:
         threads, created = [], set()
         for s in sends:
             thread = s.thread

@@ -149,14 +149,15 @@ def _targets(users: Iterable[int], rooms: Iterable[str]) -> list[str]:
 
 @asynccontextmanager
 async def shared_transaction(db: ports.Database, contexts: list[Context], *,
-                             lean: bool = False) -> AsyncIterator[AsyncSession | PgTransaction]:
+                             driver_only: bool = False) -> AsyncIterator[AsyncSession | PgTransaction]:
     """One transaction for the writes of one or more operations (several: a group
     commit). The events each context emits inside it are stored in the outbox with
-    the write, and dropped if it does not commit. `lean`: a write whose statements
-    all run on the driver (`Database.write_transaction`)."""
+    the write, and dropped if it does not commit. `driver_only`: every statement of
+    the write runs on the driver; the database decides what that allows
+    (`Database.write_transaction`)."""
     starts = [len(ctx.events) for ctx in contexts]
     try:
-        async with (db.write_transaction() if lean else db.transaction()) as tx:
+        async with db.write_transaction(driver_only=driver_only) as tx:
             yield tx
             stored = [event for ctx, start in zip(contexts, starts) for event in ctx.events[start:]]
             if stored:

@@ -28,9 +28,11 @@ class Database(Protocol):
         """One unit of work: committed when the block ends, rolled back on error."""
         ...
 
-    def write_transaction(self) -> AbstractAsyncContextManager[AsyncSession | PgTransaction]:
-        """A transaction for storage functions that run on the driver (PgTransaction
-        on PostgreSQL, the usual session on SQLite)."""
+    def write_transaction(self, *, driver_only: bool = True
+                          ) -> AbstractAsyncContextManager[AsyncSession | PgTransaction]:
+        """The transaction of a write; `driver_only`: all its statements run on the
+        driver. The database decides whether it is a bare-driver PgTransaction
+        (`can_write_lean`: PostgreSQL) or the usual session."""
         ...
 
 

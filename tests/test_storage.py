@@ -12,6 +12,7 @@ from handlers import chat, chat_messages, chat_send, chat_threads
 from handlers.context import Actor, Context, Outgoing
 from handlers.local import InstanceLocal
 from handlers.errors import Forbidden, ValidationFailed
+from handlers.schema import Empty
 from hub.settings import Settings
 from storage import chat as store
 from storage import users
@@ -252,12 +253,12 @@ async def test_unread_counts_and_receipts(db):
     m1 = await chat_send.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="1"))
     await chat_send.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="2"))
     await chat_send.send_message(cb, chat.SendMessage(recipient_id=a.id, message="direct"))
-    assert (await chat_messages.unread_count(cb, chat.Empty())).unread_count == 2
-    assert (await chat_messages.unread_count(ca, chat.Empty())).unread_count == 1
+    assert (await chat_messages.unread_count(cb, Empty())).unread_count == 2
+    assert (await chat_messages.unread_count(ca, Empty())).unread_count == 1
     await chat_messages.read_message(cb, chat.MessageRef(message_id=m1.id))
     await chat_messages.read_message(cb, chat.MessageRef(message_id=m1.id))  # reading twice counts once
-    assert (await chat_messages.unread_count(cb, chat.Empty())).unread_count == 1
-    assert (await chat_messages.unread_count(cc, chat.Empty())).unread_count == 2
+    assert (await chat_messages.unread_count(cb, Empty())).unread_count == 1
+    assert (await chat_messages.unread_count(cc, Empty())).unread_count == 2
     # The sender sees "read" once anyone read it.
     history = await chat_threads.thread_history(ca, chat.ThreadHistory(thread_id=group.thread_id))
     assert [m.is_read for m in history.messages] == [True, False]
