@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 
+from handlers.roles import SERVICE
 from handlers import dialogs as dlg
 from handlers.context import Context
 from handlers.registry import REGISTRY, periodic
@@ -26,7 +27,7 @@ _local: Counter[tuple[str, int]] = Counter()
 
 def _key(ctx: Context) -> tuple[str, int] | None:
     actor = ctx.actor
-    if actor.role == "service" and actor.assistant_id is not None:
+    if actor.role == SERVICE and actor.assistant_id is not None:
         return ctx.settings.instance_id, actor.assistant_id
     return None
 

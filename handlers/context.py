@@ -2,15 +2,18 @@
 event buffer that the transport flushes only after the operation returned."""
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import AsyncIterator, Awaitable, Callable, Iterable
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers import ports
+from handlers.local import InstanceLocal
+from handlers.roles import SERVICE, BOT, STAFF, ACCOUNTS
 from storage import outbox
-
-STAFF_ROLES = frozenset({"operator", "admin"})
+from storage.base import PgTransaction
 
 
 @dataclass(frozen=True)
@@ -32,16 +35,16 @@ class Actor:
         scoped to one assistant is a `bot`: admitted only where a set names `bot` (its
         assistant's dialogs), never with an unscoped service's powers (orders,
         notifications, publishing)."""
-        return "bot" if self.role == "service" and self.assistant_id is not None else self.role
+        return BOT if self.role == SERVICE and self.assistant_id is not None else self.role
 
     @property
     def is_staff(self) -> bool:
-        return self.role in STAFF_ROLES
+        return self.role in STAFF
 
     @property
     def is_user(self) -> bool:
         """Has a user account (end user or staff)."""
-        return self.id is not None and self.role in ("user", "operator", "admin")
+        return self.id is not None and self.role in ACCOUNTS
 
 
 def user_room(user_id: int) -> str:
@@ -62,15 +65,18 @@ class Outgoing:
 @dataclass
 class Context:
     actor: Actor
-    db: Any  # storage.db.Database
-    settings: Any  # hub.settings.Settings
-    state: Any = None  # hub.state.SharedState
+    db: ports.Database
+    settings: ports.Settings
+    state: ports.Limits | None = None  # shared by instances
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
-    presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
-    user_presence: Any = None  # hub.presence.Presence of users' /chat sockets
-    metrics: Any = None  # hub.metrics.Metrics
-    streams: Any = None  # hub.streams.StreamService (streamed bot replies)
+    presence: ports.Presence | None = None  # operators' consoles, shared by instances
+    user_presence: ports.Presence | None = None  # users' /chat sockets
+    metrics: ports.Metrics | None = None
+    streams: ports.Streams | None = None  # streamed bot replies
+    # What operations keep on this instance between calls (handlers/local.py). The
+    # instance gives every Context the same one; a Context made alone has its own.
+    local: InstanceLocal = field(default_factory=InstanceLocal)
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)
@@ -80,7 +86,7 @@ class Context:
     # its end (resource:watch). Authorize first; `join` it too (recovery tracks it).
     enter: Callable[[str], Awaitable[None]] | None = None
 
-    def transaction(self):
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession | PgTransaction]:
         """A database transaction for this operation. Events emitted inside it
         belong to the write: they are recorded with it, and sent only if it commits."""
         return shared_transaction(self.db, [self])
@@ -142,14 +148,16 @@ def _targets(users: Iterable[int], rooms: Iterable[str]) -> list[str]:
 
 
 @asynccontextmanager
-async def shared_transaction(db: Any, contexts: list[Context], *, lean: bool = False) -> AsyncIterator[Any]:
+async def shared_transaction(db: ports.Database, contexts: list[Context], *,
+                             driver_only: bool = False) -> AsyncIterator[AsyncSession | PgTransaction]:
     """One transaction for the writes of one or more operations (several: a group
     commit). The events each context emits inside it are stored in the outbox with
-    the write, and dropped if it does not commit. `lean`: a write whose statements
-    all run on the driver (`Database.write_transaction`)."""
+    the write, and dropped if it does not commit. `driver_only`: every statement of
+    the write runs on the driver; the database decides what that allows
+    (`Database.write_transaction`)."""
     starts = [len(ctx.events) for ctx in contexts]
     try:
-        async with (db.write_transaction() if lean else db.transaction()) as tx:
+        async with db.write_transaction(driver_only=driver_only) as tx:
             yield tx
             stored = [event for ctx, start in zip(contexts, starts) for event in ctx.events[start:]]
             if stored:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
+from handlers.roles import STAFF
 from handlers import dialogs as dlg
 from handlers.context import Context
 from handlers.errors import Conflict, NotFound
@@ -17,7 +18,6 @@ from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware
 
-STAFF = {"operator", "admin"}
 
 
 class NoteIn(dlg.DialogRef):

@@ -7,17 +7,17 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from handlers.roles import SERVICE, ACCOUNTS, ACCOUNTS_AND_SERVICES
 from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Empty, Id, Input, JsonObject, Limit, Offset, Output, Page, Text
+from handlers.schema import Empty, Id, Input, JsonObject, Output, Page, Paging, Text, exactly_one
 from storage import notifications as store
 from storage import users as users_store
 from storage.base import aware
 
 NOTIFICATIONS = "/notifications"
-ACCOUNT_ROLES = {"user", "operator", "admin"}
 
 
 
@@ -30,9 +30,9 @@ def service_room(name: str) -> str:
 namespace(
     NOTIFICATIONS,
     "Each user's stored notifications, live pushes and service-published status events.",
-    roles={"user", "operator", "admin", "service"},
+    roles=ACCOUNTS_AND_SERVICES,
     publish_rooms=(r"user:\d+",),
-    connect_rooms=lambda actor: [service_room(actor.name)] if actor.role == "service" and actor.name else [],
+    connect_rooms=lambda actor: [service_room(actor.name)] if actor.role == SERVICE and actor.name else [],
 )
 
 MAX_RECIPIENTS = 1000
@@ -59,10 +59,8 @@ class NotificationTombstone(sync.Tombstone):
     id: int
 
 
-class ListNotifications(Input):
+class ListNotifications(Paging):
     unread_only: bool = False
-    limit: Limit = 50
-    offset: Offset = 0
 
 
 class NotificationRef(Input):
@@ -98,11 +96,10 @@ class CreateNotification(Input):
     data: JsonObject | None = None
 
     _url = field_validator("action_url")(_safe_url)
+    _one_of = exactly_one("user_id", "user_ids")
 
     @model_validator(mode="after")
     def _recipients(self):
-        if (self.user_id is None) == (self.user_ids is None):
-            raise ValueError("give exactly one of user_id and user_ids")
         if self.user_ids is not None and any(u < 1 for u in self.user_ids):
             raise ValueError("user_ids must be positive")
         return self
@@ -196,7 +193,7 @@ async def _own(tx, ctx: Context, notification_id: int) -> store.Notification:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNT_ROLES,
+@operation(NOTIFICATIONS, "notifications:list", roles=ACCOUNTS,
            http=("GET", "/api/notifications"))
 async def list_notifications(ctx: Context, req: ListNotifications) -> Page[NotificationOut]:
     """The user's notifications, newest first (optionally only the unread ones)."""
@@ -206,7 +203,7 @@ async def list_notifications(ctx: Context, req: ListNotifications) -> Page[Notif
     return Page[NotificationOut](total=total, limit=req.limit, offset=req.offset, items=[_out(r) for r in rows])
 
 
-@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNT_ROLES,
+@operation(NOTIFICATIONS, "notification:read", roles=ACCOUNTS,
            http=("PATCH", "/api/notifications/{notification_id}/read"))
 async def read_notification(ctx: Context, req: NotificationRef) -> NotificationOut:
     """Mark one of the user's notifications read."""
@@ -217,7 +214,7 @@ async def read_notification(ctx: Context, req: NotificationRef) -> NotificationO
         return _out(row)
 
 
-@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNT_ROLES,
+@operation(NOTIFICATIONS, "notifications:read-all", roles=ACCOUNTS,
            http=("PATCH", "/api/notifications/mark-all-read"))
 async def read_all(ctx: Context, req: Empty) -> Updated:
     """Mark every unread notification of the user read."""
@@ -228,7 +225,7 @@ async def read_all(ctx: Context, req: Empty) -> Updated:
     return Updated(updated=updated)
 
 
-@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNT_ROLES,
+@operation(NOTIFICATIONS, "notification:delete", roles=ACCOUNTS,
            http=("DELETE", "/api/notifications/{notification_id}"))
 async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
     """Delete one of the user's notifications."""
@@ -239,14 +236,14 @@ async def delete_notification(ctx: Context, req: NotificationRef) -> Deleted:
     return Deleted(notification_id=req.notification_id)
 
 
-@operation(NOTIFICATIONS, "notifications:unread-count", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "notifications:unread-count", roles=ACCOUNTS)
 async def unread_count(ctx: Context, req: Empty) -> UnreadCount:
     """How many of the user's notifications are unread."""
     async with ctx.transaction() as tx:
         return UnreadCount(unread_count=await store.unread_count(tx, ctx.actor.id))
 
 
-@operation(NOTIFICATIONS, "notification:create", roles={"service"}, http=("POST", "/api/notifications"))
+@operation(NOTIFICATIONS, "notification:create", roles={SERVICE}, http=("POST", "/api/notifications"))
 async def create_notifications(ctx: Context, req: CreateNotification) -> Created:
     """Services: store one notification per user and push `push:received` to every
     socket of each user; users who are offline find it in `notifications:list`."""
@@ -265,7 +262,7 @@ async def create_notifications(ctx: Context, req: CreateNotification) -> Created
     return Created(created=len(rows), items=[CreatedOne(notification_id=r.id, user_id=r.user_id) for r in rows])
 
 
-@operation(NOTIFICATIONS, "sync", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "sync", roles=ACCOUNTS)
 async def sync_notifications(ctx: Context, req: sync.SyncRequest
                              ) -> sync.PublishedSyncPage[SyncedNotification | NotificationTombstone]:
     """The user's notifications created, read or deleted since a cursor: how a client

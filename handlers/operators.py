@@ -12,20 +12,21 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from handlers import handoff
+from handlers.roles import ADMIN, SERVICE, STAFF, CONSOLES
 from handlers import autodetect
 from handlers import dialogs as dlg
 from handlers.context import Actor, Context
 from handlers.errors import Forbidden, HubError, NotFound, Unavailable
 from handlers.registry import namespace, operation, periodic, server_event
-from handlers.schema import Empty, Id, Input, Output, Text
+from handlers.schema import Empty, Id, Input, Output, Text, exactly_one
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage.base import aware
 
 OPERATORS = dlg.OPERATORS
-STAFF = {"operator", "admin"}
 log = logging.getLogger("hub.operators")
 
 
@@ -46,7 +47,7 @@ def _rooms(actor: Actor) -> list[str]:
     return [dlg.OPERATORS_ROOM] if actor.is_staff else []
 
 
-console_id = dlg.console_id
+console_id = handoff.console_id
 
 
 async def _on_connect(ctx: Context) -> None:
@@ -68,7 +69,7 @@ async def _on_disconnect(ctx: Context) -> None:
 
 
 namespace(OPERATORS, "Live handoff consoles of operators: presence, queue, accept, release.",
-          roles={"operator", "admin", "service", "bot"}, connect_rooms=_rooms,
+          roles=CONSOLES, connect_rooms=_rooms,
           on_connect=_on_connect, on_disconnect=_on_disconnect)
 
 
@@ -123,11 +124,7 @@ class AutoDetect(Input):
     dialog_id: Id | None = None
     text: Text(4000, min_length=1) | None = None
 
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.dialog_id is None) == (self.text is None):
-            raise ValueError("give exactly one of dialog_id and text")
-        return self
+    _one_of = exactly_one("dialog_id", "text")
 
 
 @server_event(OPERATORS, "presence:changed")
@@ -192,7 +189,7 @@ async def status(ctx: Context, req: PresenceQuery) -> PresenceOut | list[Presenc
     """One operator's presence (default: the caller's); for an admin without
     operator_id, every operator seen recently."""
     async with presence_store(), ctx.transaction() as tx:
-        if req.operator_id is None and ctx.actor.role == "admin":
+        if req.operator_id is None and ctx.actor.role == ADMIN:
             ids = sorted(r.operator_id for r in await ctx.presence.all())
             return await _presence_out(ctx, tx, ids)
         return (await _presence_out(ctx, tx, [req.operator_id or ctx.actor.id]))[0]
@@ -237,7 +234,7 @@ async def handoff_accept(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
     exactly one succeeds; the others get `conflict`."""
     async with ctx.transaction() as tx:
         d = await _dialog(tx, req.dialog_id)
-        return dlg.dialog_out(await dlg.accept(ctx, tx, d))
+        return dlg.dialog_out(await handoff.accept(ctx, tx, d))
 
 
 @operation(OPERATORS, "handoff:release", roles=STAFF, http=("POST", "/api/handoff/release/{dialog_id}"))
@@ -245,7 +242,7 @@ async def handoff_release(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
     """Give a held dialog back to the bot (handoff status `resolved`)."""
     async with ctx.transaction() as tx:
         d = await _dialog(tx, req.dialog_id)
-        return dlg.dialog_out(await dlg.release(ctx, tx, d))
+        return dlg.dialog_out(await handoff.release(ctx, tx, d))
 
 
 @operation(OPERATORS, "handoff:status", roles=STAFF, http=("GET", "/api/handoff/status/{dialog_id}"))
@@ -257,7 +254,7 @@ async def handoff_status(ctx: Context, req: dlg.DialogRef) -> HandoffStatusOut:
                                 version=d.version, queue_position=await store.queue_position(tx, d))
 
 
-@operation(OPERATORS, "handoff:auto-detect", roles={"operator", "admin", "service", "bot"},
+@operation(OPERATORS, "handoff:auto-detect", roles=CONSOLES,
            http=("POST", "/api/handoff/auto-detect"))
 async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     """Score whether a visitor needs a human (docs/handoff.md): a text, or a dialog's
@@ -266,7 +263,7 @@ async def auto_detect(ctx: Context, req: AutoDetect) -> AutoDetectOut:
     if req.text is not None:
         verdict = autodetect.score_text(req.text, threshold)
     else:
-        if ctx.actor.role == "service" and ctx.actor.assistant_id is None:
+        if ctx.actor.role == SERVICE and ctx.actor.assistant_id is None:
             raise Forbidden("this service token is not scoped to an assistant")
         async with ctx.transaction() as tx:
             d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
@@ -294,4 +291,4 @@ async def presence_sweep(ctx: Context) -> None:
         # A holder the presence store does not know (an owner who took a dialog over, or
         # a record forgotten after a day without activity) is left alone.
         if rec is not None and rec.status == "offline" and now >= rec.offline_since + ctx.settings.requeue_delay:
-            await dlg.requeue_operator(ctx, op)
+            await handoff.requeue_operator(ctx, op)

@@ -7,18 +7,19 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
+from handlers.roles import ACCOUNTS, ACCOUNTS_AND_SERVICES, STAFF_AND_SERVICES
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden, NotFound
 from handlers.registry import namespace, operation, server_event
 from handlers import sync
-from handlers.schema import Id, Input, Limit, Offset, Output, Page, Text
+from handlers.schema import Id, Input, Output, Page, Paging, Text
 from storage import orders as store
 from storage.base import aware
 
 ORDERS = "/orders"
-STAFF = "staff"  # the room of every operator, admin and service socket of /orders
-CUSTOMER_ROLES = {"user", "operator", "admin"}  # anyone with an account may buy
-STAFF_ROLES = {"operator", "admin", "service"}
+STAFF_ROOM = "staff"  # the room of every operator, admin and service socket of /orders
+CUSTOMERS = ACCOUNTS  # anyone with an account may buy
+SELLERS = STAFF_AND_SERVICES  # who sees every order and moves it on
 
 Status = Literal["pending", "processing", "shipped", "delivered", "cancelled"]
 
@@ -33,15 +34,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 def _staff_rooms(actor: Actor) -> list[str]:
-    return [STAFF] if actor.role in STAFF_ROLES else []
+    return [STAFF_ROOM] if actor.role in SELLERS else []
 
 
 namespace(
     ORDERS,
     "Customers' orders and their status; staff and services see every order.",
-    roles={"user", "operator", "admin", "service"},
+    roles=ACCOUNTS_AND_SERVICES,
     connect_rooms=_staff_rooms,
-    publish_rooms=(STAFF, r"user:\d+"),
+    publish_rooms=(STAFF_ROOM, r"user:\d+"),
 )
 
 
@@ -68,11 +69,9 @@ class OrderRef(Input):
     order_id: Id
 
 
-class ListOrders(Input):
+class ListOrders(Paging):
     status: Status | None = None
     customer_id: Id | None = Field(None, description="staff only: one customer's orders")
-    limit: Limit = 50
-    offset: Offset = 0
 
 
 class UpdateStatus(OrderRef):
@@ -206,7 +205,7 @@ def _out(order: store.Order) -> OrderOut:
 
 
 def _sees_all(actor: Actor) -> bool:
-    return actor.role in STAFF_ROLES
+    return actor.role in SELLERS
 
 
 async def _visible(tx, ctx: Context, order_id: int) -> store.Order:
@@ -219,7 +218,7 @@ async def _visible(tx, ctx: Context, order_id: int) -> store.Order:
 
 # --- operations -----------------------------------------------------------------
 
-@operation(ORDERS, "order:create", roles=CUSTOMER_ROLES, http=("POST", "/api/orders"))
+@operation(ORDERS, "order:create", roles=CUSTOMERS, http=("POST", "/api/orders"))
 async def create_order(ctx: Context, req: CreateOrder) -> OrderOut:
     """Place an order for the calling user; the total is computed by the server.
     Repeating a `client_order_id` returns the first order and creates nothing."""
@@ -243,7 +242,7 @@ async def create_order(ctx: Context, req: CreateOrder) -> OrderOut:
         ctx.emit(OrderCreated(order_id=out.order_id, order_number=out.order_number, customer_id=me,
                               total_krw=total, items_count=len(items), status=out.status,
                               created_at=out.created_at),
-                 users=[me], rooms=[STAFF])
+                 users=[me], rooms=[STAFF_ROOM])
     return out
 
 
@@ -269,7 +268,7 @@ async def list_orders(ctx: Context, req: ListOrders) -> Page[OrderOut]:
     return Page[OrderOut](total=total, limit=req.limit, offset=req.offset, items=[_out(o) for o in rows])
 
 
-@operation(ORDERS, "order:update-status", roles=STAFF_ROLES)
+@operation(ORDERS, "order:update-status", roles=SELLERS)
 async def update_status(ctx: Context, req: UpdateStatus) -> OrderOut:
     """Move an order along pending -> processing -> shipped -> delivered, or cancel
     it while pending or processing. Any other move is a conflict."""
@@ -285,7 +284,7 @@ async def update_status(ctx: Context, req: UpdateStatus) -> OrderOut:
         if not moved:
             raise Conflict("the order's status changed meanwhile; read it again")
         out = _out(order)
-        targets = dict(users=[order.customer_id], rooms=[STAFF])
+        targets = dict(users=[order.customer_id], rooms=[STAFF_ROOM])
         ctx.emit(OrderUpdated(order_id=out.order_id, order_number=out.order_number,
                               customer_id=out.customer_id, status=out.status, previous_status=current,
                               updated_at=out.updated_at), **targets)

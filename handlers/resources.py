@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from common.group_commit import GroupCommit
+from handlers.roles import SERVICE, ACCOUNTS
 from handlers.context import Actor, Context, user_room
 from handlers import sync
 from handlers.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -24,7 +26,6 @@ from storage import resources as store
 from storage.base import aware, insert_once
 
 MAX_OWNERS = 100
-ACCOUNT_ROLES = {"user", "operator", "admin"}
 TypeName = Text(50, min_length=1, pattern=r"^[a-z_]+$")
 # Services name their resources: a booking id, a task's UUID. Integers are taken as text.
 ResourceKey = Annotated[Text(100, min_length=1, pattern=r"^[A-Za-z0-9._:-]+$"),
@@ -182,9 +183,16 @@ async def _write_progress(items: list[tuple[Context, UpdateResource]]) -> list[s
                 for ctx, req in items]
 
 
+class _ProgressWrites(GroupCommit[tuple[Context, UpdateResource], "store.Resource | None"]):
+    """The group commit of progress updates, kept on the instance (ctx.local)."""
+
+    def __init__(self) -> None:
+        super().__init__(_write_progress)
+
+
 # --- operations -----------------------------------------------------------------
 
-@operation(NOTIFICATIONS, "resource:update", roles={"service"}, http=("POST", "/api/resources"))
+@operation(NOTIFICATIONS, "resource:update", roles={SERVICE}, http=("POST", "/api/resources"))
 async def update_resource(ctx: Context, req: UpdateResource) -> ResourceOut:
     """Services: declare a resource (with its owners) or move it on: a new status
     must be a transition of its type's machine (else `conflict`); the same status
@@ -195,8 +203,8 @@ async def update_resource(ctx: Context, req: UpdateResource) -> ResourceOut:
                                details={"statuses": list(kind.statuses)})
     if req.owners is None and req.status not in kind.terminal:
         # Most likely progress: written together with the other requests meanwhile
-        # (storage/group_commit.py), one statement each.
-        row = await ctx.db.group("resource:progress", _write_progress).submit((ctx, req))
+        # (common/group_commit.py), one statement each.
+        row = await ctx.local.get(_ProgressWrites).submit((ctx, req))
         if row is not None:
             out = _out(row)
             ctx.emit(ResourceUpdated(**out.model_dump(exclude={"updated_at"})), rooms=_rooms(kind, row))
@@ -237,7 +245,7 @@ async def update_resource(ctx: Context, req: UpdateResource) -> ResourceOut:
     return out
 
 
-@operation(NOTIFICATIONS, "resource:watch", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "resource:watch", roles=ACCOUNTS)
 async def watch(ctx: Context, req: WatchResource) -> ResourceOut | ResourceList:
     """Watch a resource one owns (staff: any) and get its current state at once, then
     `resource:updated` on every change; without resource_id, every resource of the
@@ -263,7 +271,7 @@ async def _enter(ctx: Context, room: str) -> None:
     ctx.join(room)
 
 
-@operation(NOTIFICATIONS, "resource:unwatch", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "resource:unwatch", roles=ACCOUNTS)
 async def unwatch(ctx: Context, req: WatchResource) -> Unwatched:
     """Stop watching a resource (or, without resource_id, a type)."""
     if req.resource_id is None:
@@ -273,7 +281,7 @@ async def unwatch(ctx: Context, req: WatchResource) -> Unwatched:
     return Unwatched(resource_type=req.resource_type, resource_id=req.resource_id)
 
 
-@operation(NOTIFICATIONS, "resources:list", roles=ACCOUNT_ROLES, http=("GET", "/api/resources"))
+@operation(NOTIFICATIONS, "resources:list", roles=ACCOUNTS, http=("GET", "/api/resources"))
 async def list_resources(ctx: Context, req: ListResources) -> ResourceList:
     """The current state of one's resources (staff: everyone's), newest change first:
     what a client that was away catches up with."""
@@ -284,7 +292,7 @@ async def list_resources(ctx: Context, req: ListResources) -> ResourceList:
     return ResourceList(items=[_out(r) for r in rows])
 
 
-@operation(NOTIFICATIONS, "resources:sync", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "resources:sync", roles=ACCOUNTS)
 async def sync_resources(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[ResourceOut]:
     """One's resources (staff: everyone's) changed since a cursor, oldest change first:
     how a client away longer than the recovery window learns how they ended. The
@@ -297,7 +305,7 @@ async def sync_resources(ctx: Context, req: sync.SyncRequest) -> sync.SyncPage[R
     return sync.SyncPage[ResourceOut](**sync.page(rows, items, req.limit, req.since))
 
 
-@operation(NOTIFICATIONS, "resource:cancel", roles=ACCOUNT_ROLES)
+@operation(NOTIFICATIONS, "resource:cancel", roles=ACCOUNTS)
 async def cancel(ctx: Context, req: ResourceRef) -> CancelRequested:
     """Ask the service that declared a resource to cancel it: it gets
     `resource:cancel-requested` (durable) and answers with an update to `cancelled`

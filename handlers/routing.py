@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import Field
 
+from handlers import handoff
+from handlers.roles import USER, OPERATOR, ADMIN, VISITOR, STAFF
 from handlers import desk
 from handlers import dialogs as dlg
 from handlers.context import Context
@@ -27,7 +29,6 @@ from storage import dialogs as store
 from storage import users as users_store
 from storage.base import aware, utcnow
 
-STAFF = {"operator", "admin"}
 TRANSCRIPT_LIMIT = 2000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 log = logging.getLogger("hub.routing")
@@ -136,7 +137,7 @@ async def route_waiting(ctx: Context, assistant_id: int | None = None) -> int:
             held[pick] += 1
             turns[pick] = utcnow()
             await desk_store.record_turn(tx, pick)
-            await dlg.announce_taken(ctx, tx, d, place)
+            await handoff.announce_taken(ctx, tx, d, place)
             done += 1
     return done
 
@@ -150,7 +151,7 @@ async def route_after(ctx: Context, assistant_id: int) -> None:
         log.exception("routing the queue of assistant %s failed; the sweep retries", assistant_id)
 
 
-dlg.queued_hooks.append(route_after)
+handoff.queued_hooks.append(route_after)
 
 
 @periodic("routing:sweep", every=1.0)
@@ -180,12 +181,12 @@ async def _requeued(ctx: Context, tx, d: store.Dialog, holder: int | None) -> No
     """Announce a dialog its holder handed back to the queue (keeping its place)."""
     await store.add_request(tx, d, request_id=None, reason="transferred", requested_by=f"operator:{holder}")
     place = await store.queue_position(tx, d)
-    dlg.emit_status(ctx, d, "transferred")
-    ctx.emit(dlg.HandoffReleased(dialog_id=d.id, operator_id=holder, version=d.version, reason="transferred"),
+    handoff.emit_status(ctx, d, "transferred")
+    ctx.emit(handoff.HandoffReleased(dialog_id=d.id, operator_id=holder, version=d.version, reason="transferred"),
              rooms=[dlg.OPERATORS_ROOM])
-    ctx.emit(dlg.HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="transferred",
+    ctx.emit(handoff.HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="transferred",
                                   queue_position=place, version=d.version), rooms=[dlg.OPERATORS_ROOM])
-    await dlg.emit_queue(ctx, tx, place)
+    await handoff.emit_queue(ctx, tx, place)
 
 
 @operation(dlg.DIALOGS, "dialog:transfer", roles=STAFF, http=("POST", "/api/dialogs/{dialog_id}/transfer"))
@@ -194,7 +195,7 @@ async def transfer(ctx: Context, req: Transfer) -> dlg.DialogOut:
     returns), or without `operator_id` back to the queue."""
     async with ctx.transaction() as tx:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
-        if d.handoff_status != "active" or (d.operator_id != ctx.actor.id and ctx.actor.role != "admin"):
+        if d.handoff_status != "active" or (d.operator_id != ctx.actor.id and ctx.actor.role != ADMIN):
             raise Conflict("only the operator holding this dialog can transfer it",
                            details={"handoff_status": d.handoff_status, "operator_id": d.operator_id})
         holder = d.operator_id
@@ -232,14 +233,14 @@ async def transfer_accept(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
         if d.transfer_to != me or d.handoff_status != "active":
             raise Conflict("this dialog is not offered to you", details={"version": d.version})
-        await dlg.check_capacity(ctx, tx)
+        await handoff.check_capacity(ctx, tx)
         holder = d.operator_id
         if not await store.transition(tx, d, expect_version=d.version, expect_status=["active"], operator_id=me,
                                       transfer_to=None, transfer_at=None, accepted_at=utcnow()):
             raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
-        dlg.emit_status(ctx, d, "transferred")
-        ctx.emit(dlg.HandoffAccepted(dialog_id=d.id, operator_id=me, version=d.version), rooms=[dlg.OPERATORS_ROOM])
-        ctx.emit(dlg.HandoffReleased(dialog_id=d.id, operator_id=holder, version=d.version, reason="transferred"),
+        handoff.emit_status(ctx, d, "transferred")
+        ctx.emit(handoff.HandoffAccepted(dialog_id=d.id, operator_id=me, version=d.version), rooms=[dlg.OPERATORS_ROOM])
+        ctx.emit(handoff.HandoffReleased(dialog_id=d.id, operator_id=holder, version=d.version, reason="transferred"),
                  users=[holder] if holder else [])
         return dlg.dialog_out(d)
 
@@ -267,24 +268,24 @@ async def close(ctx: Context, req: dlg.DialogRef) -> dlg.DialogOut:
         d = await dlg.reachable_dialog(tx, ctx, req.dialog_id)
         if d.status == "closed":
             return dlg.dialog_out(d)
-        if ctx.actor.role in ("operator", "user") and d.handoff_status == "active" and d.operator_id != ctx.actor.id:
+        if ctx.actor.role in (OPERATOR, USER) and d.handoff_status == "active" and d.operator_id != ctx.actor.id:
             raise Forbidden("another operator holds this dialog")
         before = d.handoff_status
         place = await store.queue_position(tx, d)
-        handoff = {"requested": "cancelled", "active": "resolved"}.get(before, before)
+        ended = {"requested": "cancelled", "active": "resolved"}.get(before, before)
         if not await store.transition(tx, d, expect_version=d.version, status="closed", closed_at=utcnow(),
-                                      handoff_status=handoff, transfer_to=None, transfer_at=None):
+                                      handoff_status=ended, transfer_to=None, transfer_at=None):
             raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
         await store.close_requests(tx, d.id, "cancelled")
-        for hook in dlg.silence_hooks:
+        for hook in handoff.silence_hooks:
             await hook(ctx, tx, d)
         by = CLOSERS.get(ctx.actor.role, "operator")
-        dlg.emit_status(ctx, d, "closed")
+        handoff.emit_status(ctx, d, "closed")
         ctx.emit(DialogClosed(dialog_id=d.id, version=d.version, closed_by=by),
                  rooms=[dlg.dialog_room(d.id), dlg.bots_room(d.assistant_id)])
         ctx.emit(OperatorDialogClosed(dialog_id=d.id, version=d.version, closed_by=by), rooms=[dlg.OPERATORS_ROOM])
         if place is not None:
-            await dlg.emit_queue(ctx, tx, place)
+            await handoff.emit_queue(ctx, tx, place)
         return dlg.dialog_out(d)
 
 
@@ -310,8 +311,8 @@ async def transcript(ctx: Context, req: dlg.DialogRef) -> Transcript:
 
 # --- when nobody is there --------------------------------------------------------------
 
-@operation(dlg.DIALOGS, "dialog:leave-message", roles={"visitor"}, http=("POST", "/api/dialogs/{dialog_id}/offline-message"))
-async def leave_message(ctx: Context, req: LeaveMessage) -> dlg.HandoffRequestedOut:
+@operation(dlg.DIALOGS, "dialog:leave-message", roles={VISITOR}, http=("POST", "/api/dialogs/{dialog_id}/offline-message"))
+async def leave_message(ctx: Context, req: LeaveMessage) -> handoff.HandoffRequestedOut:
     """The offline form: the visitor leaves a message and a contact. The dialog
     joins the queue (reason `offline_message`), so the team sees it next."""
     async with ctx.transaction() as tx:
@@ -329,20 +330,20 @@ async def leave_message(ctx: Context, req: LeaveMessage) -> dlg.HandoffRequested
         if d.handoff_status == "requested":
             answer = await _now_offline_message(ctx, tx, d)
         else:
-            answer = await dlg.request_handoff(ctx, tx, d, "offline_message", None)
+            answer = await handoff.request_handoff(ctx, tx, d, "offline_message", None)
     await route_after(ctx, d.assistant_id)
     return answer
 
 
-async def _now_offline_message(ctx: Context, tx, d: store.Dialog) -> dlg.HandoffRequestedOut:
+async def _now_offline_message(ctx: Context, tx, d: store.Dialog) -> handoff.HandoffRequestedOut:
     """A dialog already waiting (the bot handed it over) becomes an offline message:
     same place, new reason and version, announced so the consoles show who wrote."""
     if not await store.transition(tx, d, expect_version=d.version, expect_status=["requested"],
                                   handoff_reason="offline_message"):
         raise Conflict("the dialog changed meanwhile; try again", details={"version": d.version})
     place = await store.queue_position(tx, d)
-    dlg.emit_status(ctx, d, "offline_message")
-    ctx.emit(dlg.HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="offline_message",
+    handoff.emit_status(ctx, d, "offline_message")
+    ctx.emit(handoff.HandoffRequested(dialog_id=d.id, assistant_id=d.assistant_id, reason="offline_message",
                                   queue_position=place, version=d.version), rooms=[dlg.OPERATORS_ROOM])
-    return dlg.HandoffRequestedOut(dialog_id=d.id, handoff_status="requested", queue_position=place,
+    return handoff.HandoffRequestedOut(dialog_id=d.id, handoff_status="requested", queue_position=place,
                                    version=d.version)

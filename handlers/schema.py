@@ -11,7 +11,7 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -114,8 +114,24 @@ class Output(BaseModel):
 
 
 class Paging(Input):
+    """The page of a list operation: `limit` items from `offset` on (what `Page`
+    echoes). Every input that pages takes these two fields from here."""
+
     limit: Limit = 50
     offset: Offset = 0
+
+
+def exactly_one(a: str, b: str) -> Any:
+    """A model validator: exactly one of the fields `a` and `b` is given (not None).
+    In a model's body: `_one_of = exactly_one("thread_id", "other_user_id")`; it runs
+    before the model's validators defined below it."""
+
+    def check(model: BaseModel) -> BaseModel:
+        if (getattr(model, a) is None) == (getattr(model, b) is None):
+            raise ValueError(f"give exactly one of {a} and {b}")
+        return model
+
+    return model_validator(mode="after")(check)
 
 
 class Empty(Input):

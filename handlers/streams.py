@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 
+from handlers import handoff
+from handlers.roles import BOT
 from handlers import dialogs as dlg
 from handlers.context import Context
 from handlers.errors import Conflict, NotFound, ValidationFailed
 from handlers.registry import operation, periodic, server_event
 from handlers.schema import Input, Output, Text
-from hub.streams import OpenStream, StreamError
+from handlers.ports import OpenStream, StreamError
 from storage import dialogs as store
 
 log = logging.getLogger("hub.streams")
@@ -103,7 +105,7 @@ async def store_reply(ctx: Context, tx, d: store.Dialog, s: OpenStream, *, inter
     return out
 
 
-@operation(dlg.DIALOGS, "message:stream-start", roles={"bot"})
+@operation(dlg.DIALOGS, "message:stream-start", roles={BOT})
 async def stream_start(ctx: Context, req: StartStream) -> StreamStarted:
     """Start a streamed reply in a dialog of the bot's assistant (one at a time per dialog)."""
     async with ctx.transaction() as tx:
@@ -115,7 +117,7 @@ async def stream_start(ctx: Context, req: StartStream) -> StreamStarted:
         raise _failed(exc) from None
 
 
-@operation(dlg.DIALOGS, "message:stream-delta", roles={"bot"})
+@operation(dlg.DIALOGS, "message:stream-delta", roles={BOT})
 async def stream_delta(ctx: Context, req: StreamDelta) -> DeltaSeq:
     """Add text to the bot's streamed reply; sent at once to the dialog as `message:delta`.
     After a takeover (or the end) the answer is `conflict`."""
@@ -130,7 +132,7 @@ async def stream_delta(ctx: Context, req: StreamDelta) -> DeltaSeq:
     return DeltaSeq(seq=s.seq)
 
 
-@operation(dlg.DIALOGS, "message:stream-end", roles={"bot"})
+@operation(dlg.DIALOGS, "message:stream-end", roles={BOT})
 async def stream_end(ctx: Context, req: StreamRef) -> dlg.DialogMessageOut:
     """End the bot's streamed reply: it is stored and announced with one `message:added`."""
     svc = ctx.streams
@@ -177,7 +179,7 @@ async def cut(ctx: Context, tx, d: store.Dialog) -> None:
             await store_reply(ctx, tx, d, ended, interrupted=True)
 
 
-dlg.silence_hooks.append(cut)
+handoff.silence_hooks.append(cut)
 
 
 @periodic("streams:timeout", every=lambda settings: min(settings.stream_timeout / 3, 5.0))

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from handlers.chat import CHAT
 from handlers.context import Context
-from handlers.dialogs import console_id
+from handlers.handoff import console_id
 from handlers.errors import Unavailable
 from handlers.registry import connection_hooks, operation, periodic, server_event
 from handlers.schema import Id, Input, Output

@@ -11,17 +11,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
+from handlers import assistants
 from handlers import dialogs as dlg
 from handlers import bots, routing
 from handlers.context import Context
 from handlers.errors import NotFound
 from handlers.registry import operation
+from handlers.roles import OWNERS
 from handlers.schema import Id, Input, Output, Text
 from storage import desk as desk_store
 from storage import dialogs as store
 from storage.base import aware
 
-OWNERS = dlg.OWNERS
 APP_KEY_PREFIX = "hubapp_"
 
 
@@ -64,7 +65,7 @@ def open_now(a: store.Assistant) -> bool:
     return hours is None or hours.is_open(datetime.now(timezone.utc).timestamp())
 
 
-class DeskSettings(dlg.AssistantRef):
+class DeskSettings(assistants.AssistantRef):
     routing: Literal["manual", "round_robin", "least_busy"] | None = None
     greeting: Text(1000) | None = None
     title: Text(100) | None = None
@@ -89,11 +90,11 @@ class Availability(Output):
     bot_online: bool  # a bot of the assistant is connected (on any instance)
 
 
-class NewAppKey(dlg.AssistantRef):
+class NewAppKey(assistants.AssistantRef):
     name: Text(100, min_length=1)
 
 
-class AppKeyRef(dlg.AssistantRef):
+class AppKeyRef(assistants.AssistantRef):
     key_id: Id
 
 
@@ -127,7 +128,7 @@ async def desk_settings(ctx: Context, req: DeskSettings) -> DeskSettingsOut:
     """Read (no other fields) or change an assistant's routing (manual, round_robin,
     least_busy), widget greeting, title, colour and opening hours (owner only)."""
     async with ctx.transaction() as tx:
-        a = await dlg.owned_assistant(tx, ctx, req.assistant_id)
+        a = await assistants.owned_assistant(tx, ctx, req.assistant_id)
         given = req.model_dump(exclude_unset=True, exclude={"assistant_id"})
         names = {"routing": "routing", "greeting": "greeting", "title": "widget_title", "color": "widget_color"}
         fields = {names[k]: v for k, v in given.items() if k in names}
@@ -135,7 +136,7 @@ async def desk_settings(ctx: Context, req: DeskSettings) -> DeskSettingsOut:
             fields["hours_json"] = req.hours.model_dump_json() if req.hours else None
         if fields:
             await store.update_assistant(tx, a, **fields)
-            ctx.emit(dlg.AssistantChanged(assistant_id=a.id), users=[a.owner_id])
+            ctx.emit(assistants.AssistantChanged(assistant_id=a.id), users=[a.owner_id])
         out = settings_out(a)
     if fields.get("routing", "manual") != "manual":
         await routing.route_after(ctx, a.id)
@@ -160,15 +161,15 @@ async def create_app_key(ctx: Context, req: NewAppKey) -> AppKeyOut:
     the hub keeps its hash."""
     key = APP_KEY_PREFIX + secrets.token_urlsafe(24)
     async with ctx.transaction() as tx:
-        a = await dlg.owned_assistant(tx, ctx, req.assistant_id)
+        a = await assistants.owned_assistant(tx, ctx, req.assistant_id)
         return key_out(await desk_store.add_app_key(tx, a.id, req.name, key_hash(key)), key)
 
 
 @operation(dlg.DIALOGS, "app-keys:list", roles=OWNERS, http=("GET", "/api/assistants/{assistant_id}/app-keys"))
-async def list_app_keys(ctx: Context, req: dlg.AssistantRef) -> list[AppKeyOut]:
+async def list_app_keys(ctx: Context, req: assistants.AssistantRef) -> list[AppKeyOut]:
     """The assistant's app keys, revoked ones included (never the keys themselves)."""
     async with ctx.transaction() as tx:
-        a = await dlg.owned_assistant(tx, ctx, req.assistant_id)
+        a = await assistants.owned_assistant(tx, ctx, req.assistant_id)
         return [key_out(k) for k in await desk_store.app_keys(tx, a.id)]
 
 
@@ -178,7 +179,7 @@ async def revoke_app_key(ctx: Context, req: AppKeyRef) -> AppKeyOut:
     """Revoke an app key: no new sessions with it (sessions already given live on
     until their visitor token expires)."""
     async with ctx.transaction() as tx:
-        a = await dlg.owned_assistant(tx, ctx, req.assistant_id)
+        a = await assistants.owned_assistant(tx, ctx, req.assistant_id)
         await desk_store.revoke_app_key(tx, a.id, req.key_id)
         for k in await desk_store.app_keys(tx, a.id):
             if k.id == req.key_id:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aiohttp import web
@@ -11,6 +11,7 @@ from engine import MSGPACK_PACKET, AdminUIManager, HubManager, internals
 import handlers.catalog  # noqa: F401  (fills the registry)
 from handlers.streams import MessageDelta
 from handlers.context import Context
+from handlers.local import InstanceLocal
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.backends import Backends, build_backends
@@ -68,11 +69,12 @@ class Hub:
     stopping: Shutdown
     streams: StreamService
     backends: Backends
+    local: InstanceLocal = field(default_factory=InstanceLocal)  # what operations keep here
 
     def context(self, actor, origin: str | None = None) -> Context:
         return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
                        presence=self.presence, user_presence=self.user_presence, metrics=self.metrics,
-                       streams=self.streams)
+                       streams=self.streams, local=self.local)
 
     async def shutdown(self, app: web.Application) -> None:
         """On SIGTERM (aiohttp has stopped listening by now): close every client's

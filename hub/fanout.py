@@ -32,7 +32,7 @@ from hub.coalesce import Coalescer
 from hub.gateways.members import REVOKED, Members
 from storage import outbox, published
 from storage.base import aware, utcnow
-from storage.group_commit import GroupCommit
+from common.group_commit import GroupCommit
 
 log = logging.getLogger("hub.fanout")
 

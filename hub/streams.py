@@ -13,34 +13,17 @@ import asyncio
 import secrets
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 from pydantic import BaseModel
 
 from handlers.context import Outgoing
+from handlers.ports import OpenStream, StreamError
 from hub.deltas import DeltaSender
 from hub.backends.redis import redis_client
-from storage.group_commit import GroupCommit
+from common.group_commit import GroupCommit
 
 TOMBSTONE_SECONDS = 600
 MAX_LOCKS = 10_000  # per-stream locks kept on an instance before the idle ones are dropped
-
-
-@dataclass(frozen=True)
-class OpenStream:
-    stream_id: str
-    dialog_id: int
-    assistant_id: int
-    seq: int
-    text: str
-
-
-class StreamError(Exception):
-    """`reason`: missing (no such stream), closed:<why>, too_long, or busy:<stream id>."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def new_stream_id() -> str:

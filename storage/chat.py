@@ -124,7 +124,7 @@ async def is_member(tx: AsyncSession, thread_id: int, user_id: int) -> bool:
 @dataclass(frozen=True)
 class ThreadFacts:
     """What never changes once a thread exists (no operation edits a thread or its
-    members): cached per database by storage.facts."""
+    members): cached on each instance by handlers/chat_threads.py (common/facts.py)."""
 
     id: int
     kind: str
@@ -136,7 +136,7 @@ async def thread_facts(tx: AsyncSession, thread: Thread) -> ThreadFacts:
     return ThreadFacts(thread.id, thread.kind, thread.title, tuple(await member_ids(tx, thread.id)))
 
 
-# The group commit's statements (handlers/chat.py). On PostgreSQL they run on the
+# The group commit's statements (handlers/chat_send.py). On PostgreSQL they run on the
 # driver's connection (storage.base.pg_driver), one statement text whatever the batch
 # size (prepared once per connection). The rows go in as one JSON array of objects:
 # one string parameter, encoded in C, where arrays of text cost the driver a

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from contextlib import asynccontextmanager, nullcontext
-from typing import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import AsyncIterator
 
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from storage import jsoncodec
 from storage.base import PgTransaction
-from storage.facts import Facts
-from storage.group_commit import GroupCommit
 
 
 class Database:
@@ -43,15 +41,6 @@ class Database:
         # SQLite takes one writer at a time and answers a second with "database is
         # locked" instead of waiting inside a transaction: serialize in-process.
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
-        self.facts = Facts()
-        self._groups: dict[str, GroupCommit] = {}
-
-    def group(self, name: str, write: Callable[[list], Awaitable[list]]) -> GroupCommit:
-        """The group commit of one kind of write on this database (storage/group_commit.py)."""
-        group = self._groups.get(name)
-        if group is None:
-            group = self._groups[name] = GroupCommit(write)
-        return group
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -61,19 +50,27 @@ class Database:
                 async with session.begin():
                     yield session
 
-    @asynccontextmanager
-    async def write_transaction(self) -> AsyncIterator[AsyncSession | PgTransaction]:
-        """The transaction of a group commit's write. On PostgreSQL it is a
+    def can_write_lean(self, driver_only: bool) -> bool:
+        """Whether a write runs on the bare driver, without an ORM session: the one
+        place this is decided. Only if every statement of the write runs on the
+        driver (`driver_only`: storage functions that use `pg_driver`), and only on
+        PostgreSQL (SQLite's writes go through the session and its lock)."""
+        return driver_only and not self.is_sqlite
+
+    def write_transaction(self, *, driver_only: bool = True
+                          ) -> AbstractAsyncContextManager[AsyncSession | PgTransaction]:
+        """The transaction of a write (a group commit's). If `can_write_lean`, a
         `PgTransaction` on a pooled connection, without an ORM session: the
         session's begin, commit and close (each a trip through SQLAlchemy's greenlet
         bridge) cost ~0.2 ms more CPU per transaction, ~20% of the hub's CPU per
         chat message at 300 sends/s, where batches hold one or two
-        (docs/performance.md). Only storage functions that run on the driver
-        (`pg_driver`) take it. On SQLite, the usual session."""
-        if self.is_sqlite:
-            async with self.transaction() as tx:
-                yield tx
-            return
+        (docs/performance.md). Else the usual session (`transaction`)."""
+        if self.can_write_lean(driver_only):
+            return self._driver_transaction()
+        return self.transaction()
+
+    @asynccontextmanager
+    async def _driver_transaction(self) -> AsyncIterator[PgTransaction]:
         async with self.engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
             try:

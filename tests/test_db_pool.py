@@ -6,8 +6,9 @@ import secrets
 import asyncpg
 from sqlalchemy import text
 
-from handlers import chat
+from handlers import chat, chat_send
 from handlers.context import Actor, Context
+from handlers.local import InstanceLocal
 from hub.settings import Settings
 from storage import users
 from storage.db import Database
@@ -47,13 +48,14 @@ async def test_a_group_commit_rides_out_a_connection_that_died_busy(pg_url):
             a = await users.create_user(tx, email=f"a-{run}@x.io", password_hash="x")
             b = await users.create_user(tx, email=f"b-{run}@x.io", password_hash="x")
         settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
+        local = InstanceLocal()  # one instance's: its sends share the group commit
 
         def ctx():
-            return Context(actor=Actor(role="user", id=a.id), db=db, settings=settings)
+            return Context(actor=Actor(role="user", id=a.id), db=db, settings=settings, local=local)
 
-        await chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message="first"))
+        await chat_send.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message="first"))
         await _terminate(pg_url, await _backend_pid(db))  # the connection the next batch gets
-        sent = await asyncio.gather(*(chat.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message=f"m{i}"))
+        sent = await asyncio.gather(*(chat_send.send_message(ctx(), chat.SendMessage(recipient_id=b.id, message=f"m{i}"))
                                       for i in range(10)))
         assert len({m.id for m in sent}) == 10
     finally:

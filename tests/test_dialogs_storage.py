@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from handlers import handoff
 from handlers import dialogs, operators
 from handlers.context import Actor, Context
 from handlers.errors import Conflict, Forbidden
@@ -42,7 +43,7 @@ async def _request(db, d, who: Actor):  # noqa: F811
     c = ctx(db, who)
     async with c.transaction() as tx:
         fresh = await store.get_dialog(tx, d.id)
-        return await dialogs.request_handoff(c, tx, fresh, "help", None), c
+        return await handoff.request_handoff(c, tx, fresh, "help", None), c
 
 
 async def test_concurrent_accepts_have_exactly_one_winner(db):  # noqa: F811
@@ -76,8 +77,8 @@ async def test_queue_order_requeue_keeps_place_and_events_carry_versions(db):  #
     async with db.transaction() as tx:
         assert [w.id for w in await store.queue(tx)] == [ds[1].id, ds[2].id]
     system = ctx(db, Actor(role="system", name="test"))
-    assert await dialogs.requeue_operator(system, op.id) == [ds[0].id]
-    assert await dialogs.requeue_operator(system, op.id) == []  # nothing left to claim
+    assert await handoff.requeue_operator(system, op.id) == [ds[0].id]
+    assert await handoff.requeue_operator(system, op.id) == []  # nothing left to claim
     async with db.transaction() as tx:
         assert [w.id for w in await store.queue(tx)] == [ds[0].id, ds[1].id, ds[2].id]  # first again
     by_event = {}

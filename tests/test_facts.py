@@ -1,9 +1,9 @@
-"""storage/facts.py: the cache of facts that never change, and its shared reads."""
+"""common/facts.py: the cache of facts that never change, and its shared reads."""
 import asyncio
 
 import pytest
 
-from storage.facts import Facts
+from common.facts import Facts
 
 
 async def test_concurrent_misses_of_one_key_share_one_read():

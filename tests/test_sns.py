@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from handlers import sns as handlers_sns
+from handlers import sns_trends as handlers_sns
 from hub.jobs import SYSTEM
 from storage import sns as storage_sns
 from storage import users

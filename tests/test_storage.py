@@ -2,14 +2,17 @@
 
 Operations are called directly with a Context (no transport), as DESIGN.md asks."""
 import asyncio
+import weakref
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, inspect
 
-from handlers import chat
+from handlers import chat, chat_messages, chat_send, chat_threads
 from handlers.context import Actor, Context, Outgoing
+from handlers.local import InstanceLocal
 from handlers.errors import Forbidden, ValidationFailed
+from handlers.schema import Empty
 from hub.settings import Settings
 from storage import chat as store
 from storage import users
@@ -51,7 +54,12 @@ async def _user(db, email):
 
 def _ctx(db, user) -> Context:
     settings = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
-    return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings)
+    # One instance per database: its sends share the group commit and the facts cache.
+    local = _LOCALS.setdefault(db, InstanceLocal())
+    return Context(actor=Actor(role="user", id=user.id), db=db, settings=settings, local=local)
+
+
+_LOCALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def test_migrations_are_idempotent_and_create_the_schema(db):
@@ -75,8 +83,8 @@ async def test_email_is_unique_case_insensitively(db):
 async def test_one_direct_thread_per_pair_even_under_races(db):
     a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
     ctx_a, ctx_b = _ctx(db, a), _ctx(db, b)
-    sends = [chat.send_message(ctx_a, chat.SendMessage(recipient_id=b.id, message=f"a{i}")) for i in range(4)]
-    sends += [chat.send_message(ctx_b, chat.SendMessage(recipient_id=a.id, message=f"b{i}")) for i in range(4)]
+    sends = [chat_send.send_message(ctx_a, chat.SendMessage(recipient_id=b.id, message=f"a{i}")) for i in range(4)]
+    sends += [chat_send.send_message(ctx_b, chat.SendMessage(recipient_id=a.id, message=f"b{i}")) for i in range(4)]
     results = await asyncio.gather(*sends)
     assert len({m.thread_id for m in results}) == 1
     async with db.transaction() as tx:
@@ -88,19 +96,19 @@ async def test_send_is_idempotent_by_client_msg_id_under_races(db):
     a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
     ctx = _ctx(db, a)
     req = chat.SendMessage(recipient_id=b.id, message="once", client_msg_id="k1")
-    results = await asyncio.gather(*(chat.send_message(_ctx(db, a), req) for _ in range(5)))
+    results = await asyncio.gather(*(chat_send.send_message(_ctx(db, a), req) for _ in range(5)))
     assert len({m.id for m in results}) == 1
     # The same key from another sender is another message.
-    other = await chat.send_message(_ctx(db, b), chat.SendMessage(recipient_id=a.id, message="x", client_msg_id="k1"))
+    other = await chat_send.send_message(_ctx(db, b), chat.SendMessage(recipient_id=a.id, message="x", client_msg_id="k1"))
     assert other.id != results[0].id
-    history = await chat.thread_history(ctx, chat.ThreadHistory(thread_id=results[0].thread_id))
+    history = await chat_threads.thread_history(ctx, chat.ThreadHistory(thread_id=results[0].thread_id))
     assert history.total == 2
 
 
 async def test_events_are_buffered_and_only_for_successful_writes(db):
     a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
     ctx = _ctx(db, a)
-    msg = await chat.send_message(ctx, chat.SendMessage(recipient_id=b.id, message="hello"))
+    msg = await chat_send.send_message(ctx, chat.SendMessage(recipient_id=b.id, message="hello"))
     names = [(e.event, e.rooms, e.event_id is not None) for e in ctx.events]
     assert names == [
         ("thread:created", [f"user:{a.id}", f"user:{b.id}"], True),
@@ -110,16 +118,16 @@ async def test_events_are_buffered_and_only_for_successful_writes(db):
     ]
     failed = _ctx(db, a)
     with pytest.raises(ValidationFailed):
-        await chat.send_message(failed, chat.SendMessage(recipient_id=b.id, message="x", attachment_ids=[12345]))
+        await chat_send.send_message(failed, chat.SendMessage(recipient_id=b.id, message="x", attachment_ids=[12345]))
     assert failed.events == []
-    assert (await chat.thread_history(ctx, chat.ThreadHistory(thread_id=msg.thread_id))).total == 1
+    assert (await chat_threads.thread_history(ctx, chat.ThreadHistory(thread_id=msg.thread_id))).total == 1
 
 
 async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db):
     """message:send goes through a group commit: sends that arrive together are written
     in one transaction, and a send that cannot be written fails alone."""
     a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
-    sent_first = await chat.send_message(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="first"))
+    sent_first = await chat_send.send_message(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="first"))
     async with db.transaction() as tx:
         upload = await store.add_attachment(tx, uploader_id=a.id, filename="f.txt", content_type="text/plain",
                                             content=b"hi")
@@ -127,7 +135,7 @@ async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db
     event.listen(db.engine.sync_engine, "commit", lambda conn: commits.append(1))
     together = [(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message=f"m{i}", client_msg_id=f"k{i}"))
                 for i in range(8)]
-    await asyncio.gather(*(chat.send_message(ctx, req) for ctx, req in together))
+    await asyncio.gather(*(chat_send.send_message(ctx, req) for ctx, req in together))
     assert len(commits) < len(together)  # they shared transactions
 
     # Sends of one moment to one thread are in one batch: with a bad one among them,
@@ -138,7 +146,7 @@ async def test_concurrent_sends_share_transactions_and_only_the_bad_one_fails(db
     good.append((_ctx(db, b), chat.SendMessage(recipient_id=a.id, message="b's own", client_msg_id="k0")))
     bad = [(_ctx(db, a), chat.SendMessage(recipient_id=b.id, message="x", attachment_ids=[upload.id + 100])),
            (_ctx(db, a), chat.SendMessage(recipient_id=987654, message="nobody"))]
-    results = await asyncio.gather(*(chat.send_message(ctx, req) for ctx, req in good + bad),
+    results = await asyncio.gather(*(chat_send.send_message(ctx, req) for ctx, req in good + bad),
                                    return_exceptions=True)
 
     assert [type(r).__name__ for r in results[len(good):]] == ["ValidationFailed", "NotFound"]
@@ -166,9 +174,9 @@ async def test_message_text_and_event_data_are_stored_exactly(db):
     a, b = await _user(db, "a@x.io"), await _user(db, "b@x.io")
     body = 'é "quoted" \\ back\\slash\n\ttab 😀 \u2028 <b>&amp;</b> ' + "x" * 500
     ctx = _ctx(db, a)
-    sent = await chat.send_message(ctx, chat.SendMessage(recipient_id=b.id, message=body, client_msg_id="ü-1 \"k\""))
+    sent = await chat_send.send_message(ctx, chat.SendMessage(recipient_id=b.id, message=body, client_msg_id="ü-1 \"k\""))
     assert sent.message == body and sent.client_msg_id == 'ü-1 "k"'
-    history = await chat.thread_history(_ctx(db, b), chat.ThreadHistory(thread_id=sent.thread_id))
+    history = await chat_threads.thread_history(_ctx(db, b), chat.ThreadHistory(thread_id=sent.thread_id))
     assert history.messages[0].message == body
     async with db.transaction() as tx:
         stored = {row.id: row for row in await outbox.claim_stale(tx, timedelta(seconds=-60), 100)}
@@ -241,20 +249,20 @@ async def test_driver_statements_are_part_of_the_session_transaction(pg_url):
 async def test_unread_counts_and_receipts(db):
     a, b, c = await _user(db, "a@x.io"), await _user(db, "b@x.io"), await _user(db, "c@x.io")
     ca, cb, cc = _ctx(db, a), _ctx(db, b), _ctx(db, c)
-    group = await chat.create_thread(ca, chat.CreateThread(member_ids=[b.id, c.id]))
-    m1 = await chat.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="1"))
-    await chat.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="2"))
-    await chat.send_message(cb, chat.SendMessage(recipient_id=a.id, message="direct"))
-    assert (await chat.unread_count(cb, chat.Empty())).unread_count == 2
-    assert (await chat.unread_count(ca, chat.Empty())).unread_count == 1
-    await chat.read_message(cb, chat.MessageRef(message_id=m1.id))
-    await chat.read_message(cb, chat.MessageRef(message_id=m1.id))  # reading twice counts once
-    assert (await chat.unread_count(cb, chat.Empty())).unread_count == 1
-    assert (await chat.unread_count(cc, chat.Empty())).unread_count == 2
+    group = await chat_threads.create_thread(ca, chat.CreateThread(member_ids=[b.id, c.id]))
+    m1 = await chat_send.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="1"))
+    await chat_send.send_message(ca, chat.SendMessage(thread_id=group.thread_id, message="2"))
+    await chat_send.send_message(cb, chat.SendMessage(recipient_id=a.id, message="direct"))
+    assert (await chat_messages.unread_count(cb, Empty())).unread_count == 2
+    assert (await chat_messages.unread_count(ca, Empty())).unread_count == 1
+    await chat_messages.read_message(cb, chat.MessageRef(message_id=m1.id))
+    await chat_messages.read_message(cb, chat.MessageRef(message_id=m1.id))  # reading twice counts once
+    assert (await chat_messages.unread_count(cb, Empty())).unread_count == 1
+    assert (await chat_messages.unread_count(cc, Empty())).unread_count == 2
     # The sender sees "read" once anyone read it.
-    history = await chat.thread_history(ca, chat.ThreadHistory(thread_id=group.thread_id))
+    history = await chat_threads.thread_history(ca, chat.ThreadHistory(thread_id=group.thread_id))
     assert [m.is_read for m in history.messages] == [True, False]
-    summaries = {t.thread_id: t.unread_count for t in await chat.list_threads(cc, chat.ListThreads())}
+    summaries = {t.thread_id: t.unread_count for t in await chat_threads.list_threads(cc, chat.ListThreads())}
     assert summaries == {group.thread_id: 2}
     with pytest.raises(Forbidden):
-        await chat.read_all(_ctx(db, await _user(db, "d@x.io")), chat.ThreadRef(thread_id=group.thread_id))
+        await chat_threads.read_all(_ctx(db, await _user(db, "d@x.io")), chat.ThreadRef(thread_id=group.thread_id))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Generic, TypeVar
 
-from handlers.errors import is_outage
+from common.outages import is_outage
 
 T = TypeVar("T")
 R = TypeVar("R")
