@@ -130,6 +130,8 @@ async def desk_settings(ctx: Context, req: DeskSettings) -> DeskSettingsOut:
     async with ctx.transaction() as tx:
         a = await assistants.owned_assistant(tx, ctx, req.assistant_id)
         given = req.model_dump(exclude_unset=True, exclude={"assistant_id"})
+        if given.get("routing", "") is None:
+            del given["routing"]  # an assistant always has a routing: null leaves it as it is
         names = {"routing": "routing", "greeting": "greeting", "title": "widget_title", "color": "widget_color"}
         fields = {names[k]: v for k, v in given.items() if k in names}
         if "hours" in given:

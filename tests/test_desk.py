@@ -220,6 +220,11 @@ async def test_settings_and_availability_reach_the_widget_session(desk, api, con
         "hours": {"timezone": "Europe/Berlin", "days": [], "open": "09:00", "close": "17:00"}})
     assert changed["title"] == "Tea shop" and changed["hours"]["timezone"] == "Europe/Berlin"
     assert (await owner_sock.next("assistant:changed"))["assistant_id"] == a["id"]
+    # Every field null (found by the fuzz audit): an assistant keeps its routing, the rest clear.
+    cleared = await owner_sock.ok("assistant:settings", {"assistant_id": a["id"], "routing": None, "title": None})
+    assert cleared["routing"] == "manual" and cleared["title"] is None
+    assert (await owner_sock.next("assistant:changed"))["assistant_id"] == a["id"]
+    await owner_sock.ok("assistant:settings", {"assistant_id": a["id"], "title": "Tea shop"})
     status, session = await widget_session(api, a["id"])
     assert status == 201
     assert session["settings"] == {"name": "Helper", "title": "Tea shop", "greeting": "Hi! How can we help?",
