@@ -70,7 +70,7 @@ class Context:
     presence: Any = None  # hub.presence.Presence (operators' consoles, shared by instances)
     user_presence: Any = None  # hub.presence.Presence of users' /chat sockets
     metrics: Any = None  # hub.metrics.Metrics
-    streams: Any = None  # hub.streams.StreamService (streamed bot replies)
+    streams: Any = None  # hub.delivery.streams.StreamService (streamed bot replies)
     # Rooms the requesting socket joins / leaves once the operation succeeded
     # (applied by the Socket.IO adapter to `origin`; ignored over HTTP).
     joins: list[str] = field(default_factory=list)

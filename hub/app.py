@@ -15,7 +15,7 @@ from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
 from hub import admin_ui, asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
-from hub.fanout import Fanout
+from hub.delivery.fanout import Fanout
 from hub.gateways.members import GOING_AWAY
 from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
@@ -24,12 +24,12 @@ from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import FORGET_AFTER, MemoryPresence, Presence, RedisPresence
-from hub.recovery import MemorySessions, Recovery, RedisSessions
-from hub.revocations import Revocations
+from hub.delivery.recovery import MemorySessions, Recovery, RedisSessions
+from hub.delivery.revocation import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
-from hub.streams import MemoryStreams, RedisStreams, StreamService
+from hub.delivery.streams import MemoryStreams, RedisStreams, StreamService
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec

@@ -9,7 +9,7 @@ from socketio import packet as sio_packet
 
 from hub.broker import offset_key
 from hub.protocol import ProtocolServer
-from hub.recovery import after_head
+from hub.delivery.recovery import after_head
 
 # True while handling an event whose sender asked for an ack. Each event runs in
 # its own task (async_handlers), so the value belongs to that one event.

@@ -22,7 +22,7 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
 from hub.broker import Replay
-from hub.recovery import identity
+from hub.delivery.recovery import identity
 from hub.state import spend_operation
 
 log = logging.getLogger("hub.namespaces")

@@ -2,7 +2,7 @@
 (a mass reconnect saves thousands of session records together)."""
 import asyncio
 
-from hub.recovery import RedisSessions
+from hub.delivery.recovery import RedisSessions
 from hub.redis_client import MAX_CONNECTIONS
 
 

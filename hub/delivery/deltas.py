@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from hub.manager import backlogged
 
-log = logging.getLogger("hub.deltas")
+log = logging.getLogger("hub.delivery.deltas")
 
 FLUSH_EVERY = 0.01  # seconds between looks at the sockets that were behind
 FLOORS = 10_000  # (socket, stream) pairs whose settled seq is remembered

@@ -28,13 +28,13 @@ from typing import Awaitable, Callable
 from handlers.context import Outgoing
 from handlers.registry import REGISTRY
 from hub.broker import Broker, BrokerUnavailable, offset_key
-from hub.coalesce import Coalescer
+from hub.delivery.coalesce import Coalescer
 from hub.gateways.members import REVOKED, Members
 from storage import outbox, published
 from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
 
-log = logging.getLogger("hub.fanout")
+log = logging.getLogger("hub.delivery.fanout")
 
 # Unpublished outbox events older than this are the relay's: their writer had time.
 # Short, as newer events of their threads may be appended meanwhile (an instance cut
@@ -94,7 +94,7 @@ class Fanout:
         # State updates held per slow socket (registered with `coalesce_by`).
         self.coalescer = Coalescer({key: spec.coalesce_by for key, spec in REGISTRY.events.items()
                                     if spec.coalesce_by})
-        # Events this instance sends to its own sockets its own way (hub/deltas.py
+        # Events this instance sends to its own sockets its own way (hub/delivery/deltas.py
         # coalesces streamed deltas per socket); called like `_emit_local`.
         self.local_emitters: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {}
         # Namespace -> how this instance delivers another's broadcast to it (`share`).

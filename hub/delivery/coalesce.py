@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-log = logging.getLogger("hub.coalesce")
+log = logging.getLogger("hub.delivery.coalesce")
 
 FLUSH_EVERY = 0.05  # seconds between looks at the held sockets
 VERSIONS_KEPT = 100_000  # things whose last version this instance remembers

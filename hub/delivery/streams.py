@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from handlers.context import Outgoing
-from hub.deltas import DeltaSender
+from hub.delivery.deltas import DeltaSender
 from hub.redis_client import redis_client
 from storage.group_commit import GroupCommit
 

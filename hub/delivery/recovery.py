@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from hub.broker import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
 from hub.redis_client import redis_client
 
-log = logging.getLogger("hub.recovery")
+log = logging.getLogger("hub.delivery.recovery")
 
 # Seconds a recovery waits for this instance's bus to catch up with the log it
 # replayed from (a busy instance reads the bus a little behind Redis).
