@@ -2,7 +2,7 @@
 
 A bot starts a reply, sends deltas and ends it. Deltas go to the dialog's room at
 once as volatile `message:delta` events (never stored one by one); the text so far
-lives in the bounded in-flight buffer (hub/delivery/streams.py), so a client arriving
+lives in the bounded in-flight buffer (hub/backends/streams/), so a client arriving
 mid-stream reads it with `dialog:streams` and then applies only deltas with a
 higher seq. The reply is stored once, as a message whose `client_msg_id` is the
 stream's id, announced by the one durable `message:added`: when the bot ends it,
@@ -18,7 +18,7 @@ from handlers.context import Context
 from handlers.errors import Conflict, NotFound, ValidationFailed
 from handlers.registry import operation, periodic, server_event
 from handlers.schema import Input, Output, Text
-from hub.delivery.streams import OpenStream, StreamError
+from hub.backends.streams import OpenStream, StreamError
 from storage import dialogs as store
 
 log = logging.getLogger("hub.streams")

@@ -8,7 +8,6 @@ from datetime import timedelta
 from aiohttp import web
 
 import handlers.catalog  # noqa: F401  (fills the registry)
-from handlers.streams import MessageDelta
 from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
@@ -24,12 +23,14 @@ from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
 from hub.protocol import MSGPACK_PACKET
 from hub.presence import FORGET_AFTER, MemoryPresence, Presence, RedisPresence
-from hub.delivery.recovery import MemorySessions, Recovery, RedisSessions
+from hub.backends.sessions import MemorySessions, RedisSessions
+from hub.delivery.recovery import Recovery
 from hub.delivery.revocation import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
-from hub.delivery.streams import MemoryStreams, RedisStreams, StreamService
+from hub.backends.streams import MemoryStreams, RedisStreams
+from hub.delivery.streams import StreamService
 from hub.transport import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec
@@ -164,8 +165,6 @@ def build_hub(settings: Settings) -> Hub:
                     state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     streams = StreamService(RedisStreams(settings.redis_url, settings.redis_prefix) if settings.redis_url
                             else MemoryStreams(), fanout)
-    fanout.local_emitters[(MessageDelta.__server_event__.namespace, MessageDelta.__server_event__.event)] = \
-        streams.deltas.emit_local
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence, user_presence=user_presence,

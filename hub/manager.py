@@ -779,7 +779,7 @@ class HubManager(socketio.AsyncManager):
         """Whether the client has not taken what was sent to it yet: packets wait in
         its queue (a long-poll not fetched, a websocket writer waiting for the drain)
         or its websocket's transport is paused (it reads slower than we write).
-        hub/delivery/coalesce.py holds superseded updates back from such sockets."""
+        hub/delivery/coalescing.py holds superseded updates back from such sockets."""
         s = self.server.eio.sockets.get(eio_sid)
         if s is None or s.closed:
             return False
@@ -797,7 +797,7 @@ class HubManager(socketio.AsyncManager):
 def backlogged(server, eio_sid: str) -> bool:
     """Whether a socket is behind: packets wait in its Engine.IO queue (a long-poll
     not yet taken, a writer waiting for a drain) or its websocket transport is paused
-    (the client reads slower than we write). For hub/delivery/deltas.py, which coalesces what
+    (the client reads slower than we write). For DeltaSender (hub/delivery/coalescing.py), which coalesces what
     such a socket would otherwise queue."""
     s = server.eio.sockets.get(eio_sid)
     if s is None:
