@@ -6,7 +6,7 @@ together in the next one. Alone, a request is written at once; under load a
 transaction carries many requests, and its round trips, statement overhead and
 commit are paid once for all of them. This is what lets one instance take
 thousands of acknowledged chat messages a second on PostgreSQL (docs/performance.md).
-The fan-out's appends to the event log batch the same way (hub/fanout.py).
+The fan-out's appends to the event log batch the same way (hub/delivery/fanout.py).
 
 If a batch fails, each of its requests is retried alone, so only the request that
 caused the failure (a bad reference, a lost race, a deadlock with another instance's

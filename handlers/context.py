@@ -73,7 +73,7 @@ class Context:
     presence: ports.Presence | None = None  # operators' consoles, shared by instances
     user_presence: ports.Presence | None = None  # users' /chat sockets
     metrics: ports.Metrics | None = None
-    streams: ports.Streams | None = None  # streamed bot replies
+    streams: ports.Streams | None = None  # streamed bot replies (hub/delivery/streams.py)
     # What operations keep on this instance between calls (handlers/local.py). The
     # instance gives every Context the same one; a Context made alone has its own.
     local: InstanceLocal = field(default_factory=InstanceLocal)

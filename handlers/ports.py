@@ -144,7 +144,7 @@ class StreamError(Exception):
 
 
 class StreamBuffer(Protocol):
-    """The in-flight buffer of streamed replies (hub/streams.py)."""
+    """The in-flight buffer of streamed replies (hub/delivery/streams.py, hub/backends/streams/)."""
 
     async def open(self, dialog_id: int, assistant_id: int) -> str: ...
     async def append(self, stream_id: str, assistant_id: int, text: str, max_chars: int) -> OpenStream: ...

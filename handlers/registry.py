@@ -57,7 +57,7 @@ class ServerEventSpec:
     summary: str
     # Fields naming the thing whose state the event carries (with a growing `version`):
     # a socket that has not taken the last one yet gets only the newest volatile one
-    # (hub/coalesce.py). Empty: every event is sent.
+    # (hub/delivery/coalescing.py). Empty: every event is sent.
     coalesce_by: tuple[str, ...] = ()
 
 

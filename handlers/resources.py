@@ -4,7 +4,7 @@ owners and staff watch them, get the current state at once and then every change
 
 Status changes are durable (outbox + log: recovery and `resources:list` return them);
 progress-only updates are volatile, and each instance coalesces them per socket
-(hub/coalesce.py), so a slow client gets the latest, never a backlog."""
+(hub/delivery/coalescing.py), so a slow client gets the latest, never a backlog."""
 from __future__ import annotations
 
 import re

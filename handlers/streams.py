@@ -2,7 +2,7 @@
 
 A bot starts a reply, sends deltas and ends it. Deltas go to the dialog's room at
 once as volatile `message:delta` events (never stored one by one); the text so far
-lives in the bounded in-flight buffer (hub/streams.py), so a client arriving
+lives in the bounded in-flight buffer (hub/backends/streams/), so a client arriving
 mid-stream reads it with `dialog:streams` and then applies only deltas with a
 higher seq. The reply is stored once, as a message whose `client_msg_id` is the
 stream's id, announced by the one durable `message:added`: when the bot ends it,

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from engine import MSGPACK_PACKET, AdminUIManager, HubManager, internals
 import handlers.catalog  # noqa: F401  (fills the registry)
-from handlers.streams import MessageDelta
 from handlers.context import Context
 from handlers.local import InstanceLocal
 from handlers.registry import REGISTRY
@@ -20,17 +19,17 @@ from hub.backends.presence import Presence
 from hub.backends.state import SharedState
 from hub import admin_ui, asyncapi, gateways, openapi, sampler
 from hub.connections import Connections
-from hub.fanout import Fanout
+from hub.delivery.fanout import Fanout
 from hub.gateways.members import GOING_AWAY
 from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
 from hub.jobs import run_jobs
 from hub.metrics import Metrics
-from hub.recovery import MemorySessions, Recovery, RedisSessions
-from hub.revocations import Revocations
+from hub.delivery.recovery import Recovery
+from hub.delivery.revocation import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
-from hub.streams import MemoryStreams, RedisStreams, StreamService
+from hub.delivery.streams import StreamService
 from hub.adapters.socketio_server import WANTS_ACK, HubServer
 from namespaces.base import OperationNamespace
 from storage import jsoncodec
@@ -131,7 +130,7 @@ def build_hub(settings: Settings) -> Hub:
     backends = build_backends(settings)
     state, broker = backends.state, backends.bus
     presence, user_presence = backends.presence, backends.user_presence
-    sessions = RedisSessions(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemorySessions()
+    sessions = backends.sessions
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
                     refresh_ttl=settings.refresh_token_ttl, service_ttl=settings.service_token_ttl)
     widget_origins = widget.WidgetOrigins()
@@ -153,10 +152,7 @@ def build_hub(settings: Settings) -> Hub:
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
-    streams = StreamService(RedisStreams(settings.redis_url, settings.redis_prefix) if settings.redis_url
-                            else MemoryStreams(), fanout)
-    fanout.local_emitters[(MessageDelta.__server_event__.namespace, MessageDelta.__server_event__.event)] = \
-        streams.deltas.emit_local
+    streams = StreamService(backends.streams, fanout)
     return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence, user_presence=user_presence,

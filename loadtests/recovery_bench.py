@@ -427,7 +427,7 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
         # which each backend flushed when the hubs' connections closed.
         outbox_rows = asyncio.run(pg_value(name, "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'outbox'"))
         # Events the relay appended because their writer had not within RELAY_AFTER
-        # (hub/fanout.py, 0.5 s: a slow commit under load, or a failed append): a log
+        # (hub/delivery/fanout.py, 0.5 s: a slow commit under load, or a failed append): a log
         # entry appended twice is dropped by the log, each event delivered once per instance.
         relayed = sum(int(m.group(1)) for i in range(2) for m in
                       re.finditer(r"relayed (\d+) outbox events", (work / f"hub-{i}.log").read_text()))

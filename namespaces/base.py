@@ -21,9 +21,9 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
                              unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
-from hub.backends.bus import Replay
+from hub.delivery.records import Replayed
+from hub.delivery.recovery import identity
 from hub.backends.limits import spend_operation
-from hub.recovery import identity
 
 log = logging.getLogger("hub.namespaces")
 
@@ -134,7 +134,8 @@ class OperationNamespace(socketio.AsyncNamespace):
             for room in rejoined:
                 await self.enter_room(sid, room)
 
-        replay = await recovery.resume(self.spec.name, found[1], found[2], enter, sid=sid) if found else None
+        replay = (await recovery.resume(self.spec.name, found.record.rooms, found.record.sid, found.offset, enter,
+                                        sid=sid) if found else None)
         if replay is None:
             for room in rejoined:  # not recovered: a new session has only its own rooms
                 await self.leave_room(sid, room)
@@ -142,10 +143,10 @@ class OperationNamespace(socketio.AsyncNamespace):
         else:
             rooms = rooms + rejoined
         hub.metrics.child(hub.metrics.connections, self.spec.name).inc()
-        pid = (found[0] if found else recovery.new_pid()) if recovery.enabled else None
+        pid = (found.pid if found else recovery.new_pid()) if recovery.enabled else None
         try:
             if pid:
-                await recovery.track(self.spec.name, sid, pid, actor, rooms, start=found[1]["start"] if found else None)
+                await recovery.track(self.spec.name, sid, pid, actor, rooms, start=found.record.start if found else None)
             if replay is not None:
                 await self._replay(sid, replay)
             if self.spec.on_connect:
@@ -168,13 +169,13 @@ class OperationNamespace(socketio.AsyncNamespace):
         self.hub.metrics.child(self.hub.metrics.refusals, self.spec.name, exc.code).inc()
         return socketio.exceptions.ConnectionRefusedError(exc.message, exc.body())
 
-    async def _replay(self, sid: str, replay: Replay) -> None:
+    async def _replay(self, sid: str, replay: Replayed) -> None:
         """Send a recovering socket what its rooms got while it was away (a room it
         may no longer be in included: e.g. the deletion of a post it watched). Sent
         after the CONNECT, with the live events that came meanwhile (the server holds
         both until then), in offset order, once each (`Recovery.resume`)."""
-        for offset, entry in replay.entries:
-            await self.emit(entry["ev"], (entry["d"], offset), to=sid)
+        for offset, event in replay.entries:
+            await self.emit(event.event, (event.data, offset), to=sid)
         self.server.settle_held(sid, self.spec.name, {offset for offset, _ in replay.entries}, replay.head)
 
     async def _rejoinable(self, actor: Actor, rooms: list[str]) -> list[str]:

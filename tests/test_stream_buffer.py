@@ -1,11 +1,11 @@
-"""The in-flight buffer of streamed replies (hub/streams.py), the same contract in
+"""The in-flight buffer of streamed replies (hub/backends/streams/), the same contract in
 memory and on Redis: one open stream per dialog, bounded text, appends in order
 (also many at once), and a close that exactly one of several concurrent callers wins."""
 import asyncio
 
 import pytest
 
-from hub.streams import MemoryStreams, RedisStreams, StreamError
+from hub.backends.streams import MemoryStreams, RedisStreams, StreamError
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -13,7 +13,7 @@ async def buffer(request):
     if request.param == "memory":
         yield MemoryStreams()
         return
-    b = RedisStreams(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    b = RedisStreams.from_url(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
     yield b
     await b.close_all()
 

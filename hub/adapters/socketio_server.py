@@ -12,7 +12,7 @@ from engine import WANTS_ACK, HubManager, ProtocolEngineIOServer, ProtocolServer
 from handlers.errors import PayloadTooLarge
 from hub.backends.bus import offset_key
 from hub.http.guard import keep_slot
-from hub.recovery import after_head
+from hub.delivery.recovery import after_head
 
 __all__ = ["WANTS_ACK", "HubEngineIOServer", "HubServer"]
 

@@ -1,6 +1,7 @@
 """What instances share, each behind one interface with an in-memory and a Redis
 implementation: the bus and event log (bus/), presence (presence/), rate limits
-(limits/), revoked tokens (revocations/) and coalescing (coalescing/).
+(limits/), revoked tokens (revocations/), coalescing (coalescing/), recovery
+session records (sessions/) and the buffer of streamed replies (streams/).
 
 `build_backends(settings)` picks the implementation from HUB_REDIS_URL's scheme:
 unset, memory (a single instance); redis://, rediss:// or unix://, Redis, every
@@ -29,7 +30,9 @@ from hub.backends.redis import shared_client
 from hub.backends.revocations import RevokedTokens
 from hub.backends.revocations.memory import MemoryRevokedTokens
 from hub.backends.revocations.redis import RedisRevokedTokens
+from hub.backends.sessions import MemorySessions, RedisSessions, Sessions
 from hub.backends.state import SharedState
+from hub.backends.streams import MemoryStreams, RedisStreams, Streams
 from hub.settings import Settings
 
 
@@ -48,6 +51,8 @@ class Backends:
     limits: Limits
     revoked: RevokedTokens
     coalescing: Coalescing
+    sessions: Sessions  # recovery session records
+    streams: Streams  # streamed bot replies so far
     redis: aioredis.Redis | None = None  # the shared client (Redis backends only)
 
     def __post_init__(self) -> None:
@@ -69,7 +74,8 @@ def _memory(settings: Settings, retention: float) -> Backends:
         bus=MemoryBroker(retention=retention),
         presence=MemoryPresence(timeout=settings.presence_timeout, grace=settings.presence_grace),
         user_presence=MemoryPresence(timeout=FORGET_AFTER, grace=settings.presence_grace),
-        limits=MemoryLimits(), revoked=MemoryRevokedTokens(), coalescing=MemoryCoalescing())
+        limits=MemoryLimits(), revoked=MemoryRevokedTokens(), coalescing=MemoryCoalescing(),
+        sessions=MemorySessions(), streams=MemoryStreams())
 
 
 def _redis(settings: Settings, retention: float) -> Backends:
@@ -82,7 +88,8 @@ def _redis(settings: Settings, retention: float) -> Backends:
         user_presence=RedisPresence(redis, f"{prefix}:users", timeout=FORGET_AFTER,
                                     grace=settings.presence_grace, instance_id=settings.instance_id),
         limits=RedisLimits(redis, prefix), revoked=RedisRevokedTokens(redis, prefix),
-        coalescing=RedisCoalescing(redis, prefix), redis=redis)
+        coalescing=RedisCoalescing(redis, prefix), sessions=RedisSessions(redis, prefix),
+        streams=RedisStreams(redis, prefix), redis=redis)
 
 
 # URL scheme -> the backends for it. Redis Cluster (redis+cluster://) would get an

@@ -12,7 +12,7 @@ from collections import deque
 from typing import Awaitable, Callable, Protocol
 
 from engine import ws_frame
-from hub.recovery import after_head
+from hub.delivery.recovery import after_head
 
 log = logging.getLogger("hub.gateways")
 

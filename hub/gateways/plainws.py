@@ -196,8 +196,8 @@ async def open_generic(request: web.Request, conn: Connection, hello: dict) -> N
         recovered[namespace] = replay is not None
         if replay is not None:
             heads[namespace] = replay.head
-            replayed += [(namespace, offset, member.kind.frame(namespace, entry["ev"], entry["d"], offset))
-                         for offset, entry in replay.entries]
+            replayed += [(namespace, offset, member.kind.frame(namespace, event.event, event.data, offset))
+                         for offset, event in replay.entries]
     member.send(dumps({"type": "welcome", "session": session, "recovered": recovered,
                        "window": hub.recovery.window}))
     if resuming:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from handlers.context import Actor, user_room
 from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
-from hub.backends.bus import Replay
+from hub.delivery.records import Replayed
 from hub.gateways.members import Member
 from hub.backends.limits import spend_operation
 from namespaces.base import TokenBucket, answer, payload_size
@@ -38,7 +38,7 @@ class Connection:
         return self.hub.fanout.members
 
     async def attach(self, namespace: str, *, session: str | None = None, offset: str | None = None,
-                     resuming: bool = False) -> Replay | None:
+                     resuming: bool = False) -> Replayed | None:
         """Join the namespace's connect rooms, as a Socket.IO socket would. With a
         `session`, record it for recovery; `resuming` it (the member holds live
         frames: `Member.hold`), its rooms come back and the events it missed are
@@ -68,7 +68,8 @@ class Connection:
                 for room in rejoined:
                     self.members.enter(namespace, room, self.member)
 
-            replay = await hub.recovery.resume(namespace, found[1], found[2], enter, sid=self.member.sid)
+            replay = await hub.recovery.resume(namespace, found.record.rooms, found.record.sid, found.offset, enter,
+                                               sid=self.member.sid)
             if replay is None:
                 for room in rejoined:  # not recovered: a new session has only its own rooms
                     self.members.leave(namespace, room, self.member)
@@ -79,7 +80,7 @@ class Connection:
         hub.metrics.child(hub.metrics.connections, namespace).inc()
         if hub.recovery.enabled and session is not None:
             await hub.recovery.track(namespace, self.member.sid, session + namespace, actor, rooms,
-                                     start=found[1]["start"] if replay is not None else None)
+                                     start=found.record.start if replay is not None else None)
         if spec.on_connect:
             ctx = hub.context(actor, self.member.sid)
             await spec.on_connect(ctx)

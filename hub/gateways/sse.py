@@ -14,7 +14,8 @@ from aiohttp import web
 
 from handlers.errors import Forbidden, ValidationFailed
 from handlers.registry import REGISTRY
-from hub.backends.bus import Replay, offset_key, valid_offset
+from hub.backends.bus import offset_key, valid_offset
+from hub.delivery.records import Replayed
 from hub.gateways.mapping import ServerSentEvents
 from hub.gateways.members import Member
 from hub.gateways.plainws import HEARTBEAT
@@ -30,15 +31,15 @@ def _token(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get(COOKIE) or bearer(request)
 
 
-async def _missed(hub, namespace: str, member: Member, last: str) -> Replay | None:
+async def _missed(hub, namespace: str, member: Member, last: str) -> Replayed | None:
     """The events of the stream's rooms after `last` (read as `Recovery.resume` does),
     or None when they cannot all be had. A stream has no session record: its rooms
     are those it is in now, and `last` must be within the recovery window."""
     window = hub.recovery.window
     if window <= 0 or offset_key(last)[0] < (time.time() - window) * 1000:
         return None
-    record = {"rooms": sorted(hub.fanout.members.rooms_of(member, namespace)), "sid": member.sid}
-    return await hub.recovery.resume(namespace, record, last, sid=member.sid)
+    rooms = sorted(hub.fanout.members.rooms_of(member, namespace))
+    return await hub.recovery.resume(namespace, rooms, member.sid, last, sid=member.sid)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -77,7 +78,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 member.send(f"id: {now}\nevent: sync\ndata: {dumps({'ns': namespace, 'reason': 'gap'})}\n\n")
                 member.release([], {})
             else:
-                member.release([(namespace, o, kind.frame(namespace, e["ev"], e["d"], o)) for o, e in missed.entries],
+                member.release([(namespace, o, kind.frame(namespace, e.event, e.data, o)) for o, e in missed.entries],
                                {namespace: missed.head})
         writer = asyncio.create_task(member.run(), name=f"sse-writer-{member.sid}")
         while not writer.done():

@@ -7,25 +7,27 @@ rooms back and every event it missed, in order, under the same pid (so the JS cl
 sets `socket.recovered`). It must still present a valid token for the same identity:
 a revoked or expired token is refused at connect, never restored.
 
-Session records live in Redis when configured (in memory otherwise), so they survive
+Session records live in Redis when configured (in memory otherwise: the stores are
+in hub/backends/sessions/), so they survive
 the instance that wrote them: a live instance refreshes its sockets' records, a
 disconnect (or the refreshes stopping, when an instance dies) starts the window."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
-from abc import ABC, abstractmethod
-from typing import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
 
-import msgpack
 from redis.exceptions import RedisError
 
-from hub.backends.bus import Broker, BrokerUnavailable, Replay, offset_key, valid_offset
-from hub.backends.redis import redis_client
+from hub.backends.sessions import SessionRecord, Sessions
+from hub.backends.bus import Broker, BrokerUnavailable, offset_key, valid_offset
+from hub.delivery.records import Replayed, missed_by
 
-log = logging.getLogger("hub.recovery")
+log = logging.getLogger("hub.delivery.recovery")
 
 # Seconds a recovery waits for this instance's bus to catch up with the log it
 # replayed from (a busy instance reads the bus a little behind Redis).
@@ -39,75 +41,14 @@ def after_head(offset: str | None, head: str | None) -> bool:
     return offset is None or head is None or offset_key(offset) > offset_key(head)
 
 
-class Sessions(ABC):
-    @abstractmethod
-    async def save(self, pid: str, record: dict, ttl: float) -> None: ...
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A session that a reconnecting client asked to recover, found: its private
+    session id, its record, and the offset to replay the log after."""
 
-    @abstractmethod
-    async def get(self, pid: str) -> dict | None: ...
-
-    @abstractmethod
-    async def touch(self, pids: list[str], ttl: float) -> None: ...
-
-    @abstractmethod
-    async def delete(self, pid: str) -> None: ...
-
-    async def close(self) -> None:
-        pass
-
-
-class MemorySessions(Sessions):
-    def __init__(self) -> None:
-        self._records: dict[str, tuple[float, dict]] = {}
-
-    async def save(self, pid: str, record: dict, ttl: float) -> None:
-        self._records[pid] = (time.monotonic() + ttl, record)
-
-    async def get(self, pid: str) -> dict | None:
-        found = self._records.get(pid)
-        if found is None or found[0] < time.monotonic():
-            self._records.pop(pid, None)
-            return None
-        return found[1]
-
-    async def touch(self, pids: list[str], ttl: float) -> None:
-        until = time.monotonic() + ttl
-        for pid in pids:
-            if pid in self._records:
-                self._records[pid] = (until, self._records[pid][1])
-        now = time.monotonic()
-        self._records = {k: v for k, v in self._records.items() if v[0] >= now}
-
-    async def delete(self, pid: str) -> None:
-        self._records.pop(pid, None)
-
-
-class RedisSessions(Sessions):
-    def __init__(self, url: str, prefix: str) -> None:
-        self.redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
-        self.prefix = prefix
-
-    def _key(self, pid: str) -> str:
-        return f"{self.prefix}:session:{pid}"
-
-    async def save(self, pid: str, record: dict, ttl: float) -> None:
-        await self.redis.set(self._key(pid), msgpack.packb(record), px=int(ttl * 1000))
-
-    async def get(self, pid: str) -> dict | None:
-        raw = await self.redis.get(self._key(pid))
-        return msgpack.unpackb(raw) if raw else None
-
-    async def touch(self, pids: list[str], ttl: float) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in pids:
-                pipe.pexpire(self._key(pid), int(ttl * 1000))
-            await pipe.execute()
-
-    async def delete(self, pid: str) -> None:
-        await self.redis.delete(self._key(pid))
-
-    async def close(self) -> None:
-        await self.redis.aclose()
+    pid: str
+    record: SessionRecord
+    offset: str
 
 
 def identity(actor) -> str:
@@ -125,7 +66,7 @@ class Recovery:
         self.replayed = replayed
         self.window = window
         self.max_replay = max_replay
-        self.live: dict[tuple[str, str], tuple[str, dict]] = {}  # (namespace, sid) -> (pid, record)
+        self.live: dict[tuple[str, str], tuple[str, SessionRecord]] = {}  # (namespace, sid) -> (pid, record)
         self._task: asyncio.Task | None = None
 
     @property
@@ -146,10 +87,9 @@ class Recovery:
     def new_pid() -> str:
         return secrets.token_urlsafe(18)
 
-    async def lookup(self, namespace: str, auth, actor) -> tuple[str, dict, str] | None:
-        """(pid, record, offset to replay after) when the CONNECT data asks for a
-        recovery of this identity's session in this namespace; None otherwise (the
-        client gets a new session)."""
+    async def lookup(self, namespace: str, auth, actor) -> Restored | None:
+        """The session, when the CONNECT data asks for a recovery of this identity's
+        session in this namespace; None otherwise (the client gets a new session)."""
         if not (self.enabled and isinstance(auth, dict)):
             return None
         pid, offset = auth.get("pid"), auth.get("offset")
@@ -160,31 +100,34 @@ class Recovery:
         except (RedisError, OSError) as exc:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
-        if record is None or record["ns"] != namespace or record["who"] != identity(actor):
+        if record is None or record.namespace != namespace or record.identity != identity(actor):
             return None
         # No offset: the client got no durable event in that session, so it
         # missed everything since the session began.
-        return pid, record, offset or record["start"]
+        return Restored(pid, record, offset or record.start)
 
-    async def missed(self, namespace: str, record: dict, offset: str) -> Replay | None:
-        """The events of the session's rooms after `offset`, read to the log's newest
-        (call it once the socket is in its rooms, so that what comes after is live);
-        None when they cannot be replayed (more than `max_replay` of them, or no log)."""
-        rooms, old_sid = set(record["rooms"]), record["sid"]
+    async def missed(self, namespace: str, rooms: Sequence[str], old_sid: str | None,
+                     offset: str) -> Replayed | None:
+        """The events of `rooms` after `offset`, but the old socket's own, read to the
+        log's newest (call it once the socket is in its rooms, so that what comes after
+        is live); None when they cannot be replayed (more than `max_replay` of them,
+        or no log)."""
         try:
-            return await self.broker.replay(
-                namespace, offset, lambda e: e.get("s") != old_sid and not rooms.isdisjoint(e["r"]),
-                self.max_replay)
+            replay = await self.broker.replay(namespace, offset, missed_by(rooms, old_sid), self.max_replay)
         except (RedisError, BrokerUnavailable, OSError) as exc:
             log.warning("recovery of a session failed, starting a new one: %s", exc)
             return None
+        return None if replay is None else Replayed.from_wire(replay.entries, replay.head)
 
-    async def resume(self, namespace: str, record: dict, offset: str,
-                     enter: Callable[[list[str]], Awaitable[None]] | None = None, *, sid: str) -> Replay | None:
+    async def resume(self, namespace: str, rooms: Sequence[str], old_sid: str | None, offset: str,
+                     enter: Callable[[list[str]], Awaitable[None]] | None = None, *,
+                     sid: str) -> Replayed | None:
         """A recovery without a gap, the one way every transport (Socket.IO, /ws, SSE)
-        does it. The transport holds live events for the connection from before it
-        enters any room. `enter(rooms)` puts it back in the session's rooms it may
-        still be in; from then on an event of those rooms reaches it live (held). The
+        does it: `rooms` and `old_sid` are the session's (`Restored.record`), or
+        those of an SSE stream, which has no session record. The transport holds
+        live events for the connection from before it enters any room.
+        `enter(rooms)` puts it back in the session's rooms it may still be in;
+        from then on an event of those rooms reaches it live (held). The
         log is then read to its head, and a bus barrier waits until every event
         published before the read ended has reached this instance (so has been held).
         The transport sends `entries`, then the held live events `after_head(offset,
@@ -197,8 +140,8 @@ class Recovery:
         this instance after the connection settled; `replayed` keeps them from
         reaching the connection (`sid`, the new one) a second time."""
         if enter is not None:
-            await enter(record["rooms"])
-        replay = await self.missed(namespace, record, offset)
+            await enter(list(rooms))
+        replay = await self.missed(namespace, rooms, old_sid, offset)
         if replay is not None and replay.head:
             if self.replayed is not None:
                 self.replayed(namespace, sid, replay.head)
@@ -212,16 +155,17 @@ class Recovery:
         the log (a recovered session keeps its own); a new one starts a little
         before now, as offsets come from Redis' clock."""
         start = start or f"{int((time.time() - 2) * 1000)}-0"
-        record = {"ns": namespace, "who": identity(actor), "rooms": sorted(set(rooms)), "sid": sid,
-                  "start": start}
+        record = SessionRecord(namespace, identity(actor), tuple(sorted(set(rooms))), sid, start)
         self.live[(namespace, sid)] = (pid, record)
         await self._save(pid, record)
 
     async def rooms_changed(self, namespace: str, sid: str, rooms: set[str]) -> None:
         found = self.live.get((namespace, sid))
         if found:
-            found[1]["rooms"] = sorted(rooms)
-            await self._save(*found)
+            pid, record = found
+            record = dataclasses.replace(record, rooms=tuple(sorted(rooms)))
+            self.live[(namespace, sid)] = (pid, record)
+            await self._save(pid, record)
 
     async def gone(self, namespace: str, sid: str, *, keep: bool) -> None:
         """A socket left: keep its record for the window (it may come back), or drop it
@@ -229,15 +173,16 @@ class Recovery:
         found = self.live.pop((namespace, sid), None)
         if not found:
             return
+        pid, record = found
         try:
             if keep:
-                await self.sessions.save(found[0], found[1], self.window)
+                await self.sessions.save(pid, record, self.window)
             else:
-                await self.sessions.delete(found[0])
+                await self.sessions.delete(pid)
         except (RedisError, OSError) as exc:
             log.warning("could not update a session record: %s", exc)
 
-    async def _save(self, pid: str, record: dict) -> None:
+    async def _save(self, pid: str, record: SessionRecord) -> None:
         try:
             await self.sessions.save(pid, record, self.window)
         except (RedisError, OSError) as exc:
