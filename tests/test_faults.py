@@ -382,19 +382,10 @@ def _assert_nothing_lost(v: Verdict) -> None:
     assert not {"internal_error", "publish 500"} & set(v.errors), v  # outages are `unavailable`
 
 
-# An open defect of issue 17, not a flaky test: in about one run in four on a loaded
-# machine, one acked publish (or message) written during an instance-to-Redis partition
-# never reaches its connected receiver (no reconnect, so recovery is not involved). Until
-# its cause is found the scenario runs and reports, but does not fail the suite; remove
-# the mark with the fix.
-PARTITION_LOSS = pytest.mark.xfail(strict=False, reason="issue 17: an intermittent loss during an "
-                                   "instance-to-Redis partition, cause not yet found (see the closing note)")
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("fault", [
     "reconnect churn", "30 s absence", "redis restart without AOF", "redis restart with AOF",
-    pytest.param("partition from redis", marks=PARTITION_LOSS), "postgres stop", "rolling sigterm"])
+    "partition from redis", "postgres stop", "rolling sigterm"])
 async def test_nothing_acked_is_lost_doubled_or_reordered(fault, throwaway_pg, fault_db, spawn_hubs, redis_servers,
                                                          proxies):
     redis = redis_servers(aof=fault == "redis restart with AOF")

@@ -63,7 +63,12 @@ class RedisBroker(Broker):
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
-        self._last_offset: str | None = None  # the newest logged entry this broker delivered
+        # Per namespace, the newest logged entry this broker delivered: where a
+        # catch-up resumes that log. Not one offset for all logs: offsets are stream
+        # ids, ordered within one log only, and an entry appended to one log after
+        # another's can have the lower id (in the same millisecond, `1000-0` after
+        # `1000-3`); resuming every log from the newest of all skipped it (issue 17).
+        self._last_offsets: dict[str, str] = {}
         self._lost_at = 0.0
         # Volatile messages (packed) waiting for the next PUBLISH, the future that
         # tells their publishers how it went, and the task and connection that send
@@ -245,10 +250,12 @@ class RedisBroker(Broker):
             if arrived is not None and not arrived.done():
                 arrived.set_result(None)
             return
-        if message.get("t") == "log" and message["x"]:
-            newest = max(message["x"], key=offset_key)
-            if self._last_offset is None or offset_key(newest) > offset_key(self._last_offset):
-                self._last_offset = newest
+        if message.get("t") == "log":
+            last = self._last_offsets
+            for entry, offset in zip(message["e"], message["x"]):
+                had = last.get(entry["ns"])
+                if had is None or offset_key(offset) > offset_key(had):
+                    last[entry["ns"]] = offset
         try:
             await handler(message)
         except Exception:
@@ -256,19 +263,25 @@ class RedisBroker(Broker):
 
     async def _catch_up(self, handler: Handler) -> None:
         """Pub/sub drops what is published while a subscriber is away, so after a
-        resubscription read the logs from the last delivered offset (or from a
-        little before the loss) and deliver what was appended meanwhile. The
-        receiver drops what it already had, by event id."""
-        start = self._last_offset or f"{int((self._lost_at - 5) * 1000)}-0"
+        resubscription read each log from the last offset delivered from it (a log
+        with none delivered yet: from a little before the loss, or the millisecond
+        of the newest offset delivered from any, whichever is older) and deliver
+        what was appended meanwhile. The receiver drops what it already had, by
+        event id."""
+        since_ms = int((self._lost_at - 5) * 1000)
+        if self._last_offsets:
+            since_ms = min(since_ms, max(offset_key(o) for o in self._last_offsets.values())[0])
+        logs = f"{self.prefix}:log:"
         found: list[tuple[str, dict]] = []
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:log:*", count=100):
-            after = start
+        async for key in self.redis.scan_iter(match=logs + "*", count=100):
+            last = self._last_offsets.get(key.decode()[len(logs):])
+            bound = "(" + last if last else f"{since_ms}-0"
             while True:  # in chunks: each read well within the client's command timeout
-                rows = await self.redis.xrange(key, min="(" + after, max="+", count=REPLAY_CHUNK)
+                rows = await self.redis.xrange(key, min=bound, max="+", count=REPLAY_CHUNK)
                 found += [(oid.decode(), codec.unpack(fields[b"e"])) for oid, fields in rows]
                 if len(rows) < REPLAY_CHUNK:
                     break
-                after = found[-1][0]
+                bound = "(" + rows[-1][0].decode()
         found.sort(key=lambda item: offset_key(item[0]))
         if found:
             log.warning("caught up %d events logged while the bus was unreachable", len(found))
