@@ -250,8 +250,8 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
     from tests.gateway_helpers import DropProxy
 
     link = await DropProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
-    cut = RedisBroker(f"redis://127.0.0.1:{link.port}/0", redis_prefix)
-    other = RedisBroker(redis_url, redis_prefix)
+    cut = RedisBroker.from_url(f"redis://127.0.0.1:{link.port}/0", redis_prefix)
+    other = RedisBroker.from_url(redis_url, redis_prefix)
     try:
         inbox = await _collect(cut)
         await _collect(other)
@@ -279,7 +279,7 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
             await asyncio.sleep(0.05)
         assert not cut.healthy
         note, = await other.append("o", [entry("/notifications", 4)])
-        assert broker_module.offset_key(note) < broker_module.offset_key(chat)  # appended later, lower id
+        assert offset_key(note) < offset_key(chat)  # appended later, lower id
         link.heal()
         for _ in range(200):
             if cut.healthy:
