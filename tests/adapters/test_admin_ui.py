@@ -10,9 +10,13 @@ import re
 import socketio
 
 from storage.db import Database
-from tests.conftest import ROOT, bounded, connect_refusal, make_settings, run_node
-from tests.dialog_helpers import account
-from tests.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
+from tests.support.clients import connect_refusal
+from tests.support.dialogs import account
+from tests.support.node import run_node
+from tests.support.paths import ROOT
+from tests.support.servers import make_settings
+from tests.support.teardown import bounded
+from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
 
 ARTIFACTS = ROOT / "tmp" / "artifacts" / "admin_ui"
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.support.servers import make_settings
 
 APP = "https://app.example.com"
 OTHER = "https://evil.example.net"

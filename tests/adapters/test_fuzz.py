@@ -24,8 +24,9 @@ import socketio
 
 from handlers.registry import REGISTRY
 from storage.jsoncodec import MAX_DEPTH, nesting
-from tests.business_helpers import service_token
-from tests.conftest import ROOT, SECRET, make_settings
+from tests.support.business import service_token
+from tests.support.paths import ROOT
+from tests.support.servers import SECRET, make_settings
 
 # HUB_FUZZ_SEED replays a failed run; HUB_FUZZ_SCALE shrinks the volume while debugging.
 SEED = int(os.environ.get("HUB_FUZZ_SEED") or int.from_bytes(secrets.token_bytes(4), "big"))

@@ -7,9 +7,9 @@ import asyncio
 import aiohttp
 
 from hub.gateways.plainws import HEARTBEAT
-from tests.business_helpers import service_token, staff
-from tests.dialog_helpers import assistant, visitor as widget_session
-from tests.gateway_helpers import Plain
+from tests.support.business import service_token, staff
+from tests.support.dialogs import assistant, visitor as widget_session
+from tests.support.gateways import Plain
 
 
 async def test_edustream_socket_gets_flat_messages_sent_over_rest(server, api, http):
@@ -154,7 +154,7 @@ async def test_websocket_pings_are_answered_and_the_server_pings_on_a_heartbeat(
 
 
 async def test_widget_dialog_socket_gets_streamed_deltas_as_message_delta(server, api, http, connect):
-    from tests.dialog_helpers import bot_token
+    from tests.support.dialogs import bot_token
     owner = await api.user()
     a = await assistant(api, owner["access_token"])
     session = await widget_session(api, a["id"])

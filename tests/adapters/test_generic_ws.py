@@ -7,8 +7,8 @@ import json
 from dataclasses import replace
 
 from hub.broker import offset_key
-from tests.conftest import Api
-from tests.gateway_helpers import Plain
+from tests.support.clients import Api
+from tests.support.gateways import Plain
 
 
 async def _send(api, sender: dict, to: int, text: str) -> dict:

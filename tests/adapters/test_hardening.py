@@ -18,8 +18,8 @@ from handlers import sync
 from handlers.schema import MAX_ID
 from storage import outbox
 from storage.base import utcnow
-from tests.business_helpers import service_token, staff
-from tests.conftest import make_settings
+from tests.support.business import service_token, staff
+from tests.support.servers import make_settings
 
 HUGE = [2**63, 2**64, 10**30]
 
@@ -177,7 +177,7 @@ async def test_nul_characters_are_validation_errors(server, api, connect):
 
 
 async def test_nul_characters_are_validation_errors_on_postgresql(start_server, tmp_path, pg_url, http, connect):
-    from tests.conftest import Api
+    from tests.support.clients import Api
 
     server = await start_server(make_settings(tmp_path, database_url=pg_url))
     await _nul_everywhere(server, Api(server.url, http), connect)
@@ -238,7 +238,7 @@ async def test_a_row_the_bus_refuses_is_set_aside_and_the_relay_goes_on(start_se
 
 @pytest.fixture
 def api_factory(http):
-    from tests.conftest import Api
+    from tests.support.clients import Api
 
     return lambda server: Api(server.url, http)
 

@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import aiohttp
 
-from tests.conftest import Api
-from tests.protocol_helpers import open_polling, text
+from tests.support.clients import Api
+from tests.support.protocol import open_polling, text
 
 
 async def raw_request(port: int, request: bytes) -> bytes:

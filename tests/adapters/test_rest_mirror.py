@@ -7,8 +7,8 @@ import json
 
 from dataclasses import replace
 
-from tests.business_helpers import order_input, service_token, staff
-from tests.conftest import Api
+from tests.support.business import order_input, service_token, staff
+from tests.support.clients import Api
 
 
 async def test_edustream_messages_over_rest_and_socketio_agree(server, api, connect):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.business_helpers import service_token
-from tests.conftest import JS_DIR
-from tests.gateway_helpers import DropProxy
-from tests.test_handoff_ui import browser_deps  # noqa: F401  (Chromium and playwright-core, or a skip)
+from tests.support.business import service_token
+from tests.support.gateways import DropProxy
+from tests.support.paths import JS_DIR
+from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (Chromium and playwright-core, or a skip)
 
 async def notify(api, user_id: int, title: str) -> int:
     status, body = await api.request("POST", "/api/notifications", token=service_token(),

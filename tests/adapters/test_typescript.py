@@ -5,7 +5,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import JS_DIR, ROOT, run_node
+from tests.support.node import run_node
+from tests.support.paths import JS_DIR, ROOT
 
 TSCONFIG = {"compilerOptions": {"strict": True, "target": "es2022", "module": "nodenext",
                                 "moduleResolution": "nodenext", "outDir": "out", "types": ["node"]},

@@ -9,7 +9,8 @@ import pytest
 import socketio
 
 from hub.settings import Settings, SettingsError
-from tests.conftest import SECRET, Api, make_settings
+from tests.support.clients import Api
+from tests.support.servers import SECRET, make_settings
 
 
 async def test_register_login_me(api):

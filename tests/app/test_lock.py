@@ -6,7 +6,7 @@ import json
 import re
 import tomllib
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def names(requirements: list[str]) -> set[str]:

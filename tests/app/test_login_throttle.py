@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from tests.conftest import Api, make_settings
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 
 async def login(api: Api, email: str, password: str, address: str):

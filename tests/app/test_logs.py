@@ -9,8 +9,9 @@ import sys
 
 import socketio
 
-from tests.conftest import ROOT, Api
-from tests.dialog_helpers import ORIGIN
+from tests.support.clients import Api
+from tests.support.dialogs import ORIGIN
+from tests.support.paths import ROOT
 
 
 def lines(log) -> list[dict]:

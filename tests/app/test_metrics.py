@@ -13,8 +13,9 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.sampler import sample
-from tests.conftest import ROOT, _unavailable
-from tests.dialog_helpers import ORIGIN
+from tests.support.dialogs import ORIGIN
+from tests.support.paths import ROOT
+from tests.support.services import unavailable
 
 DEPLOY = ROOT / "deploy"
 
@@ -96,7 +97,7 @@ async def test_dashboard_and_alerts_read_metrics_that_exist(server, http, api):
 def test_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
-        _unavailable("promtool (apt-get install prometheus)", FileNotFoundError("promtool"))
+        unavailable("promtool (apt-get install prometheus)", FileNotFoundError("promtool"))
     done = subprocess.run([promtool, "check", "rules", str(DEPLOY / "prometheus-alerts.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,7 +8,8 @@ import time
 
 import aiohttp
 
-from tests.conftest import Api, make_settings
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 
 async def upload(api: Api, token: str, content: bytes = b"hello") -> tuple[int, dict]:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hub.settings import Settings, SettingsError
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def hub(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,9 @@ import time
 import jwt
 import pytest
 
-from tests.conftest import SECRET, Api, make_settings, run_node
+from tests.support.clients import Api
+from tests.support.node import run_node
+from tests.support.servers import SECRET, make_settings
 
 TTL = 6
 

@@ -9,7 +9,9 @@ import sys
 
 import jwt
 
-from tests.conftest import ROOT, SECRET, Api, HubProcess, connect_refusal
+from tests.support.clients import Api, connect_refusal
+from tests.support.paths import ROOT
+from tests.support.servers import SECRET, HubProcess
 
 PUBLISH = {"namespace": "/notifications", "event": "status:updated", "to": {"user_ids": [1]},
            "data": {"resource_type": "invoice", "resource_id": 1, "status": "paid"}}

@@ -111,7 +111,8 @@ async def _wait_for(predicate, timeout=15):
 
 async def test_instances_resubscribe_after_redis_restarts_and_ready_reports_it(
         private_redis, start_server, tmp_path, http, connect, caplog):
-    from tests.conftest import Api, make_settings
+    from tests.support.clients import Api
+    from tests.support.servers import make_settings
 
     settings = make_settings(tmp_path, redis_url=private_redis.url, redis_prefix="restart")
     one = await start_server(settings)

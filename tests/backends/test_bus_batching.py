@@ -10,7 +10,9 @@ import socketio
 from handlers.context import Outgoing
 from hub.broker import BrokerUnavailable, RedisBroker
 from hub.protocol import NotepackPacket
-from tests.conftest import Api, bounded, make_settings
+from tests.support.clients import Api
+from tests.support.servers import make_settings
+from tests.support.teardown import bounded
 
 
 async def _raw_messages(redis_url: str, channel: str):

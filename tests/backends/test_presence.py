@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hub.presence import MemoryPresence, RedisPresence
-from tests.conftest import REDIS_URL, _unavailable
+from tests.support.services import REDIS_URL, unavailable
 
 TIMEOUT, GRACE = 10.0, 5.0
 
@@ -22,7 +22,7 @@ async def presence(request):
         await p.redis.ping()
     except Exception as exc:
         await p.close()
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
     yield p
     keys = [k async for k in p.redis.scan_iter(f"{prefix}:*")]
     if keys:
@@ -137,7 +137,7 @@ async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_l
     except Exception as exc:
         await dying.close()
         await observer.close()
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
     try:
         await dying.start()
         while await observer.redis.zscore(f"{prefix}:presence:instances", "dying") is None:

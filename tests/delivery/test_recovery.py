@@ -7,8 +7,11 @@ import signal
 import pytest
 
 from hub.broker import offset_key
-from tests.conftest import Api, make_settings, pg_dsn, run_node
-from tests.gateway_helpers import DropProxy
+from tests.support.clients import Api
+from tests.support.gateways import DropProxy
+from tests.support.node import run_node
+from tests.support.servers import make_settings
+from tests.support.services import pg_dsn
 
 ALL = [f"m{i}" for i in range(20)]
 

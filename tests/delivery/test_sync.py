@@ -14,8 +14,9 @@ from sqlalchemy import update
 
 from storage.notifications import Notification
 from storage.orders import Order
-from tests.business_helpers import order_input, service_token, staff
-from tests.conftest import Api, make_settings
+from tests.support.business import order_input, service_token, staff
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

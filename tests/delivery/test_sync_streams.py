@@ -3,7 +3,8 @@ import asyncio
 import math
 
 from handlers import sync
-from tests.conftest import Api, make_settings
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 
 async def _drain(client, since=None, limit=200):
@@ -72,7 +73,7 @@ async def test_sns_sync_sees_only_visible_posts_and_deletions(server, api, conne
 
 
 async def test_dialogs_sync_stays_in_each_callers_scope(server, api, connect, monkeypatch):
-    from tests.dialog_helpers import account, assistant, bot_token, visitor
+    from tests.support.dialogs import account, assistant, bot_token, visitor
 
     monkeypatch.setattr(sync, "SETTLE", sync.timedelta(0))
     owner_id, owner = await account(server.hub.db)

@@ -4,8 +4,8 @@ again after release."""
 import asyncio
 import sys
 
-from tests.conftest import ROOT
-from tests.dialog_helpers import account, assistant, bot_token, next_where, visitor
+from tests.support.dialogs import account, assistant, bot_token, next_where, visitor
+from tests.support.paths import ROOT
 
 
 async def test_example_bot_answers_and_hands_off(server, api, connect):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Api, run_node
-from tests.dialog_helpers import assistant, visitor
-from tests.gateway_helpers import Plain
-from tests.test_multi_instance import two_hubs  # noqa: F401  (two hub processes on PostgreSQL + Redis)
-from tests.test_sse import read_sse
+from tests.support.clients import Api
+from tests.support.dialogs import assistant, visitor
+from tests.support.gateways import Plain
+from tests.support.node import run_node
+from tests.e2e.test_multi_instance import two_hubs  # noqa: F401  (two hub processes on PostgreSQL + Redis)
+from tests.adapters.test_sse import read_sse
 
 
 async def test_node_ws_clients_edustream_and_generic_with_resume_and_logout(server, api, node):

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from storage.db import Database
-from tests.conftest import Api
-from tests.dialog_helpers import account, assistant, visitor
+from tests.support.clients import Api
+from tests.support.dialogs import account, assistant, visitor
 
 CAPACITY, OPERATORS, VISITORS = 3, 4, 30
 

@@ -1,7 +1,7 @@
 """Faults, with real processes: `hub serve` instances on a throwaway PostgreSQL and a
 private redis-server, clients behind a TCP proxy, and each fault made for real
 (pg_ctl stop, redis-server restarts, a blackholed link, SIGTERM, SIGKILL).
-The harness is tests/fault_harness.py; docs/recovery.md ("Measured under faults")
+The harness is tests/support/faults.py; docs/recovery.md ("Measured under faults")
 says what is asserted and why."""
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import asyncpg
 import pytest
 
 from storage.db import Database
-from tests.business_helpers import service_token
-from tests.conftest import Api, _unavailable, pg_dsn
-from tests.dialog_helpers import account
-from tests.fault_harness import (Load, Pair, RedisServer, TcpProxy, ThrowawayPostgres, Verdict,
+from tests.support.business import service_token
+from tests.support.clients import Api
+from tests.support.dialogs import account
+from tests.support.services import pg_dsn, unavailable
+from tests.support.faults import (Load, Pair, RedisServer, TcpProxy, ThrowawayPostgres, Verdict,
                                  postgres_available)
 
 LOAD_ENV = {"HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "2000", "HUB_REGISTER_PER_MINUTE": "10000",
@@ -31,7 +32,7 @@ def throwaway_pg():
     import shutil
 
     if not postgres_available() or not shutil.which("runuser"):
-        _unavailable("initdb/pg_ctl", FileNotFoundError("PostgreSQL server binaries"))
+        unavailable("initdb/pg_ctl", FileNotFoundError("PostgreSQL server binaries"))
     pg = ThrowawayPostgres().init()
     yield pg
     pg.destroy()
@@ -53,7 +54,7 @@ def redis_servers():
     import shutil
 
     if not shutil.which("redis-server"):
-        _unavailable("redis-server", FileNotFoundError("not installed"))
+        unavailable("redis-server", FileNotFoundError("not installed"))
     started: list[RedisServer] = []
 
     def start(aof: bool = False) -> RedisServer:
@@ -193,7 +194,7 @@ async def test_operators_of_a_killed_instance_are_requeued_within_seconds_unless
     the instance that is SIGKILLed: the one whose console comes back (on the other
     instance, as the official client does) keeps the dialog and never flaps; the
     other is offline and their dialog requeued well before the old 86 s."""
-    from tests.dialog_helpers import assistant, next_where, visitor
+    from tests.support.dialogs import assistant, next_where, visitor
 
     redis = redis_servers()
     doomed, survivor = await spawn_hubs(2, {"HUB_DATABASE_URL": fault_db, "HUB_REDIS_URL": redis.url,

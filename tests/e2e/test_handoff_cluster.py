@@ -7,8 +7,8 @@ import signal
 import pytest
 
 from storage.db import Database
-from tests.conftest import Api
-from tests.dialog_helpers import account, assistant, next_where, visitor
+from tests.support.clients import Api
+from tests.support.dialogs import account, assistant, next_where, visitor
 
 TIMEOUT, GRACE = 3.0, 3.0
 

@@ -25,8 +25,12 @@ from sqlalchemy import update
 
 from hub.auth import hash_password
 from storage import users
-from tests.conftest import JS_DIR, ROOT, Api, _unavailable, free_port, make_settings, run_node
-from tests.dialog_helpers import account, assistant, bot_token
+from tests.support.clients import Api
+from tests.support.dialogs import account, assistant, bot_token
+from tests.support.node import run_node
+from tests.support.paths import JS_DIR, ROOT
+from tests.support.servers import make_settings
+from tests.support.services import free_port, unavailable
 
 CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -34,11 +38,11 @@ CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
 @pytest.fixture
 def browser_deps(node):
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        _unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
+        unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
     if not (JS_DIR / "node_modules" / "playwright-core").exists():
-        _unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
+        unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
     if not (ROOT / "web" / "node_modules" / "socket.io-client" / "dist").exists():
-        _unavailable("web/node_modules (npm ci --prefix web)", FileNotFoundError("socket.io-client"))
+        unavailable("web/node_modules (npm ci --prefix web)", FileNotFoundError("socket.io-client"))
     return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
 
 

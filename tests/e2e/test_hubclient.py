@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from hubclient import Client, HubError
-from tests.conftest import make_settings
-from tests.dialog_helpers import tokens
-from tests.gateway_helpers import DropProxy
+from tests.support.dialogs import tokens
+from tests.support.gateways import DropProxy
+from tests.support.servers import make_settings
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ async def test_reconnects_and_recovers_what_it_missed(server, api, proxy_to):
 
 
 async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, tmp_path, http, proxy_to):
-    from tests.conftest import Api
+    from tests.support.clients import Api
 
     server = await start_server(replace(make_settings(tmp_path), recovery_window=0))
     api = Api(server.url, http)
@@ -95,7 +95,7 @@ async def test_a_reconnect_without_recovery_runs_the_gap_handlers(start_server, 
 
 
 async def test_a_streamed_reply_ends_stored_or_quietly_when_taken_over(server, api, connect):
-    from tests.dialog_helpers import account, assistant, bot_token, visitor
+    from tests.support.dialogs import account, assistant, bot_token, visitor
     _, owner = await account(server.hub.db)
     a = await assistant(api, owner)
     v = await visitor(api, a["id"])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_node
+from tests.support.node import run_node
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])

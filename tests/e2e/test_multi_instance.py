@@ -4,7 +4,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.conftest import Api, run_node
+from tests.support.clients import Api
+from tests.support.node import run_node
 
 
 @pytest.fixture

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Api, _unavailable, free_port, run_node
-from tests.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
+from tests.support.clients import Api
+from tests.support.node import run_node
+from tests.support.paths import ROOT
+from tests.support.services import free_port, unavailable
+from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
 
 SHIPPED = ROOT / "deploy" / "nginx.conf"
 
@@ -61,7 +64,7 @@ def nginx(tmp_path):
     """Factory: run nginx with the shipped config in front of the given ports; stopped afterwards."""
     binary = nginx_binary()
     if binary is None:
-        _unavailable("nginx (apt-get install nginx-light)", FileNotFoundError("nginx"))
+        unavailable("nginx (apt-get install nginx-light)", FileNotFoundError("nginx"))
     procs = []
 
     def start(upstreams: list[int]) -> str:

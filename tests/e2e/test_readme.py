@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from tests.conftest import JS_DIR, ROOT
+from tests.support.paths import JS_DIR, ROOT
 
 PORT_IN_README = "127.0.0.1:8000"
 

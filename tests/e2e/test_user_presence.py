@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from storage.db import Database
-from tests.dialog_helpers import account, next_where
+from tests.support.dialogs import account, next_where
 
 GRACE = 1.0
 

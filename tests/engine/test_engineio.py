@@ -10,7 +10,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.protocol_helpers import (closed, open_polling, receive, start_conformance, text)
+from tests.support.protocol import (closed, open_polling, receive, start_conformance, text)
 
 
 @pytest.fixture
@@ -247,7 +247,8 @@ async def test_conformance_server_command(http, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, free_port
+    from tests.support.paths import ROOT
+    from tests.support.services import free_port
 
     port = free_port()
     env = {**os.environ, "HUB_DATA_DIR": str(tmp_path)}

@@ -14,7 +14,7 @@ import pytest
 
 from hub.manager import LeanWebSocket, check_handover
 from hub.protocol import PacketQueue
-from tests.protocol_helpers import open_polling, start_conformance, text
+from tests.support.protocol import open_polling, start_conformance, text
 
 PATH = b"/socket.io/?EIO=4&transport=websocket"
 

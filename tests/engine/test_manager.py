@@ -11,7 +11,8 @@ from dataclasses import replace
 import aiohttp
 
 from hub.manager import HubManager, check_internals, ws_frame
-from tests.conftest import Api, make_settings
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 CHAT = "/chat"
 

@@ -15,7 +15,9 @@ from aiohttp import web
 
 from handlers.context import Outgoing, user_room
 from hub.protocol import NotepackPacket, ProtocolServer
-from tests.conftest import Api, free_port, run_node
+from tests.support.clients import Api
+from tests.support.node import run_node
+from tests.support.services import free_port
 
 EXPECTED = {name: {"texts": ["one", "two", "three"], "transport": name.split("/")[1]}
             for name in ("msgpack/websocket", "msgpack/polling", "default/websocket", "default/polling")}
@@ -115,7 +117,7 @@ async def test_raw_msgpack_packets_as_notepack_writes_them(settings, http):
     fields out (a DISCONNECT has no `data`), and supports server-side acks."""
     import msgpack
 
-    from tests.protocol_helpers import receive, receive_skipping_pings, start_conformance
+    from tests.support.protocol import receive, receive_skipping_pings, start_conformance
 
     conf = await start_conformance(settings, parser="msgpack")
     try:

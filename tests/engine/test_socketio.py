@@ -9,8 +9,8 @@ import json
 import pytest
 
 from handlers.context import Outgoing
-from tests.conftest import run_node
-from tests.protocol_helpers import closed, open_polling, receive, receive_skipping_pings, start_conformance, text
+from tests.support.node import run_node
+from tests.support.protocol import closed, open_polling, receive, receive_skipping_pings, start_conformance, text
 
 
 @pytest.fixture

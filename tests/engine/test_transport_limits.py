@@ -11,9 +11,11 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Api, free_port, run_node
-from tests.dialog_helpers import ORIGIN
-from tests.protocol_helpers import closed, open_polling, receive, text
+from tests.support.clients import Api
+from tests.support.dialogs import ORIGIN
+from tests.support.node import run_node
+from tests.support.protocol import closed, open_polling, receive, text
+from tests.support.services import free_port
 
 FRAME = 900_000  # one websocket frame: under the transport's packet limit (1,000,000 bytes)
 

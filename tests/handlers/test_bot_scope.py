@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.business_helpers import order_input, service_token
-from tests.conftest import connect_refusal
-from tests.dialog_helpers import account, assistant, bot_token, visitor
+from tests.support.business import order_input, service_token
+from tests.support.clients import connect_refusal
+from tests.support.dialogs import account, assistant, bot_token, visitor
 
 
 @pytest.fixture

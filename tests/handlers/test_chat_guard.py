@@ -156,7 +156,7 @@ async def test_oversized_payload_and_message(server, api, connect):
 
 
 async def test_event_rate_limit_applies_per_connection(start_server, settings, http, connect):
-    from tests.conftest import Api
+    from tests.support.clients import Api
 
     server = await start_server(replace(settings, event_rate=2.0, event_burst=5))
     api = Api(server.url, http)

@@ -5,8 +5,9 @@ import asyncio
 
 import pytest
 
-from tests.conftest import Api, make_settings
-from tests.dialog_helpers import ORIGIN, account, assistant, bot_token, next_where, visitor, widget_session
+from tests.support.clients import Api
+from tests.support.dialogs import ORIGIN, account, assistant, bot_token, next_where, visitor, widget_session
+from tests.support.servers import make_settings
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 handoff story, the widget session route, authorization and the queue."""
 import pytest
 
-from tests.dialog_helpers import ORIGIN, account, assistant, bot_token, next_where, visitor, widget_session
+from tests.support.dialogs import ORIGIN, account, assistant, bot_token, next_where, visitor, widget_session
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ async def test_visitor_token_reaches_only_its_dialog(server, api, connect, world
 
 
 async def connect_refused(url, namespace, token):
-    from tests.conftest import Client
+    from tests.support.clients import Client
     client = Client(namespace)
     try:
         await client.connect(url, token)
@@ -146,7 +146,7 @@ async def test_bot_cannot_reach_another_assistants_dialogs(server, api, connect,
 
 
 def bot_token_without_assistant() -> str:
-    from tests.dialog_helpers import tokens
+    from tests.support.dialogs import tokens
     return tokens().service("billing").token
 
 
@@ -180,7 +180,7 @@ async def test_widget_session_checks_origin_and_resumes(server, api, world):
 
 
 async def test_widget_sessions_are_rate_limited(start_server, make_settings_factory, http):
-    from tests.conftest import Api
+    from tests.support.clients import Api
     server = await start_server(make_settings_factory(widget_sessions_per_minute=3))
     api = Api(server.url, http)
     _, owner = await account(server.hub.db)
@@ -191,7 +191,7 @@ async def test_widget_sessions_are_rate_limited(start_server, make_settings_fact
 
 @pytest.fixture
 def make_settings_factory(tmp_path):
-    from tests.conftest import make_settings
+    from tests.support.servers import make_settings
 
     def make(**overrides):
         return make_settings(tmp_path, **overrides)
@@ -333,7 +333,7 @@ async def test_http_mirrors_of_the_handoff_operations(server, api, world):
 
 async def test_http_only_holder_who_stops_heartbeating_is_requeued(start_server, make_settings_factory, http,
                                                                    connect):
-    from tests.conftest import Api
+    from tests.support.clients import Api
     server = await start_server(make_settings_factory(presence_timeout=1.0, presence_grace=1.0))
     api = Api(server.url, http)
     _, owner = await account(server.hub.db)
@@ -353,7 +353,8 @@ async def test_one_operator_cannot_exceed_the_chat_limit_by_racing(start_server,
     """Two accepts by the same operator at the same time: the limit holds (PostgreSQL)."""
     import asyncio
 
-    from tests.conftest import Api, make_settings
+    from tests.support.clients import Api
+    from tests.support.servers import make_settings
 
     server = await start_server(make_settings(tmp_path, database_url=pg_url, max_active_chats=1))
     api = Api(server.url, http)

@@ -1,8 +1,8 @@
 """/notifications and POST /api/notifications through real servers and clients."""
 from __future__ import annotations
 
-from tests.business_helpers import service_token, staff
-from tests.conftest import Api, Client
+from tests.support.business import service_token, staff
+from tests.support.clients import Api, Client
 
 NOTIFICATION_FIELDS = {"id", "type", "title", "message", "action_url", "data", "is_read", "created_at"}
 

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from tests.business_helpers import ITEMS, order_input, service_token, staff
-from tests.conftest import Api, make_settings
+from tests.support.business import ITEMS, order_input, service_token, staff
+from tests.support.clients import Api
+from tests.support.servers import make_settings
 
 ORDER_FIELDS = {"order_id", "order_number", "customer_id", "status", "items", "total_krw", "billing_address",
                 "shipping_address", "tracking_number", "estimated_delivery", "client_order_id", "created_at",
@@ -273,7 +274,7 @@ async def test_racing_status_updates_have_one_winner(start_server, pg_url, tmp_p
 async def test_official_js_client(server, api, node, transport):
     import json
 
-    from tests.conftest import run_node
+    from tests.support.node import run_node
 
     alice = await api.user()
     out = json.loads(await run_node("orders_notifications.mjs", server.url, alice["access_token"], service_token(),

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.business_helpers import service_token, staff
-from tests.conftest import Api, Client, make_settings
+from tests.support.business import service_token, staff
+from tests.support.clients import Api, Client
+from tests.support.servers import make_settings
 
 INVOICE = {"invoice_id": 7, "order_id": 42, "pdf_url": "https://billing.example.com/inv/7.pdf"}
 
@@ -141,7 +142,7 @@ async def test_only_services_may_publish(server, api):
 
 
 async def test_payload_size_is_limited(start_server, tmp_path, http):
-    from tests.conftest import make_settings
+    from tests.support.servers import make_settings
 
     server = await start_server(make_settings(tmp_path, max_payload_bytes=2000))
     api = Api(server.url, http)

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from storage.db import Database
-from tests.business_helpers import service_token
-from tests.conftest import Api
-from tests.dialog_helpers import account, bot_token, next_where
-from tests.gateway_helpers import Plain
-from tests.protocol_helpers import open_polling, text
+from tests.support.business import service_token
+from tests.support.clients import Api
+from tests.support.dialogs import account, bot_token, next_where
+from tests.support.gateways import Plain
+from tests.support.protocol import open_polling, text
 
 NS = "/notifications"
 

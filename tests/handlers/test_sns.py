@@ -14,7 +14,8 @@ from handlers import sns as handlers_sns
 from hub.jobs import SYSTEM
 from storage import sns as storage_sns
 from storage import users
-from tests.conftest import make_settings, run_node
+from tests.support.node import run_node
+from tests.support.servers import make_settings
 
 TWO = ["twitter", "facebook"]
 

@@ -9,7 +9,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-from tests.conftest import Api, make_settings, pg_dsn
+from tests.support.clients import Api
+from tests.support.servers import make_settings
+from tests.support.services import pg_dsn
 
 PLATFORMS = ["twitter", "telegram"]
 

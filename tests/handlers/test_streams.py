@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from storage.db import Database
-from tests.conftest import Api
-from tests.dialog_helpers import account, assistant, bot_token, next_where, visitor
+from tests.support.clients import Api
+from tests.support.dialogs import account, assistant, bot_token, next_where, visitor
 
 STREAM_TIMEOUT = 1.0
 

@@ -12,7 +12,7 @@ from hub.settings import Settings
 from storage import users
 from storage.db import Database
 from storage.migrate import upgrade
-from tests.conftest import pg_dsn
+from tests.support.services import pg_dsn
 
 
 async def _backend_pid(db: Database) -> int:

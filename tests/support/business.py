@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from hub.auth import Tokens
 from storage import users
-from tests.conftest import SECRET
+from tests.support.servers import SECRET
 
 ITEMS = [{"product_id": 1, "quantity": 2, "price_krw": 15000}, {"product_id": 7, "quantity": 1, "price_krw": 990}]
 

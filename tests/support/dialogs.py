@@ -6,7 +6,7 @@ import secrets
 
 from hub.auth import Tokens
 from storage import users
-from tests.conftest import SECRET
+from tests.support.servers import SECRET
 
 ORIGIN = "https://shop.example"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import socketio
 
-from tests.conftest import JS_DIR, free_port
+from tests.support.paths import JS_DIR
+from tests.support.services import free_port
 
 # Debian's PostgreSQL server programs (initdb, pg_ctl), newest version first.
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=None)

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from hub.conformance import EIO, SIO, create_conformance_app
-from tests.conftest import free_port
+from tests.support.services import free_port
 
 
 class Conformance:
