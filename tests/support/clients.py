@@ -101,11 +101,6 @@ class Client:
         assert not early, f"{event} arrived before {until}: {early}"
         return data
 
-    async def nothing(self, event: str, wait: float = 0.3) -> bool:
-        """True if no `event` arrives within `wait` seconds (being replaced by absent())."""
-        await asyncio.sleep(wait)
-        return self.queue(event).empty()
-
     async def close(self):
         await bounded(self.sio.disconnect(), "closing a Socket.IO client")
 
