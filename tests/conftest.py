@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import shutil
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,7 +20,7 @@ from hub.app import create_app
 from hub.settings import Settings
 from tests.support.clients import Api, Client
 from tests.support.node import JsDriver
-from tests.support.paths import JS_DIR
+from tests.support.paths import JS_DIR, ROOT
 from tests.support.servers import SECRET, HubProcess, Server, make_settings
 from tests.support.services import PG_ADMIN, REDIS_URL, PrivateRedis, free_port, in_thread, unavailable
 from tests.support.teardown import all_bounded
@@ -177,6 +178,13 @@ async def spawn_hubs(tmp_path):
         proc.stop()
 
 
+@pytest.fixture
+async def two_hubs(spawn_hubs, pg_url, redis_url, redis_prefix):
+    """Two `hub serve` processes sharing PostgreSQL and Redis."""
+    return await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
+                                "HUB_REDIS_PREFIX": redis_prefix})
+
+
 # --- the official JavaScript client ------------------------------------------------
 
 
@@ -205,3 +213,18 @@ async def js_driver(node):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser_deps(node):
+    """Chromium and the packages the browser tests drive it with (or a skip): its path."""
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
+    if not (JS_DIR / "node_modules" / "playwright-core").exists():
+        unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
+    if not (ROOT / "web" / "node_modules" / "socket.io-client" / "dist").exists():
+        unavailable("web/node_modules (npm ci --prefix web)", FileNotFoundError("socket.io-client"))
+    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")

@@ -16,7 +16,6 @@ from tests.support.node import run_node
 from tests.support.paths import ROOT
 from tests.support.servers import make_settings
 from tests.support.teardown import bounded
-from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
 
 ARTIFACTS = ROOT / "tmp" / "artifacts" / "admin_ui"
 

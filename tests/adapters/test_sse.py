@@ -8,28 +8,13 @@ import json
 from tests.support.business import service_token
 from tests.support.gateways import DropProxy
 from tests.support.paths import JS_DIR
-from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (Chromium and playwright-core, or a skip)
+from tests.support.sse import read_sse
 
 async def notify(api, user_id: int, title: str) -> int:
     status, body = await api.request("POST", "/api/notifications", token=service_token(),
                                      json={"user_id": user_id, "type": "info", "title": title, "message": "m"})
     assert status == 201, body
     return body["items"][0]["notification_id"]
-
-
-async def read_sse(resp, count: int) -> list[dict]:
-    """The next `count` events of an SSE response: {id, event, data}."""
-    events, current = [], {}
-    while len(events) < count:
-        line = (await asyncio.wait_for(resp.content.readline(), 10)).decode().rstrip("\n")
-        if not line:
-            if "event" in current:
-                events.append(current)
-            current = {}
-        elif not line.startswith(":"):
-            field, _, value = line.partition(": ")
-            current[field] = json.loads(value) if field == "data" else value
-    return events
 
 
 async def test_eventsource_in_chromium_resumes_after_a_forced_drop(server, api, browser_deps):

@@ -55,6 +55,7 @@ async def test_refreshed_socket_outlives_its_first_token(short, connect):
     await asyncio.sleep(max(first_expiry - time.time(), 0) + 0.5)
     assert client.sio.connected
     assert (await client.ok("unread:count"))["unread_count"] == 0
+    # (that ack left after the first token's timer was due: an auth:expired would be before it)
     assert client.queue("auth:expired").empty()
 
 

@@ -26,12 +26,6 @@ def _in_order(offsets):
     return all(isinstance(o, str) for o in offsets) and sorted(offsets, key=offset_key) == offsets
 
 
-@pytest.fixture
-async def two_hubs(spawn_hubs, pg_url, redis_url, redis_prefix):
-    return await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
-                                "HUB_REDIS_PREFIX": redis_prefix})
-
-
 async def test_recovers_on_the_embedded_default(server, api, node):
     sender, receiver = await api.user(), await api.user()
     out = await _run("same", server.url, server.url, server.url, sender, receiver)

@@ -8,9 +8,8 @@ import json
 from tests.support.clients import Api
 from tests.support.dialogs import assistant, visitor
 from tests.support.gateways import Plain
+from tests.support.sse import read_sse
 from tests.support.node import run_node
-from tests.e2e.test_multi_instance import two_hubs  # noqa: F401  (two hub processes on PostgreSQL + Redis)
-from tests.adapters.test_sse import read_sse
 
 
 async def test_node_ws_clients_edustream_and_generic_with_resume_and_logout(server, api, node):

@@ -124,7 +124,8 @@ async def test_presence_across_instances_grace_and_requeue(cluster, connect, kee
         if ev["dialog_id"] == did2 and ev["reason"] == "operator_offline":
             break
     assert all(e["dialog_id"] != did for e in drain(watcher, "handoff:released"))
-    assert all(e["operator_id"] != op_id for e in drain(watcher, "presence:changed"))
+    theirs = [e for e in drain(watcher, "presence:changed") if e["operator_id"] == op_id]
+    assert not theirs, theirs
     st = await watcher.ok("handoff:status", {"dialog_id": did})
     assert (st["status"], st["operator_id"], st["queue_position"]) == ("requested", None, place)
 

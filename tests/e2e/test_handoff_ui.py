@@ -12,76 +12,19 @@ Needs Chromium at /usr/bin/chromium (Debian: `apt-get install chromium`),
 web/node_modules (`npm ci --prefix web`) and tests/js/node_modules. Skipped with a
 reason when one is missing, except under CI, where that is a failure."""
 import json
-import os
 import re
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 import socketio
-from aiohttp import web
-from sqlalchemy import update
 
-from hub.auth import hash_password
-from storage import users
 from tests.support.clients import Api
-from tests.support.dialogs import account, assistant, bot_token
+from tests.support.dialogs import account, assistant, bot_token, operator
 from tests.support.node import run_node
-from tests.support.paths import JS_DIR, ROOT
+from tests.support.paths import ROOT
 from tests.support.servers import make_settings
-from tests.support.services import free_port, unavailable
 
-CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def browser_deps(node):
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        unavailable(f"Chromium ({CHROMIUM}; apt-get install chromium)", FileNotFoundError(CHROMIUM))
-    if not (JS_DIR / "node_modules" / "playwright-core").exists():
-        unavailable("playwright-core (npm ci --prefix tests/js)", FileNotFoundError("playwright-core"))
-    if not (ROOT / "web" / "node_modules" / "socket.io-client" / "dist").exists():
-        unavailable("web/node_modules (npm ci --prefix web)", FileNotFoundError("socket.io-client"))
-    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-
-
-SHOP = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Another site</title></head>
-<body><main><h1>A shop on another origin</h1><p>Tea and teapots.</p></main>
-<script src="{hub}/widget.js" data-assistant-id="{assistant_id}" async></script></body></html>"""
 ARTIFACTS = ROOT / "tmp" / "artifacts" / "handoff_ui"
-
-
-async def no_icon(request):
-    return web.Response(status=204)
-
-
-@pytest.fixture
-async def shop_site():
-    """Another website (another origin): a page embedding the widget with one script tag."""
-    page = {}
-
-    async def shop(request):
-        return web.Response(text=SHOP.format(**page), content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/shop.html", shop)
-    app.router.add_get("/favicon.ico", no_icon)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", page
-    await runner.cleanup()
-
-
-async def operator(db, first: str, last: str, password: str) -> tuple[int, str]:
-    op_id, _ = await account(db, "operator")
-    email = f"{first.lower()}{op_id}@example.com"
-    async with db.transaction() as tx:
-        await tx.execute(update(users.User).where(users.User.id == op_id).values(
-            email=email, first_name=first, last_name=last, password_hash=await hash_password(password)))
-    return op_id, email
 
 
 async def test_support_desk_story_in_chromium(browser_deps, start_server, tmp_path, http, shop_site, pg_url,

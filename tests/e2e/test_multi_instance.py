@@ -2,16 +2,9 @@
 import asyncio
 
 import aiohttp
-import pytest
 
 from tests.support.clients import Api
 from tests.support.node import run_node
-
-
-@pytest.fixture
-async def two_hubs(spawn_hubs, pg_url, redis_url, redis_prefix):
-    return await spawn_hubs(2, {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_URL": redis_url,
-                                "HUB_REDIS_PREFIX": redis_prefix})
 
 
 async def test_cross_instance_delivery_and_multi_device(two_hubs, connect, http):

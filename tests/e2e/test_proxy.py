@@ -23,7 +23,6 @@ from tests.support.clients import Api
 from tests.support.node import run_node
 from tests.support.paths import ROOT
 from tests.support.services import free_port, unavailable
-from tests.e2e.test_handoff_ui import browser_deps  # noqa: F401  (fixture)
 
 SHIPPED = ROOT / "deploy" / "nginx.conf"
 

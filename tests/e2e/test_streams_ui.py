@@ -9,10 +9,9 @@ from dataclasses import replace
 import socketio
 
 from tests.support.clients import Api
-from tests.support.dialogs import account, assistant, bot_token
+from tests.support.dialogs import account, assistant, bot_token, operator
 from tests.support.node import run_node
 from tests.support.servers import make_settings
-from tests.e2e.test_handoff_ui import browser_deps, operator, shop_site  # noqa: F401  (fixtures)
 
 STORY = " ".join(f"w{i}" for i in range(24))
 AGAIN = " ".join(f"x{i}" for i in range(40))

@@ -12,7 +12,6 @@ from hub.presence import MemoryPresence
 from hub.settings import Settings
 from storage import dialogs as store
 from storage import users
-from tests.storage.test_storage import db  # noqa: F401  (the SQLite / PostgreSQL fixture)
 
 SETTINGS = Settings.from_env({"HUB_DATA_DIR": "/tmp/unused"})
 

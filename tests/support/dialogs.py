@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 
-from hub.auth import Tokens
+from sqlalchemy import update
+
+from hub.auth import Tokens, hash_password
 from storage import users
 from tests.support.servers import SECRET
 
@@ -53,3 +55,13 @@ async def next_where(client, event: str, pred, timeout: float = 10):
         data = await client.next(event, timeout)
         if pred(data):
             return data
+
+
+async def operator(db, first: str, last: str, password: str) -> tuple[int, str]:
+    """An operator with a name and a password (for the console's login form): id, email."""
+    op_id, _ = await account(db, "operator")
+    email = f"{first.lower()}{op_id}@example.com"
+    async with db.transaction() as tx:
+        await tx.execute(update(users.User).where(users.User.id == op_id).values(
+            email=email, first_name=first, last_name=last, password_hash=await hash_password(password)))
+    return op_id, email
