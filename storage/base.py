@@ -51,8 +51,8 @@ async def pg_driver(tx):
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with a statement of its own, so
     the transaction is started here. That reaches into the adapter, here only; its
-    `_transaction`/`_start_transaction` are checked by tests/test_storage.py and
-    tests/test_db_pool.py."""
+    `_transaction`/`_start_transaction` are checked by tests/storage/test_storage.py and
+    tests/storage/test_db_pool.py."""
     if type(tx) is PgTransaction:
         return tx.conn
     conn = await tx.connection()

@@ -57,11 +57,14 @@ async def test_broker_refuses_what_it_cannot_encode_instead_of_pickling(brokers)
 
 async def test_stopped_broker_receives_nothing(brokers):
     a, b = brokers
-    await _collect(a)
+    inbox_a = await _collect(a)
     inbox_b = await _collect(b)
     await b.stop()
     await a.publish({"n": 1})
-    await asyncio.sleep(0.2)
+    # A later message on the same bus reaches the running instance after the first:
+    # by then the stopped one would have had the first too.
+    await a.publish({"n": 2})
+    assert [await asyncio.wait_for(inbox_a.get(), 5) for _ in range(2)] == [{"n": 1}, {"n": 2}]
     assert inbox_b.empty()
 
 
@@ -76,7 +79,8 @@ async def _wait_for(predicate, timeout=15):
 
 async def test_instances_resubscribe_after_redis_restarts_and_ready_reports_it(
         private_redis, start_server, tmp_path, http, connect, caplog):
-    from tests.conftest import Api, make_settings
+    from tests.support.clients import Api
+    from tests.support.servers import make_settings
 
     settings = make_settings(tmp_path, redis_url=private_redis.url, redis_prefix="restart")
     one = await start_server(settings)
@@ -247,7 +251,7 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
     for certain, not only within a millisecond."""
     import msgpack
 
-    from tests.gateway_helpers import DropProxy
+    from tests.support.gateways import DropProxy
 
     link = await DropProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
     cut = RedisBroker.from_url(f"redis://127.0.0.1:{link.port}/0", redis_prefix)

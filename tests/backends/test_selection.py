@@ -8,7 +8,7 @@ from hub.backends.bus.memory import MemoryBroker
 from hub.backends.bus.redis import RedisBroker
 from hub.backends.limits.memory import MemoryLimits
 from hub.backends.limits.redis import RedisLimits
-from tests.conftest import make_settings
+from tests.support.servers import make_settings
 
 
 def test_without_a_url_every_backend_is_in_memory(tmp_path):

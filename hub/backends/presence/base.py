@@ -9,7 +9,7 @@ them; after that they are offline. Choosing `offline` is offline at once.
 
 `MemoryPresence` (memory.py) serves a single instance; `RedisPresence` (redis.py)
 is shared by all instances on one Redis. Both pass one contract suite
-(tests/test_presence.py).
+(tests/backends/test_presence.py).
 Times are epoch seconds from the instances' clocks, which must roughly agree.
 """
 from __future__ import annotations
