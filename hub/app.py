@@ -13,11 +13,12 @@ from handlers.context import Context
 from handlers.registry import REGISTRY
 from hub.auth import Authenticator, Tokens
 from hub.broker import Broker, MemoryBroker, RedisBroker
-from hub import admin_ui, asyncapi, gateways, openapi, sampler
+from hub import sampler
+from hub.adapters import admin_ui, asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.fanout import Fanout
-from hub.gateways.members import GOING_AWAY
-from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
+from hub.adapters.gateways.members import GOING_AWAY
+from hub.adapters.http import (attachments, auth, common, guard, middleware, operations, publish, system,
                       web as web_pages, widget)
 from hub.jobs import run_jobs
 from hub.manager import AdminUIManager, HubManager
@@ -31,7 +32,7 @@ from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
 from hub.streams import MemoryStreams, RedisStreams, StreamService
 from hub.transport import WANTS_ACK, HubServer
-from namespaces.base import OperationNamespace
+from hub.adapters.socketio import OperationNamespace
 from storage import jsoncodec
 from storage.db import Database
 from storage.migrate import upgrade

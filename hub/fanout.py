@@ -29,7 +29,7 @@ from handlers.context import Outgoing
 from handlers.registry import REGISTRY
 from hub.broker import Broker, BrokerUnavailable, offset_key
 from hub.coalesce import Coalescer
-from hub.gateways.members import REVOKED, Members
+from hub.adapters.gateways.members import REVOKED, Members
 from storage import outbox, published
 from storage.base import aware, utcnow
 from storage.group_commit import GroupCommit
@@ -54,7 +54,7 @@ class Fanout:
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
         # endpoint's is appended by the app): events reach clients of each parser.
         self.servers = [sio]
-        # Plain WebSocket and SSE connections (hub/gateways): rooms of their own, fed
+        # Plain WebSocket and SSE connections (hub/adapters/gateways): rooms of their own, fed
         # by the same deliveries.
         self.members = Members()
         self.broker = broker
@@ -224,7 +224,7 @@ class Fanout:
 
     async def share(self, namespace: str, event: str, args: list) -> None:
         """Send a broadcast to a whole namespace to the other instances, volatile
-        (the Admin UI's /admin: hub/admin_ui.py); each delivers it through `shared`."""
+        (the Admin UI's /admin: hub/adapters/admin_ui.py); each delivers it through `shared`."""
         await self._publish({"t": "share", "n": namespace, "ev": event, "a": args})
 
     async def _append_batch(self, batches: list[list[dict]]) -> list[list[str] | None]:

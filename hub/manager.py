@@ -46,7 +46,7 @@ them when the manager is attached, and the fast path or the handover turns itsel
 off (with a warning) instead of misbehaving if they ever change.
 tests/test_manager.py and tests/test_lean_websocket.py cover them.
 
-`AdminUIManager` (the Socket.IO Admin UI, hub/admin_ui.py) pops the `_timestamps`
+`AdminUIManager` (the Socket.IO Admin UI, hub/adapters/admin_ui.py) pops the `_timestamps`
 entry python-socketio's instrument() keeps on the manager per connected socket, for
 connections refused by their namespace, which instrument() never removes; it also
 relies on the shapes of instrument()'s /admin events (`redacted`).
@@ -68,7 +68,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
-from hub.http.guard import keep_slot
+from hub.adapters.http.guard import keep_slot
 from hub.protocol import log_oversized
 
 try:  # aiohttp's C unmasking (its pure-Python one otherwise)
@@ -99,7 +99,7 @@ def ws_frame(payload: bytes | str) -> bytes:
 
 def ready_transport(ws: WebSocketResponse) -> Callable[[], asyncio.Transport | None]:
     """For a prepared aiohttp websocket (the plain gateways' sockets,
-    hub/gateways/members.py): a function answering the transport a ready, uncompressed
+    hub/adapters/gateways/members.py): a function answering the transport a ready, uncompressed
     frame may be written to right now, or None (closing or paused). Always None when
     the connection is compressed or aiohttp's internals changed (check_internals).
     The writer, its protocol and transport are fixed once the websocket is prepared,
@@ -274,7 +274,7 @@ class LeanWebSocket(asyncio.Protocol):
         self.transport = self.raw = self.waiter = self.frag = self.close_timer = self.environ = None
         self.inbox = []
         self.inbox_bytes = 0
-        self.slot = None  # the per-address connection slot (hub.http.guard), released when the connection ends
+        self.slot = None  # the per-address connection slot (hub.adapters.http.guard), released when the connection ends
         self.buf = b""
         self.frag_op = 0
         self.attached = self.draining = self.paused = self.open = self.closing = self.lost = False
@@ -835,7 +835,7 @@ def redacted(event: str, data):
 
 
 class AdminUIManager(HubManager):
-    """The manager of hub.sio when the Socket.IO Admin UI is on (hub/admin_ui.py):
+    """The manager of hub.sio when the Socket.IO Admin UI is on (hub/adapters/admin_ui.py):
     broadcasts to the whole `/admin` namespace also go to the other instances
     (`share`, Fanout.share), and `emit_here` delivers theirs. Other namespaces'
     emits are HubManager's."""

@@ -66,7 +66,7 @@ class DuplicatePost(eio_exceptions.EngineIOError):
 
 class BodyLost(eio_exceptions.EngineIOError):
     """A long-polling POST whose body stopped before its Content-Length (the client
-    went away, or the body timeout of hub.http.guard closed the connection)."""
+    went away, or the body timeout of hub.adapters.http.guard closed the connection)."""
 
 
 def log_oversized(sid: str, limit: int) -> None:

@@ -21,7 +21,7 @@ import socketio
 from aiohttp import web
 
 from hub.app import create_app
-from hub.http.common import HUB
+from hub.adapters.http.common import HUB
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

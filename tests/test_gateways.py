@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from hub.gateways.plainws import HEARTBEAT
+from hub.adapters.gateways.plainws import HEARTBEAT
 from tests.business_helpers import service_token, staff
 from tests.dialog_helpers import assistant, visitor as widget_session
 from tests.gateway_helpers import Plain

@@ -12,7 +12,7 @@ from handlers.context import user_room
 from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
 from handlers.schema import Id, Input, JsonObject, Text
-from hub.http.common import HUB, read_json, request_actor, validate
+from hub.adapters.http.common import HUB, read_json, request_actor, validate
 from hub.state import spend_operation
 from storage import published
 

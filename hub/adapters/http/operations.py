@@ -8,7 +8,7 @@ from aiohttp import web
 
 from handlers.errors import Forbidden
 from handlers.registry import REGISTRY, Operation
-from hub.http.common import HUB, path_value, read_json, request_actor, validate
+from hub.adapters.http.common import HUB, path_value, read_json, request_actor, validate
 from hub.state import spend_operation
 
 

@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of every HTTP route, generated at request time beside
-the AsyncAPI one (hub/asyncapi.py): each registered operation with an HTTP mirror
+the AsyncAPI one (hub/adapters/asyncapi.py): each registered operation with an HTTP mirror
 from the registry, the thin routes outside it from `HTTP_ROUTES` below. Schemas
 come from the pydantic models (JSON Schema 2020-12, which OpenAPI 3.1 uses)."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pydantic import BaseModel, TypeAdapter
 
 from handlers.registry import REGISTRY, Registry
 from handlers.resource_types import documented
-from hub.asyncapi import REF, ErrorBody, _version
-from hub.http.auth import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserOut
-from hub.http.publish import PublishIn
-from hub.http.widget import WidgetSession
+from hub.adapters.asyncapi import REF, ErrorBody, _version
+from hub.adapters.http.auth import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserOut
+from hub.adapters.http.publish import PublishIn
+from hub.adapters.http.widget import WidgetSession
 
 JSON = "application/json"
 STATUS = {"validation_error": 422, "unauthorized": 401, "forbidden": 403, "not_found": 404,

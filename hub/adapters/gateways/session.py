@@ -1,6 +1,6 @@
 """One plain connection (WebSocket or SSE) in the hub: its actor, the namespaces it
 is attached to, its rooms, recovery records and request budget. What the Socket.IO
-adapter (namespaces/base.py) does for a socket, for a `Member`."""
+adapter (hub/adapters/socketio.py) does for a socket, for a `Member`."""
 from __future__ import annotations
 
 import logging
@@ -13,9 +13,9 @@ from handlers.context import Actor, user_room
 from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
 from hub.broker import Replay
-from hub.gateways.members import Member
+from hub.adapters.gateways.members import Member
 from hub.state import spend_operation
-from namespaces.base import TokenBucket, answer, payload_size
+from hub.adapters.socketio import TokenBucket, answer, payload_size
 
 log = logging.getLogger("hub.gateways")
 

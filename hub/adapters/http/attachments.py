@@ -6,7 +6,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from handlers.errors import Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
-from hub.http.common import HUB, path_id, request_actor
+from hub.adapters.http.common import HUB, path_id, request_actor
 from storage import chat
 from storage.base import aware, utcnow
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from handlers.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from handlers.schema import Input, Output, Text
 from hub.auth import hash_password, verify_password
-from hub.http.common import HUB, rate_limit, read_json, request_actor, validate
+from hub.adapters.http.common import HUB, rate_limit, read_json, request_actor, validate
 from storage import users
 from storage.base import aware
 
