@@ -31,7 +31,7 @@ from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.state import MemoryState, RedisState, SharedState
 from hub.streams import MemoryStreams, RedisStreams, StreamService
-from hub.transport import WANTS_ACK, HubServer
+from hub.transport import HubServer
 from hub.adapters.socketio import OperationNamespace
 from storage import jsoncodec
 from storage.db import Database
@@ -204,7 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     for server in hub.fanout.servers:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
-                OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
+                OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub))
     for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
                    web_pages):
         app.add_routes(module.routes())

@@ -32,6 +32,15 @@ class HubServer(ProtocolServer):  # hub/protocol.py: the protocol fixes of issue
             await server._send_packet(eio_sid, self.packet_class(
                 sio_packet.ACK, namespace=namespace, id=id, data=[] if reply is None else [reply], binary=False))
 
+    def wants_ack(self) -> bool:
+        """Whether the event being handled (in this task) was sent with an ack id:
+        without one, a failure is told to the socket as an `error` event instead."""
+        return WANTS_ACK.get()
+
+    def offer_pid(self, namespace: str, sid: str, pid: str) -> None:
+        """Send `pid` in the CONNECT reply of socket `sid` of `namespace`."""
+        self.pids[(namespace, sid)] = pid
+
     def connect_reply(self, sid, namespace) -> dict:
         """CONNECT data with the private session id the client recovers with."""
         reply = super().connect_reply(sid, namespace)
