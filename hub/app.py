@@ -18,8 +18,8 @@ from hub.adapters import admin_ui, asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.fanout import Fanout
 from hub.adapters.gateways.members import GOING_AWAY
-from hub.adapters.http import (attachments, auth, common, guard, middleware, operations, publish, system,
-                      web as web_pages, widget)
+from hub.adapters.http import (attachments, common, guard, middleware, operations, system, web as web_pages,
+                               widget)
 from hub.jobs import run_jobs
 from hub.manager import AdminUIManager, HubManager
 from hub.metrics import Metrics
@@ -205,7 +205,7 @@ def create_app(settings: Settings) -> web.Application:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
                 OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub))
-    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
+    for module in (system, operations, attachments, asyncapi, openapi, gateways, widget,
                    web_pages):
         app.add_routes(module.routes())
     if settings.admin_ui:

@@ -63,7 +63,8 @@ def test_every_input_field_is_bounded():
     publish, widget sessions) is an Id, Offset, Limit, Text, JsonObject or the like."""
     import hub.app  # noqa: F401  (registers every operation)
     from handlers.registry import REGISTRY
-    from hub.adapters.http import auth, publish, widget
+    from handlers import accounts as auth, publish
+    from hub.adapters.http import widget
 
     models = {op.input for op in REGISTRY.operations.values()}
     models |= {auth.RegisterIn, auth.LoginIn, auth.RefreshIn, auth.LogoutIn, publish.PublishIn, widget.WidgetSession}

@@ -110,6 +110,7 @@ class Connection:
         "error"}`, with the Socket.IO adapter's checks, limits and metrics."""
         metrics = self.hub.metrics
         op = REGISTRY.operations.get((namespace, event))
+        op = op if op is not None and op.socket else None  # never an HTTP-only operation
         started = time.perf_counter()
         reply, outcome = await answer(self.run(namespace, event, payload, size, op), f"operation {namespace} {event}")
         label = event if op else "unknown"
@@ -121,6 +122,8 @@ class Connection:
     async def run(self, namespace: str, event: str, payload, size: int | None = None, op=None):
         """The operation's result, or its HubError."""
         op = op or REGISTRY.operations.get((namespace, event))
+        if op is not None and not op.socket:
+            op = None
         hub, actor = self.hub, self.actor
         if not self.bucket.take():
             raise RateLimited("too many events on this connection: slow down", retry_after=self.bucket.wait())
