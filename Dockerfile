@@ -10,7 +10,6 @@ COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY hub ./hub
-COPY namespaces ./namespaces
 COPY handlers ./handlers
 COPY storage ./storage
 RUN pip install --no-cache-dir --no-deps .

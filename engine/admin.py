@@ -2,7 +2,7 @@
 instrumentation (`AsyncServer.instrument`): `/admin` broadcasts shared with the
 other instances, credentials redacted from what the UI is shown.
 
-It is here, not with the hub's admin UI page (hub/admin_ui.py), because it reaches
+It is here, not with the hub's admin UI page (hub/adapters/admin_ui.py), because it reaches
 private state of python-socketio's instrument(): it pops the `_timestamps` entry
 instrument() keeps on the manager per connected socket, for connections refused by
 their namespace, which instrument() never removes; it also relies on the shapes of
@@ -47,7 +47,7 @@ def redacted(event: str, data):
 
 
 class AdminUIManager(HubManager):
-    """The manager of a server serving the Socket.IO Admin UI (the hub: hub/admin_ui.py):
+    """The manager of a server serving the Socket.IO Admin UI (the hub: hub/adapters/admin_ui.py):
     broadcasts to the whole `/admin` namespace also go to the other instances
     (`share`, Fanout.share), and `emit_here` delivers theirs. Other namespaces'
     emits are HubManager's."""

@@ -36,7 +36,7 @@ def ws_frame(payload: bytes | str) -> bytes:
 
 def ready_transport(ws: WebSocketResponse) -> Callable[[], asyncio.Transport | None]:
     """For a prepared aiohttp websocket (the plain gateways' sockets,
-    hub/gateways/members.py): a function answering the transport a ready, uncompressed
+    hub/adapters/gateways/members.py): a function answering the transport a ready, uncompressed
     frame may be written to right now, or None (closing or paused). Always None when
     the connection is compressed or aiohttp's internals changed (engine/internals.py).
     The writer, its protocol and transport are fixed once the websocket is prepared,

@@ -16,7 +16,7 @@ from storage import chat as store
 from storage.base import aware, utcnow
 
 
-async def _visible_message(tx, ctx: Context, message_id: int) -> store.Message:
+async def visible_message(tx, ctx: Context, message_id: int) -> store.Message:
     """A live message of one of the actor's threads; anything else is not found."""
     msg = await store.get_message(tx, message_id)
     if msg is None or msg.deleted_at is not None or not await store.is_member(tx, msg.thread_id, ctx.actor.id):
@@ -38,7 +38,7 @@ async def read_message(ctx: Context, req: MessageRef) -> MessageOut:
     """Mark a message someone else sent as read by the user."""
     me = ctx.actor.id
     async with ctx.transaction() as tx:
-        msg = await _visible_message(tx, ctx, req.message_id)
+        msg = await visible_message(tx, ctx, req.message_id)
         read_at = await store.mark_read(tx, msg, me) if msg.sender_id != me else None
         out = await message_out(tx, msg, me)
         if read_at is not None:
@@ -61,7 +61,7 @@ async def edit_message(ctx: Context, req: EditMessage) -> MessageOut:
     me = ctx.actor.id
     check_length(ctx, req.message)
     async with ctx.transaction() as tx:
-        msg = await _visible_message(tx, ctx, req.message_id)
+        msg = await visible_message(tx, ctx, req.message_id)
         if msg.sender_id != me:
             raise Forbidden("only the sender can edit a message")
         await store.edit_message(tx, msg, req.message)
@@ -77,7 +77,7 @@ async def delete_message(ctx: Context, req: MessageRef) -> Deleted:
     """Delete a message; only its sender may. It disappears from history and search."""
     me = ctx.actor.id
     async with ctx.transaction() as tx:
-        msg = await _visible_message(tx, ctx, req.message_id)
+        msg = await visible_message(tx, ctx, req.message_id)
         if msg.sender_id != me:
             raise Forbidden("only the sender can delete a message")
         await store.delete_message(tx, msg)

@@ -1,6 +1,6 @@
 """/operators: live handoff consoles — presence, the queue, accept and release.
 
-Presence comes from `ctx.presence` (hub/presence.py, shared by every instance);
+Presence comes from `ctx.presence` (hub/backends/presence/, shared by every instance);
 a periodic sweep announces presence changes once (whichever instance sees them
 first claims the announcement) and requeues the dialogs of operators who went
 offline (each dialog claimed in the database by a compare-and-set)."""

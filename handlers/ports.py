@@ -8,7 +8,7 @@ Only what the handlers use is here; a backend may offer more.
 
 The two stream types are defined here, not by the streams backend: the
 operations catch the one and read the other, so the backend raises and returns
-these (hub/streams.py imports them)."""
+these (hub/delivery/streams.py and hub/backends/streams/ import them)."""
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
@@ -68,7 +68,7 @@ class Settings(Protocol):
 
 
 class Limits(Protocol):
-    """The limits shared by every instance (hub/state.py: in memory, or on Redis)."""
+    """The limits shared by every instance (hub/backends/limits/: in memory, or on Redis)."""
 
     async def throttle(self, group: str, key: str, interval: float) -> bool:
         """True at most once per `interval` for `key` in `group`, across instances."""
@@ -97,7 +97,7 @@ class PresenceRecord(Protocol):
 
 
 class Presence(Protocol):
-    """Who is connected, across instances (hub/presence.py): operators' consoles,
+    """Who is connected, across instances (hub/backends/presence/): operators' consoles,
     and users' /chat sockets (the same store, its ids are users)."""
 
     async def connect(self, operator_id: int, console: str) -> None: ...

@@ -1,14 +1,14 @@
 """The one registry of namespaces, operations and server events.
 
-The Socket.IO adapter, the HTTP adapter, the publish route and the AsyncAPI
-document are all generated from it; none of them holds per-operation code.
+The Socket.IO adapter, the HTTP adapter and the AsyncAPI and OpenAPI documents
+are all generated from it; none of them holds per-operation code.
 """
 from __future__ import annotations
 
 import re
 import typing
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -36,16 +36,42 @@ class NamespaceSpec:
         return any(re.fullmatch(p, room) for p in self.publish_rooms)
 
 
+JSON = "application/json"
+
+
+class Http(NamedTuple):
+    """How an operation is reached over HTTP. `(method, path)` is all most need."""
+
+    method: str
+    path: str
+    status: int | None = None  # of a success; None: 201 for POST, else 200
+    public: bool = False  # no token: the operation runs for an anonymous actor
+    # (name, Settings attribute): requests a minute per client address, counted
+    # before the body is read (e.g. logins).
+    per_address: tuple[str, str] | None = None
+    spend: bool = True  # counts against the actor's operation budget
+    # Media types. Anything but JSON (a multipart upload, a file download) is served
+    # by a thin route of its own, which calls the operation; described here for
+    # the OpenAPI document all the same.
+    request: str = JSON
+    response: str = JSON
+
+    @property
+    def generic(self) -> bool:
+        return self.request == JSON and self.response == JSON
+
+
 @dataclass(frozen=True)
 class Operation:
-    namespace: str
+    namespace: str  # a Socket.IO namespace; for an HTTP-only operation, its group
     event: str
     func: Handler
     input: type[BaseModel]
     output: TypeAdapter
-    roles: frozenset[str] | None  # None: every role the namespace admits
-    http: tuple[str, str] | None  # (method, path) when also reachable over HTTP
+    roles: frozenset[str] | None  # None: every role the namespace admits (HTTP only: any actor)
+    http: Http | None  # when also (or only) reachable over HTTP
     summary: str
+    socket: bool = True  # False: HTTP only (accounts, uploads, publishing)
 
 
 @dataclass(frozen=True)
@@ -86,7 +112,8 @@ class Registry:
     resource_types: dict[str, Any] = field(default_factory=dict)
 
     def operations_of(self, namespace: str) -> dict[str, Operation]:
-        return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace}
+        """The operations a socket of `namespace` may send (never the HTTP-only ones)."""
+        return {op.event: op for (ns, _), op in self.operations.items() if ns == namespace and op.socket}
 
     def events_of(self, namespace: str) -> dict[str, ServerEventSpec]:
         return {ev.event: ev for (ns, _), ev in self.events.items() if ns == namespace}
@@ -106,10 +133,14 @@ def operation(
     event: str,
     *,
     roles: set[str] | None = None,
-    http: tuple[str, str] | None = None,
+    http: tuple[str, str] | Http | None = None,
+    socket: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register `async def op(ctx, req: InputModel) -> Output` as the handler of
-    `event` in `namespace` (and of `http`, when given)."""
+    `event` in `namespace` (and of `http`, when given; only of it with
+    `socket=False`, when `namespace` names the operation's group)."""
+    if not socket and http is None:
+        raise ValueError(f"operation {namespace} {event}: an HTTP-only operation needs its route")
 
     def register(func: Handler) -> Handler:
         hints = typing.get_type_hints(func)
@@ -125,8 +156,9 @@ def operation(
             input=input_model,
             output=TypeAdapter(hints.get("return", Any)),
             roles=frozenset(roles) if roles else None,
-            http=http,
+            http=Http(*http) if http is not None else None,
             summary=(func.__doc__ or "").strip().split("\n")[0],
+            socket=socket,
         )
         return func
 

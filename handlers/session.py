@@ -2,7 +2,7 @@
 in-band (`auth:refresh`) and hear that it expired (`auth:expired`).
 
 Registered in every namespace so that the AsyncAPI document lists them; the
-Socket.IO adapter (namespaces/base.py) runs them itself, since they act on the
+Socket.IO adapter (hub/adapters/socketio.py) runs them itself, since they act on the
 connection, not on data (docs/security.md)."""
 from __future__ import annotations
 

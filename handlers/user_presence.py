@@ -1,4 +1,4 @@
-"""/chat: users' presence, across devices and instances (hub/presence.py, the same
+"""/chat: users' presence, across devices and instances (hub/backends/presence/, the same
 machinery as operators' consoles, under its own keys).
 
 Each /chat socket of a user is a console: the user is online while one is there,

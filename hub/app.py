@@ -17,12 +17,13 @@ from hub.backends import Backends, build_backends
 from hub.backends.bus import Broker
 from hub.backends.presence import Presence
 from hub.backends.state import SharedState
-from hub import admin_ui, asyncapi, gateways, openapi, sampler
+from hub import sampler
+from hub.adapters import admin_ui, asyncapi, gateways, openapi
 from hub.connections import Connections
 from hub.delivery.fanout import Fanout
-from hub.gateways.members import GOING_AWAY
-from hub.http import (attachments, auth, common, guard, middleware, operations, publish, system,
-                      web as web_pages, widget)
+from hub.adapters.gateways.members import GOING_AWAY
+from hub.adapters.http import (attachments, common, guard, middleware, operations, system, web as web_pages,
+                               widget)
 from hub.jobs import run_jobs
 from hub.metrics import Metrics
 from hub.delivery.recovery import Recovery
@@ -30,8 +31,8 @@ from hub.delivery.revocation import Revocations
 from hub.settings import Settings
 from hub.shutdown import Shutdown
 from hub.delivery.streams import StreamService
-from hub.adapters.socketio_server import WANTS_ACK, HubServer
-from namespaces.base import OperationNamespace
+from hub.adapters.socketio_server import HubServer
+from hub.adapters.socketio import OperationNamespace
 from storage import jsoncodec
 from storage.db import Database
 from storage.migrate import upgrade
@@ -191,8 +192,8 @@ def create_app(settings: Settings) -> web.Application:
     for server in hub.fanout.servers:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(
-                OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub, WANTS_ACK))
-    for module in (auth, system, operations, attachments, publish, asyncapi, openapi, gateways, widget,
+                OperationNamespace(spec, REGISTRY.operations_of(spec.name), hub))
+    for module in (system, operations, attachments, asyncapi, openapi, gateways, widget,
                    web_pages):
         app.add_routes(module.routes())
     if settings.admin_ui:

@@ -20,7 +20,7 @@ log = logging.getLogger("hub")
 
 def serve(settings: Settings, args) -> None:
     from hub.app import create_app
-    from hub.http.common import HUB
+    from hub.adapters.http.common import HUB
 
     try:
         import uvloop
@@ -196,7 +196,7 @@ def show_config(settings: Settings, args) -> None:
 
 
 def types(settings: Settings, args) -> None:
-    from hub.typescript import build
+    from hub.adapters.typescript import build
 
     print(build(), end="")
 

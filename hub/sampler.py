@@ -22,7 +22,7 @@ STATUSES = ("online", "away", "offline")
 
 
 async def sample(hub) -> None:
-    from hub.http.system import _checks as checks
+    from hub.adapters.http.system import _checks as checks
 
     metrics = hub.metrics
     now = utcnow()

@@ -34,7 +34,7 @@ from loadtests import bench
 
 async def measure(clients: int, messages: int) -> None:
     from hub.app import create_app
-    from hub.http.common import HUB
+    from hub.adapters.http.common import HUB
     from engine import ws_frame
     from hub.settings import Settings
 
@@ -94,7 +94,7 @@ async def measure(clients: int, messages: int) -> None:
 
 async def plain_ws(hub, port: int, users, clients: int, run, room: str, data: dict, messages: int) -> None:
     """The same broadcast to N plain WebSocket clients of the generic /ws (the same
-    user's room), through the fan-out's members (hub/gateways/members.py)."""
+    user's room), through the fan-out's members (hub/adapters/gateways/members.py)."""
     job = {"url": f"http://127.0.0.1:{port}", "token": users.receiver_token, "clients": clients}
     proc = await asyncio.create_subprocess_exec("node", str(bench.NODE_DIR / "plain_clients.mjs"), json.dumps(job),
                                                 cwd=bench.NODE_DIR, stdin=asyncio.subprocess.PIPE,

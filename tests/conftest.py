@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from hub.app import create_app
+from hub.adapters.http.common import HUB
 from hub.settings import Settings
 from tests.support.clients import Api, Client
 from tests.support.node import JsDriver

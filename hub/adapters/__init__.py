@@ -1,1 +1,2 @@
-"""The hub's adapters: what turns transports (Socket.IO, HTTP, plain websockets) into operations."""
+"""The hub's adapters: Socket.IO, HTTP, the plain WebSocket and SSE gateways, the
+AsyncAPI and OpenAPI documents, the TypeScript types and the web pages."""

@@ -11,7 +11,7 @@ import json
 from engine import WANTS_ACK, HubManager, ProtocolEngineIOServer, ProtocolServer
 from handlers.errors import PayloadTooLarge
 from hub.backends.bus import offset_key
-from hub.http.guard import keep_slot
+from hub.adapters.http.guard import keep_slot
 from hub.delivery.recovery import after_head
 
 __all__ = ["WANTS_ACK", "HubEngineIOServer", "HubServer"]
@@ -34,6 +34,15 @@ class HubServer(ProtocolServer):  # engine/socketio_server.py: the protocol fixe
             # A websocket the engine takes over from aiohttp keeps the request's
             # per-address connection slot (hub.http.guard) until it ends.
             self.manager.on_handover = keep_slot
+
+    def wants_ack(self) -> bool:
+        """Whether the event being handled (in this task) was sent with an ack id:
+        without one, a failure is told to the socket as an `error` event instead."""
+        return WANTS_ACK.get()
+
+    def offer_pid(self, namespace: str, sid: str, pid: str) -> None:
+        """Send `pid` in the CONNECT reply of socket `sid` of `namespace`."""
+        self.pids[(namespace, sid)] = pid
 
     def connect_reply(self, sid, namespace) -> dict:
         """CONNECT data with the private session id the client recovers with."""

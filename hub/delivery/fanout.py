@@ -10,7 +10,7 @@ instances without a log. Token revocations travel the same way.
 
 On this instance, an event reaches the Socket.IO servers' sockets (the plain way,
 or another way registered for it: `deliver_locally`) and then the plain WebSocket
-and SSE members (hub/gateways/members.py)."""
+and SSE members (hub/adapters/gateways/members.py)."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +27,7 @@ from hub.delivery.local import LocalDelivery, to_sockets
 from hub.delivery.records import (DurableEvent, Emitted, Logged, Revoked, Shared, Skip, VolatileEvent, decode,
                                   encode)
 from hub.delivery.relay import OutboxRelay
-from hub.gateways.members import REVOKED, Members
+from hub.adapters.gateways.members import REVOKED, Members
 
 log = logging.getLogger("hub.delivery.fanout")
 
@@ -156,7 +156,7 @@ class Fanout:
 
     async def share(self, namespace: str, event: str, args: list) -> None:
         """Send a broadcast to a whole namespace to the other instances, volatile
-        (the Admin UI's /admin: hub/admin_ui.py); each delivers it through `shared`."""
+        (the Admin UI's /admin: hub/adapters/admin_ui.py); each delivers it through `shared`."""
         await self._publish(Shared(self.instance_id, namespace, event, args))
 
     async def _publish(self, message: Emitted | Revoked | Shared) -> None:

@@ -4,7 +4,7 @@ log, a recovery's read of the log, and the messages between instances on the bus
 On the wire (the bus and the log, msgpack on Redis) they keep the compact keys they
 always had, so instances of the version before and after this one understand each
 other during a rolling deploy. The keys are written and read here only
-(`to_wire` / `from_wire`, `encode` / `decode`); the bus backend (hub/broker.py) knows
+(`to_wire` / `from_wire`, `encode` / `decode`); the bus backend (hub/backends/bus/codec.py) knows
 just what it must of an entry to log it: its namespace ("ns") and event id ("id")."""
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from handlers.registry import REGISTRY, namespace, operation, server_event
 from handlers.schema import Input, Output
-from hub.asyncapi import build
+from hub.adapters.asyncapi import build
 from tests.support.node import run_node
 
 

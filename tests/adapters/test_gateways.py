@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from hub.gateways.plainws import HEARTBEAT
+from hub.adapters.gateways.plainws import HEARTBEAT
 from tests.support.business import service_token, staff
 from tests.support.dialogs import assistant, visitor as widget_session
 from tests.support.gateways import Plain

@@ -1,4 +1,4 @@
-"""Issue 18's audit, scenario by scenario (the fuzzer, tests/test_fuzz.py, covers the
+"""Issue 18's audit, scenario by scenario (the fuzzer, tests/adapters/test_fuzz.py, covers the
 rest): bad input is a 4xx at the edge, a bad row cannot stall the outbox relay,
 deleted things are tombstones in `sync`."""
 from __future__ import annotations
@@ -63,7 +63,8 @@ def test_every_input_field_is_bounded():
     publish, widget sessions) is an Id, Offset, Limit, Text, JsonObject or the like."""
     import hub.app  # noqa: F401  (registers every operation)
     from handlers.registry import REGISTRY
-    from hub.http import auth, publish, widget
+    from handlers import accounts as auth, publish
+    from hub.adapters.http import widget
 
     models = {op.input for op in REGISTRY.operations.values()}
     models |= {auth.RegisterIn, auth.LoginIn, auth.RefreshIn, auth.LogoutIn, publish.PublishIn, widget.WidgetSession}

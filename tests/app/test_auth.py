@@ -94,7 +94,7 @@ async def test_register_and_login_are_rate_limited(api):
         assert status == 201
     status, body = await api.request("POST", "/auth/register", json={"email": "r9@rl.io", "password": "password1"})
     assert status == 429 and body["error"]["code"] == "rate_limited" and body["error"]["details"]["retry_after"] > 0
-    # Per address: ten tries a minute, whichever accounts (per account: tests/test_login_throttle.py).
+    # Per address: ten tries a minute, whichever accounts (per account: tests/app/test_login_throttle.py).
     codes = [(await api.request("POST", "/auth/login", json={"email": f"r{i}@rl.io", "password": "bad password"}))[0]
              for i in range(11)]
     assert codes == [401] * 10 + [429]

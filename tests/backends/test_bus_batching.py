@@ -1,4 +1,4 @@
-"""Volatile messages between instances go out in batches (hub/broker.py): whatever
+"""Volatile messages between instances go out in batches (hub/backends/bus/redis.py): whatever
 is published while the previous PUBLISH is on its way shares the next one. These
 tests check that batching keeps every message, in order, on a real Redis."""
 import asyncio

@@ -1,5 +1,5 @@
 """The in-flight buffer of streamed replies (hub/backends/streams/), the contract's
-reads and ends in memory and on Redis (tests/test_stream_buffer.py has the opening,
+reads and ends in memory and on Redis (tests/backends/test_stream_buffer.py has the opening,
 appending and racing closes): `get` gives the text so far or why there is none, a
 close gives the final state once, and the idle sweep is bounded."""
 import asyncio

@@ -5,7 +5,7 @@ connects in Chromium, and long-polling official clients, all from one address (a
 behind one NAT), are spread over both instances and keep their sessions.
 
 Needs nginx (Debian: `apt-get install nginx-light`; `make test` installs it) and
-what tests/test_handoff_ui.py needs; skipped with a reason when missing, except
+what tests/e2e/test_handoff_ui.py needs; skipped with a reason when missing, except
 under CI, where that is a failure."""
 import asyncio
 import json

@@ -1,4 +1,4 @@
-// Official socket.io-clients for tests/test_faults.py: one per (user, namespace),
+// Official socket.io-clients for tests/e2e/test_faults.py: one per (user, namespace),
 // each through the URL it is given (a TCP proxy of the test's, which drops,
 // blackholes and re-routes them). They reconnect and recover by themselves, as
 // in a browser. stdin: one JSON config line, then commands; stdout: one JSON line

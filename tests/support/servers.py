@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from hub.http.common import HUB
+from hub.adapters.http.common import HUB
 from hub.settings import Settings
 from tests.support.paths import ROOT
 

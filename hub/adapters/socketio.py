@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import msgpack
@@ -21,9 +22,10 @@ from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, 
                              unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
 from handlers.session import EXPIRED, REFRESH, AuthExpired
+from hub.adapters.services import SocketServices
+from hub.backends.limits import spend_operation
 from hub.delivery.records import Replayed
 from hub.delivery.recovery import identity
-from hub.backends.limits import spend_operation
 
 log = logging.getLogger("hub.namespaces")
 
@@ -85,15 +87,30 @@ def payload_size(payload) -> int:
         return 0
 
 
+class SocketServer(Protocol):
+    """What the namespace asks of the Socket.IO server it is registered on (the hub's
+    subclass, hub/adapters/socketio_server.py) beyond python-socketio's public API."""
+
+    def wants_ack(self) -> bool:
+        """Whether the event being handled was sent with an ack id."""
+
+    def offer_pid(self, namespace: str, sid: str, pid: str) -> None:
+        """Send `pid` in the CONNECT reply of this socket."""
+
+    def settle_held(self, sid: str, namespace: str, replayed: set[str], head: str | None) -> None: ...
+
+    async def drop_connection(self, sid: str, namespace: str) -> None: ...
+
+
 class OperationNamespace(socketio.AsyncNamespace):
     json_replies = True  # every reply is JSON data: hub.transport.HubServer acks it as such
+    server: SocketServer  # set by python-socketio's register_namespace
 
-    def __init__(self, spec: NamespaceSpec, operations: dict[str, Operation], hub, wants_ack) -> None:
+    def __init__(self, spec: NamespaceSpec, operations: dict[str, Operation], hub: SocketServices) -> None:
         super().__init__(spec.name)
         self.spec = spec
         self.ops = operations
         self.hub = hub
-        self.wants_ack = wants_ack
         self.conns: dict[str, Conn] = {}
         self._expiring: set[asyncio.Task] = set()
 
@@ -159,7 +176,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             await self.disconnect_socket(sid, "client disconnect")
             raise self._refused(exc) from None
         if pid:
-            self.server.pids[(self.spec.name, sid)] = pid  # goes out in the CONNECT reply
+            self.server.offer_pid(self.spec.name, sid, pid)  # goes out in the CONNECT reply
         self._arm(sid, self.conns[sid])
 
     def _refused(self, exc: HubError) -> socketio.exceptions.ConnectionRefusedError:
@@ -207,7 +224,7 @@ class OperationNamespace(socketio.AsyncNamespace):
                 log.exception("disconnect hook of %s failed", self.spec.name)
 
     async def handle(self, sid: str, event: str, args: list) -> dict:
-        wants_ack = self.wants_ack.get()
+        wants_ack = self.server.wants_ack()
         op = self.ops.get(event)
         label = event if op else "unknown"
         started = time.perf_counter()

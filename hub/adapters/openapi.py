@@ -1,7 +1,10 @@
 """The OpenAPI 3.1 document of every HTTP route, generated at request time beside
-the AsyncAPI one (hub/asyncapi.py): each registered operation with an HTTP mirror
-from the registry, the thin routes outside it from `HTTP_ROUTES` below. Schemas
-come from the pydantic models (JSON Schema 2020-12, which OpenAPI 3.1 uses)."""
+the AsyncAPI one (hub/adapters/asyncapi.py): each registered operation with an HTTP
+route from the registry (the REST mirror of Socket.IO events, and the HTTP-only
+operations: accounts, attachments, publishing), and the few routes that are no
+operation (health, metrics, the documents themselves, the widget's session, SSE)
+from `HTTP_ROUTES` below. Schemas come from the pydantic models (JSON Schema
+2020-12, which OpenAPI 3.1 uses)."""
 from __future__ import annotations
 
 import re
@@ -11,14 +14,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from handlers.registry import REGISTRY, Registry
+from handlers.registry import JSON, REGISTRY, Registry
 from handlers.resource_types import documented
-from hub.asyncapi import REF, ErrorBody, _version
-from hub.http.auth import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserOut
-from hub.http.publish import PublishIn
-from hub.http.widget import WidgetSession
-
-JSON = "application/json"
+from hub.adapters.asyncapi import REF, ErrorBody, _version
+from hub.adapters.http.widget import WidgetSession
 STATUS = {"validation_error": 422, "unauthorized": 401, "forbidden": 403, "not_found": 404,
           "conflict": 409, "rate_limited": 429, "payload_too_large": 413, "unavailable": 503}
 
@@ -31,16 +30,6 @@ class HttpError(BaseModel):
     detail: str
 
 
-class TokenPair(BaseModel):
-    """A login or refresh: a new access and refresh token."""
-
-    access_token: str
-    refresh_token: str
-    token_type: str
-    expires_in: int
-    user: UserOut
-
-
 class WidgetSessionOut(BaseModel):
     visitor_token: str
     dialog_id: int
@@ -48,7 +37,7 @@ class WidgetSessionOut(BaseModel):
 
 @dataclass(frozen=True)
 class HttpRoute:
-    """A route outside the registry, described for the document."""
+    """A route that is no operation, described for the document."""
 
     method: str
     path: str
@@ -67,23 +56,9 @@ _TEXT = {"type": "string"}
 _ANY = {"type": "object"}
 
 HTTP_ROUTES: tuple[HttpRoute, ...] = (
-    HttpRoute("POST", "/auth/register", "Create a user account.", RegisterIn, UserOut, 201, auth=False),
-    HttpRoute("POST", "/auth/login", "Log in: an access and a refresh token.", LoginIn, TokenPair, auth=False),
-    HttpRoute("POST", "/auth/refresh", "Rotate a refresh token: a new pair.", RefreshIn, TokenPair, auth=False),
-    HttpRoute("POST", "/auth/logout", "Revoke the access token (and its refresh token) everywhere.",
-              LogoutIn, {"type": "object"}, body_required=False),
-    HttpRoute("GET", "/auth/me", "The current user.", None, UserOut),
     HttpRoute("GET", "/health", "Liveness and each dependency's state.", None, _ANY, auth=False),
     HttpRoute("GET", "/ready", "200 only when this instance can serve.", None, _ANY, auth=False),
     HttpRoute("GET", "/metrics", "Prometheus metrics.", None, _TEXT, auth=False, content="text/plain"),
-    HttpRoute("POST", "/api/publish", "Services: publish a server event to users or a room.", PublishIn,
-              {"type": "object", "properties": {"delivered_to_rooms": {"type": "array", "items": _TEXT},
-                                                "offset": {"type": ["string", "null"]}}}),
-    HttpRoute("POST", "/api/attachments", "Upload a chat attachment (multipart, field `file`).", None, _ANY, 201,
-              request_content="multipart/form-data"),
-    HttpRoute("GET", "/api/attachments/{id}", "Download an attachment of one of your threads.", None,
-              {"type": "string", "format": "binary"}, content="application/octet-stream",
-              params=({"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},)),
     HttpRoute("POST", "/api/widget/sessions", "A website widget's visitor token and dialog (origin-checked).",
               WidgetSession, WidgetSessionOut, 201, auth=False),
     HttpRoute("GET", "/asyncapi.json", "The AsyncAPI 3.0 document of the Socket.IO namespaces and /ws.",
@@ -163,21 +138,32 @@ def build(registry: Registry = REGISTRY, *, server: str = "http://localhost:8000
         add(route.method, route.path, operation)
 
     for op in ops:
-        method, path = op.http
+        http = op.http
+        method, path = http.method, http.path
         names = _path_params(path)
-        spec = registry.namespaces[op.namespace]
+        spec = registry.namespaces.get(op.namespace)
         schema = schemas[(op.namespace, op.event, "in")]
-        if method == "GET" or names:
+        if method == "GET" or names or not http.generic:
             schema = _without(schema, defs.get("$defs", {}), names)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "integer"}} for n in names]
+        roles = op.roles or (spec.roles if spec else None)
+        if op.socket:
+            description = (f"Mirrors the Socket.IO event `{op.event}` of `{op.namespace}` "
+                           f"(roles: {', '.join(sorted(roles or ()))}).")
+        else:
+            description = ("HTTP only; no token." if http.public else
+                           f"HTTP only (roles: {', '.join(sorted(roles)) if roles else 'any token'}).")
+        status = http.status or (201 if method == "POST" else 200)
+        if http.response == JSON:
+            body = _json(schemas[(op.namespace, op.event, "out")])
+        else:
+            body = _json({"type": "string", "format": "binary"}, http.response)
         operation = {
             "summary": op.summary, "operationId": f"{op.namespace}:{op.event}",
-            "tags": [op.namespace], "security": [{"bearer": []}],
-            "description": f"Mirrors the Socket.IO event `{op.event}` of `{op.namespace}` "
-                           f"(roles: {', '.join(sorted(op.roles or spec.roles))}).",
+            "tags": [op.namespace], "security": [] if http.public else [{"bearer": []}],
+            "description": description,
             "responses": {
-                "201" if method == "POST" else "200": {"description": "the event's ack data",
-                                                       **_json(schemas[(op.namespace, op.event, "out")])},
+                str(status): {"description": "the event's ack data" if op.socket else op.summary, **body},
                 **_errors("validation_error", "unauthorized", "forbidden", "not_found", "conflict",
                           "rate_limited", "payload_too_large"),
             },
@@ -185,8 +171,14 @@ def build(registry: Registry = REGISTRY, *, server: str = "http://localhost:8000
         if method == "GET":
             params += [{"name": name, "in": "query", "required": name in schema.get("required", []),
                         "schema": prop} for name, prop in schema.get("properties", {}).items()]
+        elif http.request != JSON:
+            # A file (multipart field `file`): the operation's input is what the thin route reads from it.
+            operation["requestBody"] = {"required": True, **_json(
+                {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
+                 "required": ["file"]}, http.request)}
         elif schema.get("properties"):
-            operation["requestBody"] = {"required": method != "DELETE", **_json(schema)}
+            required = method != "DELETE" and (op.socket or bool(schema.get("required")))
+            operation["requestBody"] = {"required": required, **_json(schema)}
         if params:
             operation["parameters"] = params
         add(method, path, operation)

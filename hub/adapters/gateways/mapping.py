@@ -1,5 +1,5 @@
 """How each plain gateway names and shapes the hub's server events: one kind per
-gateway, each rendering an event into its frame once per event (hub/gateways/members.py).
+gateway, each rendering an event into its frame once per event (hub/adapters/gateways/members.py).
 docs/clients.md lists these tables.
 
 - generic `/ws`: `{"ns", "event", "data", "offset"}`, every event.

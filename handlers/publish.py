@@ -1,22 +1,33 @@
-"""POST /api/publish (CONTRACT §4): backend services send a server event that a
-namespace declares publishable to users or to an allowed room, on every instance."""
+"""Publishing (CONTRACT §4, `POST /api/publish`, HTTP only): a backend service sends
+a server event that a namespace declares publishable to users or to an allowed
+room, on every instance."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from handlers.context import user_room
-from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
-from handlers.registry import REGISTRY
+from handlers.context import Context, Outgoing, user_room
+from handlers.errors import PayloadTooLarge, ValidationFailed, validation_details
+from handlers.registry import REGISTRY, Http, operation
 from handlers.schema import Id, Input, JsonObject, Text
-from hub.http.common import HUB, read_json, request_actor, validate
-from hub.backends.limits import spend_operation
 from storage import published
 
 MAX_USERS = 1000
+
+
+class Delivery(Protocol):
+    """The fan-out (hub.delivery.fanout.Fanout): sends events now, each one's log offset back."""
+
+    async def deliver(self, events: list[Outgoing]) -> list[str | None]: ...
+
+
+@dataclass(kw_only=True)
+class PublishContext(Context):
+    fanout: Delivery
 
 
 class Target(Input):
@@ -39,6 +50,11 @@ class PublishIn(Input):
     data: JsonObject
 
 
+class Published(BaseModel):
+    delivered_to_rooms: list[str]
+    offset: str | None
+
+
 @lru_cache(maxsize=None)
 def _strict(model: type[BaseModel]) -> type[BaseModel]:
     """The event's model, refusing unknown fields: a publisher's typo is an error,
@@ -51,18 +67,13 @@ def _fail(message: str, loc: list[str], kind: str = "value_error", **extra) -> V
     return ValidationFailed(message, details=[{"loc": loc, "msg": message, "type": kind, **extra}])
 
 
-async def publish(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    actor = await request_actor(request)
-    if actor.acts_as != "service":
-        # Bots included: a bot speaks in its assistant's dialogs through /dialogs.
-        raise Forbidden("only service tokens not scoped to an assistant may publish")
-    spend_operation(hub.state, hub.settings, actor)  # the budget of the service's operations too
-    body = await read_json(request)
-    limit = hub.settings.max_payload_bytes
-    if len(json.dumps(body.get("data"), separators=(",", ":"))) > limit:
+# Services only: bots speak in their assistant's dialogs through /dialogs.
+@operation("publish", "publish", roles={"service"}, socket=False, http=Http("POST", "/api/publish", status=200))
+async def publish(ctx: PublishContext, req: PublishIn) -> Published:
+    """Services: publish a server event to users or a room."""
+    limit = ctx.settings.max_payload_bytes
+    if len(json.dumps(req.data, separators=(",", ":"))) > limit:
         raise PayloadTooLarge(f"data larger than {limit} bytes")
-    req: PublishIn = validate(PublishIn, body)
     spec = REGISTRY.namespaces.get(req.namespace)
     if spec is None:
         raise _fail(f"unknown namespace {req.namespace!r}", ["namespace"],
@@ -89,13 +100,11 @@ async def publish(request: web.Request) -> web.Response:
     # Stored in the outbox like any write's event: once answered, it reaches every
     # recipient that is connected or recovers, whatever happens to this instance;
     # and kept for `sync`, for those that could not recover.
-    ctx = hub.context(actor)
     async with ctx.transaction() as tx:
         ctx.emit(data, rooms=rooms)
         await published.add(tx, req.namespace, req.event, ctx.events[-1].data, rooms)
-    offset, = await hub.fanout.deliver(ctx.events)
-    return web.json_response({"delivered_to_rooms": rooms, "offset": offset})
-
-
-def routes() -> list[web.RouteDef]:
-    return [web.post("/api/publish", publish)]
+    # Delivered here rather than by the adapter after the operation: the answer
+    # carries the event's offset.
+    offset, = await ctx.fanout.deliver(ctx.events)
+    ctx.events.clear()
+    return Published(delivered_to_rooms=rooms, offset=offset)

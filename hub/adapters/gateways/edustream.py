@@ -1,15 +1,15 @@
 """EduStream's socket, `/ws/{user_id}`: the user's chat messages and notifications as
 flat `{"type": "new_message" | "message_sent" | "booking_update" | "notification", ...}`
-frames (hub/gateways/mapping.py). The app sends through the REST mirror; requests on
+frames (hub/adapters/gateways/mapping.py). The app sends through the REST mirror; requests on
 the socket itself default to /chat."""
 from __future__ import annotations
 
 from aiohttp import web
 
 from handlers.errors import Forbidden
-from hub.gateways.mapping import EduStream
-from hub.gateways.plainws import Gateway, serve
-from hub.gateways.session import Connection
+from hub.adapters.gateways.mapping import EduStream
+from hub.adapters.gateways.plainws import Gateway, serve
+from hub.adapters.gateways.session import Connection
 
 NAMESPACES = ("/chat", "/notifications")
 

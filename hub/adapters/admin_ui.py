@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from handlers.errors import HubError, NotFound, Unavailable
-from hub.http.web import NO_CACHE, WEB
+from hub.adapters.http.web import NO_CACHE, WEB
 from engine import ADMIN_NAMESPACE as NAMESPACE, AdminUIManager
 
 DIST = WEB / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"

@@ -15,7 +15,7 @@ from handlers.errors import NotFound, Unavailable
 def _web_dir() -> Path:
     """web/ beside the source tree (editable install, `make run`), else ./web (an
     installed package run from a directory holding web/, as in a container image)."""
-    candidates = [Path(__file__).resolve().parents[2] / "web", Path.cwd() / "web"]
+    candidates = [Path(__file__).resolve().parents[3] / "web", Path.cwd() / "web"]
     return next((c for c in candidates if (c / "console.html").is_file()), candidates[0])
 
 

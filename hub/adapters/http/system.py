@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from handlers.errors import Unauthorized
-from hub.http.common import HUB, bearer
+from hub.adapters.http.common import HUB, bearer
 
 
 async def _checks(hub) -> dict[str, dict]:

@@ -138,7 +138,7 @@ class Members:
         self.rooms: dict[str, dict[str, set[Member]]] = {}
         self.by_sid: dict[str, Member] = {}
         self._joined: dict[str, set[tuple[str, str]]] = {}  # sid -> {(namespace, room)}
-        self.kinds: dict[str, Kind] = {}  # one per gateway (hub/gateways/plainws.kind_of)
+        self.kinds: dict[str, Kind] = {}  # one per gateway (hub/adapters/gateways/plainws.kind_of)
 
     def add(self, member: Member) -> None:
         self.by_sid[member.sid] = member

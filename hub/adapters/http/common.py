@@ -10,11 +10,12 @@ from handlers.context import Actor
 from handlers.errors import (Forbidden, HubError, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
                              ValidationFailed, unexpected, validation_details)
 from handlers.schema import MAX_ID
+from hub.adapters.services import Services
 from storage import jsoncodec
 
 log = logging.getLogger("hub.http")
 
-HUB = web.AppKey("hub", object)
+HUB = web.AppKey("hub", Services)  # the running instance (hub.app.Hub)
 
 
 class MethodNotAllowed(ValidationFailed):

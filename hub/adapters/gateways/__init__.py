@@ -8,5 +8,5 @@ from aiohttp import web
 
 def routes() -> list[web.RouteDef]:
     # Imported here: hub.delivery.fanout imports this package for its members, before the HTTP side exists.
-    from hub.gateways import dialogs, edustream, plainws, sse
+    from hub.adapters.gateways import dialogs, edustream, plainws, sse
     return plainws.routes() + edustream.routes() + dialogs.routes() + sse.routes()

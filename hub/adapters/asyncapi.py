@@ -58,6 +58,8 @@ def _schemas(registry: Registry) -> tuple[dict, dict]:
     inputs: list = [(("error", "reply"), "serialization", TypeAdapter(ErrorReply)),
                     (("error", "event"), "serialization", TypeAdapter(ErrorEvent))]
     for (ns, event), op in registry.operations.items():
+        if not op.socket:  # HTTP only: in the OpenAPI document
+            continue
         inputs.append(((ns, event, "request"), "validation", TypeAdapter(op.input)))
         inputs.append(((ns, event, "ack"), "serialization", op.output))
     for (ns, event), ev in registry.events.items():
@@ -106,7 +108,7 @@ def build(registry: Registry = REGISTRY, *, host: str = "localhost:8000", protoc
                 "x-roles": sorted(op.roles or spec.roles),
             }
             if op.http:
-                operation["x-http"] = {"method": op.http[0], "path": op.http[1]}
+                operation["x-http"] = {"method": op.http.method, "path": op.http.path}
             operations[f"{chan}.{k}"] = operation
 
         for event, ev in sorted(registry.events_of(ns).items()):

@@ -2,9 +2,9 @@
 origins in HUB_CORS_ORIGINS.
 
 The Socket.IO endpoints are left alone: python-engineio answers their CORS itself
-(from the same setting, hub/http/widget.py `socketio_origins`), and a websocket's
+(from the same setting, hub/adapters/http/widget.py `socketio_origins`), and a websocket's
 request lasts as long as the connection (connections are logged and counted in
-namespaces/base.py and hub/metrics.py instead)."""
+hub/adapters/socketio.py and hub/metrics.py instead)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +16,7 @@ import uuid
 from aiohttp import web
 
 from handlers.errors import Forbidden
-from hub.http.common import HUB, error_response
+from hub.adapters.http.common import HUB, error_response
 from hub.settings import Settings
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"

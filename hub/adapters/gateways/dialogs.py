@@ -3,15 +3,15 @@ and staff), `/ws/site-dialog/{dialog_id}` and `/ws/widget-dialog/{dialog_id}` (t
 dialog's visitor, with the visitor token of POST /api/widget/sessions: a dialog is
 never readable without it) and `/ws/operator/{operator_id}` (an operator's
 dashboard). Frames are `{"type": "message_added", "data": {...}}` and the like
-(hub/gateways/mapping.py); requests default to the path's namespace."""
+(hub/adapters/gateways/mapping.py); requests default to the path's namespace."""
 from __future__ import annotations
 
 from aiohttp import web
 
 from handlers.errors import Forbidden
-from hub.gateways.mapping import Dialogs
-from hub.gateways.plainws import Gateway, serve
-from hub.gateways.session import Connection
+from hub.adapters.gateways.mapping import Dialogs
+from hub.adapters.gateways.plainws import Gateway, serve
+from hub.adapters.gateways.session import Connection
 
 STAFF_ROLES = ("user", "operator", "admin")
 

@@ -14,13 +14,13 @@ from aiohttp import web
 
 from handlers.errors import Forbidden, ValidationFailed
 from handlers.registry import REGISTRY
+from hub.adapters.gateways.mapping import ServerSentEvents
+from hub.adapters.gateways.members import Member
+from hub.adapters.gateways.plainws import HEARTBEAT
+from hub.adapters.gateways.session import Connection, new_sid
+from hub.adapters.http.common import HUB, bearer
 from hub.backends.bus import offset_key, valid_offset
 from hub.delivery.records import Replayed
-from hub.gateways.mapping import ServerSentEvents
-from hub.gateways.members import Member
-from hub.gateways.plainws import HEARTBEAT
-from hub.gateways.session import Connection, new_sid
-from hub.http.common import HUB, bearer
 from storage.jsoncodec import dumps
 
 COOKIE = "hub_token"

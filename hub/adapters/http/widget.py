@@ -18,7 +18,7 @@ from handlers.context import Actor
 from handlers import bots, routing, widgets
 from handlers.errors import Forbidden, HubError, RateLimited
 from handlers.schema import Id, Input
-from hub.http.common import HUB, error_response, rate_limit, read_json, validate
+from hub.adapters.http.common import HUB, error_response, rate_limit, read_json, validate
 from storage import dialogs as dialogs_store
 
 log = logging.getLogger("hub.widget")

@@ -27,12 +27,12 @@ from aiohttp import WSMsgType, web
 
 from handlers.errors import Forbidden, HubError, InternalError, Unauthorized, ValidationFailed
 from handlers.registry import REGISTRY
-from hub.backends.bus import valid_offset
-from hub.gateways.mapping import Generic
-from hub.gateways.members import Member
-from hub.gateways.session import Connection, new_sid
-from hub.http.common import HUB
 from engine import ready_transport
+from hub.adapters.gateways.mapping import Generic
+from hub.adapters.gateways.members import Member
+from hub.adapters.gateways.session import Connection, new_sid
+from hub.adapters.http.common import HUB
+from hub.backends.bus import valid_offset
 from storage.jsoncodec import dumps
 
 log = logging.getLogger("hub.gateways")

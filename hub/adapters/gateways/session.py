@@ -1,6 +1,6 @@
 """One plain connection (WebSocket or SSE) in the hub: its actor, the namespaces it
 is attached to, its rooms, recovery records and request budget. What the Socket.IO
-adapter (namespaces/base.py) does for a socket, for a `Member`."""
+adapter (hub/adapters/socketio.py) does for a socket, for a `Member`."""
 from __future__ import annotations
 
 import logging
@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from handlers.context import Actor, user_room
 from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
-from hub.delivery.records import Replayed
-from hub.gateways.members import Member
+from hub.adapters.gateways.members import Member
+from hub.adapters.socketio import TokenBucket, answer, payload_size
 from hub.backends.limits import spend_operation
-from namespaces.base import TokenBucket, answer, payload_size
+from hub.delivery.records import Replayed
 
 log = logging.getLogger("hub.gateways")
 
@@ -111,6 +111,7 @@ class Connection:
         "error"}`, with the Socket.IO adapter's checks, limits and metrics."""
         metrics = self.hub.metrics
         op = REGISTRY.operations.get((namespace, event))
+        op = op if op is not None and op.socket else None  # never an HTTP-only operation
         started = time.perf_counter()
         reply, outcome = await answer(self.run(namespace, event, payload, size, op), f"operation {namespace} {event}")
         label = event if op else "unknown"
@@ -122,6 +123,8 @@ class Connection:
     async def run(self, namespace: str, event: str, payload, size: int | None = None, op=None):
         """The operation's result, or its HubError."""
         op = op or REGISTRY.operations.get((namespace, event))
+        if op is not None and not op.socket:
+            op = None
         hub, actor = self.hub, self.actor
         if not self.bucket.take():
             raise RateLimited("too many events on this connection: slow down", retry_after=self.bucket.wait())
