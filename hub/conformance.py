@@ -27,10 +27,11 @@ CONNECT_TIMEOUT = 1.0
 # The suites' reader takes one websocket frame per socket read and drops the rest, so
 # the events of a connect handler must reach it in a later read than the CONNECT
 # reply. A write of its own (hub.protocol.ProtocolServer._connect_written) is not
-# enough when the client waits for a CPU: on the shared 2-core test machine, a loop
-# iteration and 1 ms between the writes still lost the event in 1 to 6 runs of 6;
-# 5 ms lost none (docs/protocol.md).
-CONNECT_PAUSE = 0.02
+# enough when the client waits for a CPU. On the shared 2-core test machine (load
+# average 9-13), a client reading like the suite lost the event after 83 of 300
+# connects with no pause, 4 of 300 with 1 ms, 2 of 2,800 with 20 ms and none of
+# 2,500 with 50 ms (docs/protocol.md). The first ping comes 300 ms after the handshake.
+CONNECT_PAUSE = 0.05
 
 
 def _configure(eio) -> None:
