@@ -9,6 +9,7 @@ import json
 import pytest
 
 from handlers.context import Outgoing
+from engine import ws_frame
 from tests.support.node import run_node
 from tests.support.protocol import closed, open_polling, receive, receive_skipping_pings, start_conformance, text
 
@@ -42,6 +43,91 @@ async def test_connect_packet_precedes_connect_handler_events(conf, http, connec
     assert list(json.loads(first[len(prefix):])) == ["sid"]
     nsp = prefix[2:]
     assert await receive(ws) == f"42{nsp}" + json.dumps(["auth", auth], separators=(",", ":"))
+    await ws.close()
+
+
+class OneFramePerRead:
+    """A websocket client over plain TCP that, like the official suites' reader (ws 8.5
+    with one-shot `message` listeners), takes one frame from each socket read: `read`
+    returns the frames of one read, so a test can say that a frame came alone."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, path: str = "/socket.io/?EIO=4&transport=websocket"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send_text(self, message: str) -> None:
+        payload = message.encode()
+        assert len(payload) < 126
+        key = b"\x01\x02\x03\x04"
+        self.writer.write(bytes((0x81, 0x80 | len(payload))) + key
+                          + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+
+    async def read(self) -> list[str]:
+        """The text frames of the next read of the socket."""
+        data = await asyncio.wait_for(self.reader.read(65536), 5)
+        assert data, "connection closed"
+        while True:  # a frame cut by the read: the rest is read too (it came with it)
+            frames, pos = [], 0
+            while pos < len(data):
+                n, pos = data[pos + 1] & 0x7F, pos + 2
+                assert data[pos - 2] == 0x81 and n < 126, data  # short text frames only
+                frames.append(data[pos:pos + n].decode())
+                pos += n
+            if pos == len(data):
+                return frames
+            data += await asyncio.wait_for(self.reader.read(65536), 5)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.mark.parametrize("connect, prefix", [("40", "40"), ("40/custom,", "40/custom,")])
+async def test_connect_reply_and_handler_events_arrive_in_separate_reads(conf, connect, prefix):
+    """The official Socket.IO suite reads one frame per socket read: a CONNECT reply
+    written together with the connect handler's `auth` event cost it the event
+    (6 of its 32 tests failed). The reply is written alone, the events after it."""
+    ws = await OneFramePerRead.open(conf.port)
+    opened = await ws.read()
+    assert len(opened) == 1 and opened[0].startswith("0{"), opened
+    ws.send_text(connect)
+    first = await ws.read()
+    assert len(first) == 1 and first[0].startswith(prefix + "{"), first  # the reply, alone
+    assert await ws.read() == [f'42{prefix[2:]}["auth",{{}}]']
+    ws.close()
+
+
+async def test_hub_writes_the_connect_reply_alone_then_the_handler_events(probe_namespace, http):
+    """With `hub serve`'s settings (no pause), the CONNECT reply still leaves in a
+    transport write of its own; the connect handler's events follow, in order. The
+    server's writes are recorded on its transport (and still made)."""
+    sio = probe_namespace.hub.sio
+    ws = await http.ws_connect(probe_namespace.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+    opened = await receive(ws)
+    assert opened.startswith("0{"), opened
+    transport = sio.eio.sockets[json.loads(opened[1:])["sid"]].hub_ws.raw
+    writes: list[bytes] = []
+    write = transport.write
+
+    def recording(data):
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recording
+    await ws.send_str("40/probe,")
+    packets = [await receive_skipping_pings(ws) for _ in range(4)]
+    assert packets[0].startswith("40/probe,{"), packets
+    written = [w for w in writes if w != ws_frame("2")]  # pings, if any
+    assert written[0] == ws_frame(packets[0])  # alone
+    assert b"".join(written[1:]) == b"".join(ws_frame(p) for p in packets[1:])
     await ws.close()
 
 
