@@ -135,3 +135,6 @@ async def test_a_master_failover_loses_no_acknowledged_message(own_cluster, spaw
     missing = set(acked) - set(got)
     assert not missing, f"acknowledged but never delivered: {sorted(missing)}"
     assert len(got) == len(set(got)), "a message was delivered twice"
+    for hub in (one, two):  # both ready again: Redis (every node the client knows) and the bus
+        async with http.get(hub.url + "/ready") as resp:
+            assert resp.status == 200, await resp.text()
