@@ -1,5 +1,6 @@
-"""The bus and log's contract suite (hub/backends/bus/base.py), run on memory and on
-Redis, and the Redis bus surviving a Redis restart."""
+"""The bus and log's contract suite (hub/backends/bus/base.py), run on memory, on
+Redis and on a Redis Cluster (sharded pub/sub), and the Redis bus surviving a Redis
+restart."""
 import asyncio
 import time
 
