@@ -107,6 +107,22 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """Redis (redis://, rediss://, unix://) or a Redis Cluster (redis+cluster://
+    host:port,host:port...), whose node list is checked here rather than at the
+    first connect."""
+    url = _url(env, "HUB_REDIS_URL", ("redis", "rediss", "unix", "redis+cluster"))
+    if url and url.lower().startswith("redis+cluster://"):
+        from hub.backends.redis import cluster_nodes
+
+        try:
+            cluster_nodes(url)
+        except ValueError as exc:
+            _refuse(env, f"HUB_REDIS_URL: {exc} (in {_masked_url(url)!r})")
+            return None
+    return url
+
+
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     raw = env.get(name)
     if not raw:
@@ -232,7 +248,7 @@ class Settings:
         settings = cls(
             data_dir=data_dir,
             database_url=database_url,
-            redis_url=_url(env, "HUB_REDIS_URL", ("redis", "rediss", "unix")),
+            redis_url=_redis_url(env),
             redis_prefix=env.get("HUB_REDIS_PREFIX") or "hub",
             jwt_secret=env.get("HUB_JWT_SECRET") or None,
             cors_origins=_origins(env, "HUB_CORS_ORIGINS"),

@@ -134,7 +134,7 @@ async def _presence(args) -> dict:
         await presence.look_at(ids, time.time())
         online = ctx()
         started = time.perf_counter()
-        while await presence.redis.zcard(f"{prefix}:presence:due"):
+        while await presence.redis.zcard("{" + f"{prefix}:presence" + "}:due"):
             await announce(online)
         connect_batch = time.perf_counter() - started
         gone = ids[:: max(1, len(ids) // args.changes)][:args.changes]

@@ -134,7 +134,8 @@ def redis_cleanup(prefix: str) -> int:
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        # Plain keys and hash-tagged ones (`{prefix:bus}:log:...`, hub/backends/redis.py).
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000)) + list(client.scan_iter("{" + f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
         return len(keys)
@@ -417,7 +418,7 @@ def run_variant(variant: str, args, tmp: Path, copy: Path | None) -> dict:
         client = redis.Redis.from_url(REDIS_URL)
         try:
             sessions = sum(1 for _ in client.scan_iter(f"{prefix}:session:*", count=1000))
-            log_key = f"{prefix}:log:/chat"
+            log_key = "{" + f"{prefix}:bus" + "}:log:/chat"
             log_entries, log_bytes = client.xlen(log_key), client.memory_usage(log_key)
         finally:
             client.close()

@@ -23,7 +23,8 @@ from tests.support.clients import Api, Client
 from tests.support.node import JsDriver
 from tests.support.paths import JS_DIR, ROOT
 from tests.support.servers import SECRET, HubProcess, Server, make_settings
-from tests.support.services import PG_ADMIN, REDIS_URL, PrivateRedis, free_port, in_thread, unavailable
+from tests.support.services import (PG_ADMIN, REDIS_URL, PrivateRedis, free_port, in_thread, prefix_patterns,
+                                    unavailable)
 from tests.support.teardown import all_bounded
 
 # --- services -------------------------------------------------------------------
@@ -77,10 +78,43 @@ def redis_prefix(redis_url):
     prefix = f"hubtest:{secrets.token_hex(4)}"
     yield prefix
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
+    for pattern in prefix_patterns(prefix):
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A Redis Cluster of this run's own (6 nodes: 3 masters, 3 replicas), shared by
+    the tests that only use it; skipped where redis-server cannot run one (a failure
+    under CI)."""
+    from tests.support.redis_cluster import RedisClusterProcs, cluster_support
+
+    why = cluster_support()
+    if why:
+        unavailable("a Redis Cluster", RuntimeError(why))
+    cluster = RedisClusterProcs(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        unavailable("a Redis Cluster", exc)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster):
+    """The redis+cluster:// URL of the run's cluster (keys of a test's own: redis_prefix)."""
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def any_redis_url(request):
+    """A contract suite's Redis: the shared one, then the run's cluster."""
+    return request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
 
 
 @pytest.fixture

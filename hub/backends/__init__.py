@@ -6,7 +6,9 @@ session records (sessions/) and the buffer of streamed replies (streams/).
 `build_backends(settings)` picks the implementation from HUB_REDIS_URL's scheme:
 unset, memory (a single instance); redis://, rediss:// or unix://, Redis, every
 backend on ONE client (one connection pool, hub/backends/redis.py), the bus adding
-the two connections of its own that pub/sub needs."""
+the two connections of its own that pub/sub needs; redis+cluster://host:port,...,
+a Redis Cluster: the same backends on a RedisCluster client (hash-tagged keys,
+sharded pub/sub for the bus: docs/scaling.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from hub.backends.limits.redis import RedisLimits
 from hub.backends.presence import FORGET_AFTER, Presence
 from hub.backends.presence.memory import MemoryPresence
 from hub.backends.presence.redis import RedisPresence
-from hub.backends.redis import shared_client
+from hub.backends.redis import CLUSTER_SCHEME, cluster_client, shared_client
 from hub.backends.revocations import RevokedTokens
 from hub.backends.revocations.memory import MemoryRevokedTokens
 from hub.backends.revocations.redis import RedisRevokedTokens
@@ -79,7 +81,16 @@ def _memory(settings: Settings, retention: float) -> Backends:
 
 
 def _redis(settings: Settings, retention: float) -> Backends:
-    redis, prefix = shared_client(settings.redis_url), settings.redis_prefix
+    return _on(shared_client(settings.redis_url), settings, retention)
+
+
+def _cluster(settings: Settings, retention: float) -> Backends:
+    return _on(cluster_client(settings.redis_url), settings, retention)
+
+
+def _on(redis, settings: Settings, retention: float) -> Backends:
+    """The Redis backends on one shared client, plain or cluster: the same code."""
+    prefix = settings.redis_prefix
     return Backends(
         bus=RedisBroker(redis, prefix, retention=retention),
         presence=RedisPresence(redis, prefix, timeout=settings.presence_timeout, grace=settings.presence_grace,
@@ -92,15 +103,14 @@ def _redis(settings: Settings, retention: float) -> Backends:
         streams=RedisStreams(redis, prefix), redis=redis)
 
 
-# URL scheme -> the backends for it. Redis Cluster (redis+cluster://) would get an
-# entry of its own: its keys must share a hash slot per script call (the bus's
-# append touches several logs), which these backends do not arrange yet.
+# URL scheme -> the backends for it.
 BUILDERS: dict[str, Callable[[Settings, float], Backends]] = {
     "redis": _redis,
     "rediss": _redis,
     "unix": _redis,
+    CLUSTER_SCHEME: _cluster,
 }
-NOT_YET = {"redis+cluster": "Redis Cluster (redis+cluster://) is not supported yet"}
+NOT_YET: dict[str, str] = {}  # scheme -> why not yet
 
 
 def build_backends(settings: Settings) -> Backends:

@@ -32,7 +32,8 @@ def test_every_bad_value_is_one_clear_line_and_the_hub_does_not_start(tmp_path):
         "HUB_ACCESS_TOKEN_TTL must be greater than 0, got 0",
         "HUB_HANDOFF_THRESHOLD must be at least 0 and at most 1, got 2.0",
         "HUB_CORS_ORIGINS: 'https://app.example.com/path' is not an origin (scheme://host[:port], no path), nor *",
-        "HUB_REDIS_URL must be a URL starting with redis:// or rediss:// or unix://, got 'http://127.0.0.1:6379'",
+        "HUB_REDIS_URL must be a URL starting with redis:// or rediss:// or unix:// or redis+cluster://, "
+        "got 'http://127.0.0.1:6379'",
         "HUB_LOGIN_PER_MINUTE must be an integer, got 'ten'",
     ):
         assert expected in lines, done.stderr
@@ -44,6 +45,18 @@ def test_every_bad_value_is_one_clear_line_and_the_hub_does_not_start(tmp_path):
 def test_switches_read_the_same_words(raw, value):
     settings = Settings.from_env({"HUB_TRUST_PROXY": raw, "HUB_WS_COMPRESSION": raw})
     assert settings.trust_proxy is value and settings.ws_compression is value
+
+
+def test_a_cluster_url_lists_its_nodes_and_keeps_its_password_masked():
+    from hub.backends.redis import cluster_nodes
+
+    url = "redis+cluster://app:pa%40ss@10.0.0.1:7000,10.0.0.2:7001?ssl=true"
+    assert Settings.from_env({"HUB_REDIS_URL": url}).redis_url == url
+    assert cluster_nodes(url) == ([("10.0.0.1", 7000), ("10.0.0.2", 7001)],
+                                  {"username": "app", "password": "pa@ss", "ssl": True})
+    assert "pa%40ss" not in Settings.from_env({"HUB_REDIS_URL": url}).effective()["HUB_REDIS_URL"]
+    with pytest.raises(SettingsError, match="host:port"):
+        Settings.from_env({"HUB_REDIS_URL": "redis+cluster://10.0.0.1:7000,10.0.0.2"})
 
 
 def test_zero_recovery_window_is_off_not_an_error():

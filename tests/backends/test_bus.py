@@ -1,5 +1,6 @@
-"""The bus and log's contract suite (hub/backends/bus/base.py), run on memory and on
-Redis, and the Redis bus surviving a Redis restart."""
+"""The bus and log's contract suite (hub/backends/bus/base.py), run on memory, on
+Redis and on a Redis Cluster (sharded pub/sub), and the Redis bus surviving a Redis
+restart."""
 import asyncio
 import time
 
@@ -11,14 +12,14 @@ from hub.backends.bus.memory import MemoryBroker, MemoryBus
 from hub.backends.bus.redis import RedisBroker
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def brokers(request):
     """Two brokers on one bus, as two instances would have."""
     if request.param == "memory":
         bus = MemoryBus()
         made = [MemoryBroker(bus), MemoryBroker(bus)]
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
         prefix = request.getfixturevalue("redis_prefix")
         made = [RedisBroker.from_url(url, prefix), RedisBroker.from_url(url, prefix)]
     yield made
@@ -271,7 +272,7 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
 
         await other.append("o", [entry("/notifications", 1)])
         ahead = int(time.time() * 1000) + 60_000
-        await other.redis.xadd(f"{redis_prefix}:log:/chat", {"e": msgpack.packb(entry("/chat", 2))}, id=f"{ahead}-0")
+        await other.redis.xadd("{" + f"{redis_prefix}:bus" + "}:log:/chat", {"e": msgpack.packb(entry("/chat", 2))}, id=f"{ahead}-0")
         chat, = await other.append("o", [entry("/chat", 3)])
         assert chat == f"{ahead}-1"
         assert await delivered_until(3) == [1, 3]

@@ -32,7 +32,7 @@ async def test_concurrent_publishes_arrive_in_order_in_fewer_publishes(redis_url
         async def handler(message, inbox=inbox):
             inbox.append(message)
         await broker.start(handler)
-    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    client, pubsub = await _raw_messages(redis_url, "{" + f"{redis_prefix}:bus" + "}")
     try:
         messages = [{"t": "emit", "o": "x", "n": i, "d": {"text": "é" * (i % 7)}} for i in range(500)]
         # Published all at once (one loop iteration), then in waves while earlier
@@ -62,7 +62,7 @@ async def test_concurrent_publishes_arrive_in_order_in_fewer_publishes(redis_url
 async def test_a_batch_is_the_header_then_the_messages(redis_url, redis_prefix):
     """The wire format the other instances read: {"t": "batch", "n": k} and k messages."""
     broker = RedisBroker.from_url(redis_url, redis_prefix)
-    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    client, pubsub = await _raw_messages(redis_url, "{" + f"{redis_prefix}:bus" + "}")
     try:
         await asyncio.gather(*(broker.publish({"t": "emit", "n": i}) for i in range(3)))
         raw = await pubsub.get_message(timeout=5)
@@ -166,7 +166,7 @@ async def test_durable_events_delivered_together_share_one_append(
     room = f"user:{user['user']['id']}"
     here, there = await connect(one.url, "/chat", user["access_token"]), await connect(two.url, "/chat",
                                                                                        user["access_token"])
-    client, pubsub = await _raw_messages(redis_url, f"{redis_prefix}:bus")
+    client, pubsub = await _raw_messages(redis_url, "{" + f"{redis_prefix}:bus" + "}")
     try:
         def event(i):  # as if stored in the outbox with id 9000 + i
             return Outgoing(namespace="/chat", event="thread:updated", data={"thread_id": i, "message_count": 1},

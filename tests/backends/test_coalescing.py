@@ -8,13 +8,14 @@ from hub.backends.coalescing.memory import MemoryCoalescing
 from hub.backends.coalescing.redis import RedisCoalescing
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def states(request, redis_url, redis_prefix):
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def states(request, redis_prefix):
     """Two handles on one coalescing store, as two instances would have."""
     if request.param == "memory":
         state = MemoryCoalescing()
         yield state, state
         return
+    redis_url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
     a, b = RedisCoalescing.from_url(redis_url, redis_prefix), RedisCoalescing.from_url(redis_url, redis_prefix)
     yield a, b
     await a.close()

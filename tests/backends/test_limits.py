@@ -11,12 +11,12 @@ from hub.backends.limits.memory import MemoryLimits
 from hub.backends.limits.redis import RedisLimits
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def limits(request):
     if request.param == "memory":
         made = MemoryLimits()
     else:
-        made = RedisLimits.from_url(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+        made = RedisLimits.from_url(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"), request.getfixturevalue("redis_prefix"))
     yield made
     await made.close()
 

@@ -7,27 +7,26 @@ import redis.asyncio as aioredis
 
 from hub.backends.presence.memory import MemoryPresence
 from hub.backends.presence.redis import RedisPresence
-from tests.support.services import REDIS_URL, unavailable
+from tests.support.services import REDIS_URL, delete_prefixed, unavailable
 
 TIMEOUT, GRACE = 10.0, 5.0
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def presence(request):
     if request.param == "memory":
         yield MemoryPresence(timeout=TIMEOUT, grace=GRACE)
         return
     prefix = f"hubtest:{secrets.token_hex(4)}"
-    p = RedisPresence.from_url(REDIS_URL, prefix, timeout=TIMEOUT, grace=GRACE)
+    url = REDIS_URL if request.param == "redis" else request.getfixturevalue("cluster_url")
+    p = RedisPresence.from_url(url, prefix, timeout=TIMEOUT, grace=GRACE)
     try:
         await p.redis.ping()
     except Exception as exc:
         await p.close()
         unavailable("Redis", exc)
     yield p
-    keys = [k async for k in p.redis.scan_iter(f"{prefix}:*")]
-    if keys:
-        await p.redis.delete(*keys)
+    await delete_prefixed(p.redis, prefix)
     await p.close()
 
 
@@ -141,7 +140,7 @@ async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_l
         unavailable("Redis", exc)
     try:
         await dying.start()
-        while await observer.redis.zscore(f"{prefix}:presence:instances", "dying") is None:
+        while await observer.redis.zscore("{" + f"{prefix}:presence" + "}:instances", "dying") is None:
             await asyncio.sleep(0.02)
         await dying.connect(1, "dying:sid1")
         await dying.connect(2, "http:token2")
@@ -157,7 +156,5 @@ async def test_consoles_of_an_instance_that_stopped_stamping_are_gone_from_its_l
         assert await observer.due(later) == [1]
         assert await observer.due(later) == []
     finally:
-        keys = [k async for k in observer.redis.scan_iter(f"{prefix}:*")]
-        if keys:
-            await observer.redis.delete(*keys)
+        await delete_prefixed(observer.redis, prefix)
         await observer.close()

@@ -6,12 +6,12 @@ from hub.backends.revocations.memory import MemoryRevokedTokens
 from hub.backends.revocations.redis import RedisRevokedTokens
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def revoked(request):
     if request.param == "memory":
         made = MemoryRevokedTokens()
     else:
-        made = RedisRevokedTokens.from_url(request.getfixturevalue("redis_url"),
+        made = RedisRevokedTokens.from_url(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"),
                                            request.getfixturevalue("redis_prefix"))
     yield made
     await made.close()

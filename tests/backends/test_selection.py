@@ -17,8 +17,9 @@ def test_without_a_url_every_backend_is_in_memory(tmp_path):
     assert backends.redis is None
 
 
-async def test_redis_backends_share_one_client(tmp_path, redis_url, redis_prefix):
-    backends = build_backends(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+async def test_redis_backends_share_one_client(tmp_path, any_redis_url, redis_prefix):
+    """On plain Redis and on a cluster alike (redis+cluster://)."""
+    backends = build_backends(make_settings(tmp_path, redis_url=any_redis_url, redis_prefix=redis_prefix))
     try:
         assert isinstance(backends.bus, RedisBroker) and isinstance(backends.limits, RedisLimits)
         held = [b.redis for b in (backends.bus, backends.presence, backends.user_presence, backends.limits,
@@ -31,8 +32,7 @@ async def test_redis_backends_share_one_client(tmp_path, redis_url, redis_prefix
         await backends.close()
 
 
-@pytest.mark.parametrize("url, refused", [("redis+cluster://h:6379", "not supported yet"),
-                                          ("memcached://h:11211", "no backends for memcached://")])
+@pytest.mark.parametrize("url, refused", [("memcached://h:11211", "no backends for memcached://")])
 def test_other_schemes_are_refused_clearly(tmp_path, url, refused):
     settings = dataclasses.replace(make_settings(tmp_path), redis_url=url)
     with pytest.raises(UnsupportedBackend, match=refused):

@@ -8,13 +8,13 @@ import pytest
 from hub.backends.sessions import MemorySessions, RedisSessions, SessionRecord
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def sessions(request):
     if request.param == "memory":
         yield MemorySessions()
         return
     # redis_prefix: a key prefix of this test's own, deleted afterwards.
-    store = RedisSessions.from_url(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    store = RedisSessions.from_url(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"), request.getfixturevalue("redis_prefix"))
     yield store
     await store.close()
 

@@ -8,12 +8,12 @@ import pytest
 from hub.backends.streams import MemoryStreams, RedisStreams, StreamError
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def buffer(request):
     if request.param == "memory":
         yield MemoryStreams()
         return
-    b = RedisStreams.from_url(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    b = RedisStreams.from_url(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"), request.getfixturevalue("redis_prefix"))
     yield b
     await b.close_all()
 

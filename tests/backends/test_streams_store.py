@@ -9,13 +9,13 @@ import pytest
 from hub.backends.streams import MemoryStreams, OpenStream, RedisStreams, StreamError
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def buffer(request):
     if request.param == "memory":
         yield MemoryStreams()
         return
     # redis_prefix: a key prefix of this test's own, deleted afterwards.
-    store = RedisStreams.from_url(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    store = RedisStreams.from_url(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"), request.getfixturevalue("redis_prefix"))
     yield store
     await store.close_all()
 

@@ -308,7 +308,7 @@ async def test_a_recovery_while_the_bus_is_away_gets_each_event_once(spawn_hubs,
         await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         missed = await send("while the bus is away")  # appended by the outbox relay
         for _ in range(200):
-            logged = [msgpack.unpackb(f[b"e"]) for _, f in await admin.xrange("dup:log:/chat")]
+            logged = [msgpack.unpackb(f[b"e"]) for _, f in await admin.xrange("{dup:bus}:log:/chat")]
             if any(e["ev"] == "message:new" and e["d"]["message_id"] == missed for e in logged):
                 break
             await asyncio.sleep(0.05)

@@ -23,6 +23,20 @@ def unavailable(what: str, exc: Exception):
     pytest.skip(f"{what} is unreachable: {exc}")
 
 
+def prefix_patterns(prefix: str) -> list[str]:
+    """SCAN patterns for every key under `prefix`: plain (`prefix:...`) and hash-tagged
+    (`{prefix:...}...`, hub/backends/redis.py `tagged`)."""
+    return [f"{prefix}:*", "{" + f"{prefix}:*"]
+
+
+async def delete_prefixed(client, prefix: str) -> None:
+    """Delete every key under `prefix` (an async client, plain or cluster)."""
+    for pattern in prefix_patterns(prefix):
+        keys = [k async for k in client.scan_iter(pattern)]
+        if keys:
+            await client.delete(*keys)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

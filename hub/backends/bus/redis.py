@@ -4,7 +4,14 @@ stream per namespace for the log, appended to and published by one Lua script
 
 Commands go through the instance's shared client (hub/backends/redis.py). The bus
 reads from a subscribed connection of its own with a lean reader (resp.py), and
-publishes on another of its own, both made with the shared pool's settings."""
+publishes on another of its own, both made with the shared pool's settings.
+
+On a Redis Cluster (the shared client a RedisCluster) the bus is a sharded channel
+(SSUBSCRIBE / SPUBLISH, Redis 7): its two connections go to the master owning the
+channel's slot, and every key of the bus (the logs, the hold and "logged" markers)
+carries the channel's hash tag, so an append (one script over several logs) and its
+publish run on that one node. After a lost connection (a failover) they reread the
+slots and go to the new owner; the catch-up covers what was published meanwhile."""
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +27,8 @@ from redis.exceptions import RedisError, ResponseError
 from hub.backends.bus import codec
 from hub.backends.bus.base import HOLD, Broker, BrokerUnavailable, Handler, Replay, offset_key, scan
 from hub.backends.bus.resp import resp_parse
-from hub.backends.bus.scripts import APPEND
-from hub.backends.redis import shared_client
+from hub.backends.bus.scripts import append_script
+from hub.backends.redis import client_for, is_cluster, tagged
 
 log = logging.getLogger("hub.broker")
 
@@ -57,9 +64,15 @@ class RedisBroker(Broker):
         self._owns_redis = False
         self._append_down_until = 0.0
         self.prefix = prefix
-        self.channel = f"{prefix}:bus"
+        # The channel's name is the bus's hash tag: every key below carries it.
+        self.channel = tagged(prefix, "bus")
+        self.sharded = is_cluster(redis)
+        self._slots_stale = False  # a bus connection failed: reread who owns the slot
+        self._subscribe_cmd, self._message_kind = (("SSUBSCRIBE", b"smessage") if self.sharded
+                                                   else ("SUBSCRIBE", b"message"))
+        self._publish_cmd = "SPUBLISH" if self.sharded else "PUBLISH"
         self.healthy = False
-        self._append = self.redis.register_script(APPEND)
+        self._append = self.redis.register_script(append_script(self._publish_cmd))
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -83,12 +96,12 @@ class RedisBroker(Broker):
     @classmethod
     def from_url(cls, url: str, prefix: str, retention: float = 150.0) -> "RedisBroker":
         """A broker with a client of its own, closed when it stops (tools, tests)."""
-        broker = cls(shared_client(url), prefix, retention)
+        broker = cls(client_for(url), prefix, retention)
         broker._owns_redis = True
         return broker
 
     def _log_key(self, namespace: str) -> str:
-        return f"{self.prefix}:log:{namespace}"
+        return f"{self.channel}:log:{namespace}"
 
     async def start(self, handler: Handler) -> None:
         self._task = asyncio.create_task(self._listen(handler), name="redis-bus-listener")
@@ -152,23 +165,27 @@ class RedisBroker(Broker):
         machinery, of the batch's messages (codec.pack_batch)."""
         payload = codec.pack_batch(batch)
         conn = self._publish_conn
-        if conn is None:
-            conn = self._publish_conn = self._own_connection()
         try:
             # A Redis that accepts the connection but never answers must not hold
             # the publishers forever.
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                await conn.send_packed_command(conn.pack_command("PUBLISH", self.channel, payload),
+                if conn is None:
+                    conn = self._publish_conn = await self._own_connection()
+                await conn.send_packed_command(conn.pack_command(self._publish_cmd, self.channel, payload),
                                                check_health=False)
                 await conn.read_response()
         except BaseException:
-            await conn.disconnect(nowait=True)  # the next batch connects afresh
+            if conn is not None:
+                await conn.disconnect(nowait=True)
+            # The next batch connects afresh (on a cluster, to the slot's owner then).
+            self._publish_conn = None
+            self._slots_stale = True
             raise
 
     async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
                      hold: bool = False) -> list[str | None] | None:
-        keys = ([self.channel, f"{self.prefix}:hold"] + [self._log_key(e["ns"]) for e in entries]
-                + [f"{self.prefix}:logged:{e['id']}" for e in entries])
+        keys = ([self.channel, f"{self.channel}:hold"] + [self._log_key(e["ns"]) for e in entries]
+                + [f"{self.channel}:logged:{e['id']}" for e in entries])
         mode = "hold" if hold else "relay" if relay else "direct"
         args = [int(self.retention * 1000), origin, mode, int(HOLD * 1000)] + [codec.pack(e) for e in entries]
         if time.monotonic() < self._append_down_until:
@@ -271,9 +288,11 @@ class RedisBroker(Broker):
         since_ms = int((self._lost_at - 5) * 1000)
         if self._last_offsets:
             since_ms = min(since_ms, max(offset_key(o) for o in self._last_offsets.values())[0])
-        logs = f"{self.prefix}:log:"
+        logs = self._log_key("")
         found: list[tuple[str, dict]] = []
-        async for key in self.redis.scan_iter(match=logs + "*", count=100):
+        # On a cluster: the logs are all on the channel's node, which alone is scanned.
+        where = {"target_nodes": self.redis.get_node_from_key(self.channel)} if self.sharded else {}
+        async for key in self.redis.scan_iter(match=logs + "*", count=100, **where):
             last = self._last_offsets.get(key.decode()[len(logs):])
             bound = "(" + last if last else f"{since_ms}-0"
             while True:  # in chunks: each read well within the client's command timeout
@@ -288,15 +307,32 @@ class RedisBroker(Broker):
             await self._handle(handler, {"t": "log", "o": None, "e": [e for _, e in found],
                                          "x": [o for o, _ in found]})
 
-    def _own_connection(self):
+    async def _own_connection(self):
         """A connection outside the client's pool, with the pool's settings (host,
         TLS, password...), RESP2 (one shape of replies in subscribed mode) and no
         per-command socket timeout: redis-py runs every command with one as a task
-        of its own; the callers here bound the whole exchange instead."""
-        pool = self.redis.connection_pool
+        of its own; the callers here bound the whole exchange instead. On a
+        cluster: to the master owning the channel's slot, as the client knows it."""
+        if self.sharded:
+            await self.redis.initialize()  # the slots, once (a no-op after)
+            if self._slots_stale:
+                await self._reread_slots()
+            pool = self.redis.get_node_from_key(self.channel)
+        else:
+            pool = self.redis.connection_pool
         # redis-py 8's maintenance notifications need RESP3: not for these two.
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
         return pool.connection_class(**{**kwargs, "protocol": 2, "socket_timeout": None})
+
+    async def _reread_slots(self) -> None:
+        """After a lost bus connection on a cluster: ask the nodes still up who owns
+        the channel's slot now (a replica promoted by a failover)."""
+        if self.sharded:
+            try:
+                await self.redis.nodes_manager.initialize()
+                self._slots_stale = False
+            except Exception as exc:  # the next attempt asks again
+                log.warning("could not reread the cluster's slots: %s", exc)
 
     async def _listen(self, handler: Handler) -> None:
         """Never dies silently: on any error it logs, backs off and resubscribes."""
@@ -304,12 +340,17 @@ class RedisBroker(Broker):
         while not self._closing:
             conn = pubsub = None
             try:
+                if lost:
+                    self._slots_stale = True
                 if self.lean_reader:
-                    conn = self._own_connection()
+                    conn = await self._own_connection()
                     reader, early = await self._subscribe(conn)
                 else:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                    await pubsub.subscribe(self.channel)
+                    if self.sharded:
+                        await pubsub.ssubscribe(self.channel)
+                    else:
+                        await pubsub.subscribe(self.channel)
                 self.healthy = True
                 self._subscribed.set()
                 if lost:
@@ -353,7 +394,7 @@ class RedisBroker(Broker):
                 log.warning("redis-py's connection has no stream reader; using its pub/sub reader")
                 self.lean_reader = False
                 raise RedisConnectionError("no stream reader on the connection")
-            await conn.send_command("SUBSCRIBE", self.channel, check_health=False)
+            await conn.send_command(self._subscribe_cmd, self.channel, check_health=False)
             buf = bytearray()
             while True:
                 chunk = await reader.read(READ_SIZE)
@@ -365,8 +406,8 @@ class RedisBroker(Broker):
                     reply, end = parsed
                     if isinstance(reply, ResponseError):
                         raise reply
-                    if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
-                        raise RedisConnectionError(f"unexpected answer to SUBSCRIBE: {reply!r}")
+                    if not (isinstance(reply, list) and reply and reply[0] == self._subscribe_cmd.lower().encode()):
+                        raise RedisConnectionError(f"unexpected answer to {self._subscribe_cmd}: {reply!r}")
                     return reader, bytes(buf[end:])
 
     async def _read(self, conn, reader: asyncio.StreamReader, early: bytes, handler: Handler) -> None:
@@ -381,11 +422,15 @@ class RedisBroker(Broker):
             pos = 0
             while (parsed := resp_parse(buf, pos)) is not None:
                 reply, pos = parsed
-                if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                if type(reply) is list and len(reply) == 3 and reply[0] == self._message_kind:
                     for message in codec.decode(reply[2]):
                         await self._handle(handler, message)
                 elif isinstance(reply, ResponseError):
                     raise reply
+                elif type(reply) is list and reply and reply[0] == b"sunsubscribe":
+                    # The cluster moved the channel's slot (a failover, a reshard) and
+                    # unsubscribed us: subscribe again where it is now, and catch up.
+                    raise RedisConnectionError("the cluster moved the bus channel's slot")
                 # Else: the pong of an idle PING, or a (un)subscribe confirmation.
             del buf[:pos]
             try:
@@ -409,7 +454,9 @@ class RedisBroker(Broker):
             if msg is None:
                 await pubsub.ping()  # notice a dead connection while idle
                 continue
-            if msg["type"] != "message":
+            if msg["type"] == "sunsubscribe":
+                raise RedisConnectionError("the cluster moved the bus channel's slot")
+            if msg["type"] not in ("message", "smessage"):
                 continue
             for message in codec.decode(msg["data"]):
                 await self._handle(handler, message)

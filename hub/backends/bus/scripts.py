@@ -9,7 +9,9 @@
 # marker is there is refused: the reply is "held", and nothing is logged. A "hold"
 # append that logged anything sets the marker. The message published is the one
 # codec.decode reads: a "log" header followed by the entries as the caller packed them.
-APPEND = """
+# PUBLISH is the template's placeholder: SPUBLISH on a Redis Cluster, whose sharded
+# channel is in the slot of the keys (`append_script`).
+_APPEND = """
 if ARGV[3] == 'direct' and redis.call('EXISTS', KEYS[2]) == 1 then
   return 'held'
 end
@@ -35,7 +37,13 @@ if #entries > 0 and ARGV[3] == 'hold' then
 end
 if #entries > 0 then
   -- A header object followed by the entries exactly as packed by the caller.
-  redis.call('PUBLISH', KEYS[1], cmsgpack.pack({t = 'log', o = ARGV[2], x = published}) .. table.concat(entries))
+  redis.call('__PUBLISH__', KEYS[1], cmsgpack.pack({t = 'log', o = ARGV[2], x = published}) .. table.concat(entries))
 end
 return offsets
 """
+
+
+def append_script(publish: str = "PUBLISH") -> str:
+    """The append script publishing with `publish` (PUBLISH or SPUBLISH)."""
+    assert publish in ("PUBLISH", "SPUBLISH")
+    return _APPEND.replace("__PUBLISH__", publish)

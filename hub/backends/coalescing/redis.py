@@ -1,6 +1,9 @@
 """Coalescing on Redis, shared by every instance (base.py says what it is).
-Keys: `{prefix}:claim:{group}:{key}` (a claim, expiring after its interval) and
-`{prefix}:pending:{group}` (the set of pending keys)."""
+Keys, one hash slot per group (`{G}` is the hash tag `{prefix:coalesce:group}`, see
+hub/backends/redis.py): `{G}:claim:{key}` (a claim, expiring after its interval)
+and `{G}:pending` (the set of pending keys). `due` claims keys it reads from the
+pending set, so it names them inside its script: the tag keeps them in the slot
+of the key it declares, which Redis Cluster requires."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hub.backends.coalescing.base import Coalescing
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for, tagged
 
 log = logging.getLogger("hub.state")
 
@@ -50,7 +53,7 @@ class RedisCoalescing(Coalescing):
     @classmethod
     def from_url(cls, url: str, prefix: str) -> "RedisCoalescing":
         """Coalescing with a client of its own, closed with it (tools, tests)."""
-        coalescing = cls(shared_client(url), prefix)
+        coalescing = cls(client_for(url), prefix)
         coalescing._owns_redis = True
         return coalescing
 
@@ -60,7 +63,8 @@ class RedisCoalescing(Coalescing):
 
     async def throttle(self, group: str, key: str, interval: float) -> bool:
         ms = max(int(interval * 1000), 1)
-        keys = [f"{self.prefix}:claim:{group}:{key}", f"{self.prefix}:pending:{group}"]
+        group_tag = tagged(self.prefix, f"coalesce:{group}")
+        keys = [f"{group_tag}:claim:{key}", f"{group_tag}:pending"]
         try:
             return bool(await self._throttle(keys=keys, args=[key, ms]))
         except RedisError as exc:
@@ -72,8 +76,8 @@ class RedisCoalescing(Coalescing):
     async def due(self, group: str, interval: float, limit: int = 100) -> list[str]:
         ms = max(int(interval * 1000), 1)
         try:
-            found = await self._due(keys=[f"{self.prefix}:pending:{group}"],
-                                    args=[f"{self.prefix}:claim:{group}:", ms, limit])
+            group_tag = tagged(self.prefix, f"coalesce:{group}")
+            found = await self._due(keys=[f"{group_tag}:pending"], args=[f"{group_tag}:claim:", ms, limit])
         except RedisError as exc:
             log.warning("pending %s not read, Redis unreachable: %s", group, exc)
             return []

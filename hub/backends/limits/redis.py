@@ -1,6 +1,7 @@
 """Rate limits on Redis, shared by every instance (base.py says what they are).
-Keys: `{prefix}:rl:{key}:{window number}` (hits), `{prefix}:fail:{key}` and
-`{prefix}:lock:{key}` (back-off). Without Redis the limits are lifted, not every
+Keys, one hash slot per limited key (hub/backends/redis.py), so limits spread over
+a cluster's nodes: `{prefix:rl:key}:{window number}` (hits), `{prefix:bo:key}:fail`
+and `{prefix:bo:key}:lock` (back-off). Without Redis the limits are lifted, not every
 request refused: they protect the hub, and an outage must not lock everyone out."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hub.backends.limits.base import FAILURE_MEMORY, Limits, backoff_seconds, sliding_verdict
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for, tagged
 
 log = logging.getLogger("hub.state")
 
@@ -28,7 +29,7 @@ class RedisLimits(Limits):
     @classmethod
     def from_url(cls, url: str, prefix: str) -> "RedisLimits":
         """Limits with a client of their own, closed with them (tools, tests)."""
-        limits = cls(shared_client(url), prefix)
+        limits = cls(client_for(url), prefix)
         limits._owns_redis = True
         return limits
 
@@ -44,10 +45,12 @@ class RedisLimits(Limits):
         now = time.time()
         bucket = int(now // window)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # Not a transaction: the keys are in different slots on a cluster, and
+            # each INCRBY answers its own count whatever runs in between.
+            async with self.redis.pipeline(transaction=False) as pipe:
                 for key, n in hits.items():
-                    name = f"{self.prefix}:rl:{key}:{bucket}"
-                    pipe.incrby(name, n).expire(name, 2 * window + 1).get(f"{self.prefix}:rl:{key}:{bucket - 1}")
+                    tag = tagged(self.prefix, f"rl:{key}")
+                    pipe.incrby(f"{tag}:{bucket}", n).expire(f"{tag}:{bucket}", 2 * window + 1).get(f"{tag}:{bucket - 1}")
                 found = await pipe.execute()
         except RedisError as exc:
             # Limits protect the hub; losing them for the length of an outage is
@@ -58,13 +61,13 @@ class RedisLimits(Limits):
                 for i, key in enumerate(hits)}
 
     async def failed(self, key: str, free: int, cap: int) -> int:
-        name = f"{self.prefix}:fail:{key}"
+        name = f"{tagged(self.prefix, f'bo:{key}')}:fail"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 count, _ = await pipe.incr(name).expire(name, FAILURE_MEMORY).execute()
             lock = backoff_seconds(count, free, cap)
             if lock:
-                await self.redis.set(f"{self.prefix}:lock:{key}", 1, ex=lock)
+                await self.redis.set(f"{tagged(self.prefix, f'bo:{key}')}:lock", 1, ex=lock)
         except RedisError as exc:
             log.warning("failure of %s not counted, Redis unreachable: %s", key, exc)
             return 0
@@ -72,7 +75,7 @@ class RedisLimits(Limits):
 
     async def locked(self, key: str) -> int:
         try:
-            ms = await self.redis.pttl(f"{self.prefix}:lock:{key}")
+            ms = await self.redis.pttl(f"{tagged(self.prefix, f'bo:{key}')}:lock")
         except RedisError as exc:  # like `hit`: an outage lifts the back-off, not every login
             log.warning("back-off of %s not read, Redis unreachable: %s", key, exc)
             return 0
@@ -80,6 +83,7 @@ class RedisLimits(Limits):
 
     async def forgive(self, key: str) -> None:
         try:
-            await self.redis.delete(f"{self.prefix}:fail:{key}", f"{self.prefix}:lock:{key}")
+            tag = tagged(self.prefix, f"bo:{key}")
+            await self.redis.delete(f"{tag}:fail", f"{tag}:lock")
         except RedisError as exc:
             log.warning("back-off of %s not cleared, Redis unreachable: %s", key, exc)

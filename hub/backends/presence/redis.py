@@ -8,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 
 from hub.backends.presence.base import FORGET_AFTER, INSTANCE_TTL, Presence, PresenceRecord, RawPresence
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for, tagged
 
 log = logging.getLogger("hub.presence")
 
@@ -41,10 +41,10 @@ return #ids
 
 
 class RedisPresence(Presence):
-    """Keys: `{prefix}:presence:ops` (zset operator -> last activity),
-    `{prefix}:presence:{op}` (hash: chosen, chosen_at, max, disconnected_at,
-    announced), `{prefix}:presence:{op}:conns` (zset console -> last heartbeat) and
-    `{prefix}:presence:instances` (zset instance -> when it was last alive).
+    """Keys (`{P}` below is the hash tag `{prefix:presence}`): `{P}:ops` (zset operator -> last activity),
+    `{P}:{op}` (hash: chosen, chosen_at, max, disconnected_at,
+    announced), `{P}:{op}:conns` (zset console -> last heartbeat) and
+    `{P}:instances` (zset instance -> when it was last alive).
 
     A console's id starts with its instance's. Every instance stamps itself alive
     every INSTANCE_TTL / 3 seconds; a console whose instance has not for
@@ -52,7 +52,7 @@ class RedisPresence(Presence):
     last stamp, and the grace period runs from there. Without this a killed
     instance's consoles stayed live until their heartbeats lapsed (`timeout`).
 
-    Looks: `{prefix}:presence:due` (zset id -> when) and `{prefix}:presence:on:{instance}`
+    Looks: `{P}:due` (zset id -> when) and `{P}:on:{instance}`
     (set of the ids with consoles there, scheduled for a look once it is found dead)."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, *, timeout: float, grace: float,
@@ -61,7 +61,10 @@ class RedisPresence(Presence):
         super().__init__(timeout=timeout, grace=grace)
         self.redis = redis
         self._owns_redis = False
-        self.prefix = f"{prefix}:presence"
+        # Every key of one presence in one hash slot (hub/backends/redis.py): its
+        # transactions and scripts span the operator's keys, the index of
+        # operators and the schedule of looks.
+        self.prefix = tagged(prefix, "presence")
         self.instance_id = instance_id
         self._claim = self.redis.register_script(_CLAIM)
         self._due = self.redis.register_script(_DUE)
@@ -72,7 +75,7 @@ class RedisPresence(Presence):
     def from_url(cls, url: str, prefix: str, *, timeout: float, grace: float,
                  instance_id: str | None = None) -> "RedisPresence":
         """Presence with a client of its own, closed with it (tools, tests)."""
-        presence = cls(shared_client(url), prefix, timeout=timeout, grace=grace, instance_id=instance_id)
+        presence = cls(client_for(url), prefix, timeout=timeout, grace=grace, instance_id=instance_id)
         presence._owns_redis = True
         return presence
 

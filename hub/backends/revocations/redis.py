@@ -7,7 +7,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for
 from hub.backends.revocations.base import RevokedTokens
 
 log = logging.getLogger("hub.state")
@@ -24,7 +24,7 @@ class RedisRevokedTokens(RevokedTokens):
     @classmethod
     def from_url(cls, url: str, prefix: str) -> "RedisRevokedTokens":
         """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(shared_client(url), prefix)
+        store = cls(client_for(url), prefix)
         store._owns_redis = True
         return store
 

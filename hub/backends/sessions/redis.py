@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import redis.asyncio as aioredis
 
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for
 from hub.backends.sessions.base import SessionRecord, Sessions
 
 
@@ -19,7 +19,7 @@ class RedisSessions(Sessions):
     @classmethod
     def from_url(cls, url: str, prefix: str) -> "RedisSessions":
         """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(shared_client(url), prefix)
+        store = cls(client_for(url), prefix)
         store._owns_redis = True
         return store
 

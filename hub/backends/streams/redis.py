@@ -1,5 +1,6 @@
 """The streams buffer on Redis, shared by every instance on it: Lua scripts make
-open, append and close atomic across instances."""
+open, append and close atomic across instances. Keys: `{prefix:streams}:s:{id}`
+(hash), `:t:{id}` (text so far), `:d:{dialog}` (its open stream), `:idle` (zset)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 
 from common.group_commit import GroupCommit
-from hub.backends.redis import shared_client
+from hub.backends.redis import client_for, tagged
 from hub.backends.streams.base import TOMBSTONE_SECONDS, OpenStream, StreamError, Streams, new_stream_id
 
 # KEYS: hash, text, dialog's open stream, idle index. The hash holds d, a, s (seq),
@@ -80,7 +81,9 @@ class RedisStreams(Streams):
         """`redis`: the instance's shared client, which the caller closes."""
         self.redis = redis
         self._owns_redis = False
-        self.prefix = f"{prefix}:streams"
+        # One hash slot for the whole buffer (hub/backends/redis.py): a batch of
+        # appends spans many streams in one script.
+        self.prefix = tagged(prefix, "streams")
         self._open = self.redis.register_script(_OPEN)
         self._append = self.redis.register_script(_APPEND)
         self._appends = GroupCommit(self._append_batch, limit=500)
@@ -146,7 +149,7 @@ class RedisStreams(Streams):
     @classmethod
     def from_url(cls, url: str, prefix: str) -> "RedisStreams":
         """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(shared_client(url), prefix)
+        store = cls(client_for(url), prefix)
         store._owns_redis = True
         return store
 
