@@ -88,6 +88,11 @@ class RedisClusterProcs:
         if created.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
         self.wait_ok()
+        # A replica that has not synced with its master yet cannot be promoted: a
+        # failover test killing that master would wait for a cluster that never heals.
+        self._until(lambda: all("role:master" in info or "master_link_status:up" in info
+                                for info in (_cli(p, "info", "replication") for p in self.running())),
+                    "every replica to sync with its master", timeout=60)
         return self
 
     def wait_ok(self, ports: list[int] | None = None) -> None:
