@@ -1,6 +1,6 @@
 """What a Context holds, as the operations see it: typed Protocols, satisfied
 structurally by the hub's services (storage.db.Database, hub.settings.Settings,
-the limits/presence/streams backends, hub.metrics.Metrics). Handlers depend on
+the limits/coalescing/presence/streams backends, hub.metrics.Metrics). Handlers depend on
 these, never on hub/: the instance picks the implementations and builds the
 Context (hub/app.py).
 
@@ -68,7 +68,23 @@ class Settings(Protocol):
 
 
 class Limits(Protocol):
-    """The limits shared by every instance (hub/backends/limits/: in memory, or on Redis)."""
+    """The login back-off shared by every instance (hub/backends/limits/: in memory, or on Redis)."""
+
+    async def locked(self, key: str) -> int:
+        """Seconds `key` is still locked after its failures (0: not locked)."""
+        ...
+
+    async def failed(self, key: str, free: int, cap: int) -> int:
+        """Count a failure of `key`: locked after `free` in a row, doubling up to `cap` s."""
+        ...
+
+    async def forgive(self, key: str) -> None:
+        """A success: forget the failures of `key`."""
+        ...
+
+
+class Coalescing(Protocol):
+    """"At most once per interval" shared by every instance (hub/backends/coalescing/)."""
 
     async def throttle(self, group: str, key: str, interval: float) -> bool:
         """True at most once per `interval` for `key` in `group`, across instances."""

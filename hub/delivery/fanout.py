@@ -22,6 +22,7 @@ from typing import Awaitable, Callable
 from handlers.context import Outgoing
 from handlers.registry import REGISTRY
 from hub.backends.bus import Broker, BrokerUnavailable, offset_key
+from hub.backends.revocations import RevokedTokens
 from hub.delivery.coalescing import Coalescer
 from hub.delivery.local import LocalDelivery, to_sockets
 from hub.delivery.records import (DurableEvent, Emitted, Logged, Revoked, Shared, Skip, VolatileEvent, decode,
@@ -35,7 +36,7 @@ SEEN_CAPACITY = 200_000
 
 
 class Fanout:
-    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics,
+    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, revoked: RevokedTokens, metrics,
                  published_retention: timedelta = timedelta(days=7)) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
@@ -48,7 +49,7 @@ class Fanout:
         self.db = db
         self.instance_id = instance_id
         self.connections = connections
-        self.state = state
+        self.revoked = revoked
         self.metrics = metrics
         self.relay = OutboxRelay(broker, db=db, instance_id=instance_id, metrics=metrics,
                                  published_retention=published_retention, prune=self._prune_replayed)
@@ -150,7 +151,7 @@ class Fanout:
 
     async def revoke(self, jti: str, ttl: int) -> None:
         """Revoke a token everywhere and disconnect the sockets that use it."""
-        await self.state.revoke(jti, ttl)
+        await self.revoked.revoke(jti, ttl)
         await self.disconnect_revoked(jti, ttl)
         await self._publish(Revoked(self.instance_id, jti, ttl))
 
@@ -232,7 +233,7 @@ class Fanout:
             self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
     async def disconnect_revoked(self, jti: str, ttl: int) -> None:
-        self.state.remember_revoked(jti, ttl)
+        self.revoked.remember(jti, ttl)
         for namespace, sid in self.connections.using(jti):
             member = self.members.by_sid.get(sid)
             if member is not None:

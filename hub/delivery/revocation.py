@@ -2,7 +2,7 @@
 
 The database is the truth: every revocation is a row (the token id and when the
 token expires anyway), pruned after that expiry. Every instance answers "is this
-token revoked?" from memory (`SharedState`, plus Redis keys when configured): it
+token revoked?" from memory (hub/backends/revocations/, plus Redis keys when configured): it
 loads every unexpired revocation from the database at start, learns its own and
 other instances' at once over the bus, and reads the recent ones from the database
 every few seconds, which also brings in revocations made with `hub token revoke`
@@ -15,6 +15,7 @@ import logging
 import time
 from datetime import datetime
 
+from hub.backends.revocations import RevokedTokens
 from storage import tokens as store
 from storage.base import utcnow
 
@@ -25,9 +26,9 @@ PRUNE_EVERY = 300  # polls
 
 
 class Revocations:
-    def __init__(self, db, state, fanout) -> None:
+    def __init__(self, db, revoked: RevokedTokens, fanout) -> None:
         self.db = db
-        self.state = state
+        self.revoked = revoked
         self.fanout = fanout
         self._since: datetime | None = None
         self._task: asyncio.Task | None = None
@@ -63,7 +64,7 @@ class Revocations:
             rows = await store.revoked_since(tx, self._since and self._since - store.CLOCK_SKEW)
         now = time.time()
         for jti, expires_at in rows:
-            if not self.state.known_revoked(jti):
+            if not self.revoked.known(jti):
                 await self.fanout.disconnect_revoked(jti, max(int(expires_at.timestamp() - now), 1))
         self._since = started
 
