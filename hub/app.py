@@ -155,7 +155,7 @@ def build_hub(settings: Settings) -> Hub:
     metrics = Metrics()
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
-                    revoked=backends.revoked, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
+                    metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     streams = StreamService(backends.streams, fanout)
     return Hub(settings=settings, db=db, limits=backends.limits, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, backends.revoked), sio=sio, fanout=fanout, metrics=metrics,

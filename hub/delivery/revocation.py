@@ -16,6 +16,7 @@ import time
 from datetime import datetime
 
 from hub.backends.revocations import RevokedTokens
+from hub.delivery.fanout import Fanout
 from storage import tokens as store
 from storage.base import utcnow
 
@@ -26,10 +27,11 @@ PRUNE_EVERY = 300  # polls
 
 
 class Revocations:
-    def __init__(self, db, revoked: RevokedTokens, fanout) -> None:
+    def __init__(self, db, revoked: RevokedTokens, fanout: Fanout) -> None:
         self.db = db
         self.revoked = revoked
         self.fanout = fanout
+        fanout.on_revoked = self._learned  # another instance's, over the bus
         self._since: datetime | None = None
         self._task: asyncio.Task | None = None
 
@@ -56,7 +58,21 @@ class Revocations:
             for jti, exp in live:
                 await store.revoke(tx, jti, store.expiry(exp))
         for jti, exp in live:
-            await self.fanout.revoke(jti, max(int(exp - now), 1))
+            await self._spread(jti, max(int(exp - now), 1))
+
+    async def _spread(self, jti: str, ttl: int) -> None:
+        """A revocation recorded in the database, everywhere at once: in the shared
+        store (every instance refuses the token), on this instance's sockets, and on the
+        bus (the other instances disconnect theirs)."""
+        await self.revoked.revoke(jti, ttl)
+        await self._learned(jti, ttl)
+        await self.fanout.announce_revoked(jti, ttl)
+
+    async def _learned(self, jti: str, ttl: int) -> None:
+        """This instance knows `jti` revoked for `ttl` seconds: it answers so without
+        asking the shared store, and disconnects the token's sockets here."""
+        self.revoked.remember(jti, ttl)
+        await self.fanout.disconnect_token(jti)
 
     async def _learn(self) -> None:
         started = utcnow()
@@ -65,7 +81,7 @@ class Revocations:
         now = time.time()
         for jti, expires_at in rows:
             if not self.revoked.known(jti):
-                await self.fanout.disconnect_revoked(jti, max(int(expires_at.timestamp() - now), 1))
+                await self._learned(jti, max(int(expires_at.timestamp() - now), 1))
         self._since = started
 
     async def _poll_forever(self) -> None:
