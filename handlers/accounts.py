@@ -10,7 +10,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,46 +25,11 @@ GROUP = "accounts"
 EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"  # no NUL either: see Text
 
 
-class Issued(Protocol):
-    token: str
-    jti: str
-    expires_at: int
-
-
-class TokenIssuer(Protocol):
-    """The hub's JWTs (hub.auth.Tokens)."""
-
-    access_ttl: int
-    refresh_ttl: int
-
-    def access(self, user_id: int, role: str) -> Issued: ...
-
-    def refresh(self, user_id: int, family: str) -> Issued: ...
-
-    def decode(self, token: str, *, typ: str | tuple[str, ...]) -> dict: ...
-
-
-class Passwords(Protocol):
-    """Password hashing (hub.auth: argon2, off the event loop)."""
-
-    async def hash(self, password: str) -> str: ...
-
-    async def verify(self, password: str, stored: str | None) -> bool: ...
-
-
-class Revoker(Protocol):
-    """Ends access tokens on every instance (hub.revocations.Revocations)."""
-
-    async def revoke(self, jti: str, expires_at: int) -> None: ...
-
-    async def revoke_many(self, tokens: list[tuple[str, int]]) -> None: ...
-
-
 @dataclass(kw_only=True)
 class AccountContext(Context):
-    tokens: TokenIssuer
-    passwords: Passwords
-    revocations: Revoker
+    tokens: ports.TokenIssuer
+    passwords: ports.Passwords
+    revocations: ports.Revoker
     limits: ports.Limits  # the login back-off
 
 

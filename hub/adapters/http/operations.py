@@ -27,7 +27,7 @@ ANONYMOUS = Actor(role="anonymous")
 
 
 class _Passwords:
-    """hub.auth's password hashing, as handlers.accounts.Passwords."""
+    """hub.auth's password hashing, as handlers.ports.Passwords."""
 
     @staticmethod
     async def hash(password: str) -> str:
