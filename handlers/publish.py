@@ -10,7 +10,7 @@ from functools import lru_cache
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from handlers import ports
-from handlers.context import Context, Outgoing, user_room
+from handlers.context import Context, user_room
 from handlers.errors import PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY, Http, operation
 from handlers.schema import Id, Input, JsonObject, Text

@@ -2,12 +2,14 @@
 
 The database is the truth: every revocation is a row (the token id and when the
 token expires anyway), pruned after that expiry. Every instance answers "is this
-token revoked?" from memory (hub/backends/revocations/, plus Redis keys when configured): it
-loads every unexpired revocation from the database at start, learns its own and
-other instances' at once over the bus, and reads the recent ones from the database
-every few seconds, which also brings in revocations made with `hub token revoke`
-(no instance running) and any the bus lost. A socket using a revoked token is
-disconnected on every instance, whichever of these paths brought the news."""
+token revoked?" from memory (hub/backends/revocations/, plus Redis keys when
+configured): it loads every unexpired revocation from the database at start, learns
+its own and other instances' at once over the bus, and reads the recent ones from
+the database every few seconds, which also brings in revocations made with `hub
+token revoke` (no instance running) and any the bus lost. A socket using a revoked
+token is disconnected on every instance, whichever of these paths brought the news.
+This service does all of that; the fan-out only carries the announcements and
+disconnects a token's sockets."""
 from __future__ import annotations
 
 import asyncio
