@@ -239,19 +239,6 @@ class HubManager(socketio.AsyncManager):
             except Exception:  # a broken transport: its reader notices and closes the session
                 log.debug("direct write failed", exc_info=True)
 
-    def backlogged(self, eio_sid: str) -> bool:
-        """Whether the client has not taken what was sent to it yet: packets wait in
-        its queue (a long-poll not fetched, a websocket writer waiting for the drain)
-        or its websocket's transport is paused (it reads slower than we write).
-        The hub's coalescing holds superseded updates back from such sockets."""
-        s = self.server.eio.sockets.get(eio_sid)
-        if s is None or s.closed:
-            return False
-        if not s.queue.empty():
-            return True
-        ws = getattr(s, "hub_ws", None)
-        return ws is not None and (ws.sending > 0 or bool(ws.paused))
-
     @staticmethod
     async def _send_slow(s, pkts) -> None:
         for p in pkts:
@@ -259,15 +246,18 @@ class HubManager(socketio.AsyncManager):
 
 
 def backlogged(server, eio_sid: str) -> bool:
-    """Whether a socket is behind: packets wait in its Engine.IO queue (a long-poll
-    not yet taken, a writer waiting for a drain) or its websocket transport is paused
-    (the client reads slower than we write). For the hub's deltas, which coalesce what
-    such a socket would otherwise queue."""
+    """Whether the client of a socket of `server` has not taken what was sent to it
+    yet: packets wait in its Engine.IO queue (a long-poll not fetched, a websocket
+    writer waiting for the drain), a write of its websocket's writer is in flight, or
+    its websocket transport is paused (it reads slower than we write). A gone or
+    closed socket is not behind: there is nothing to hold for it. The hub's
+    coalescing holds what such a socket would otherwise queue (superseded updates,
+    deltas to concatenate)."""
     s = server.eio.sockets.get(eio_sid)
-    if s is None:
+    if s is None or s.closed:
         return False
     if not s.queue.empty():
         return True
     ws = getattr(s, "hub_ws", None)
-    return bool(ws is not None and ws.paused)
+    return ws is not None and (ws.sending > 0 or bool(ws.paused))
 

@@ -1,7 +1,7 @@
 """User accounts (CONTRACT §4): register, log in, rotate a refresh token, log out,
 the current user. HTTP-only operations (`/auth/...`): a socket already holds a token.
 
-Tokens, password hashing and revocation belong to the hub; an account operation
+Tokens, password hashing, revocation and the login back-off belong to the hub; an account operation
 gets them through the typed ports of its `AccountContext`, filled by the HTTP
 adapter (hub/adapters/http/operations.py)."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from handlers import ports
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from handlers.registry import Http, operation
@@ -25,46 +25,12 @@ GROUP = "accounts"
 EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"  # no NUL either: see Text
 
 
-class Issued(Protocol):
-    token: str
-    jti: str
-    expires_at: int
-
-
-class TokenIssuer(Protocol):
-    """The hub's JWTs (hub.auth.Tokens)."""
-
-    access_ttl: int
-    refresh_ttl: int
-
-    def access(self, user_id: int, role: str) -> Issued: ...
-
-    def refresh(self, user_id: int, family: str) -> Issued: ...
-
-    def decode(self, token: str, *, typ: str | tuple[str, ...]) -> dict: ...
-
-
-class Passwords(Protocol):
-    """Password hashing (hub.auth: argon2, off the event loop)."""
-
-    async def hash(self, password: str) -> str: ...
-
-    async def verify(self, password: str, stored: str | None) -> bool: ...
-
-
-class Revoker(Protocol):
-    """Ends access tokens on every instance (hub.revocations.Revocations)."""
-
-    async def revoke(self, jti: str, expires_at: int) -> None: ...
-
-    async def revoke_many(self, tokens: list[tuple[str, int]]) -> None: ...
-
-
 @dataclass(kw_only=True)
 class AccountContext(Context):
-    tokens: TokenIssuer
-    passwords: Passwords
-    revocations: Revoker
+    tokens: ports.TokenIssuer
+    passwords: ports.Passwords
+    revocations: ports.Revoker
+    limits: ports.Limits  # the login back-off
 
 
 class RegisterIn(Input):
@@ -159,15 +125,15 @@ async def login(ctx: AccountContext, body: LoginIn) -> TokenPair:
     # instances) backs off exponentially. Unknown emails count alike, so the answer
     # tells nothing about which accounts exist.
     account = account_key(body.email)
-    wait = await ctx.state.locked(account)
+    wait = await ctx.limits.locked(account)
     if wait:
         raise RateLimited(f"too many failed logins for this account; retry in {wait}s", retry_after=wait)
     async with ctx.db.transaction() as tx:
         user = await users.by_email(tx, body.email)
     if not await ctx.passwords.verify(body.password, user.password_hash if user else None):
-        await ctx.state.failed(account, settings.login_free_failures, settings.login_backoff_max)
+        await ctx.limits.failed(account, settings.login_free_failures, settings.login_backoff_max)
         raise Unauthorized("wrong email or password")
-    await ctx.state.forgive(account)
+    await ctx.limits.forgive(account)
     async with ctx.db.transaction() as tx:
         return await _issue_pair(ctx, tx, user, secrets.token_hex(16))
 

@@ -1,4 +1,4 @@
-"""What an operation runs over: the actor, the database, shared state, and an
+"""What an operation runs over: the actor, the database, the shared backends, and an
 event buffer that the transport flushes only after the operation returned."""
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class Context:
     actor: Actor
     db: ports.Database
     settings: ports.Settings
-    state: ports.Limits | None = None  # shared by instances
+    coalescing: ports.Coalescing | None = None  # shared by instances
     origin: str | None = None  # socket id of the request, if it came over Socket.IO
     events: list[Outgoing] = field(default_factory=list)
     presence: ports.Presence | None = None  # operators' consoles, shared by instances

@@ -1,10 +1,12 @@
 """What a Context holds, as the operations see it: typed Protocols, satisfied
 structurally by the hub's services (storage.db.Database, hub.settings.Settings,
-the limits/presence/streams backends, hub.metrics.Metrics). Handlers depend on
+the limits/coalescing/presence/streams backends, hub.metrics.Metrics). Handlers depend on
 these, never on hub/: the instance picks the implementations and builds the
 Context (hub/app.py).
 
-Only what the handlers use is here; a backend may offer more.
+Only what the handlers use is here; a backend may offer more. The ports of the
+HTTP-only operations (tokens, password hashing, revocation, the fan-out: fields of
+their Context subclasses) are here too, at the end: every port in one module.
 
 The two stream types are defined here, not by the streams backend: the
 operations catch the one and read the other, so the backend raises and returns
@@ -13,12 +15,15 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import PgTransaction
+
+if TYPE_CHECKING:
+    from handlers.context import Outgoing  # which imports this module
 
 
 class Database(Protocol):
@@ -68,7 +73,23 @@ class Settings(Protocol):
 
 
 class Limits(Protocol):
-    """The limits shared by every instance (hub/backends/limits/: in memory, or on Redis)."""
+    """The login back-off shared by every instance (hub/backends/limits/: in memory, or on Redis)."""
+
+    async def locked(self, key: str) -> int:
+        """Seconds `key` is still locked after its failures (0: not locked)."""
+        ...
+
+    async def failed(self, key: str, free: int, cap: int) -> int:
+        """Count a failure of `key`: locked after `free` in a row, doubling up to `cap` s."""
+        ...
+
+    async def forgive(self, key: str) -> None:
+        """A success: forget the failures of `key`."""
+        ...
+
+
+class Coalescing(Protocol):
+    """"At most once per interval" shared by every instance (hub/backends/coalescing/)."""
 
     async def throttle(self, group: str, key: str, interval: float) -> bool:
         """True at most once per `interval` for `key` in `group`, across instances."""
@@ -176,3 +197,48 @@ class Streams(Protocol):
     def deltas(self) -> DeltaFloors: ...
 
     async def send(self, event: BaseModel, rooms: list[str]) -> None: ...
+
+
+# What the HTTP-only operations need of the hub beyond a Context: fields of their
+# Context subclasses (handlers/accounts.py AccountContext, handlers/publish.py
+# PublishContext), filled by the HTTP adapter (PORTS in hub/adapters/http/operations.py).
+
+class Issued(Protocol):
+    token: str
+    jti: str
+    expires_at: int
+
+
+class TokenIssuer(Protocol):
+    """The hub's JWTs (hub.auth.Tokens)."""
+
+    access_ttl: int
+    refresh_ttl: int
+
+    def access(self, user_id: int, role: str) -> Issued: ...
+
+    def refresh(self, user_id: int, family: str) -> Issued: ...
+
+    def decode(self, token: str, *, typ: str | tuple[str, ...]) -> dict: ...
+
+
+class Passwords(Protocol):
+    """Password hashing (hub.auth: argon2, off the event loop)."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password: str, stored: str | None) -> bool: ...
+
+
+class Revoker(Protocol):
+    """Ends access tokens on every instance (hub.delivery.revocation.Revocations)."""
+
+    async def revoke(self, jti: str, expires_at: int) -> None: ...
+
+    async def revoke_many(self, tokens: list[tuple[str, int]]) -> None: ...
+
+
+class Delivery(Protocol):
+    """The fan-out (hub.delivery.fanout.Fanout): sends events now, each one's log offset back."""
+
+    async def deliver(self, events: list[Outgoing]) -> list[str | None]: ...

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from handlers.context import Context, Outgoing, user_room
+from handlers import ports
+from handlers.context import Context, user_room
 from handlers.errors import PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY, Http, operation
 from handlers.schema import Id, Input, JsonObject, Text
@@ -19,15 +19,9 @@ from storage import published
 MAX_USERS = 1000
 
 
-class Delivery(Protocol):
-    """The fan-out (hub.delivery.fanout.Fanout): sends events now, each one's log offset back."""
-
-    async def deliver(self, events: list[Outgoing]) -> list[str | None]: ...
-
-
 @dataclass(kw_only=True)
 class PublishContext(Context):
-    fanout: Delivery
+    fanout: ports.Delivery
 
 
 class Target(Input):

@@ -57,7 +57,7 @@ async def metrics_changed(ctx: Context, post_id: int) -> None:
     """Call after the change committed: sends analytics now if none went out for the
     post in the last second (on any instance); else the flush job sends it later."""
     try:
-        if await ctx.state.throttle(ANALYTICS, str(post_id), ANALYTICS_INTERVAL):
+        if await ctx.coalescing.throttle(ANALYTICS, str(post_id), ANALYTICS_INTERVAL):
             await _emit_analytics(ctx, [post_id])
     except Exception:  # the change itself is committed: don't fail the request
         log.exception("analytics of post %s not sent", post_id)
@@ -75,7 +75,7 @@ async def trending_changed(ctx: Context, platforms) -> None:
     free of the trending row locks and bounds trending:updated to one per platform
     per second."""
     try:
-        now = [p for p in sorted(set(platforms)) if await ctx.state.throttle(TRENDING, p, TRENDING_INTERVAL)]
+        now = [p for p in sorted(set(platforms)) if await ctx.coalescing.throttle(TRENDING, p, TRENDING_INTERVAL)]
         if now:
             await _recompute_trending(ctx, now)
     except Exception:  # the posts are committed; the periodic recomputation catches up
@@ -102,10 +102,10 @@ async def list_trending(ctx: Context, req: TrendingQuery) -> list[TrendingUpdate
 async def flush_coalesced(ctx: Context) -> None:
     """The trailing work of throttled changes: analytics:updated of posts whose metrics
     changed, and trending recomputation of platforms that got posts, in the last second."""
-    due = await ctx.state.due(ANALYTICS, ANALYTICS_INTERVAL, 200)
+    due = await ctx.coalescing.due(ANALYTICS, ANALYTICS_INTERVAL, 200)
     if due:
         await _emit_analytics(ctx, due)
-    platforms = [p for p in await ctx.state.due(TRENDING, TRENDING_INTERVAL, len(PLATFORMS)) if p in PLATFORMS]
+    platforms = [p for p in await ctx.coalescing.due(TRENDING, TRENDING_INTERVAL, len(PLATFORMS)) if p in PLATFORMS]
     if platforms:
         await _recompute_trending(ctx, platforms)
 

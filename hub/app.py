@@ -1,4 +1,4 @@
-"""The app factory: wires settings, storage, shared state, the bus, Socket.IO and HTTP."""
+"""The app factory: wires settings, storage, the shared backends, the bus, Socket.IO and HTTP."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,7 @@ from hub.auth import Authenticator, Tokens
 from hub.backends import Backends, build_backends
 from hub.backends.bus import Broker
 from hub.backends.presence import Presence
-from hub.backends.state import SharedState
+from hub.backends.limits import Limits
 from hub import sampler
 from hub.adapters import admin_ui, asyncapi, gateways, openapi
 from hub.connections import Connections
@@ -53,7 +53,7 @@ class Hub:
 
     settings: Settings
     db: Database
-    state: SharedState
+    limits: Limits  # rate limits, budgets and the login back-off
     broker: Broker
     tokens: Tokens
     auth: Authenticator
@@ -72,7 +72,8 @@ class Hub:
     local: InstanceLocal = field(default_factory=InstanceLocal)  # what operations keep here
 
     def context(self, actor, origin: str | None = None) -> Context:
-        return Context(actor=actor, db=self.db, settings=self.settings, state=self.state, origin=origin,
+        return Context(actor=actor, db=self.db, settings=self.settings, coalescing=self.backends.coalescing,
+                       origin=origin,
                        presence=self.presence, user_presence=self.user_presence, metrics=self.metrics,
                        streams=self.streams, local=self.local)
 
@@ -93,7 +94,7 @@ class Hub:
 
     async def lifecycle(self, app: web.Application):
         await upgrade(self.db.engine)
-        await self.state.start()
+        await self.limits.start()
         await self.revocations.start()
         await self.fanout.start()
         await self.recovery.start()
@@ -111,8 +112,10 @@ class Hub:
         await self.revocations.stop()
         step("closing the bus")
         await self.broker.stop()
-        step("closing shared state and presence")
-        await self.state.close()
+        step("closing the limits, revoked tokens, coalescing and presence")
+        await self.limits.close()
+        await self.backends.revoked.close()
+        await self.backends.coalescing.close()
         await self.presence.close()
         await self.user_presence.close()
         await self.streams.buffer.close_all()
@@ -129,7 +132,7 @@ def build_hub(settings: Settings) -> Hub:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     backends = build_backends(settings)
-    state, broker = backends.state, backends.bus
+    broker = backends.bus
     presence, user_presence = backends.presence, backends.user_presence
     sessions = backends.sessions
     tokens = Tokens(settings.jwt_secret, access_ttl=settings.access_token_ttl,
@@ -152,14 +155,14 @@ def build_hub(settings: Settings) -> Hub:
     metrics = Metrics()
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
-                    state=state, metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
+                    metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
     streams = StreamService(backends.streams, fanout)
-    return Hub(settings=settings, db=db, state=state, broker=broker, tokens=tokens,
-               auth=Authenticator(tokens, state), sio=sio, fanout=fanout, metrics=metrics,
+    return Hub(settings=settings, db=db, limits=backends.limits, broker=broker, tokens=tokens,
+               auth=Authenticator(tokens, backends.revoked), sio=sio, fanout=fanout, metrics=metrics,
                connections=connections, presence=presence, user_presence=user_presence,
                recovery=Recovery(sessions, broker, window=settings.recovery_window,
                                  max_replay=settings.max_replay, replayed=fanout.replayed),
-               revocations=Revocations(db, state, fanout),
+               revocations=Revocations(db, backends.revoked, fanout),
                widget_origins=widget_origins, stopping=Shutdown(settings.shutdown_timeout), streams=streams,
                backends=backends)
 

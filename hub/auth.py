@@ -12,6 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from handlers.context import Actor
 from handlers.errors import Unauthorized
+from hub.backends.revocations import RevokedTokens
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so a login takes as long either way.
@@ -112,14 +113,14 @@ def actor_of(claims: dict) -> Actor:
 class Authenticator:
     """Token -> Actor, refusing revoked tokens. Used by every edge (HTTP, Socket.IO)."""
 
-    def __init__(self, tokens: Tokens, state):
+    def __init__(self, tokens: Tokens, revoked: RevokedTokens):
         self.tokens = tokens
-        self.state = state
+        self.revoked = revoked
 
     async def actor(self, token: str | None) -> Actor:
         if not token:
             raise Unauthorized("missing token")
         claims = self.tokens.decode(token, typ=("access", "service", "visitor"))
-        if await self.state.is_revoked(claims["jti"]):
+        if await self.revoked.is_revoked(claims["jti"]):
             raise Unauthorized("token revoked")
         return actor_of(claims)

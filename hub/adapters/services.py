@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from hub.delivery.revocation import Revocations
     from hub.settings import Settings
     from hub.shutdown import Shutdown
-    from hub.backends.state import SharedState
+    from hub.backends import Backends
+    from hub.backends.limits import Limits
     from hub.adapters.socketio_server import HubServer
     from storage.db import Database
 
@@ -37,7 +38,7 @@ class SocketServices(Protocol):
     """What the Socket.IO adapter (hub/adapters/socketio.py) uses."""
 
     settings: Settings
-    state: SharedState
+    limits: Limits
     auth: Authenticator
     fanout: Fanout
     metrics: Metrics
@@ -59,6 +60,7 @@ class Services(SocketServices, Protocol):
     revocations: Revocations
     widget_origins: WidgetOrigins
     stopping: Shutdown
+    backends: Backends  # /ready pings their store
 
 
 def resolved(protocol: type = Services) -> dict[str, typing.Any]:
@@ -73,7 +75,8 @@ def resolved(protocol: type = Services) -> dict[str, typing.Any]:
     from hub.delivery.revocation import Revocations
     from hub.settings import Settings
     from hub.shutdown import Shutdown
-    from hub.backends.state import SharedState
+    from hub.backends import Backends
+    from hub.backends.limits import Limits
     from hub.adapters.socketio_server import HubServer
     from storage.db import Database
 

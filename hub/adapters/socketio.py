@@ -243,7 +243,7 @@ class OperationNamespace(socketio.AsyncNamespace):
             raise Forbidden("not connected")
         if not conn.bucket.take():
             raise RateLimited("too many events on this connection: slow down", retry_after=conn.bucket.wait())
-        spend_operation(self.hub.state, self.hub.settings, conn.actor)
+        spend_operation(self.hub.limits, self.hub.settings, conn.actor)
         if op is None:
             raise ValidationFailed(f"unknown event {event!r} in {self.spec.name}")
         if op.roles is not None and conn.actor.acts_as not in op.roles:

@@ -33,7 +33,6 @@ from hub.backends.revocations import RevokedTokens
 from hub.backends.revocations.memory import MemoryRevokedTokens
 from hub.backends.revocations.redis import RedisRevokedTokens
 from hub.backends.sessions import MemorySessions, RedisSessions, Sessions
-from hub.backends.state import SharedState
 from hub.backends.streams import MemoryStreams, RedisStreams, Streams
 from hub.settings import Settings
 
@@ -56,10 +55,6 @@ class Backends:
     sessions: Sessions  # recovery session records
     streams: Streams  # streamed bot replies so far
     redis: aioredis.Redis | None = None  # the shared client (Redis backends only)
-
-    def __post_init__(self) -> None:
-        # What hub.state / ctx.state still reach (hub/backends/state.py).
-        self.state = SharedState(self.limits, self.revoked, self.coalescing, self.ping)
 
     async def ping(self) -> None:
         """Raise if the shared store is unreachable."""

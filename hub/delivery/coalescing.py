@@ -92,11 +92,6 @@ class Coalescer(Held):
     def _key(self, namespace: str, event: str, data: dict) -> Key:
         return (namespace, event, *(data.get(f) for f in self.events[(namespace, event)]))
 
-    @staticmethod
-    def _behind(server, eio_sid: str) -> bool:
-        check = getattr(server.manager, "backlogged", None)  # HubManager.backlogged
-        return check is not None and check(eio_sid)
-
     def current(self, namespace: str, event: str, data: dict, durable: bool) -> bool:
         """Record the update's version; False for a volatile update older than one
         already delivered here (it must not be sent)."""
@@ -143,7 +138,7 @@ class Coalescer(Held):
                 continue
             slot = (server, namespace, sid)
             updates = self.held.get(slot)
-            if (updates is not None and key in updates) or self._behind(server, eio_sid):
+            if (updates is not None and key in updates) or backlogged(server, eio_sid):
                 self.held.setdefault(slot, {})[key] = (event, data)
                 holding.append(sid)
             else:
@@ -163,7 +158,7 @@ class Coalescer(Held):
             if eio_sid is None:
                 del self.held[slot]
                 continue
-            if self._behind(server, eio_sid):
+            if backlogged(server, eio_sid):
                 continue
             updates = self.held.pop(slot)
             for event, data in updates.values():

@@ -6,7 +6,7 @@ sends it to every instance, this one included; each instance delivers them in lo
 order with the offset as the last argument, once per event id.
 
 Volatile events (typing, presence) are emitted here at once and sent to the other
-instances without a log. Token revocations travel the same way.
+instances without a log. Token revocations travel the same way (`announce_revoked`).
 
 On this instance, an event reaches the Socket.IO servers' sockets (the plain way,
 or another way registered for it: `deliver_locally`) and then the plain WebSocket
@@ -35,7 +35,7 @@ SEEN_CAPACITY = 200_000
 
 
 class Fanout:
-    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, state, metrics,
+    def __init__(self, sio, broker: Broker, *, db, instance_id: str, connections, metrics,
                  published_retention: timedelta = timedelta(days=7)) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
@@ -48,7 +48,6 @@ class Fanout:
         self.db = db
         self.instance_id = instance_id
         self.connections = connections
-        self.state = state
         self.metrics = metrics
         self.relay = OutboxRelay(broker, db=db, instance_id=instance_id, metrics=metrics,
                                  published_retention=published_retention, prune=self._prune_replayed)
@@ -70,6 +69,9 @@ class Fanout:
             self.deliver_locally(namespace, event, self.coalescer.deliver)
         # Namespace -> how this instance delivers another's broadcast to it (`share`).
         self.shared: dict[str, Callable[[str, list], Awaitable[None]]] = {}
+        # What this instance does with another's token revocation (`announce_revoked`):
+        # set by the revocation service (hub/delivery/revocation.py).
+        self.on_revoked: Callable[[str, int], Awaitable[None]] | None = None
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
@@ -148,10 +150,9 @@ class Fanout:
             if not marks:
                 del self._replayed[namespace]
 
-    async def revoke(self, jti: str, ttl: int) -> None:
-        """Revoke a token everywhere and disconnect the sockets that use it."""
-        await self.state.revoke(jti, ttl)
-        await self.disconnect_revoked(jti, ttl)
+    async def announce_revoked(self, jti: str, ttl: int) -> None:
+        """Tell the other instances that the token `jti` is revoked for `ttl` seconds,
+        volatile; each hands it to its `on_revoked`."""
         await self._publish(Revoked(self.instance_id, jti, ttl))
 
     async def share(self, namespace: str, event: str, args: list) -> None:
@@ -195,8 +196,8 @@ class Fanout:
         if isinstance(message, Emitted):
             for e in message.events:
                 await self._emit_local(e.namespace, e.event, e.data, e.rooms, e.skip_sid)
-        elif isinstance(message, Revoked):
-            await self.disconnect_revoked(message.jti, message.ttl)
+        elif isinstance(message, Revoked) and self.on_revoked is not None:
+            await self.on_revoked(message.jti, message.ttl)
         elif isinstance(message, Shared) and message.namespace in self.shared:
             await self.shared[message.namespace](message.event, message.args)
 
@@ -231,8 +232,8 @@ class Fanout:
         if total:
             self.metrics.child(self.metrics.deliveries, namespace).inc(total)
 
-    async def disconnect_revoked(self, jti: str, ttl: int) -> None:
-        self.state.remember_revoked(jti, ttl)
+    async def disconnect_token(self, jti: str) -> None:
+        """Disconnect this instance's sockets (of every kind) that use the token `jti`."""
         for namespace, sid in self.connections.using(jti):
             member = self.members.by_sid.get(sid)
             if member is not None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from tests.support.business import service_token
-from tests.support.gateways import DropProxy
+from tests.support.proxy import TcpProxy
 from tests.support.paths import JS_DIR
 from tests.support.sse import read_sse
 
@@ -20,7 +20,7 @@ async def notify(api, user_id: int, title: str) -> int:
 async def test_eventsource_in_chromium_resumes_after_a_forced_drop(server, api, browser_deps):
     ann = await api.user()
     uid = ann["user"]["id"]
-    proxy = await DropProxy(server.port).start()
+    proxy = await TcpProxy(("127.0.0.1", server.port)).start()
     proc = await asyncio.create_subprocess_exec(
         "node", str(JS_DIR / "sse_eventsource.mjs"), proxy.url,
         f"/sse?ns=/notifications&token={ann['access_token']}", "4", browser_deps,
@@ -52,7 +52,7 @@ async def test_eventsource_in_chromium_resumes_after_a_forced_drop(server, api, 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        await proxy.stop()
+        await proxy.close()
 
 
 async def test_sse_takes_the_token_from_a_cookie_and_says_sync_beyond_the_window(server, api, http):

@@ -252,9 +252,9 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
     for certain, not only within a millisecond."""
     import msgpack
 
-    from tests.support.gateways import DropProxy
+    from tests.support.proxy import TcpProxy
 
-    link = await DropProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
+    link = await TcpProxy(("127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0]))).start()
     cut = RedisBroker.from_url(f"redis://127.0.0.1:{link.port}/0", redis_prefix)
     other = RedisBroker.from_url(redis_url, redis_prefix)
     try:
@@ -296,4 +296,4 @@ async def test_a_catch_up_resumes_each_log_where_its_own_deliveries_stopped(redi
     finally:
         await cut.stop()
         await other.stop()
-        await link.stop()
+        await link.close()

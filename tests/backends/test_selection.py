@@ -26,7 +26,7 @@ async def test_redis_backends_share_one_client(tmp_path, any_redis_url, redis_pr
                                   backends.revoked, backends.coalescing)]
         assert all(client is backends.redis for client in held)
         await backends.ping()
-        await backends.state.revoke("jti-1", 60)
+        await backends.revoked.revoke("jti-1", 60)
         assert await backends.redis.exists(f"{redis_prefix}:revoked:jti-1")
     finally:
         await backends.close()

@@ -8,7 +8,7 @@ import pytest
 
 from hub.backends.bus import offset_key
 from tests.support.clients import Api
-from tests.support.gateways import DropProxy
+from tests.support.proxy import TcpProxy
 from tests.support.node import run_node
 from tests.support.servers import make_settings
 from tests.support.services import pg_dsn
@@ -260,14 +260,14 @@ async def test_a_partition_between_an_instance_and_redis_keeps_each_threads_comm
         spawn_hubs, pg_url, private_redis, connect, http):
     """One instance loses Redis for a while (the other does not) while a thread is
     written alternately on both: each device gets every message once, in commit order."""
-    link = await DropProxy(private_redis.port).start()
+    link = await TcpProxy(("127.0.0.1", private_redis.port)).start()
     env = {"HUB_DATABASE_URL": pg_url, "HUB_REDIS_PREFIX": "cut", "HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "1000"}
     one, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": f"redis://127.0.0.1:{link.port}/0"})
     two, = await spawn_hubs(1, {**env, "HUB_REDIS_URL": private_redis.url})
     try:
         await _one_thread_through_a_fault(one, two, http, connect, 120, link.cut, link.heal, 1.5)
     finally:
-        await link.stop()
+        await link.close()
 
 
 async def test_a_recovery_while_the_bus_is_away_gets_each_event_once(spawn_hubs, private_redis, connect, js_driver,

@@ -19,8 +19,8 @@ from tests.support.business import service_token
 from tests.support.clients import Api
 from tests.support.dialogs import account
 from tests.support.services import pg_dsn, unavailable
-from tests.support.faults import (Load, Pair, RedisServer, TcpProxy, ThrowawayPostgres, Verdict,
-                                 postgres_available)
+from tests.support.faults import Load, Pair, RedisServer, ThrowawayPostgres, Verdict, postgres_available
+from tests.support.proxy import TcpProxy
 
 LOAD_ENV = {"HUB_EVENT_RATE": "1000", "HUB_EVENT_BURST": "2000", "HUB_REGISTER_PER_MINUTE": "10000",
             "HUB_LOGIN_PER_MINUTE": "10000"}

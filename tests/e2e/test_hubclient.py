@@ -9,7 +9,7 @@ import pytest
 
 from hubclient import Client, HubError
 from tests.support.dialogs import tokens
-from tests.support.gateways import DropProxy
+from tests.support.proxy import TcpProxy
 from tests.support.servers import make_settings
 
 
@@ -17,14 +17,14 @@ from tests.support.servers import make_settings
 async def proxy_to():
     proxies = []
 
-    async def make(port: int) -> tuple[DropProxy, str]:
-        proxy = await DropProxy(port).start()
+    async def make(port: int) -> tuple[TcpProxy, str]:
+        proxy = await TcpProxy(("127.0.0.1", port)).start()
         proxies.append(proxy)
         return proxy, proxy.url
 
     yield make
     for proxy in proxies:
-        await proxy.stop()
+        await proxy.close()
 
 
 async def test_calls_errors_and_publish(server, api):

@@ -128,7 +128,7 @@ class Connection:
         hub, actor = self.hub, self.actor
         if not self.bucket.take():
             raise RateLimited("too many events on this connection: slow down", retry_after=self.bucket.wait())
-        spend_operation(hub.state, hub.settings, actor)
+        spend_operation(hub.limits, hub.settings, actor)
         if op is None or namespace not in self.namespaces:
             raise ValidationFailed(f"unknown event {event!r} in {namespace!r}")
         if op.roles is not None and actor.acts_as not in op.roles:

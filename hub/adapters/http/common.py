@@ -110,6 +110,6 @@ def client_ip(request: web.Request) -> str:
 
 
 async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
-    retry = await request.app[HUB].state.hit(f"{name}:{client_ip(request)}", per_minute, 60)
+    retry = await request.app[HUB].limits.hit(f"{name}:{client_ip(request)}", per_minute, 60)
     if retry:
         raise RateLimited(f"too many {name} attempts; retry in {retry}s", retry_after=retry)

@@ -27,7 +27,7 @@ ANONYMOUS = Actor(role="anonymous")
 
 
 class _Passwords:
-    """hub.auth's password hashing, as handlers.accounts.Passwords."""
+    """hub.auth's password hashing, as handlers.ports.Passwords."""
 
     @staticmethod
     async def hash(password: str) -> str:
@@ -45,6 +45,7 @@ PORTS: dict[str, Callable[[Services], Any]] = {
     "passwords": lambda hub: _Passwords(),
     "revocations": lambda hub: hub.revocations,
     "fanout": lambda hub: hub.fanout,
+    "limits": lambda hub: hub.limits,
 }
 _BASE = [f.name for f in dataclasses.fields(Context) if f.init]
 
@@ -82,7 +83,7 @@ async def caller(request: web.Request, op: Operation) -> Actor:
     if roles is not None and actor.acts_as not in roles:
         raise Forbidden(f"{actor.acts_as} may not {op.event}")
     if op.http.spend:
-        spend_operation(hub.state, hub.settings, actor)
+        spend_operation(hub.limits, hub.settings, actor)
     return actor
 
 

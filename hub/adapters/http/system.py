@@ -21,7 +21,7 @@ async def _checks(hub) -> dict[str, dict]:
 
     checks = {"database": await check(hub.db.ping)}
     if hub.settings.redis_url:
-        checks["redis"] = await check(hub.state.ping)
+        checks["redis"] = await check(hub.backends.ping)
         checks["broker"] = {"status": "ok" if hub.broker.healthy else "down"}
     return checks
 

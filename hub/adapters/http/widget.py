@@ -91,7 +91,7 @@ async def _check_app_key(request: web.Request, ctx, key: str, assistant_id: int)
     are limited per key (and per address, above)."""
     if not 8 <= len(key) <= 100:
         raise Forbidden("this app key is not valid")
-    retry = await request.app[HUB].state.hit(f"app-key-session:{widgets.key_hash(key)}",
+    retry = await request.app[HUB].limits.hit(f"app-key-session:{widgets.key_hash(key)}",
                                              request.app[HUB].settings.app_key_sessions_per_minute, 60)
     if retry:
         raise RateLimited(f"too many sessions with this app key; retry in {retry}s",
