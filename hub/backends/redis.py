@@ -13,6 +13,7 @@ that every multi-key command or script stays in one slot (docs/scaling.md)."""
 from __future__ import annotations
 
 import socket
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -114,3 +115,23 @@ def client_for(url: str):
     if url.partition("://")[0].lower() == CLUSTER_SCHEME:
         return cluster_client(url)
     return shared_client(url)
+
+
+class OnRedis:
+    """How a Redis backend holds its client. Built for an instance
+    (hub/backends/__init__.py) it uses the instance's shared client, which the
+    builder closes; built by `from_url` (tools, tests) it has a client of its own,
+    which `release_client` closes when the backend closes."""
+
+    redis: Any
+    _owns_redis = False
+
+    @classmethod
+    def from_url(cls, url: str, *args, **kwargs) -> Self:
+        backend = cls(client_for(url), *args, **kwargs)
+        backend._owns_redis = True
+        return backend
+
+    async def release_client(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()

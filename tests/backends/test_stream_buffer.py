@@ -1,11 +1,12 @@
 """The in-flight buffer of streamed replies (hub/backends/streams/), the same contract in
 memory and on Redis: one open stream per dialog, bounded text, appends in order
-(also many at once), and a close that exactly one of several concurrent callers wins."""
+(also many at once), a close that exactly one of several concurrent callers wins, reads
+of the text so far, and a bounded idle sweep."""
 import asyncio
 
 import pytest
 
-from hub.backends.streams import MemoryStreams, RedisStreams, StreamError
+from hub.backends.streams import MemoryStreams, OpenStream, RedisStreams, StreamError
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -55,3 +56,61 @@ async def test_idle_streams_are_found(buffer):
     assert quiet in await buffer.idle(0.01)
     await buffer.close(quiet, "timeout")
     assert quiet not in await buffer.idle(0.01)
+
+
+# Reads and ends: `get` gives the text so far or why there is none, a close gives the
+# final state once, and the idle sweep is bounded.
+
+async def test_get_gives_the_text_so_far_or_why_there_is_none(buffer):
+    assert await reason(buffer.get("s-nothing")) == "missing"
+    sid = await buffer.open(21, 5)
+    assert await buffer.get(sid) == OpenStream(sid, 21, 5, 0, "")
+    await buffer.append(sid, 5, "Grüß ", 100)
+    await buffer.append(sid, 5, "dich", 100)
+    assert await buffer.get(sid) == OpenStream(sid, 21, 5, 2, "Grüß dich")
+    await buffer.close(sid, "done")
+    assert await reason(buffer.get(sid)) == "closed:done"
+
+
+async def test_a_close_gives_the_final_state_once(buffer):
+    assert await buffer.close("s-nothing", "done") is None
+    sid = await buffer.open(22, 5)
+    delta = await buffer.append(sid, 5, "abc", 100)
+    assert (delta.seq, delta.text, delta.dialog_id) == (1, "abc", 22)  # the delta, not the whole text
+    await buffer.append(sid, 5, "def", 100)
+    assert await buffer.close(sid, "taken_over") == OpenStream(sid, 22, 5, 2, "abcdef")
+    assert await buffer.close(sid, "timeout") is None
+    assert await reason(buffer.append(sid, 5, "g", 100)) == "closed:taken_over"  # the first reason stays
+
+
+async def test_of_dialog_lists_only_its_open_stream(buffer):
+    assert await buffer.of_dialog(23) == []
+    mine, other = await buffer.open(23, 5), await buffer.open(24, 6)
+    await buffer.append(mine, 5, "x", 100)
+    assert await buffer.of_dialog(23) == [OpenStream(mine, 23, 5, 1, "x")]
+    await buffer.close(other, "done")
+    assert await buffer.of_dialog(24) == []
+
+
+async def test_the_idle_sweep_is_bounded_and_skips_streams_that_move(buffer):
+    quiet = [await buffer.open(30 + i, 5) for i in range(3)]
+    busy = await buffer.open(40, 5)
+    await asyncio.sleep(0.5)
+    await buffer.append(busy, 5, "still going", 100)  # a delta makes it not idle
+    idle = await buffer.idle(0.25)
+    assert set(idle) == set(quiet)
+    assert len(await buffer.idle(0.25, limit=2)) == 2
+
+
+async def test_streams_are_shared_by_every_store_on_one_redis(redis_url, redis_prefix):
+    """Two instances on one Redis: a delta on one, the close on the other."""
+    one, two = RedisStreams.from_url(redis_url, redis_prefix), RedisStreams.from_url(redis_url, redis_prefix)
+    try:
+        sid = await one.open(50, 5)
+        assert await reason(two.open(50, 5)) == f"busy:{sid}"
+        await two.append(sid, 5, "hello", 100)
+        assert await one.close(sid, "done") == OpenStream(sid, 50, 5, 1, "hello")
+        assert await two.close(sid, "timeout") is None
+    finally:
+        await one.close_all()
+        await two.close_all()

@@ -28,7 +28,7 @@ from hub.backends.bus import codec
 from hub.backends.bus.base import HOLD, Broker, BrokerUnavailable, Handler, Replay, offset_key, scan
 from hub.backends.bus.resp import resp_parse
 from hub.backends.bus.scripts import append_script
-from hub.backends.redis import client_for, is_cluster, tagged
+from hub.backends.redis import OnRedis, is_cluster, tagged
 
 log = logging.getLogger("hub.broker")
 
@@ -53,7 +53,7 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
-class RedisBroker(Broker):
+class RedisBroker(OnRedis, Broker):
     # Read the bus with the lean reader (`_read`); False: redis-py's PubSub.
     lean_reader = True
 
@@ -61,7 +61,6 @@ class RedisBroker(Broker):
         """`redis`: the instance's shared client, which the caller closes."""
         super().__init__(retention)
         self.redis = redis
-        self._owns_redis = False
         self._append_down_until = 0.0
         self.prefix = prefix
         # The channel's name is the bus's hash tag: every key below carries it.
@@ -93,12 +92,6 @@ class RedisBroker(Broker):
         self._publish_conn = None
         self._barriers: dict[str, asyncio.Future] = {}  # token -> resolved when it comes back
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str, retention: float = 150.0) -> "RedisBroker":
-        """A broker with a client of its own, closed when it stops (tools, tests)."""
-        broker = cls(client_for(url), prefix, retention)
-        broker._owns_redis = True
-        return broker
 
     def _log_key(self, namespace: str) -> str:
         return f"{self.channel}:log:{namespace}"
@@ -258,8 +251,7 @@ class RedisBroker(Broker):
             self._outgoing_sent.set_exception(BrokerUnavailable("the broker is stopped"))
         if self._publish_conn is not None:
             await self._publish_conn.disconnect(nowait=True)
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
 
     async def _handle(self, handler: Handler, message: dict) -> None:
         if message.get("t") == "barrier":  # another instance's, or one of ours (see `barrier`)

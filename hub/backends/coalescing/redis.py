@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hub.backends.coalescing.base import Coalescing
-from hub.backends.redis import client_for, tagged
+from hub.backends.redis import OnRedis, tagged
 
 log = logging.getLogger("hub.state")
 
@@ -41,25 +41,17 @@ return out
 """
 
 
-class RedisCoalescing(Coalescing):
+class RedisCoalescing(OnRedis, Coalescing):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         """`redis`: the instance's shared client, which the caller closes."""
         self.redis = redis
         self.prefix = prefix
-        self._owns_redis = False
         self._throttle = self.redis.register_script(_THROTTLE)
         self._due = self.redis.register_script(_DUE)
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str) -> "RedisCoalescing":
-        """Coalescing with a client of its own, closed with it (tools, tests)."""
-        coalescing = cls(client_for(url), prefix)
-        coalescing._owns_redis = True
-        return coalescing
 
     async def close(self) -> None:
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
 
     async def throttle(self, group: str, key: str, interval: float) -> bool:
         ms = max(int(interval * 1000), 1)

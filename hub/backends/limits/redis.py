@@ -13,33 +13,25 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hub.backends.limits.base import FAILURE_MEMORY, Limits, backoff_seconds, sliding_verdict
-from hub.backends.redis import client_for, tagged
+from hub.backends.redis import OnRedis, tagged
 
 log = logging.getLogger("hub.state")
 
 
-class RedisLimits(Limits):
+class RedisLimits(OnRedis, Limits):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         """`redis`: the instance's shared client, which the caller closes."""
         super().__init__()
         self.redis = redis
         self.prefix = prefix
-        self._owns_redis = False
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str) -> "RedisLimits":
-        """Limits with a client of their own, closed with them (tools, tests)."""
-        limits = cls(client_for(url), prefix)
-        limits._owns_redis = True
-        return limits
 
     async def start(self) -> None:
         self.share_spent()
 
     async def close(self) -> None:
         await self.stop_sharing()
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
 
     async def hit_many(self, hits: dict[str, int], limit: int, window: int) -> dict[str, int]:
         now = time.time()

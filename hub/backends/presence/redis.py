@@ -8,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 
 from hub.backends.presence.base import FORGET_AFTER, INSTANCE_TTL, Presence, PresenceRecord, RawPresence
-from hub.backends.redis import client_for, tagged
+from hub.backends.redis import OnRedis, tagged
 
 log = logging.getLogger("hub.presence")
 
@@ -40,7 +40,7 @@ return #ids
 """
 
 
-class RedisPresence(Presence):
+class RedisPresence(OnRedis, Presence):
     """Keys (`{P}` below is the hash tag `{prefix:presence}`): `{P}:ops` (zset operator -> last activity),
     `{P}:{op}` (hash: chosen, chosen_at, max, disconnected_at,
     announced), `{P}:{op}:conns` (zset console -> last heartbeat) and
@@ -60,7 +60,6 @@ class RedisPresence(Presence):
         """`redis`: the instance's shared client, which the caller closes."""
         super().__init__(timeout=timeout, grace=grace)
         self.redis = redis
-        self._owns_redis = False
         # Every key of one presence in one hash slot (hub/backends/redis.py): its
         # transactions and scripts span the operator's keys, the index of
         # operators and the schedule of looks.
@@ -71,13 +70,6 @@ class RedisPresence(Presence):
         self._reap = self.redis.register_script(_REAP)
         self._alive: asyncio.Task | None = None
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str, *, timeout: float, grace: float,
-                 instance_id: str | None = None) -> "RedisPresence":
-        """Presence with a client of its own, closed with it (tools, tests)."""
-        presence = cls(client_for(url), prefix, timeout=timeout, grace=grace, instance_id=instance_id)
-        presence._owns_redis = True
-        return presence
 
     async def start(self) -> None:
         if self.instance_id:
@@ -101,8 +93,7 @@ class RedisPresence(Presence):
         if self._alive:
             self._alive.cancel()
             await asyncio.gather(self._alive, return_exceptions=True)
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
 
     def _key(self, operator_id: int) -> str:
         return f"{self.prefix}:{operator_id}"

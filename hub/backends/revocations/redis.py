@@ -7,30 +7,22 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from hub.backends.redis import client_for
+from hub.backends.redis import OnRedis
 from hub.backends.revocations.base import RevokedTokens
 
 log = logging.getLogger("hub.state")
 
 
-class RedisRevokedTokens(RevokedTokens):
+class RedisRevokedTokens(OnRedis, RevokedTokens):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         """`redis`: the instance's shared client, which the caller closes."""
         super().__init__()
         self.redis = redis
         self.prefix = prefix
-        self._owns_redis = False
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str) -> "RedisRevokedTokens":
-        """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(client_for(url), prefix)
-        store._owns_redis = True
-        return store
 
     async def close(self) -> None:
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
 
     async def revoke(self, jti: str, ttl: int) -> None:
         self.remember(jti, ttl)

@@ -5,23 +5,16 @@ from __future__ import annotations
 import msgpack
 import redis.asyncio as aioredis
 
-from hub.backends.redis import client_for
+from hub.backends.redis import OnRedis
 from hub.backends.sessions.base import SessionRecord, Sessions
 
 
-class RedisSessions(Sessions):
+class RedisSessions(OnRedis, Sessions):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         """`redis`: the instance's shared client, which the caller closes."""
         self.redis = redis
         self.prefix = prefix
-        self._owns_redis = False
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str) -> "RedisSessions":
-        """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(client_for(url), prefix)
-        store._owns_redis = True
-        return store
 
     def _key(self, pid: str) -> str:
         return f"{self.prefix}:session:{pid}"
@@ -43,5 +36,4 @@ class RedisSessions(Sessions):
         await self.redis.delete(self._key(pid))
 
     async def close(self) -> None:
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()

@@ -8,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 
 from common.group_commit import GroupCommit
-from hub.backends.redis import client_for, tagged
+from hub.backends.redis import OnRedis, tagged
 from hub.backends.streams.base import TOMBSTONE_SECONDS, OpenStream, StreamError, Streams, new_stream_id
 
 # KEYS: hash, text, dialog's open stream, idle index. The hash holds d, a, s (seq),
@@ -76,11 +76,10 @@ def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisStreams(Streams):
+class RedisStreams(OnRedis, Streams):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         """`redis`: the instance's shared client, which the caller closes."""
         self.redis = redis
-        self._owns_redis = False
         # One hash slot for the whole buffer (hub/backends/redis.py): a batch of
         # appends spans many streams in one script.
         self.prefix = tagged(prefix, "streams")
@@ -146,13 +145,6 @@ class RedisStreams(Streams):
         found = await self.redis.zrangebyscore(self._idle, "-inf", before, start=0, num=limit)
         return [_s(m) for m in found]
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str) -> "RedisStreams":
-        """A store with a client of its own, closed with it (tools, tests)."""
-        store = cls(client_for(url), prefix)
-        store._owns_redis = True
-        return store
 
     async def close_all(self) -> None:
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self.release_client()
