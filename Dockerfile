@@ -9,9 +9,12 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
+COPY engine ./engine
+COPY common ./common
 COPY hub ./hub
 COPY handlers ./handlers
 COPY storage ./storage
+COPY hubclient ./hubclient
 RUN pip install --no-cache-dir --no-deps .
 # The console and widget pages, with socket.io-client from the npm registry.
 COPY web ./web

@@ -35,3 +35,14 @@ def test_no_install_analytics_in_the_npm_locks():
         for path, package in lock["packages"].items():
             assert not package.get("hasInstallScript"), f"{folder}: {path} runs code at install"
             assert package.get("name", path.rsplit("node_modules/", 1)[-1]) != "@scarf/scarf", f"{folder}: {path}"
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """The Dockerfile copies the source folders one by one before `pip install .`: a
+    package pyproject.toml includes but the image does not copy would be missing in
+    every container (engine/ and common/ were, after the layout change)."""
+    included = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in included}
+    assert all((ROOT / p / "__init__.py").is_file() for p in packages), packages
+    copied = set(re.findall(r"(?m)^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text()))
+    assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
