@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 
 
+def _awaiting(task: asyncio.Task) -> str:
+    """Where a task waits: its whole chain of awaits, outermost first (get_stack
+    shows only the outermost frame of a suspended coroutine)."""
+    places, coro = [], task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            places.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " -> ".join(places) or "?"
+
+
 async def bounded(awaitable, what: str, timeout: float = 10):
-    """Await a teardown step; if it hangs, fail with every task's stack instead of
-    sitting until the suite's timeout (a teardown once hung here, unexplained)."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        stacks = []
-        for task in asyncio.all_tasks():
-            frames = task.get_stack(limit=8)
-            stacks.append(f"{task.get_name()}: " + " <- ".join(
-                f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno} {f.f_code.co_name}" for f in frames))
-        raise AssertionError(f"{what} took over {timeout} s; tasks:\n" + "\n".join(stacks)) from None
+    """Await a teardown step; if it hangs, fail with where every task waits (the
+    hung step's own chain first) instead of sitting until the suite's timeout."""
+    step = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait([step], timeout=timeout)
+    if done:
+        return step.result()
+    # Taken before cancelling, so the hung step itself is in the picture.
+    stacks = [f"the step: {_awaiting(step)}"] + [f"{t.get_name()}: {_awaiting(t)}" for t in asyncio.all_tasks()
+                                                 if t is not step and t is not asyncio.current_task()]
+    step.cancel()
+    raise AssertionError(f"{what} took over {timeout} s; tasks:\n" + "\n".join(stacks))
 
 
 async def all_bounded(awaitables, what: str, *, timeout: float = 10, ignore=()) -> None:
