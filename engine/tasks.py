@@ -4,8 +4,17 @@ runs when the server closes is cancelled and awaited."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
+
+log = logging.getLogger("engine.tasks")
+
+# A cancelled task normally ends at once. One that swallowed its cancellation (some
+# library code does, once) is cancelled again after each pause; after `PATIENCE` in
+# all, closing goes on without it, so a server's shutdown stays bounded.
+PAUSE = 0.5
+PATIENCE = 5.0
 
 
 class Tasks:
@@ -30,15 +39,22 @@ class Tasks:
         return task
 
     async def close(self) -> None:
-        """Cancel every task left and wait until each has ended."""
+        """Cancel every task left and wait until each has ended, or `PATIENCE` has
+        passed (those still running are named in the log and left behind)."""
         self._closed = True
         current = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PATIENCE
         while True:
             left = [t for t in self._running if t is not current and not t.done()]
             if not left:
                 break
+            if loop.time() >= deadline:
+                log.warning("closing without %d task(s) that ignored cancellation: %s", len(left),
+                            ", ".join(sorted({t.get_coro().__qualname__ for t in left})))
+                break
             for task in left:
                 task.cancel()
-            await asyncio.gather(*left, return_exceptions=True)
+            await asyncio.wait(left, timeout=min(PAUSE, max(deadline - loop.time(), 0.01)))
         self._running.clear()
         self._closed = False  # a server may be started again (tests do)
