@@ -138,8 +138,9 @@ class InternalsChanged(RuntimeError):
     """An installed library no longer has a private name the engine reaches."""
 
 
-def _resolve(path: str):
-    """A module, or a class inside one, by dotted path."""
+def resolve(path: str):
+    """A module, or a class inside one, by dotted path (ImportError or
+    AttributeError if there is none)."""
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
         try:
@@ -191,7 +192,7 @@ def _init_names(cls) -> set[str]:
 
 def _present(reach: Reach) -> bool:
     try:
-        owner = _resolve(reach.owner)
+        owner = resolve(reach.owner)
     except (ImportError, AttributeError):
         return False
     if reach.kind == "module":

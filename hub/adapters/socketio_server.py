@@ -32,7 +32,7 @@ class HubServer(ProtocolServer):  # engine/socketio_server.py: the protocol fixe
         self.pids: dict[tuple[str, str], str] = {}  # (namespace, sid) -> pid, until CONNECT is sent
         if isinstance(self.manager, HubManager):
             # A websocket the engine takes over from aiohttp keeps the request's
-            # per-address connection slot (hub.http.guard) until it ends.
+            # per-address connection slot (hub.adapters.http.guard) until it ends.
             self.manager.on_handover = keep_slot
 
     def wants_ack(self) -> bool:

@@ -4,12 +4,11 @@ hub, the handlers or the storage."""
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
 
 from engine import internals
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("socketio", "engineio", "aiohttp")
 SKIP = {".venv", "node_modules", ".git", "engine", "build", "dist"}
 
@@ -55,19 +54,10 @@ def _dotted(node: ast.AST) -> list[str] | None:
 
 
 def _resolve(path: str):
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return None
-        return obj
-    return None
+    try:
+        return internals.resolve(path)
+    except (ImportError, AttributeError):
+        return None
 
 
 def violations(path: Path) -> list[str]:
