@@ -30,9 +30,10 @@ from tests.support.teardown import all_bounded
 # --- services -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url():
-    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    """A PostgreSQL database of this test's own, dropped afterwards (a shared one let one
+    test's waiting dialogs reach the next test's operators)."""
     import asyncpg
 
     name = f"hub_test_{secrets.token_hex(4)}"

@@ -384,9 +384,6 @@ async def test_one_operator_cannot_exceed_the_chat_limit_by_racing(start_server,
         # back in the queue for the next round
         status, _ = await api.request("POST", "/api/handoff/request", token=owner, json={"dialog_id": won})
         assert status in (200, 201)
-    for d in dialogs:  # the PostgreSQL database is shared by the run: leave its queue empty
-        status, _ = await api.request("POST", "/api/handoff/cancel", token=owner, json={"dialog_id": d})
-        assert status in (200, 201)
 
 
 async def test_socketio_accepts_assistant_origins_and_refuses_others(server, api, http):

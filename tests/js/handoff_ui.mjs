@@ -139,7 +139,6 @@ try {
   await anna.locator("#canned-list li").filter({ hasText: "/hello" }).waitFor(WAIT);
   await anna.locator("#canned-done").click();
   await anna.locator("#text").fill("/hel");
-  // (canned replies are shared by all staff: other tests' may match the prefix too)
   const suggestion = anna.locator("#canned-suggest li");
   await suggestion.filter({ hasText: "Anna from support" }).waitFor(WAIT);
   const chosen = suggestion.filter({ hasText: "Anna from support" }).and(anna.locator("[aria-selected=true]"));
