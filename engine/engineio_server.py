@@ -48,8 +48,13 @@ class ProtocolEngineIOServer(engineio.AsyncServer):
         app.on_cleanup.append(self._close_tasks)
 
     async def _close_tasks(self, app) -> None:
-        """The app is done: no task of a session outlives it."""
+        """The app is done: no task of a session, nor the server's service task
+        (which `shutdown` alone stops), outlives it."""
         self.heartbeat.stop()
+        if self.service_task_handle is not None:
+            self.service_task_handle.cancel()
+            await asyncio.gather(self.service_task_handle, return_exceptions=True)
+            self.service_task_event = self.service_task_handle = None
         await self.tasks.close()
 
     async def handle_request(self, *args, **kwargs):

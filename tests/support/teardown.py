@@ -3,17 +3,25 @@ every task's stack."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 
 def _awaiting(task: asyncio.Task) -> str:
     """Where a task waits: its whole chain of awaits, outermost first (get_stack
-    shows only the outermost frame of a suspended coroutine)."""
+    shows only the outermost frame of a suspended coroutine), through async
+    generators too (an `async with` of an @asynccontextmanager, a cleanup context)."""
     places, coro = [], task.get_coro()
     while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                 or getattr(coro, "ag_frame", None))
         if frame is not None:
             places.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        nxt = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+               or getattr(coro, "ag_await", None))
+        if nxt is not None and type(nxt).__name__ == "async_generator_asend":
+            # `anext(gen)` in flight: the object refers to its generator, and only gc tells.
+            nxt = next((r for r in gc.get_referents(nxt) if hasattr(r, "ag_frame")), None)
+        coro = nxt
     return " -> ".join(places) or "?"
 
 
