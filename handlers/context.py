@@ -52,6 +52,12 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+# Every socket joins this room in each namespace it connects to: the audience of an
+# event to everyone in the namespace (a trend, a maintenance notice). A room like any
+# other, so the bus, the log, recovery, `sync` and every transport need no case of it.
+EVERYONE = "everyone"
+
+
 @dataclass
 class Outgoing:
     namespace: str

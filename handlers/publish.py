@@ -1,18 +1,21 @@
-"""Publishing (CONTRACT §4, `POST /api/publish`, HTTP only): a backend service sends
-a server event that a namespace declares publishable to users or to an allowed
-room, on every instance."""
+"""Publishing (CONTRACT §4 and §7, `POST /api/publish`, HTTP only): a backend service
+sends a server event that a namespace declares publishable to users, to an allowed
+room or to everyone in the namespace, on every instance; an admin, to everyone only
+(a maintenance notice)."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from handlers import ports
-from handlers.context import Context, user_room
-from handlers.errors import PayloadTooLarge, ValidationFailed, validation_details
+from handlers.context import EVERYONE, Context, user_room
+from handlers.errors import Forbidden, PayloadTooLarge, ValidationFailed, validation_details
 from handlers.registry import REGISTRY, Http, operation
+from handlers.roles import ADMIN, SERVICE
 from handlers.schema import Id, Input, JsonObject, Text
 from storage import published
 
@@ -27,11 +30,13 @@ class PublishContext(Context):
 class Target(Input):
     user_ids: list[Id] | None = Field(None, min_length=1, max_length=MAX_USERS)
     room: Text(200, min_length=1) | None = None
+    # Every connection of the namespace, on every instance (its `everyone` room).
+    everyone: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _one_of(self):
-        if (self.user_ids is None) == (self.room is None):
-            raise ValueError("give exactly one of user_ids and room")
+        if sum(t is not None for t in (self.user_ids, self.room, self.everyone)) != 1:
+            raise ValueError("give exactly one of user_ids, room and everyone")
         if self.user_ids is not None and any(u < 1 for u in self.user_ids):
             raise ValueError("user_ids must be positive")
         return self
@@ -61,10 +66,13 @@ def _fail(message: str, loc: list[str], kind: str = "value_error", **extra) -> V
     return ValidationFailed(message, details=[{"loc": loc, "msg": message, "type": kind, **extra}])
 
 
-# Services only: bots speak in their assistant's dialogs through /dialogs.
-@operation("publish", "publish", roles={"service"}, socket=False, http=Http("POST", "/api/publish", status=200))
+# Services (bots speak in their assistant's dialogs through /dialogs), and admins to everyone.
+@operation("publish", "publish", roles={SERVICE, ADMIN}, socket=False, http=Http("POST", "/api/publish", status=200))
 async def publish(ctx: PublishContext, req: PublishIn) -> Published:
-    """Services: publish a server event to users or a room."""
+    """Services: publish a server event to users, a room or everyone in a namespace.
+    Admins: to everyone only."""
+    if ctx.actor.role == ADMIN and not req.to.everyone:
+        raise Forbidden("admins may publish to everyone only; services publish to users and rooms")
     limit = ctx.settings.max_payload_bytes
     if len(json.dumps(req.data, separators=(",", ":"))) > limit:
         raise PayloadTooLarge(f"data larger than {limit} bytes")
@@ -86,6 +94,8 @@ async def publish(ctx: PublishContext, req: PublishIn) -> Published:
                                details=[{**d, "loc": ["data", *d["loc"]]} for d in validation_details(exc)]) from None
     if req.to.user_ids is not None:
         rooms = [user_room(u) for u in dict.fromkeys(req.to.user_ids)]
+    elif req.to.everyone:
+        rooms = [EVERYONE]
     else:
         if not spec.room_allowed(req.to.room):
             raise _fail(f"services may not publish to room {req.to.room!r} of {req.namespace}", ["to", "room"],

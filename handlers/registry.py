@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter
 
-from handlers.context import Actor, Context
+from handlers.context import EVERYONE, Actor, Context, user_room
 
 Handler = Callable[[Context, BaseModel], Awaitable[Any]]
 
@@ -34,6 +34,15 @@ class NamespaceSpec:
 
     def room_allowed(self, room: str) -> bool:
         return any(re.fullmatch(p, room) for p in self.publish_rooms)
+
+    def rooms_on_connect(self, actor: Actor) -> list[str]:
+        """The rooms every connection of `actor` joins in this namespace, whatever
+        its transport: its user's room, the namespace's everyone, and its own."""
+        rooms = [user_room(actor.id)] if actor.id is not None else []
+        rooms.append(EVERYONE)
+        if self.connect_rooms:
+            rooms += self.connect_rooms(actor)
+        return rooms
 
 
 JSON = "application/json"

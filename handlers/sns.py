@@ -21,8 +21,6 @@ from storage import sns as store
 from storage.base import aware
 
 SNS = "/sns"
-# Every /sns socket joins it on connect: the audience of `trending:updated`.
-EVERYONE = "sns"
 
 Platform = Literal["twitter", "facebook", "instagram", "linkedin", "threads", "telegram"]
 PLATFORMS: tuple[str, ...] = get_args(Platform)
@@ -40,7 +38,7 @@ def post_room(post_id: int) -> str:
 
 
 namespace(SNS, "Social posts: publishing, scheduling, engagement, analytics and trends.",
-          roles=ACCOUNTS, connect_rooms=lambda actor: [EVERYONE])
+          roles=ACCOUNTS)
 
 
 # --- input -------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from handlers.context import Context
+from handlers.context import EVERYONE, Context
 from handlers.registry import operation, periodic
-from handlers.sns import EVERYONE, PLATFORMS, SNS, Metrics, TrendingQuery, TrendingTopic
+from handlers.sns import PLATFORMS, SNS, Metrics, TrendingQuery, TrendingTopic
 from handlers.sns_events import AnalyticsUpdated, TrendingUpdated, audience
 from storage import sns as store
 from storage.base import utcnow

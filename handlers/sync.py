@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import Field
 
-from handlers.context import Context, user_room
+from handlers.context import Context
 from handlers.errors import ValidationFailed
 from handlers.registry import REGISTRY
 from handlers.schema import MAX_ID, Input, Output, Text, in_time_range
@@ -177,13 +177,9 @@ def page(rows: list, items: list, limit: int, since: str | None,
 
 async def published_since(tx, ctx: Context, namespace: str, since: str | None, limit: int) -> tuple[list, list]:
     """The events services published to the caller's rooms (its own, and those its
-    sockets join on connect, such as /orders' staff room) after the cursor: rows and
+    sockets join on connect, such as everyone's and /orders' staff room) after the cursor: rows and
     items, at most limit + 1, for `page`."""
-    spec = REGISTRY.namespaces[namespace]
-    rooms = ([user_room(ctx.actor.id)] if ctx.actor.id is not None else []) + \
-        (spec.connect_rooms(ctx.actor) if spec.connect_rooms else [])
-    if not rooms:
-        return [], []
+    rooms = REGISTRY.namespaces[namespace].rooms_on_connect(ctx.actor)
     moment, ident = parse(since).events
     rows = await published_store.since(tx, namespace, rooms, moment, ident, limit + 1)
     return rows, [PublishedEvent(id=r.id, event=r.event, data=r.data, published_at=aware(r.published_at))

@@ -17,7 +17,7 @@ import msgpack
 import socketio
 from pydantic import ValidationError
 
-from handlers.context import Actor, Context, user_room
+from handlers.context import Actor, Context
 from handlers.errors import (Forbidden, HubError, PayloadTooLarge, RateLimited, ValidationFailed,
                              unexpected, validation_details)
 from handlers.registry import NamespaceSpec, Operation
@@ -137,9 +137,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         settings = hub.settings
         self.conns[sid] = Conn(actor, TokenBucket(settings.event_rate, settings.event_burst))
         hub.connections.add(actor.jti, self.spec.name, sid)
-        rooms = [user_room(actor.id)] if actor.id is not None else []
-        if self.spec.connect_rooms:
-            rooms += self.spec.connect_rooms(actor)
+        rooms = self.spec.rooms_on_connect(actor)
         recovery = hub.recovery
         for room in rooms:
             await self.enter_room(sid, room)

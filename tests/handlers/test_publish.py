@@ -1,5 +1,6 @@
 """POST /api/publish: services send publishable server events, validated against
-the namespace's event models, to users or allowed rooms on every instance."""
+the namespace's event models, to users, allowed rooms or everyone in a namespace on
+every instance; admins, to everyone only."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ import pytest
 
 from tests.support.business import service_token, staff
 from tests.support.clients import Api, Client
+from tests.support.gateways import Plain
 from tests.support.servers import make_settings
 
 INVOICE = {"invoice_id": 7, "order_id": 42, "pdf_url": "https://billing.example.com/inv/7.pdf"}
@@ -86,6 +88,46 @@ async def test_publish_to_the_staff_room(server, api, connect):
     await customer.absent("refund:initiated", until="refund:initiated", where=lambda e: e["order_id"] == 2)
 
 
+NOTICE = {"alert_id": "maintenance-1", "severity": "warning", "message": "Down for maintenance at 02:00 UTC"}
+
+
+async def test_publish_to_everyone_in_a_namespace(server, api, http, connect):
+    """A maintenance notice: one event to every connection of /notifications (users,
+    staff, a plain-WebSocket client), whoever sends it of a service and an admin;
+    nobody in another namespace gets it, and an admin may publish to nobody else."""
+    alice, bob = await api.user(), await api.user()
+    admin = await staff(server, api, "admin")
+    operator = await staff(server, api, "operator")
+    listeners = [await connect(server.url, "/notifications", who["access_token"])
+                 for who in (alice, alice, bob, operator)]
+    plain = await Plain.open(http, f"{server.url}/ws?ns=/notifications&token={bob['access_token']}")
+    await plain.frame()  # welcome
+    elsewhere = await connect(server.url, "/orders", alice["access_token"])
+    for token, notice in ((service_token(), NOTICE), (admin["access_token"], {**NOTICE, "alert_id": "m-2"})):
+        status, body = await publish(api, {"namespace": "/notifications", "event": "alert:triggered",
+                                           "to": {"everyone": True}, "data": notice}, token=token)
+        assert status == 200 and body["delivered_to_rooms"] == ["everyone"], body
+        for client in listeners:
+            assert await client.next("alert:triggered") == notice
+            assert client.offsets["alert:triggered"][-1] == body["offset"]
+        frame = await plain.next(lambda f: f.get("event") == "alert:triggered")
+        assert frame["data"] == notice and frame["offset"] == body["offset"]
+    # Not another namespace's connections: the /orders socket's first refund:initiated
+    # is one published to everyone there afterwards.
+    status, _ = await publish(api, {"namespace": "/orders", "event": "refund:initiated", "to": {"everyone": True},
+                                    "data": {"order_id": 5, "amount_krw": 1}})
+    assert status == 200
+    assert await elsewhere.next("refund:initiated") == {"order_id": 5, "amount_krw": 1}
+    assert elsewhere.queue("alert:triggered").empty()
+    # An admin publishes to everyone only; users not at all.
+    for token, target in ((admin["access_token"], {"user_ids": [alice["user"]["id"]]}),
+                          (admin["access_token"], {"room": "user:1"}),
+                          (alice["access_token"], {"everyone": True})):
+        status, reply = await publish(api, {"namespace": "/notifications", "event": "alert:triggered",
+                                            "to": target, "data": NOTICE}, token=token)
+        assert status == 403 and reply["error"]["code"] == "forbidden", (target, reply)
+
+
 @pytest.mark.parametrize("body, loc", [
     ({"namespace": "/nope"}, ["namespace"]),
     ({"event": "invoice:lost"}, ["event"]),
@@ -98,6 +140,8 @@ async def test_publish_to_the_staff_room(server, api, connect):
     ({"to": {"room": "staff", "user_ids": [1]}}, ["to"]),
     ({"to": {}}, ["to"]),
     ({"to": {"user_ids": []}}, ["to", "user_ids"]),
+    ({"to": {"everyone": False}}, ["to", "everyone"]),
+    ({"to": {"everyone": True, "room": "staff"}}, ["to"]),
     ({"data": "text"}, ["data"]),
     ({"extra": 1}, ["extra"]),
 ])
@@ -194,6 +238,12 @@ async def test_published_events_reach_every_instance(spawn_hubs, pg_url, redis_u
                                                        "data": {"alert_id": 1, "severity": "warning", "message": "m"}})
         assert status == 200
         assert (await alerts_two.next("alert:triggered"))["severity"] == "warning"
+        # to everyone: every /orders connection on both instances
+        status, _ = await publish(Api(two.url, http), {"namespace": "/orders", "event": "refund:initiated",
+                                                       "to": {"everyone": True}, "data": {"order_id": 7, "amount_krw": 7}})
+        assert status == 200
+        for client in (on_one, on_two, bob_two, staff_two):
+            assert await client.next("refund:initiated") == {"order_id": 7, "amount_krw": 7}
         # Later events published on the first instance, to Bob and to Alice, are the
         # first of their kind they get: the earlier ones did not reach them.
         for user, data in ((bob, {"payment_id": 9, "invoice_id": 9, "amount_krw": 9}),
@@ -228,6 +278,8 @@ async def test_a_client_back_after_the_window_gets_what_was_published_by_sync(st
                    "data": {**INVOICE, "invoice_id": 3}})
     bodies.append({"namespace": "/orders", "event": "refund:initiated", "to": {"room": "staff"},
                    "data": {"order_id": 42, "amount_krw": 1000}})
+    bodies.append({"namespace": "/orders", "event": "invoice:sent", "to": {"everyone": True},
+                   "data": {"invoice_id": 4, "recipient_email": "all@example.com"}})
     for body in bodies:
         status, reply = await publish(api, body)
         assert status == 200, reply
@@ -242,8 +294,10 @@ async def test_a_client_back_after_the_window_gets_what_was_published_by_sync(st
         if not page["has_more"]:
             break
     assert [(e["event"], e["data"]["invoice_id"]) for e in events] == [("invoice:generated", 1),
-                                                                       ("invoice:generated", 2)]
+                                                                       ("invoice:generated", 2),
+                                                                       ("invoice:sent", 4)]
     desk = await connect(server.url, "/orders", operator["access_token"])
     assert [(e["event"], e["data"]) for e in (await desk.ok("sync", {}))["events"]] == [
-        ("refund:initiated", {"order_id": 42, "amount_krw": 1000})]
+        ("refund:initiated", {"order_id": 42, "amount_krw": 1000}),
+        ("invoice:sent", {"invoice_id": 4, "recipient_email": "all@example.com"})]
     await js.do("close")

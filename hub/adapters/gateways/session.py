@@ -9,7 +9,7 @@ import time
 
 from pydantic import ValidationError
 
-from handlers.context import Actor, user_room
+from handlers.context import Actor
 from handlers.errors import Forbidden, PayloadTooLarge, RateLimited, ValidationFailed, validation_details
 from handlers.registry import REGISTRY
 from hub.adapters.gateways.members import Member
@@ -50,9 +50,7 @@ class Connection:
             raise ValidationFailed(f"no namespace {namespace!r}")
         if actor.acts_as not in spec.roles:
             raise Forbidden(f"{actor.acts_as} tokens cannot connect to {namespace}")
-        rooms = [user_room(actor.id)] if actor.id is not None else []
-        if spec.connect_rooms:
-            rooms += spec.connect_rooms(actor)
+        rooms = spec.rooms_on_connect(actor)
         for room in rooms:
             self.members.enter(namespace, room, self.member)
         found = replay = None
