@@ -49,6 +49,9 @@ class Member:
     order; a connection that lets more than `max_pending` frames pile up is closed
     (its client reconnects and resumes), so a slow reader costs bounded memory."""
 
+    __slots__ = ("sid", "kind", "_send", "_close", "direct", "_busy", "max_pending", "_queue", "_wake", "_held",
+                 "closed")
+
     def __init__(self, sid: str, kind: Kind, send: Callable[[str], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, max_pending: int = 1000,
                  direct: Callable[[], asyncio.Transport | None] | None = None) -> None:
@@ -185,15 +188,18 @@ class Members:
                     targets.update(members)
         frames: dict[int, tuple] = {}  # id(kind) -> (frame, its websocket frame or None)
         reached = 0
-        skipped = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
+        skipped = skip_sid if isinstance(skip_sid, list) else () if skip_sid is None else (skip_sid,)
+        kind = frame = wire = None  # the last member's kind and its frames: mostly one kind a room
         for member in targets:
-            if member.sid in skipped:
+            if skipped and member.sid in skipped:
                 continue
-            rendered = frames.get(id(member.kind))
-            if rendered is None:
-                frame = _render(member.kind, namespace, event, data, offset)
-                rendered = frames[id(member.kind)] = (frame, ws_frame(frame) if isinstance(frame, str) else None)
-            frame, wire = rendered
+            if member.kind is not kind:
+                kind = member.kind
+                rendered = frames.get(id(kind))
+                if rendered is None:
+                    frame = _render(kind, namespace, event, data, offset)
+                    rendered = frames[id(kind)] = (frame, ws_frame(frame) if isinstance(frame, str) else None)
+                frame, wire = rendered
             if frame is None:
                 continue
             reached += 1
