@@ -1,14 +1,29 @@
 // The Node socket.io 4.8 peer for loadtests/bench.py: the same wire shape as the
 // hub's /chat for what the benchmark drives (JWT in the handshake auth, every
 // socket joins user:{sub}, `typing:set` acked and broadcast to the other member's
-// room as `typing:indicator`). Defaults as shipped (permessage-deflate off).
+// room as `typing:indicator`). For loadtests/crowd.py: /notifications (JWT in the
+// handshake auth, the user's room) and `POST /publish-everyone` (the bearer is the
+// secret), which emits its JSON body as `alert:triggered` to every /notifications
+// socket. Defaults as shipped (permessage-deflate off).
 //   node server.mjs PORT SECRET [REDIS_URL]
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 import jwt from "jsonwebtoken";
 
 const [port, secret, redisUrl] = process.argv.slice(2);
-const httpServer = createServer();
+// Requests that are not Socket.IO's (socket.io passes them on to this handler).
+const httpServer = createServer((req, res) => {
+  if (req.method !== "POST" || req.url !== "/publish-everyone" || req.headers.authorization !== `Bearer ${secret}`) {
+    res.writeHead(404).end();
+    return;
+  }
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    io.of("/notifications").emit("alert:triggered", JSON.parse(Buffer.concat(chunks).toString()));
+    res.writeHead(200, { "Content-Type": "application/json" }).end("{}");
+  });
+});
 const io = new Server(httpServer, { serveClient: false });
 
 if (redisUrl) {
@@ -20,8 +35,7 @@ if (redisUrl) {
   io.adapter(createAdapter(pub, sub, { key: `bench-${process.env.BENCH_RUN || "x"}` }));
 }
 
-const chat = io.of("/chat");
-chat.use((socket, next) => {
+function authenticate(socket, next) {
   try {
     const claims = jwt.verify(socket.handshake.auth?.token || "", secret, { algorithms: ["HS256"] });
     socket.data.user = Number(claims.sub);
@@ -29,7 +43,11 @@ chat.use((socket, next) => {
   } catch (e) {
     next(Object.assign(new Error("unauthorized"), { data: { code: "unauthorized" } }));
   }
-});
+}
+
+io.of("/notifications").use(authenticate).on("connection", (socket) => socket.join(`user:${socket.data.user}`));
+const chat = io.of("/chat");
+chat.use(authenticate);
 chat.on("connection", (socket) => {
   socket.join(`user:${socket.data.user}`);
   socket.on("typing:set", (req, ack) => {
