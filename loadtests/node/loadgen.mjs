@@ -21,9 +21,9 @@ function pct(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-function connect(url, token) {
+function connect(url, token, extra = {}) {
   return new Promise((resolve, reject) => {
-    const s = io(url + "/chat", { transports: ["websocket"], auth: { token }, forceNew: true,
+    const s = io(url + "/chat", { transports: ["websocket"], auth: { token, ...extra }, forceNew: true,
                                  reconnection: false, timeout: 20000 });
     s.once("connect", () => resolve(s));
     s.once("connect_error", (e) => { s.close(); reject(e); });
@@ -241,6 +241,78 @@ async function fanout() {
   sockets.forEach((s) => s.close());
 }
 
+// Persisted group fan-out (loadtests/group_fanout.py): job.members' sockets (official
+// client) in one group thread, one more member sending `message:send` {thread_id,
+// message: its sequence number} at each step's rate; every receiver's `message:new`
+// is a delivery, timed from its send.
+async function group() {
+  const specs = [];
+  for (const token of job.member_tokens)
+    for (let k = 0; k < job.sockets_per_member; k++) specs.push({ url: job.urls[specs.length % job.urls.length], token });
+  const extra = { threads: [job.thread_id] };  // Node's peer joins these rooms; the hub ignores it
+  const { sockets, failed } = await connectMany(specs, 100, (url, token) => connect(url, token, extra));
+  out({ phase: "connected", clients: sockets.length, failed });
+  const sender = await connect(job.urls[0], job.sender_token, extra);
+  const sendTimes = [];
+  const counts = new Int32Array(sockets.length);
+  const lat = [];
+  let stepFirst = 0, stepLast = -1, errors = 0, total = 0;
+  sockets.forEach((s, i) => s.on("message:new", (ev) => {
+    counts[i]++;
+    const seq = Number(ev.content);
+    if (seq >= stepFirst && seq <= stepLast) lat.push(performance.now() - sendTimes[seq]);
+  }));
+  const send = () => {
+    sendTimes.push(performance.now());
+    sender.emit("message:send", { thread_id: job.thread_id, message: String(total++) },
+                (r) => { if (!r || !r.ok) errors++; });
+  };
+  const drainUntil = async (want, ms) => {
+    const t = performance.now();
+    while (performance.now() - t < ms) {
+      let min = Infinity; for (let i = 0; i < counts.length; i++) if (counts[i] < min) min = counts[i];
+      if (min >= want) return true;
+      await sleep(10);
+    }
+    return false;
+  };
+  {  // warm up (not measured): the first rate for warmup_s, then until all arrived
+    const t0 = performance.now();
+    while (performance.now() - t0 < (job.warmup_s ?? 2) * 1000) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * job.rates[0]) + 1;
+      while (total < due) send();
+      await sleep(2);
+    }
+    await drainUntil(total, 10000);
+  }
+  for (const rate of job.rates) {
+    lat.length = 0;
+    stepFirst = total;
+    stepLast = 1e12;
+    const t0 = performance.now();
+    let sent = 0;
+    while (performance.now() - t0 < job.step_s * 1000) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate) + 1;
+      while (sent < due) { send(); sent++; }
+      await sleep(2);
+    }
+    stepLast = total - 1;
+    const sendSeconds = (performance.now() - t0) / 1000;
+    const drained = await drainUntil(total, job.drain_s * 1000);
+    lat.sort((a, b) => a - b);
+    const expected = sent * sockets.length;
+    const step = { phase: "step", target: rate, sent, sent_rate: sent / sendSeconds, deliveries: lat.length, expected,
+                   drained, deliveries_per_s: lat.length / sendSeconds, p50: pct(lat, 50), p99: pct(lat, 99),
+                   max: lat.length ? lat[lat.length - 1] : null, errors };
+    step.delivered = drained && lat.length === expected && errors === 0 && sent >= 0.95 * rate * job.step_s;
+    step.sustained = step.delivered && step.p99 !== null && step.p99 < job.p99_ms;
+    out(step);
+    if (!step.delivered || step.p99 > 10 * job.p99_ms) break;
+  }
+  sender.close();
+  sockets.forEach((s) => s.close());
+}
+
 async function chat() {
   // job.pairs: [{url, token, recipient_id}] senders; job.recipients: [{url, token}]
   const { sockets: recipients } = await connectMany(job.recipients, 50);
@@ -297,7 +369,7 @@ async function chat() {
 }
 
 try {
-  if (job.mode === "fanout") await fanout(); else await chat();
+  if (job.mode === "fanout") await fanout(); else if (job.mode === "group") await group(); else await chat();
   out({ phase: "done", reason: "ok" });
   process.exit(0);
 } catch (e) {

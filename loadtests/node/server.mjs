@@ -47,9 +47,30 @@ function authenticate(socket, next) {
 
 io.of("/notifications").use(authenticate).on("connection", (socket) => socket.join(`user:${socket.data.user}`));
 const chat = io.of("/chat");
+let sent = 0;
+const counts = new Map();  // thread id -> messages sent to it
 chat.use(authenticate);
 chat.on("connection", (socket) => {
   socket.join(`user:${socket.data.user}`);
+  // loadtests/group_fanout.py: a group thread's members join its room (the hub looks
+  // membership up; the peer takes it from the handshake), and a message to it is
+  // broadcast as the hub's contract has it (message:new with the whole Message, then
+  // thread:updated with the count, to every member) but volatile: nothing stored,
+  // no offsets. Acked with the Message.
+  for (const t of socket.handshake.auth?.threads || []) socket.join(`thread:${Number(t)}`);
+  socket.on("message:send", (req, ack) => {
+    const thread = req && Number(req.thread_id);
+    if (!Number.isInteger(thread)) return ack && ack({ ok: false, error: { code: "validation_error" } });
+    const id = ++sent, now = new Date().toISOString(), text = String(req.message);
+    const message = { id, thread_id: thread, sender_id: socket.data.user, recipient_id: null, message: text,
+                      booking_id: null, is_read: false, created_at: now, edited_at: null,
+                      client_msg_id: req.client_msg_id ?? null, attachments: [] };
+    socket.to(`thread:${thread}`).emit("message:new", { message_id: id, thread_id: thread, sender_id: socket.data.user,
+                                                         content: text, timestamp: now, message });
+    counts.set(thread, (counts.get(thread) || 0) + 1);
+    chat.to(`thread:${thread}`).emit("thread:updated", { thread_id: thread, message_count: counts.get(thread) });
+    if (ack) ack({ ok: true, data: message });
+  });
   socket.on("typing:set", (req, ack) => {
     const other = req && Number(req.other_user_id);
     if (!Number.isInteger(other)) return ack && ack({ ok: false, error: { code: "validation_error" } });
