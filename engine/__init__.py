@@ -28,6 +28,8 @@ The seam, what the application uses:
 * `NotepackPacket` / `MSGPACK_PACKET`: the msgpack serializer.
 * `ws_frame`, `ready_transport`: frames for the application's own websockets.
 * `backlogged(server, eio_sid)`: whether a socket is behind.
+* `Tasks`, `cancel_and_wait(*tasks)`: owned background tasks, and stopping tasks by
+  cancelling again until each has ended (bounded), for the application's own loops too.
 * `internals.check()`: fail at start if a reached private name moved.
 """
 from __future__ import annotations
@@ -40,10 +42,11 @@ from engine.frames import ready_transport, ws_frame
 from engine.manager import HubManager, backlogged
 from engine.msgpack import MSGPACK_PACKET, NotepackPacket
 from engine.socketio_server import WANTS_ACK, ProtocolServer
+from engine.tasks import Tasks, cancel_and_wait
 from engine.websocket import HandoverHook, Releasable
 
 __all__ = [
     "ADMIN_NAMESPACE", "AdminUIManager", "HandoverHook", "HubManager", "MSGPACK_PACKET", "NotepackPacket",
-    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "WANTS_ACK", "backlogged",
+    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "Tasks", "WANTS_ACK", "backlogged", "cancel_and_wait",
     "internals", "ready_transport", "ws_frame",
 ]

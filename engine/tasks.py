@@ -40,21 +40,29 @@ class Tasks:
 
     async def close(self) -> None:
         """Cancel every task left and wait until each has ended, or `PATIENCE` has
-        passed (those still running are named in the log and left behind)."""
+        passed (`cancel_and_wait`)."""
         self._closed = True
         current = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PATIENCE
-        while True:
-            left = [t for t in self._running if t is not current and not t.done()]
-            if not left:
-                break
-            if loop.time() >= deadline:
-                log.warning("closing without %d task(s) that ignored cancellation: %s", len(left),
-                            ", ".join(sorted({t.get_coro().__qualname__ for t in left})))
-                break
-            for task in left:
-                task.cancel()
-            await asyncio.wait(left, timeout=min(PAUSE, max(deadline - loop.time(), 0.01)))
+        await cancel_and_wait(*(t for t in self._running if t is not current))
         self._running.clear()
         self._closed = False  # a server may be started again (tests do)
+
+
+async def cancel_and_wait(*tasks: asyncio.Task | None) -> None:
+    """Cancel the tasks (None: none) and wait until each has ended; one that swallowed
+    its cancellation is cancelled again after each `PAUSE`, and after `PATIENCE` those
+    still running are named in the log and left behind. Every background loop of the
+    application stops this way, so a shutdown is never held up by one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PATIENCE
+    while True:
+        left = [t for t in tasks if t is not None and not t.done()]
+        if not left:
+            return
+        if loop.time() >= deadline:
+            log.warning("closing without %d task(s) that ignored cancellation: %s", len(left),
+                        ", ".join(sorted({t.get_coro().__qualname__ for t in left})))
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=min(PAUSE, max(deadline - loop.time(), 0.01)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from engine import Tasks
 from handlers.context import Actor, Context
 from handlers.registry import REGISTRY, Job
 
@@ -32,11 +33,13 @@ async def _run_forever(hub, job: Job) -> None:
 
 
 async def run_jobs(hub):
-    """cleanup_ctx: start every job, and cancel and await them on shutdown."""
-    tasks = [asyncio.create_task(_run_forever(hub, job), name=f"job:{job.name}")
-             for job in REGISTRY.jobs.values()]
+    """cleanup_ctx: start every job, and cancel and await them on shutdown. A
+    cancellation that lands inside a run can be swallowed by what the run awaits; the
+    job's loop would then go on forever (a frequent job was seen to hang a shutdown),
+    so the jobs are owned by `Tasks`, which cancels again until each has ended."""
+    tasks = Tasks()
+    for job in REGISTRY.jobs.values():
+        tasks.spawn(_run_forever(hub, job)).set_name(f"job:{job.name}")
     yield
     hub.stopping.step(f"stopping {len(tasks)} periodic jobs")
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await tasks.close()
