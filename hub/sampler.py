@@ -11,6 +11,7 @@ from typing import Iterable
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
+from engine import cancel_and_wait
 from storage.base import aware, utcnow
 from storage.dialogs import Dialog
 from storage.outbox import OutboxEvent
@@ -57,8 +58,7 @@ async def run(hub):
 
     task = asyncio.create_task(loop(), name="metrics-sampler")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait(task)
 
 
 def at_scrape(hub) -> Iterable:

@@ -29,7 +29,7 @@ import logging
 from collections import OrderedDict
 
 from hub.delivery.local import Skip, sockets_reached
-from engine import backlogged
+from engine import backlogged, cancel_and_wait
 
 log = logging.getLogger("hub.delivery.coalescing")
 
@@ -73,8 +73,7 @@ class Held:
 
     async def stop(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+            await cancel_and_wait(self._flusher)
 
 
 class Coalescer(Held):

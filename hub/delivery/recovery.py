@@ -23,6 +23,7 @@ from typing import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
+from engine import cancel_and_wait
 from hub.backends.sessions import SessionRecord, Sessions
 from hub.backends.bus import Broker, BrokerUnavailable, offset_key, valid_offset
 from hub.delivery.records import Replayed, missed_by
@@ -78,9 +79,7 @@ class Recovery:
             self._task = asyncio.create_task(self._refresh_forever(), name="recovery-refresh")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         await self.sessions.close()
 
     @staticmethod

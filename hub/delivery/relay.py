@@ -20,6 +20,7 @@ import logging
 from datetime import timedelta
 from typing import Callable
 
+from engine import cancel_and_wait
 from hub.backends.bus import Broker, BrokerUnavailable
 from hub.delivery.records import DurableEvent
 from storage import outbox, published
@@ -75,9 +76,7 @@ class OutboxRelay:
                                                    name="outbox-left-behind"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
     async def append(self, events: list[DurableEvent]) -> list[str | None] | None:
         """Append the events to the log now: each one's offset (None: logged before).

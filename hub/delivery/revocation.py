@@ -17,6 +17,7 @@ import logging
 import time
 from datetime import datetime
 
+from engine import cancel_and_wait
 from hub.backends.revocations import RevokedTokens
 from hub.delivery.fanout import Fanout
 from storage import tokens as store
@@ -43,9 +44,7 @@ class Revocations:
         self._task = asyncio.create_task(self._poll_forever(), name="revocations")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def revoke(self, jti: str, expires_at: int) -> None:
         """Revoke a token for good, everywhere; its sockets are disconnected."""

@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 from pydantic import Field
 
+from engine import cancel_and_wait
 from handlers import dialogs
 from handlers.context import Actor
 from handlers import bots, routing, widgets
@@ -141,8 +142,7 @@ class WidgetOrigins:
 
         task = asyncio.create_task(loop(), name="widget-origins")
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 def socketio_origins(configured: tuple[str, ...] | None, widgets: WidgetOrigins):

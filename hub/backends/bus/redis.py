@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from engine import cancel_and_wait
 from hub.backends.bus import codec
 from hub.backends.bus.base import HOLD, Broker, BrokerUnavailable, Handler, Replay, offset_key, scan
 from hub.backends.bus.resp import resp_parse
@@ -243,10 +244,7 @@ class RedisBroker(OnRedis, Broker):
         # redis-py can swallow a cancellation that lands inside get_message(), so
         # the loop also checks this flag.
         self._closing = True
-        for task in (self._task, self._publisher):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(self._task, self._publisher)
         if self._outgoing_sent is not None:
             self._outgoing_sent.set_exception(BrokerUnavailable("the broker is stopped"))
         if self._publish_conn is not None:

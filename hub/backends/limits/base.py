@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Protocol
 
+from engine import cancel_and_wait
 from handlers.context import Actor
 from handlers.errors import RateLimited
 
@@ -122,8 +123,7 @@ class Limits(ABC):
 
     async def stop_sharing(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+            await cancel_and_wait(self._flusher)
             self._flusher = None
 
     async def start(self) -> None:

@@ -7,6 +7,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from engine import cancel_and_wait
 from hub.backends.presence.base import FORGET_AFTER, INSTANCE_TTL, Presence, PresenceRecord, RawPresence
 from hub.backends.redis import OnRedis, tagged
 
@@ -90,9 +91,7 @@ class RedisPresence(OnRedis, Presence):
             await asyncio.sleep(INSTANCE_TTL / 3)
 
     async def close(self) -> None:
-        if self._alive:
-            self._alive.cancel()
-            await asyncio.gather(self._alive, return_exceptions=True)
+        await cancel_and_wait(self._alive)
         await self.release_client()
 
     def _key(self, operator_id: int) -> str:
