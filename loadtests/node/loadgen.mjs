@@ -148,6 +148,17 @@ async function connectMany(specs, concurrency, connectOne = connect) {
   return { sockets: sockets.filter(Boolean), seconds, failed };
 }
 
+// Until every receiver's count reaches `want` (true), or `ms` pass (false).
+async function drainUntil(counts, want, ms) {
+  const t = performance.now();
+  while (performance.now() - t < ms) {
+    let min = Infinity; for (let i = 0; i < counts.length; i++) if (counts[i] < min) min = counts[i];
+    if (min >= want) return true;
+    await sleep(10);
+  }
+  return false;
+}
+
 async function waitForGo() {
   const rl = createInterface({ input: process.stdin });
   for await (const line of rl) if (line.trim() === "go") { rl.close(); return; }
@@ -190,16 +201,7 @@ async function fanout() {
       await sleep(2);
     }
   }
-  const drainUntil = async (want, ms) => {
-    const t = performance.now();
-    while (performance.now() - t < ms) {
-      let min = Infinity; for (let i = 0; i < counts.length; i++) if (counts[i] < min) min = counts[i];
-      if (min >= want) return true;
-      await sleep(10);
-    }
-    return false;
-  };
-  await drainUntil(total, 10000);
+  await drainUntil(counts, total, 10000);
   const results = [];
   for (const rate of job.rates) {
     const perSecond = rate / sockets.length;  // messages/s from the one sender
@@ -216,7 +218,7 @@ async function fanout() {
     }
     stepLast = total - 1;
     const sendSeconds = (performance.now() - t0) / 1000;
-    const drained = await drainUntil(total, job.drain_s * 1000);
+    const drained = await drainUntil(counts, total, job.drain_s * 1000);
     const elapsed = (performance.now() - t0) / 1000;
     lat.sort((a, b) => a - b);
     const expected = sent * sockets.length;
@@ -267,15 +269,6 @@ async function group() {
     sender.emit("message:send", { thread_id: job.thread_id, message: String(total++) },
                 (r) => { if (!r || !r.ok) errors++; });
   };
-  const drainUntil = async (want, ms) => {
-    const t = performance.now();
-    while (performance.now() - t < ms) {
-      let min = Infinity; for (let i = 0; i < counts.length; i++) if (counts[i] < min) min = counts[i];
-      if (min >= want) return true;
-      await sleep(10);
-    }
-    return false;
-  };
   {  // warm up (not measured): the first rate for warmup_s, then until all arrived
     const t0 = performance.now();
     while (performance.now() - t0 < (job.warmup_s ?? 2) * 1000) {
@@ -283,7 +276,7 @@ async function group() {
       while (total < due) send();
       await sleep(2);
     }
-    await drainUntil(total, 10000);
+    await drainUntil(counts, total, 10000);
   }
   for (const rate of job.rates) {
     lat.length = 0;
@@ -298,7 +291,7 @@ async function group() {
     }
     stepLast = total - 1;
     const sendSeconds = (performance.now() - t0) / 1000;
-    const drained = await drainUntil(total, job.drain_s * 1000);
+    const drained = await drainUntil(counts, total, job.drain_s * 1000);
     lat.sort((a, b) => a - b);
     const expected = sent * sockets.length;
     const step = { phase: "step", target: rate, sent, sent_rate: sent / sendSeconds, deliveries: lat.length, expected,
