@@ -104,6 +104,11 @@ class HubManager(socketio.AsyncManager):
         # aiohttp; what it returns is released when that connection ends (the hub
         # keeps the request's per-address connection slot this way).
         self.on_handover: HandoverHook | None = None
+        # namespace -> sid -> the rooms it is in (None and its own sid room included),
+        # in join order: python-socketio finds a socket's rooms by walking every room
+        # of the namespace, on every disconnect and `rooms(sid)`, a cost per socket
+        # that grows with the number of connections (each has its own rooms).
+        self._joined: dict[str, dict[str, list]] = {}
 
     def set_server(self, server):
         super().set_server(server)
@@ -128,6 +133,43 @@ class HubManager(socketio.AsyncManager):
         elif self.fast:
             self.fast = False
             log.warning("fast broadcast off: the Engine.IO server does not use the aiohttp driver")
+
+    # --- rooms, with the index of each socket's rooms ----------------------------------
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        joined = self._joined.setdefault(namespace, {}).setdefault(sid, [])
+        if room not in joined:
+            joined.append(room)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        by_sid = self._joined.get(namespace)
+        joined = by_sid.get(sid) if by_sid else None
+        if joined and room in joined:
+            joined.remove(room)
+            if not joined:
+                del by_sid[sid]
+                if not by_sid:
+                    del self._joined[namespace]
+
+    def get_rooms(self, sid, namespace):
+        return [room for room in self._joined.get(namespace, {}).get(sid, ()) if room is not None]
+
+    def basic_disconnect(self, sid, namespace, **kwargs):
+        """python-socketio's (5.18), with the socket's rooms taken from the index
+        instead of a walk over every room of the namespace."""
+        for room in list(self._joined.get(namespace, {}).get(sid, ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    # --- broadcasting ---------------------------------------------------------------------
 
     async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         if callback or not self.fast:

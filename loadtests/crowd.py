@@ -5,7 +5,8 @@ addresses), then a few broadcasts to everyone in the namespace (the hub: `POST
 /api/publish` with `to: {everyone: true}`, as a service would send a maintenance
 notice; Node's socket.io: `io.of("/notifications").emit`). For each server, back to
 back: the connect+auth rate, server CPU per connection set up, server RSS growth per
-connection, and each broadcast's delivery latency (send -> arrival, every receiver).
+connection, each broadcast's delivery latency (send -> arrival, every receiver), and
+the server CPU per connection when all of them drop at once.
 
     .venv/bin/python -m loadtests.crowd --clients 19000 --servers node,hub
 
@@ -127,21 +128,45 @@ def measure(servers, clients: int, per: int, run: int, broadcasts: int, deadline
         for b, row in enumerate(rows):
             lat = sorted(x for r in reports for x in (r["latencies"][b] if b < len(r["latencies"]) else []) or [])
             row.update(received=len(lat), p50=pct(lat, 50), p99=pct(lat, 99), max=lat[-1] if lat else None)
-        return {"clients": total, "failed": sum(c.get("failed", 0) for c in connected), "seconds": seconds,
+        # Everyone leaves at once (a network blip, a proxy restart): the server's CPU
+        # until it is idle again, per connection.
+        cpu0 = cpu_seconds(pid)
+        close(procs)
+        disconnect_cpu = until_idle(pid, deadline) - cpu0
+        return {"cpu_us_per_disconnect": disconnect_cpu * 1e6 / max(1, total),"clients": total, "failed": sum(c.get("failed", 0) for c in connected), "seconds": seconds,
                 "rate": total / seconds, "cpu_us_per_conn": setup_cpu * 1e6 / max(1, total),
                 "kib_per_conn": (rss - base_rss) / max(1, total), "rss_mib": rss / 1024, "broadcasts": rows}
     finally:
-        for proc in procs:
+        close(procs)
+        servers.stop()
+
+
+def until_idle(pid: int, deadline: float) -> float:
+    """The process's CPU seconds once a whole second passed with (almost) none used."""
+    end, last = time.monotonic() + deadline, cpu_seconds(pid)
+    while time.monotonic() < end:
+        time.sleep(1)
+        now = cpu_seconds(pid)
+        if now - last < 0.02:
+            return now
+        last = now
+    return last
+
+
+def close(procs: list[subprocess.Popen]) -> None:
+    """Every generator drops its connections and exits."""
+    for proc in procs:
+        if proc.poll() is None:
             try:
                 proc.stdin.write("close\n")
                 proc.stdin.flush()
             except OSError:
                 pass
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        servers.stop()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def pct(sorted_values: list, p: float):
@@ -168,8 +193,8 @@ def main(argv=None) -> None:
     print(platform_line())
     print(f"{args.clients} connections to {NS}, {args.broadcasts} broadcasts to all of them\n")
     print("| server | connected (failed) | connect+auth/s | server CPU per conn | RSS per conn | server RSS | "
-          "broadcast: received, p50 / p99 / max ms, server CPU |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "server CPU per disconnect | broadcast: received, p50 / p99 / max ms, server CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     tmp = Path(tempfile.mkdtemp(prefix="hub-crowd-"))
     for run, name in enumerate(args.servers.split(","), 1):
         d = tmp / name
@@ -179,7 +204,8 @@ def main(argv=None) -> None:
         casts = "; ".join(f"{b['received']}, {fmt(b['p50'])} / {fmt(b['p99'])} / {fmt(b['max'])}, "
                           f"{b['cpu'] * 1000:.0f} ms" for b in r["broadcasts"])
         print(f"| {servers.name} | {r['clients']} ({r['failed']}) | {r['rate']:.0f} | {r['cpu_us_per_conn']:.0f} us | "
-              f"{r['kib_per_conn']:.1f} KiB | {r['rss_mib']:.0f} MiB | {casts} |", flush=True)
+              f"{r['kib_per_conn']:.1f} KiB | {r['rss_mib']:.0f} MiB | {r['cpu_us_per_disconnect']:.0f} us | {casts} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ class OperationNamespace(socketio.AsyncNamespace):
         for room in ctx.joins:
             await self.enter_room(sid, room)
         if ctx.joins or ctx.leaves:
-            await self.hub.recovery.rooms_changed(self.spec.name, sid, set(self.rooms(sid)))
+            await self.hub.recovery.rooms_changed(self.spec.name, sid, ctx.joins, ctx.leaves)
         await self.hub.fanout.deliver(ctx.events)
         return data
 

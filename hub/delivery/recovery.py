@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from redis.exceptions import RedisError
 
@@ -158,10 +158,15 @@ class Recovery:
         self.live[(namespace, sid)] = (pid, record)
         await self._save(pid, record)
 
-    async def rooms_changed(self, namespace: str, sid: str, rooms: set[str]) -> None:
+    async def rooms_changed(self, namespace: str, sid: str, joined: Iterable[str], left: Iterable[str]) -> None:
+        """A live socket left rooms, then joined rooms: its record follows. From the
+        record's own rooms, not the manager's: asking python-socketio for a socket's
+        rooms walks every room of the namespace, a cost that grows with the number of
+        connections (every one has its user's room) and was paid on every join."""
         found = self.live.get((namespace, sid))
         if found:
             pid, record = found
+            rooms = (set(record.rooms) - set(left)) | set(joined)
             record = dataclasses.replace(record, rooms=tuple(sorted(rooms)))
             self.live[(namespace, sid)] = (pid, record)
             await self._save(pid, record)

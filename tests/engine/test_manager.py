@@ -274,3 +274,31 @@ async def test_the_writer_task_writes_gathered_frames_before_what_was_queued_aft
         manager.flush_window = 0.0
         manager._flush()
         await raw.ws.close()
+
+
+async def test_a_sockets_rooms_come_from_an_index_and_a_disconnect_leaves_them_all(server, api, connect):
+    """python-socketio finds a socket's rooms by walking every room of the namespace
+    (on each disconnect and `rooms(sid)`); the manager keeps an index instead. It
+    answers what the walk would, and a disconnect leaves nothing behind."""
+    uid, (a, b) = await _user_sockets(server, api, connect, [["websocket"], ["polling"]])
+    manager = _manager(server)
+    sid, other = a.sio.get_sid(CHAT), b.sio.get_sid(CHAT)
+
+    def walk(s: str) -> list[str]:
+        return sorted(r for r, members in manager.rooms[CHAT].items() if r is not None and s in members)
+
+    assert sorted(server.hub.sio.rooms(sid, namespace=CHAT)) == walk(sid) == sorted([sid, f"user:{uid}", "everyone"])
+    await manager.enter_room(sid, CHAT, "extra")
+    await manager.enter_room(other, CHAT, "shared")
+    await manager.enter_room(sid, CHAT, "shared")
+    await manager.leave_room(sid, CHAT, "shared")
+    assert sorted(manager.get_rooms(sid, CHAT)) == walk(sid) and "shared" not in walk(sid)
+    await a.close()
+    for _ in range(100):  # until the server has handled the disconnect
+        if sid not in manager.rooms[CHAT][None]:
+            break
+        await asyncio.sleep(0.05)
+    assert "extra" not in manager.rooms[CHAT]  # emptied with its last member
+    assert all(sid not in members for members in manager.rooms[CHAT].values())
+    assert manager.get_rooms(sid, CHAT) == []
+    assert sorted(manager.get_rooms(other, CHAT)) == walk(other) == sorted([other, f"user:{uid}", "everyone", "shared"])

@@ -150,7 +150,6 @@ class Connection:
         for room in ctx.joins:
             self.members.enter(namespace, room, self.member)
         if ctx.joins or ctx.leaves:
-            await hub.recovery.rooms_changed(namespace, self.member.sid,
-                                             self.members.rooms_of(self.member, namespace))
+            await hub.recovery.rooms_changed(namespace, self.member.sid, ctx.joins, ctx.leaves)
         await hub.fanout.deliver(ctx.events)
         return data
