@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -81,8 +82,8 @@ def generators(servers, tokens: list[str], per: int, run: int, deadline: float) 
     for g in range(count):
         mine = tokens[g * per:(g + 1) * per]
         # Each address has ~28k ephemeral ports toward one server port: one or two
-        # addresses of its own per generator and per server run (the last run's
-        # ports wait in TIME_WAIT on its addresses).
+        # addresses of its own per generator and per server run (an earlier run's
+        # ports wait in TIME_WAIT on its addresses for a minute).
         addresses = [f"127.{run}.{g + 1}.{a + 1}" for a in range(math.ceil(len(mine) / 20000))]
         job = {"url": servers.urls[0], "ns": NS, "clients": len(mine), "addresses": addresses, "concurrency": 200,
                "event": EVENT, "deadline_s": deadline}
@@ -196,7 +197,8 @@ def main(argv=None) -> None:
           "server CPU per disconnect | broadcast: received, p50 / p99 / max ms, server CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     tmp = Path(tempfile.mkdtemp(prefix="hub-crowd-"))
-    for run, name in enumerate(args.servers.split(","), 1):
+    first = secrets.randbelow(200) + 1  # this invocation's block of 127.x.0.0/16 source addresses
+    for run, name in enumerate(args.servers.split(","), first):
         d = tmp / name
         d.mkdir()
         servers = NodeServers(d) if name == "node" else HubServers(d)
