@@ -47,6 +47,6 @@ from engine.websocket import HandoverHook, Releasable
 
 __all__ = [
     "ADMIN_NAMESPACE", "AdminUIManager", "HandoverHook", "HubManager", "MSGPACK_PACKET", "NotepackPacket",
-    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "Tasks", "WANTS_ACK", "backlogged", "cancel_and_wait",
-    "internals", "ready_transport", "ws_frame",
+    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "Tasks", "WANTS_ACK", "backlogged",
+    "cancel_and_wait", "internals", "ready_transport", "ws_frame",
 ]

@@ -17,7 +17,7 @@ from engineio import packet as eio_packet
 from engine.heartbeat import Heartbeat
 from engine.queue import PacketQueue
 from engine.socket import ProtocolSocket
-from engine.tasks import Tasks
+from engine.tasks import Tasks, cancel_and_wait
 
 
 class ProtocolEngineIOServer(engineio.AsyncServer):
@@ -51,10 +51,8 @@ class ProtocolEngineIOServer(engineio.AsyncServer):
         """The app is done: no task of a session, nor the server's service task
         (which `shutdown` alone stops), outlives it."""
         self.heartbeat.stop()
-        if self.service_task_handle is not None:
-            self.service_task_handle.cancel()
-            await asyncio.gather(self.service_task_handle, return_exceptions=True)
-            self.service_task_event = self.service_task_handle = None
+        await cancel_and_wait(self.service_task_handle)
+        self.service_task_event = self.service_task_handle = None
         await self.tasks.close()
 
     async def handle_request(self, *args, **kwargs):

@@ -93,7 +93,6 @@ class RedisBroker(OnRedis, Broker):
         self._publish_conn = None
         self._barriers: dict[str, asyncio.Future] = {}  # token -> resolved when it comes back
 
-
     def _log_key(self, namespace: str) -> str:
         return f"{self.channel}:log:{namespace}"
 
