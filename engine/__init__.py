@@ -22,7 +22,9 @@ The seam, what the application uses:
 * `ProtocolEngineIOServer` (engineio.AsyncServer): its Engine.IO server; hook
   `too_large_body()` (the 413 answer). `tasks` owns its background tasks.
 * `HubManager` (socketio.AsyncManager): the broadcast manager (one encoding per
-  broadcast, frames written straight to websockets); hook `on_handover(request)`.
+  broadcast, frames written straight to websockets); hooks `on_handover(request)`
+  and `room_watcher` (a `RoomWatcher`: told as named rooms fill and empty; joins
+  wait for it).
   `AdminUIManager`: the same for a server with the Admin UI instrumentation.
 * `WANTS_ACK`: whether the event being handled asked for an ack.
 * `NotepackPacket` / `MSGPACK_PACKET`: the msgpack serializer.
@@ -39,7 +41,7 @@ from engine.admin import ADMIN_NAMESPACE, AdminUIManager
 from engine.engineio_server import ProtocolEngineIOServer
 from engine.errors import PacketTooLarge
 from engine.frames import ready_transport, ws_frame
-from engine.manager import HubManager, backlogged
+from engine.manager import HubManager, RoomWatcher, backlogged
 from engine.msgpack import MSGPACK_PACKET, NotepackPacket
 from engine.socketio_server import WANTS_ACK, ProtocolServer
 from engine.tasks import Tasks, cancel_and_wait
@@ -47,6 +49,6 @@ from engine.websocket import HandoverHook, Releasable
 
 __all__ = [
     "ADMIN_NAMESPACE", "AdminUIManager", "HandoverHook", "HubManager", "MSGPACK_PACKET", "NotepackPacket",
-    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "Tasks", "WANTS_ACK", "backlogged",
-    "cancel_and_wait", "internals", "ready_transport", "ws_frame",
+    "PacketTooLarge", "ProtocolEngineIOServer", "ProtocolServer", "Releasable", "RoomWatcher", "Tasks", "WANTS_ACK",
+    "backlogged", "cancel_and_wait", "internals", "ready_transport", "ws_frame",
 ]

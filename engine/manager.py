@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Awaitable, Protocol
 
 import socketio
 from engineio import packet as eio_packet
@@ -75,8 +76,22 @@ def encode_event(packet_class, namespace: str, data: list):
     except TypeError:  # bytes inside: a binary event with attachments
         return packet_class(sio_packet.EVENT, namespace=namespace, data=data).encode()
 
+class RoomWatcher(Protocol):
+    """Told when a named room of a manager gains its first socket or loses its
+    last; a join waits for `ready` (the hub's: hub/delivery/interest.py)."""
+
+    def occupied(self, namespace: str, room: str) -> None: ...
+
+    def vacated(self, namespace: str, room: str) -> None: ...
+
+    def ready(self, namespace: str, room: str) -> Awaitable[None]: ...
+
+
 class HubManager(socketio.AsyncManager):
     """The hub's client manager; see the module docstring."""
+
+    # Told of the named rooms (not a socket's own sid room) as they fill and empty.
+    room_watcher: RoomWatcher | None = None
 
     def __init__(self, *, websocket_compression: bool = False, buffer_limit: int = 128 * 1024,
                  flush_window: float = 0.0) -> None:
@@ -137,13 +152,21 @@ class HubManager(socketio.AsyncManager):
     # --- rooms, with the index of each socket's rooms ----------------------------------
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        watcher = self.room_watcher
+        fresh = watcher is not None and room is not None and room != sid and room not in self.rooms.get(namespace, ())
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if fresh:
+            watcher.occupied(namespace, room)
         joined = self._joined.setdefault(namespace, {}).setdefault(sid, [])
         if room not in joined:
             joined.append(room)
 
     def basic_leave_room(self, sid, namespace, room):
+        watcher = self.room_watcher
+        held = watcher is not None and room is not None and room != sid and room in self.rooms.get(namespace, ())
         super().basic_leave_room(sid, namespace, room)
+        if held and room not in self.rooms.get(namespace, ()):
+            watcher.vacated(namespace, room)
         by_sid = self._joined.get(namespace)
         joined = by_sid.get(sid) if by_sid else None
         if joined and room in joined:
@@ -152,6 +175,13 @@ class HubManager(socketio.AsyncManager):
                 del by_sid[sid]
                 if not by_sid:
                     del self._joined[namespace]
+
+    async def enter_room(self, sid, namespace, room, eio_sid=None):
+        """Joined once the watcher is ready for the room: what is sent to it from
+        then on reaches the socket."""
+        self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self.room_watcher is not None and room is not None and room != sid:
+            await self.room_watcher.ready(namespace, room)
 
     def get_rooms(self, sid, namespace):
         return [room for room in self._joined.get(namespace, {}).get(sid, ()) if room is not None]

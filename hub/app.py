@@ -156,6 +156,7 @@ def build_hub(settings: Settings) -> Hub:
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
+    sio.manager.room_watcher = fanout.interest
     streams = StreamService(backends.streams, fanout)
     return Hub(settings=settings, db=db, limits=backends.limits, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, backends.revoked), sio=sio, fanout=fanout, metrics=metrics,
@@ -174,8 +175,9 @@ MSGPACK_PATH = "socket.io-msgpack"
 
 def msgpack_server(hub: Hub) -> HubServer:
     """The msgpack endpoint's server: hub.sio's class and options, msgpack parser."""
-    return hub.sio.sibling(serializer=MSGPACK_PACKET, client_manager=HubManager(
-        websocket_compression=hub.settings.ws_compression))
+    manager = HubManager(websocket_compression=hub.settings.ws_compression)
+    manager.room_watcher = hub.fanout.interest
+    return hub.sio.sibling(serializer=MSGPACK_PACKET, client_manager=manager)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Iterable
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from engine import cancel_and_wait
@@ -62,7 +62,8 @@ async def run(hub):
 
 
 def at_scrape(hub) -> Iterable:
-    """Connections by namespace and transport, and the database pool's use."""
+    """Connections by namespace and transport, what the bus read from Redis, and the
+    database pool's use."""
     connections = GaugeMetricFamily("hub_connections_by_transport", "Connected sockets",
                                     labels=["namespace", "transport"])
     totals: dict[tuple[str, str], int] = {}
@@ -72,6 +73,12 @@ def at_scrape(hub) -> Iterable:
     for (namespace, transport), count in sorted(totals.items()):
         connections.add_metric([namespace, transport], count)
     yield connections
+    received = getattr(hub.broker, "received_bytes", None)
+    if received is not None:  # on Redis
+        yield CounterMetricFamily("hub_bus_received_bytes", "Bytes this instance read from the Redis bus",
+                                  value=received)
+        yield GaugeMetricFamily("hub_bus_channels", "Room channels of the Redis bus this instance reads",
+                                value=len(hub.broker.channels.wanted))
     pool = hub.db.engine.sync_engine.pool
     if hasattr(pool, "checkedout"):
         in_use = GaugeMetricFamily("hub_db_pool_connections", "Database pool connections", labels=["state"])

@@ -150,6 +150,10 @@ class Settings:
     database_url: str
     redis_url: str | None = None
     redis_prefix: str = "hub"
+    # On Redis: each instance reads only the bus channels of the rooms it has a socket
+    # in. Off: one channel that every instance reads whole (what instances of an
+    # earlier version expect: turn it off to roll an upgrade over them).
+    bus_per_room: bool = True
     jwt_secret: str | None = None
     cors_origins: tuple[str, ...] | None = None
     log_level: str = "INFO"
@@ -250,6 +254,7 @@ class Settings:
             database_url=database_url,
             redis_url=_redis_url(env),
             redis_prefix=env.get("HUB_REDIS_PREFIX") or "hub",
+            bus_per_room=_bool(env, "HUB_BUS_PER_ROOM", True),
             jwt_secret=env.get("HUB_JWT_SECRET") or None,
             cors_origins=_origins(env, "HUB_CORS_ORIGINS"),
             log_level=_choice(env, "HUB_LOG_LEVEL", "INFO", LOG_LEVELS),

@@ -87,7 +87,7 @@ def _on(redis, settings: Settings, retention: float) -> Backends:
     """The Redis backends on one shared client, plain or cluster: the same code."""
     prefix = settings.redis_prefix
     return Backends(
-        bus=RedisBroker(redis, prefix, retention=retention),
+        bus=RedisBroker(redis, prefix, retention=retention, per_room=settings.bus_per_room),
         presence=RedisPresence(redis, prefix, timeout=settings.presence_timeout, grace=settings.presence_grace,
                                instance_id=settings.instance_id),
         # Users have no heartbeat: a socket counts until it disconnects or its instance dies.

@@ -8,6 +8,10 @@ order with the offset as the last argument, once per event id.
 Volatile events (typing, presence) are emitted here at once and sent to the other
 instances without a log. Token revocations travel the same way (`announce_revoked`).
 
+On a broker that routes (Redis), an event reaches only the instances with a socket
+in one of its rooms: `interest` tells the broker which rooms this instance's sockets
+are in, as they join and leave (hub/delivery/interest.py).
+
 On this instance, an event reaches the Socket.IO servers' sockets (the plain way,
 or another way registered for it: `deliver_locally`) and then the plain WebSocket
 and SSE members (hub/adapters/gateways/members.py)."""
@@ -21,8 +25,9 @@ from typing import Awaitable, Callable
 
 from handlers.context import Outgoing
 from handlers.registry import REGISTRY
-from hub.backends.bus import Broker, BrokerUnavailable, offset_key
+from hub.backends.bus import Broker, BrokerUnavailable, Route, offset_key
 from hub.delivery.coalescing import Coalescer
+from hub.delivery.interest import Interest
 from hub.delivery.local import LocalDelivery, to_sockets
 from hub.delivery.records import (DurableEvent, Emitted, Logged, Revoked, Shared, Skip, VolatileEvent, decode,
                                   encode)
@@ -45,6 +50,10 @@ class Fanout:
         # by the same deliveries.
         self.members = Members()
         self.broker = broker
+        # The rooms this instance's sockets are in, for a broker that routes; the
+        # app hands it to each Socket.IO server's manager and to `members`.
+        self.interest = Interest(broker) if broker.routed else None
+        self.members.watcher = self.interest
         self.db = db
         self.instance_id = instance_id
         self.connections = connections
@@ -76,6 +85,7 @@ class Fanout:
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""
         self._listeners.setdefault((namespace, event), []).append(callback)
+        self.broker.everywhere(namespace, event)
 
     def deliver_locally(self, namespace: str, event: str, how: LocalDelivery) -> None:
         """Send this event to this instance's Socket.IO sockets with `how` (one per
@@ -91,6 +101,8 @@ class Fanout:
     async def stop(self) -> None:
         await self.relay.stop()
         await self.coalescer.stop()
+        if self.interest is not None:
+            await self.interest.stop()
         await self.relay.remove()  # what this instance published must not be published again
 
     async def deliver(self, events: list[Outgoing]) -> list[str | None]:
@@ -104,13 +116,16 @@ class Fanout:
             # On its way first: the other instances broadcast while this one
             # writes to its own sockets (on Redis the PUBLISH goes out before the
             # local broadcast's flush).
-            sending = self._send(Emitted(self.instance_id, [
-                VolatileEvent(e.namespace, e.event, e.data, e.rooms, e.skip_sid) for e in volatile]))
+            # Each to the instances with a socket in one of its rooms.
+            sending = [self._send(Emitted(self.instance_id, [
+                VolatileEvent(e.namespace, e.event, e.data, e.rooms, e.skip_sid)]), (e.namespace, e.rooms))
+                for e in volatile]
             try:
                 for ev in volatile:
                     await self._emit_local(ev.namespace, ev.event, ev.data, ev.rooms, ev.skip_sid)
             finally:
-                await self._sent(sending)
+                for each in sending:
+                    await self._sent(each)
         if durable:
             offsets = await self.relay.append([DurableEvent(e.namespace, e.event, e.data, e.rooms, e.skip_sid,
                                                             e.event_id) for e in durable])
@@ -163,10 +178,11 @@ class Fanout:
     async def _publish(self, message: Emitted | Revoked | Shared) -> None:
         await self._sent(self._send(message))
 
-    def _send(self, message: Emitted | Revoked | Shared):
-        """Start publishing; `_sent` awaits the outcome."""
+    def _send(self, message: Emitted | Revoked | Shared, to: Route = None):
+        """Start publishing (to every instance, unless `to` names rooms); `_sent`
+        awaits the outcome."""
         try:
-            return self.broker.publish_soon(encode(message))
+            return self.broker.publish_soon(encode(message), to)
         except BrokerUnavailable as exc:
             return exc
 

@@ -28,12 +28,18 @@ async def brokers(request):
 
 
 async def _collect(broker):
+    """The broker's messages; on Redis, those of the rooms the tests use (it gets
+    only the rooms it subscribed to: see the routing tests below)."""
     inbox: asyncio.Queue = asyncio.Queue()
 
     async def handler(message):
         await inbox.put(message)
 
     await broker.start(handler)
+    for namespace in ("/chat", "/notifications"):
+        for room in ("user:0", "user:1", "user:2"):
+            broker.subscribe(namespace, room)
+            await broker.subscribed(namespace, room)
     return inbox
 
 
@@ -230,9 +236,11 @@ async def test_a_barrier_waits_for_what_was_published_before_it(brokers):
             handled.append(message["x"])
 
     await a.start(slow)
+    a.subscribe("/chat", "user:1")
+    await a.subscribed("/chat", "user:1")
     await _collect(b)
-    appending = asyncio.create_task(b.append("origin", [{"ns": "/chat", "ev": "e", "d": {}, "r": [], "s": None,
-                                                         "id": 1234}]))
+    appending = asyncio.create_task(b.append("origin", [{"ns": "/chat", "ev": "e", "d": {}, "r": ["user:1"],
+                                                         "s": None, "id": 1234}]))
     await asyncio.sleep(0.2)  # logged; `a` is still handling it
     barrier = asyncio.create_task(a.barrier(5))
     await asyncio.sleep(0.1)

@@ -166,7 +166,8 @@ async def test_durable_events_delivered_together_share_one_append(
     room = f"user:{user['user']['id']}"
     here, there = await connect(one.url, "/chat", user["access_token"]), await connect(two.url, "/chat",
                                                                                        user["access_token"])
-    client, pubsub = await _raw_messages(redis_url, "{" + f"{redis_prefix}:bus" + "}")
+    # The room's own channel: these events go to the instances with a socket there.
+    client, pubsub = await _raw_messages(redis_url, "{" + f"{redis_prefix}:bus" + "}:room:/chat:" + room)
     try:
         def event(i):  # as if stored in the outbox with id 9000 + i
             return Outgoing(namespace="/chat", event="thread:updated", data={"thread_id": i, "message_count": 1},

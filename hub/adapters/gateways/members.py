@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Protocol
 
-from engine import ws_frame
+from engine import RoomWatcher, ws_frame
 from hub.delivery.recovery import after_head
 
 log = logging.getLogger("hub.gateways")
@@ -142,14 +142,26 @@ class Members:
         self.by_sid: dict[str, Member] = {}
         self._joined: dict[str, set[tuple[str, str]]] = {}  # sid -> {(namespace, room)}
         self.kinds: dict[str, Kind] = {}  # one per gateway (hub/adapters/gateways/plainws.kind_of)
+        # Told as rooms fill and empty, as the Socket.IO managers' (engine.RoomWatcher).
+        self.watcher: RoomWatcher | None = None
 
     def add(self, member: Member) -> None:
         self.by_sid[member.sid] = member
         self._joined.setdefault(member.sid, set())
 
-    def enter(self, namespace: str, room: str, member: Member) -> None:
-        self.rooms.setdefault(namespace, {}).setdefault(room, set()).add(member)
+    async def enter(self, namespace: str, room: str, member: Member) -> None:
+        """Joined once the watcher is ready for the room: what is sent to it from
+        then on reaches the member."""
+        ns_rooms = self.rooms.setdefault(namespace, {})
+        members = ns_rooms.get(room)
+        if members is None:
+            members = ns_rooms[room] = set()
+            if self.watcher is not None:
+                self.watcher.occupied(namespace, room)
+        members.add(member)
         self._joined[member.sid].add((namespace, room))
+        if self.watcher is not None:
+            await self.watcher.ready(namespace, room)
 
     def leave(self, namespace: str, room: str, member: Member) -> None:
         ns_rooms = self.rooms.get(namespace)
@@ -160,6 +172,8 @@ class Members:
                 del ns_rooms[room]
                 if not ns_rooms:
                     del self.rooms[namespace]
+                if self.watcher is not None:
+                    self.watcher.vacated(namespace, room)
         self._joined.get(member.sid, set()).discard((namespace, room))
 
     def rooms_of(self, member: Member, namespace: str) -> set[str]:

@@ -52,7 +52,7 @@ class Connection:
             raise Forbidden(f"{actor.acts_as} tokens cannot connect to {namespace}")
         rooms = spec.rooms_on_connect(actor)
         for room in rooms:
-            self.members.enter(namespace, room, self.member)
+            await self.members.enter(namespace, room, self.member)
         found = replay = None
         if resuming and session is not None:
             found = await hub.recovery.lookup(namespace, {"pid": session + namespace, "offset": offset}, actor)
@@ -64,7 +64,7 @@ class Connection:
                     ctx = hub.context(actor, None)
                     rejoined.extend([r for r in old_rooms if r not in rooms and await spec.may_rejoin(ctx, r)])
                 for room in rejoined:
-                    self.members.enter(namespace, room, self.member)
+                    await self.members.enter(namespace, room, self.member)
 
             replay = await hub.recovery.resume(namespace, found.record.rooms, found.record.sid, found.offset, enter,
                                                sid=self.member.sid)
@@ -148,7 +148,7 @@ class Connection:
         for room in ctx.leaves:
             self.members.leave(namespace, room, self.member)
         for room in ctx.joins:
-            self.members.enter(namespace, room, self.member)
+            await self.members.enter(namespace, room, self.member)
         if ctx.joins or ctx.leaves:
             await hub.recovery.rooms_changed(namespace, self.member.sid, ctx.joins, ctx.leaves)
         await hub.fanout.deliver(ctx.events)

@@ -12,6 +12,14 @@ Two ways onto the bus:
   in one atomic step. Every instance, the appending one included, delivers from the
   bus, so every instance delivers durable events in offset order.
 
+Where a message goes: `publish` and `append` take the rooms it is for (per
+namespace), and a broker that routes (`routed`: Redis) sends it only to the
+instances subscribed to one of them (`subscribe`: they have a socket there), or to
+every instance when it names none (revocations, barriers, and the durable events
+the instance itself acts on: `everywhere`). A message for several rooms reaches an
+instance subscribed to more than one of them once. A broker that does not route
+(memory) sends everything everywhere, as every broker did before.
+
 `replay(namespace, offset, wanted)` reads the log after an offset up to its newest
 entry and keeps the entries a reconnecting client missed (its rooms'); `since` reads
 every entry after an offset. The log keeps `retention` seconds of events.
@@ -25,6 +33,9 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
 Handler = Callable[[dict], Awaitable[None]]
+# (namespace, rooms): the instances with a socket in one of the rooms get the message;
+# None: every instance.
+Route = tuple[str, list[str]] | None
 
 # Seconds direct appends wait (in the outbox) once a relay found events left behind:
 # long enough for every instance's relay to take its turn.
@@ -76,28 +87,52 @@ class Broker(ABC):
     # been missed, and events this instance wrote may not have been appended.
     losses = 0
 
+    # Whether messages go only where `subscribe` asked for them (else: everywhere).
+    routed = False
+
     def __init__(self, retention: float) -> None:
         self.retention = retention
+        # (namespace, event) of the durable events every instance gets, whatever its
+        # rooms: the instance itself acts on them (Fanout.listen).
+        self.to_all: set[tuple[str, str]] = set()
+
+    def everywhere(self, namespace: str, event: str) -> None:
+        """Send every durable `event` of `namespace` to every instance."""
+        self.to_all.add((namespace, event))
+
+    def subscribe(self, namespace: str, room: str) -> None:
+        """This instance has a socket in `room` now: get its messages (`subscribed`
+        says when they flow). A broker that does not route has nothing to do."""
+
+    def unsubscribe(self, namespace: str, room: str) -> None:
+        """This instance has no socket in `room` any more."""
+
+    async def subscribed(self, namespace: str, room: str) -> None:
+        """Returns once what is published for `room` from now on reaches this
+        instance (at once while the bus is down: its catch-up covers the room)."""
 
     @abstractmethod
     async def start(self, handler: Handler) -> None: ...
 
     @abstractmethod
-    async def publish(self, message: dict) -> None:
-        """Send to every broker on the bus; raises BrokerUnavailable if it cannot."""
+    async def publish(self, message: dict, to: Route = None) -> None:
+        """Send to the brokers on the bus that `to` names (every started one for
+        None), the publisher's own included; raises BrokerUnavailable if it cannot."""
 
-    def publish_soon(self, message: dict) -> Awaitable[None]:
+    def publish_soon(self, message: dict, to: Route = None) -> Awaitable[None]:
         """Start publishing and return what to await for the outcome (as `publish`).
         A broker that can puts the message on its way before the caller's next
         await; this default publishes only when awaited."""
-        return self.publish(message)
+        return self.publish(message, to)
 
     @abstractmethod
     async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
                      hold: bool = False) -> list[str | None] | None:
-        """Log durable entries (each with its "ns" and event "id") and send them, with
-        their offsets, as one `{"t": "log", "o": origin, "e": entries, "x": offsets}`
-        message. An id logged before is skipped (None): the log holds each event once.
+        """Log durable entries (each with its "ns", event "ev", rooms "r" and event
+        "id") and send them, with their offsets, as `{"t": "log", "o": origin, "e":
+        entries, "x": offsets}` messages, to the instances with a socket in one of an
+        entry's rooms (`to_all`: to every instance), each instance getting its
+        entries in offset order. An id logged before is skipped (None): the log holds each event once.
 
         Left-behind events first: an outbox relay appending what was left behind
         (`relay`) may `hold` direct appends for HOLD seconds; meanwhile a direct

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Callable, Iterator
 
 from hub.backends.bus import codec
-from hub.backends.bus.base import HOLD, Broker, Handler, Replay, offset_key, scan
+from hub.backends.bus.base import HOLD, Broker, Handler, Replay, Route, offset_key, scan
 
 
 class MemoryLog:
@@ -74,8 +74,9 @@ class MemoryBroker(Broker):
         self.handler = handler
         self.bus.handlers.append(handler)
 
-    async def publish(self, message: dict) -> None:
-        # Encode and decode as Redis would, so both backends accept the same messages.
+    async def publish(self, message: dict, to: Route = None) -> None:
+        # Not routed: in one process every broker gets everything. Encoded and
+        # decoded as Redis would, so both backends accept the same messages.
         await self._dispatch(codec.roundtrip(message))
 
     async def _dispatch(self, message: dict) -> None:

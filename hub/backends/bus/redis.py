@@ -6,11 +6,15 @@ Commands go through the instance's shared client (hub/backends/redis.py). The bu
 reads from a subscribed connection of its own with a lean reader (resp.py), and
 publishes on another of its own, both made with the shared pool's settings.
 
-On a Redis Cluster (the shared client a RedisCluster) the bus is a sharded channel
-(SSUBSCRIBE / SPUBLISH, Redis 7): its two connections go to the master owning the
-channel's slot, and every key of the bus (the logs, the hold and "logged" markers)
-carries the channel's hash tag, so an append (one script over several logs) and its
-publish run on that one node. After a lost connection (a failover) they reread the
+Routed (the default), an instance reads the common channel and the channel of
+each room it has a socket in (channels.py), so it decodes only what its sockets
+need; `per_room=False` puts every message on the common channel, as before.
+
+On a Redis Cluster (the shared client a RedisCluster) the channels are sharded
+(SSUBSCRIBE / SPUBLISH, Redis 7): the bus's two connections go to the master owning
+the bus's slot, and every key and channel of the bus (the logs, the hold and
+"logged" markers) carries the common channel's hash tag, so an append (one script
+over several logs) and its publishes run on that one node. After a lost connection (a failover) they reread the
 slots and go to the new owner; the catch-up covers what was published meanwhile."""
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from engine import cancel_and_wait
 from hub.backends.bus import codec
-from hub.backends.bus.base import HOLD, Broker, BrokerUnavailable, Handler, Replay, offset_key, scan
+from hub.backends.bus.base import HOLD, Broker, BrokerUnavailable, Handler, Replay, Route, offset_key, scan
+from hub.backends.bus.channels import Channels
 from hub.backends.bus.resp import resp_parse
 from hub.backends.bus.scripts import append_script
 from hub.backends.redis import OnRedis, is_cluster, tagged
@@ -58,15 +63,24 @@ class RedisBroker(OnRedis, Broker):
     # Read the bus with the lean reader (`_read`); False: redis-py's PubSub.
     lean_reader = True
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, retention: float = 150.0) -> None:
-        """`redis`: the instance's shared client, which the caller closes."""
+    def __init__(self, redis: aioredis.Redis, prefix: str, retention: float = 150.0, *,
+                 per_room: bool = True) -> None:
+        """`redis`: the instance's shared client, which the caller closes.
+        `per_room`: route messages to the channels of their rooms."""
         super().__init__(retention)
+        self.routed = per_room
         self.redis = redis
         self._append_down_until = 0.0
         self.prefix = prefix
         # The channel's name is the bus's hash tag: every key below carries it.
         self.channel = tagged(prefix, "bus")
         self.sharded = is_cluster(redis)
+        self.channels = Channels(self.channel, per_room, sharded=self.sharded)
+        # The connection the bus is read from, once subscribed (room channels are
+        # (un)subscribed on it), and the task sending those changes.
+        self._listening = None
+        self._changing: asyncio.Task | None = None
+        self.received_bytes = 0  # read from Redis on the bus connection
         self._slots_stale = False  # a bus connection failed: reread who owns the slot
         self._subscribe_cmd, self._message_kind = (("SSUBSCRIBE", b"smessage") if self.sharded
                                                    else ("SUBSCRIBE", b"message"))
@@ -86,7 +100,7 @@ class RedisBroker(OnRedis, Broker):
         # Volatile messages (packed) waiting for the next PUBLISH, the future that
         # tells their publishers how it went, and the task and connection that send
         # them: one PUBLISH at a time, so batches keep their order on the bus.
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[tuple[bytes, tuple[str, ...]]] = []  # (message, its channels)
         self._outgoing_sent: asyncio.Future | None = None
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task | None = None
@@ -96,6 +110,45 @@ class RedisBroker(OnRedis, Broker):
     def _log_key(self, namespace: str) -> str:
         return f"{self.channel}:log:{namespace}"
 
+    # --- the room channels this instance reads ------------------------------------------
+
+    def subscribe(self, namespace: str, room: str) -> None:
+        if self.routed and self.channels.want(self.channels.of_room(namespace, room)):
+            self._change_soon()
+
+    def unsubscribe(self, namespace: str, room: str) -> None:
+        if self.routed:
+            self.channels.drop(self.channels.of_room(namespace, room))
+            self._change_soon()
+
+    async def subscribed(self, namespace: str, room: str) -> None:
+        confirmed = self.channels.wanted.get(self.channels.of_room(namespace, room)) if self.routed else None
+        if confirmed is None or confirmed.done() or not self.healthy:
+            return
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.shield(confirmed)
+        except TimeoutError:
+            log.warning("Redis did not confirm the subscription to %s's room %s in time", namespace, room)
+
+    def _change_soon(self) -> None:
+        """Send the pending (UN)SUBSCRIBEs once this loop iteration's joins and
+        leaves are in: a burst of connects shares one command."""
+        if self._changing is None or self._changing.done():
+            self._changing = asyncio.create_task(self._send_changes(), name="redis-bus-channels")
+
+    async def _send_changes(self) -> None:
+        await asyncio.sleep(0)
+        conn = self._listening
+        if conn is None:
+            return  # sent on the next connection, with every wanted channel
+        try:
+            for command, channels in self.channels.take_pending():
+                await conn.send_command(command, *channels, check_health=False)
+        except (RedisError, OSError) as exc:
+            # The reader notices the lost connection too, and resubscribes everything.
+            log.warning("could not change the bus's channels: %s", exc)
+
     async def start(self, handler: Handler) -> None:
         self._task = asyncio.create_task(self._listen(handler), name="redis-bus-listener")
         try:
@@ -103,10 +156,10 @@ class RedisBroker(OnRedis, Broker):
         except asyncio.TimeoutError:
             log.error("Redis bus not reachable at start; will keep retrying")
 
-    async def publish(self, message: dict) -> None:
-        await self.publish_soon(message)
+    async def publish(self, message: dict, to: Route = None) -> None:
+        await self.publish_soon(message, to)
 
-    def publish_soon(self, message: dict) -> Awaitable[None]:
+    def publish_soon(self, message: dict, to: Route = None) -> Awaitable[None]:
         """Queue the message for the next batch, which the publisher task sends
         before anything scheduled after this call (such as the flush of a local
         broadcast); the result resolves once that batch is published.
@@ -115,6 +168,9 @@ class RedisBroker(OnRedis, Broker):
         (pool, retry, parsing), about as much as writing an event to 12 sockets;
         under load many messages share one, and the receiving instance handles
         them in one go, so its broadcasts share their socket writes too."""
+        channels = self.channels.of(to)
+        if len(channels) > 1:  # an instance in several of its rooms handles it once
+            message = {**message, "u": secrets.token_bytes(8)}
         data = codec.pack(message)  # refuses what msgpack cannot encode, here
         if self._closing:
             raise BrokerUnavailable("the broker is stopped")
@@ -125,7 +181,7 @@ class RedisBroker(OnRedis, Broker):
             if self._publisher is None or self._publisher.done():
                 self._publisher = asyncio.create_task(self._publish_forever(), name="redis-bus-publisher")
             self._wake.set()
-        self._outgoing.append(data)
+        self._outgoing.append((data, channels))
         # Shielded: a cancelled publisher must not cancel the batch for the others.
         outcome = asyncio.shield(sent)
         outcome.add_done_callback(_retrieve)
@@ -153,10 +209,19 @@ class RedisBroker(OnRedis, Broker):
             else:
                 sent.set_result(None)
 
-    async def _publish_batch(self, batch: list[bytes]) -> None:
-        """One PUBLISH on a connection of its own, without the client's per-command
-        machinery, of the batch's messages (codec.pack_batch)."""
-        payload = codec.pack_batch(batch)
+    async def _publish_batch(self, batch: list[tuple[bytes, tuple[str, ...]]]) -> None:
+        """The batch's messages on a connection of its own, without the client's
+        per-command machinery, in one write: each run of consecutive messages with
+        the same channels as one PUBLISH to each (codec.pack_batch), in order."""
+        runs: list[tuple[tuple[str, ...], list[bytes]]] = []
+        for data, channels in batch:
+            if runs and runs[-1][0] == channels:
+                runs[-1][1].append(data)
+            else:
+                runs.append((channels, [data]))
+        commands = [(self._publish_cmd, channel, payload)
+                    for channels, messages in runs for payload in (codec.pack_batch(messages),)
+                    for channel in channels]
         conn = self._publish_conn
         try:
             # A Redis that accepts the connection but never answers must not hold
@@ -164,9 +229,9 @@ class RedisBroker(OnRedis, Broker):
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 if conn is None:
                     conn = self._publish_conn = await self._own_connection()
-                await conn.send_packed_command(conn.pack_command(self._publish_cmd, self.channel, payload),
-                                               check_health=False)
-                await conn.read_response()
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    await conn.read_response()
         except BaseException:
             if conn is not None:
                 await conn.disconnect(nowait=True)
@@ -177,10 +242,24 @@ class RedisBroker(OnRedis, Broker):
 
     async def append(self, origin: str, entries: list[dict], *, relay: bool = False,
                      hold: bool = False) -> list[str | None] | None:
-        keys = ([self.channel, f"{self.channel}:hold"] + [self._log_key(e["ns"]) for e in entries]
-                + [f"{self.channel}:logged:{e['id']}" for e in entries])
+        # Each entry's route (its channels), numbered, and each channel, numbered:
+        # the script publishes the runs of entries with one route to its channels.
+        numbered: dict[str, int] = {}
+        routes: dict[tuple[str, ...], int] = {}
+        route_of = []
+        for entry in entries:
+            channels = self.channels.of_entry(entry, self.to_all)
+            if channels not in routes:
+                routes[channels] = len(routes) + 1
+                for channel in channels:
+                    numbered.setdefault(channel, len(numbered) + 1)
+            route_of.append(routes[channels])
+        keys = ([f"{self.channel}:hold"] + [self._log_key(e["ns"]) for e in entries]
+                + [f"{self.channel}:logged:{e['id']}" for e in entries] + list(numbered))
         mode = "hold" if hold else "relay" if relay else "direct"
-        args = [int(self.retention * 1000), origin, mode, int(HOLD * 1000)] + [codec.pack(e) for e in entries]
+        args = ([int(self.retention * 1000), origin, mode, int(HOLD * 1000), len(entries)]
+                + [codec.pack(e) for e in entries] + route_of
+                + [" ".join(str(numbered[c]) for c in channels) for channels in routes])
         if time.monotonic() < self._append_down_until:
             raise BrokerUnavailable("Redis did not answer the previous append")
         try:
@@ -251,6 +330,9 @@ class RedisBroker(OnRedis, Broker):
         await self.release_client()
 
     async def _handle(self, handler: Handler, message: dict) -> None:
+        token = message.get("u")
+        if token is not None and not self.channels.first_copy(token):
+            return
         if message.get("t") == "barrier":  # another instance's, or one of ours (see `barrier`)
             arrived = self._barriers.get(message.get("b"))
             if arrived is not None and not arrived.done():
@@ -269,21 +351,22 @@ class RedisBroker(OnRedis, Broker):
 
     async def _catch_up(self, handler: Handler) -> None:
         """Pub/sub drops what is published while a subscriber is away, so after a
-        resubscription read each log from the last offset delivered from it (a log
-        with none delivered yet: from a little before the loss, or the millisecond
-        of the newest offset delivered from any, whichever is older) and deliver
-        what was appended meanwhile. The receiver drops what it already had, by
-        event id."""
-        since_ms = int((self._lost_at - 5) * 1000)
-        if self._last_offsets:
-            since_ms = min(since_ms, max(offset_key(o) for o in self._last_offsets.values())[0])
+        resubscription read each log from where this instance stopped reading it
+        and deliver what was appended meanwhile: from the last offset delivered
+        from it, or from a little before the loss (in Redis's clock) when that is
+        later. Not from an older offset: a routed instance hears nothing of the
+        rooms it has no socket in, so its last offset in a log can be long past,
+        and a room joined since must not get what came before the join. The
+        receiver drops what it already had, by event id."""
+        seconds, micros = await self.redis.time()
+        since_ms = int((self._lost_at + (seconds + micros / 1e6 - time.time()) - 5) * 1000)
         logs = self._log_key("")
         found: list[tuple[str, dict]] = []
         # On a cluster: the logs are all on the channel's node, which alone is scanned.
         where = {"target_nodes": self.redis.get_node_from_key(self.channel)} if self.sharded else {}
         async for key in self.redis.scan_iter(match=logs + "*", count=100, **where):
             last = self._last_offsets.get(key.decode()[len(logs):])
-            bound = "(" + last if last else f"{since_ms}-0"
+            bound = "(" + last if last and offset_key(last)[0] >= since_ms else f"{since_ms}-0"
             while True:  # in chunks: each read well within the client's command timeout
                 rows = await self.redis.xrange(key, min=bound, max="+", count=REPLAY_CHUNK)
                 found += [(oid.decode(), codec.unpack(fields[b"e"])) for oid, fields in rows]
@@ -336,10 +419,10 @@ class RedisBroker(OnRedis, Broker):
                     reader, early = await self._subscribe(conn)
                 else:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                    if self.sharded:
-                        await pubsub.ssubscribe(self.channel)
-                    else:
-                        await pubsub.subscribe(self.channel)
+                    self._listening = _PubSubChanges(pubsub, self.channels)
+                    for command, channels in self.channels.all_commands():
+                        await self._listening.send_command(command, *channels)
+                self._change_soon()  # what was asked for while this connected
                 self.healthy = True
                 self._subscribed.set()
                 if lost:
@@ -363,6 +446,8 @@ class RedisBroker(OnRedis, Broker):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
+                self._listening = None
+                self.channels.lost()
                 try:
                     if conn is not None:
                         await conn.disconnect(nowait=True)
@@ -383,12 +468,16 @@ class RedisBroker(OnRedis, Broker):
                 log.warning("redis-py's connection has no stream reader; using its pub/sub reader")
                 self.lean_reader = False
                 raise RedisConnectionError("no stream reader on the connection")
-            await conn.send_command(self._subscribe_cmd, self.channel, check_health=False)
+            commands = self.channels.all_commands()  # the common channel first
+            for command, channels in commands:
+                await conn.send_command(command, *channels, check_health=False)
+            self._listening = conn
             buf = bytearray()
             while True:
                 chunk = await reader.read(READ_SIZE)
                 if not chunk:
                     raise RedisConnectionError("Redis closed the bus connection")
+                self.received_bytes += len(chunk)
                 buf += chunk
                 parsed = resp_parse(buf, 0)
                 if parsed is not None:
@@ -416,11 +505,9 @@ class RedisBroker(OnRedis, Broker):
                         await self._handle(handler, message)
                 elif isinstance(reply, ResponseError):
                     raise reply
-                elif type(reply) is list and reply and reply[0] == b"sunsubscribe":
-                    # The cluster moved the channel's slot (a failover, a reshard) and
-                    # unsubscribed us: subscribe again where it is now, and catch up.
-                    raise RedisConnectionError("the cluster moved the bus channel's slot")
-                # Else: the pong of an idle PING, or a (un)subscribe confirmation.
+                elif type(reply) is list and len(reply) == 3:
+                    self._confirmation(reply[0], reply[1].decode())
+                # Else: the pong of an idle PING.
             del buf[:pos]
             try:
                 async with asyncio.timeout(IDLE_PING):
@@ -434,7 +521,16 @@ class RedisBroker(OnRedis, Broker):
             if not chunk:
                 raise RedisConnectionError("Redis closed the bus connection")
             pinged = False
+            self.received_bytes += len(chunk)
             buf += chunk
+
+    def _confirmation(self, kind: bytes, channel: str) -> None:
+        if kind in (b"subscribe", b"ssubscribe"):
+            self.channels.confirmed(channel)
+        elif kind in (b"unsubscribe", b"sunsubscribe") and not self.channels.left(channel) and self.sharded:
+            # The cluster moved the bus's slot (a failover, a reshard) and
+            # unsubscribed us: subscribe again where it is now, and catch up.
+            raise RedisConnectionError("the cluster moved the bus channel's slot")
 
     async def _read_pubsub(self, pubsub, handler: Handler) -> None:
         """redis-py's own pub/sub reader: used only if the lean one cannot be."""
@@ -443,9 +539,23 @@ class RedisBroker(OnRedis, Broker):
             if msg is None:
                 await pubsub.ping()  # notice a dead connection while idle
                 continue
-            if msg["type"] == "sunsubscribe":
-                raise RedisConnectionError("the cluster moved the bus channel's slot")
+            if msg["type"] in ("unsubscribe", "sunsubscribe"):
+                self._confirmation(msg["type"].encode(), msg["channel"].decode())
             if msg["type"] not in ("message", "smessage"):
                 continue
             for message in codec.decode(msg["data"]):
                 await self._handle(handler, message)
+
+
+class _PubSubChanges:
+    """Channel changes through redis-py's PubSub (the fallback reader), which hides
+    subscribe confirmations: a subscription counts as confirmed once sent."""
+
+    def __init__(self, pubsub, channels: Channels) -> None:
+        self.pubsub, self.channels = pubsub, channels
+
+    async def send_command(self, command: str, *channels: str, check_health: bool = False) -> None:
+        await getattr(self.pubsub, command.lower())(*channels)
+        if not command.endswith("UNSUBSCRIBE"):
+            for channel in channels:
+                self.channels.confirmed(channel)
