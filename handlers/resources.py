@@ -178,9 +178,8 @@ def _given(req: UpdateResource) -> dict:
 async def _write_progress(items: list[tuple[Context, UpdateResource]]) -> list[store.Resource | None]:
     """Progress updates in one transaction (volatile: nothing in the outbox)."""
     async with items[0][0].db.transaction() as tx:
-        return [await store.progress(tx, req.resource_type, req.resource_id, status=req.status,
-                                     service=ctx.actor.name, fields=_given(req))
-                for ctx, req in items]
+        return await store.progress(tx, [store.Progress(req.resource_type, req.resource_id, req.status,
+                                                        ctx.actor.name, _given(req)) for ctx, req in items])
 
 
 class _ProgressWrites(GroupCommit[tuple[Context, UpdateResource], "store.Resource | None"]):

@@ -3,10 +3,12 @@ version that grows by one per update. Only the latest state is kept; the changes
 themselves travel as events (outbox + log)."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import (JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, and_, delete, or_,
-                        select, update)
+from sqlalchemy import (JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, and_, bindparam, delete,
+                        or_, select, tuple_, update)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -85,19 +87,50 @@ async def listed(tx: AsyncSession, user_id: int | None, resource_type: str | Non
     return list((await tx.execute(query)).scalars())
 
 
-async def progress(tx: AsyncSession, resource_type: str, resource_id: str, *, status: str, service: str | None,
-                   fields: dict) -> Resource | None:
-    """Move a resource that is in `status` and `service`'s on by one version with the
-    given fields, in one statement; None if it is not (a status change, someone
-    else's, unknown: the caller's full path finds out which)."""
-    query = (update(Resource)
-             .where(Resource.resource_type == resource_type, Resource.resource_id == resource_id,
-                    Resource.status == status, Resource.service == service)
-             .values(version=Resource.version + 1, updated_at=utcnow(), **fields)
-             .returning(*Resource.__table__.columns)
-             .execution_options(synchronize_session=False))
-    found = (await tx.execute(query)).mappings().first()
-    return None if found is None else Resource(**found)
+class Progress(NamedTuple):
+    """A progress update: the resource, the status and service it must still have,
+    and the fields it sets."""
+
+    resource_type: str
+    resource_id: str
+    status: str
+    service: str | None
+    fields: dict
+
+
+async def progress(tx: AsyncSession, updates: list[Progress]) -> list[Resource | None]:
+    """Move each resource that is in the update's status and the service's on by
+    one version with the given fields; None for one that is not (a status change,
+    someone else's, unknown: the caller's full path finds out which).
+
+    In two statements whatever their number: one UPDATE run for all (per set of
+    fields), then one read of the rows. A resource updated twice here reads as its
+    last state for both (progress is coalesced on the way out anyway)."""
+    now = utcnow()
+    by_fields: dict[tuple[str, ...], list[dict]] = {}
+    for u in updates:
+        by_fields.setdefault(tuple(sorted(u.fields)), []).append(
+            {"t": u.resource_type, "rid": u.resource_id, "st": u.status, "svc": u.service, "now": now, **u.fields})
+    for fields, params in by_fields.items():
+        await tx.execute(_progress_statement(fields), params)
+    keys = list({(u.resource_type, u.resource_id) for u in updates})
+    rows = {(r.resource_type, r.resource_id): r for r in (await tx.execute(
+        select(Resource).where(tuple_(Resource.resource_type, Resource.resource_id).in_(keys)))).scalars()}
+    # Still in the update's status after it (nothing else here changes a status): it matched.
+    return [row if (row := rows.get((u.resource_type, u.resource_id))) is not None
+            and row.status == u.status and row.service == u.service else None for u in updates]
+
+
+@functools.cache
+def _progress_statement(fields: tuple[str, ...]):
+    """The UPDATE of `progress` for a set of fields, built once: progress updates come
+    by the thousand a second, and building the statement cost more than running it."""
+    table = Resource.__table__
+    return (update(table)
+            .where(table.c.resource_type == bindparam("t"), table.c.resource_id == bindparam("rid"),
+                   table.c.status == bindparam("st"), table.c.service.is_not_distinct_from(bindparam("svc")))
+            .values(version=table.c.version + 1, updated_at=bindparam("now"),
+                    **{name: bindparam(name, type_=table.c[name].type) for name in fields}))
 
 
 async def changed_since(tx: AsyncSession, user_id: int | None, moment: datetime, ident: int,
