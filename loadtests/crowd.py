@@ -32,6 +32,10 @@ from urllib.parse import urlsplit
 from loadtests.bench import NODE_DIR, HubServers, NodeServers, cpu_seconds, fmt, platform_line, rss_kib
 
 NS, EVENT = "/notifications", "alert:triggered"
+# --servers: the hub on its embedded default, or on Redis with the bus's channel per
+# room (its default there) or one channel for all (HUB_BUS_PER_ROOM=false).
+HUB_KINDS = {"hub": {}, "hub-redis": {"redis": True},
+             "hub-redis-one": {"redis": True, "extra_env": {"HUB_BUS_PER_ROOM": "false"}}}
 PUBLISHER = "127.0.0.2"
 
 
@@ -180,7 +184,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.crowd", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=19000)
-    p.add_argument("--servers", default="node,hub")
+    p.add_argument("--servers", default="node,hub", help="node, hub, hub-redis, hub-redis-one")
     p.add_argument("--broadcasts", type=int, default=5)
     p.add_argument("--per-generator", type=int, default=19000, help="connections per generator process")
     p.add_argument("--deadline", type=float, default=600.0)
@@ -201,7 +205,11 @@ def main(argv=None) -> None:
     for run, name in enumerate(args.servers.split(","), first):
         d = tmp / name
         d.mkdir()
-        servers = NodeServers(d) if name == "node" else HubServers(d)
+        if name == "node":
+            servers = NodeServers(d)
+        else:
+            servers = HubServers(d, **HUB_KINDS[name])
+            servers.name = name
         r = measure(servers, args.clients, args.per_generator, run, args.broadcasts, args.deadline)
         casts = "; ".join(f"{b['received']}, {fmt(b['p50'])} / {fmt(b['p99'])} / {fmt(b['max'])}, "
                           f"{b['cpu'] * 1000:.0f} ms" for b in r["broadcasts"])
