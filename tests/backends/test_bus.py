@@ -8,20 +8,14 @@ import pytest
 
 from hub.backends.bus import HOLD, BrokerUnavailable, Replay, offset_key
 from hub.backends.bus import redis as redis_bus
-from hub.backends.bus.memory import MemoryBroker, MemoryBus
+from hub.backends.bus.memory import MemoryBroker
 from hub.backends.bus.redis import RedisBroker
+from tests.support.bus import broker_pair
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def brokers(request):
-    """Two brokers on one bus, as two instances would have."""
-    if request.param == "memory":
-        bus = MemoryBus()
-        made = [MemoryBroker(bus), MemoryBroker(bus)]
-    else:
-        url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        made = [RedisBroker.from_url(url, prefix), RedisBroker.from_url(url, prefix)]
+    made = broker_pair(request, request.param)
     yield made
     for broker in made:
         await broker.stop()

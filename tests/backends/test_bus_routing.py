@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from hub.backends.bus.redis import RedisBroker
+from tests.support.bus import broker_pair
 from tests.support.business import service_token
 from tests.support.clients import Api
 from tests.support.servers import make_settings
@@ -16,9 +17,7 @@ from tests.support.servers import make_settings
 
 @pytest.fixture(params=["redis", "cluster"])
 async def pair(request):
-    url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
-    prefix = request.getfixturevalue("redis_prefix")
-    made = [RedisBroker.from_url(url, prefix), RedisBroker.from_url(url, prefix)]
+    made = broker_pair(request, request.param)
     yield made
     for broker in made:
         await broker.stop()
