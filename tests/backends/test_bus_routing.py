@@ -160,3 +160,44 @@ async def test_instances_without_the_rooms_read_almost_nothing(start_server, tmp
     read = [h.hub.broker.received_bytes - b for h, b in zip(hubs, before)]
     assert read[0] > 40 * 1000  # Ann's hub read each notification, 1 KB and more
     assert read[1] < read[0] / 10, read
+
+
+async def test_interest_subscribes_on_the_first_holder_and_lets_go_after_the_linger(redis_url, redis_prefix):
+    """hub/delivery/interest.py: holders (the Socket.IO managers, the plain members)
+    report rooms filling and emptying; the channel is read while any holder has the
+    room, and for `linger` seconds after the last let go, so a quick return costs no
+    resubscription."""
+    from hub.delivery.interest import Interest
+
+    broker = RedisBroker.from_url(redis_url, redis_prefix)
+    try:
+        await _inbox(broker)
+        interest = Interest(broker, linger=0.2)
+        channel = broker.channels.of_room("/chat", "room:x")
+        interest.occupied("/chat", "room:x")  # one manager's first socket there
+        interest.occupied("/chat", "room:x")  # the plain members' first
+        await interest.ready("/chat", "room:x")
+        assert broker.channels.wanted[channel].done()
+        assert (await broker.redis.pubsub_numsub(channel))[0][1] == 1
+        interest.vacated("/chat", "room:x")
+        await asyncio.sleep(0.3)
+        assert channel in broker.channels.wanted  # one holder is left
+        interest.vacated("/chat", "room:x")
+        interest.occupied("/chat", "room:x")  # back within the linger: kept as it was
+        confirmed = broker.channels.wanted[channel]
+        await asyncio.sleep(0.3)
+        assert broker.channels.wanted[channel] is confirmed
+        interest.vacated("/chat", "room:x")
+        for _ in range(50):
+            if channel not in broker.channels.wanted:
+                break
+            await asyncio.sleep(0.05)
+        assert channel not in broker.channels.wanted
+        for _ in range(50):  # and Redis has it unsubscribed
+            if (await broker.redis.pubsub_numsub(channel))[0][1] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await broker.redis.pubsub_numsub(channel))[0][1] == 0
+        await interest.stop()
+    finally:
+        await broker.stop()
