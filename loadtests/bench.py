@@ -227,9 +227,10 @@ class HubServers(Servers):
 class NodeServers(Servers):
     name = "node socket.io 4.8"
 
-    def __init__(self, tmp: Path, instances: int = 1, redis: bool = False) -> None:
+    def __init__(self, tmp: Path, instances: int = 1, redis: bool = False, extra_env: dict | None = None) -> None:
         self.secret = secrets.token_urlsafe(40)
         self.instances, self.redis, self.tmp = instances, redis, tmp
+        self.extra_env = extra_env or {}
         self.procs: list[subprocess.Popen] = []
         self.urls: list[str] = []
 
@@ -243,7 +244,7 @@ class NodeServers(Servers):
         return Users(1, tok(1), 2, tok(2))
 
     def start(self) -> None:
-        env = {**os.environ, "BENCH_RUN": secrets.token_hex(4)}
+        env = {**os.environ, "BENCH_RUN": secrets.token_hex(4), **self.extra_env}
         for i in range(self.instances):
             port = free_port()
             args = ["node", str(NODE_DIR / "server.mjs"), str(port), self.secret] + ([REDIS_URL] if self.redis else [])

@@ -4,11 +4,13 @@ socket.io-client, websocket), and one more member sending `message:send` at each
 step's rate. The hub stores every message (PostgreSQL, a throwaway database; the
 outbox, the log) and delivers `message:new` and `thread:updated` to every member's
 sockets; Node's socket.io 4.8 peer broadcasts the same two events, with the same
-payloads, to the thread's room without storing anything (no offsets). Each step reports deliveries/s and the delivery latency (send -> each
-receiver), both servers back to back.
+payloads, to the thread's room without storing anything (no offsets), or only
+`message:new` (`node-one`). Each step reports deliveries/s and the delivery latency
+(send -> each receiver), the servers back to back.
 
     .venv/bin/python -m loadtests.group_fanout                         # 10 x 50 sockets, 100..500 msg/s
     .venv/bin/python -m loadtests.group_fanout --rates 400 --step-seconds 5 --servers hub
+    .venv/bin/python -m loadtests.group_fanout --receiver-threads 2  # the sockets read on 2 cores
 
 Bounded: each step lasts --step-seconds, each drain at most --drain-seconds, each
 generator run at most --deadline seconds.
@@ -62,7 +64,8 @@ def run(servers, args) -> dict:
         job = {"mode": "group", "urls": servers.urls, "member_tokens": member_tokens,
                "sockets_per_member": args.sockets_per_member, "thread_id": thread_id, "sender_token": sender_token,
                "rates": [int(r) for r in args.rates.split(",")], "step_s": args.step_seconds,
-               "drain_s": args.drain_seconds, "p99_ms": 100, "deadline_s": args.deadline}
+               "drain_s": args.drain_seconds, "p99_ms": 100, "deadline_s": args.deadline,
+               "receiver_threads": args.receiver_threads}
         return summarize(run_generator(job, servers, args.deadline + 30), "deliveries_per_s")
     finally:
         servers.stop()
@@ -74,7 +77,9 @@ def main(argv=None) -> None:
     p.add_argument("--members", type=int, default=10)
     p.add_argument("--sockets-per-member", type=int, default=50)
     p.add_argument("--rates", default="100,200,300,400,500", help="message:send/s of each step")
-    p.add_argument("--servers", default="node,hub")
+    p.add_argument("--servers", default="node,hub", help="node, node-one (message:new only), hub")
+    p.add_argument("--receiver-threads", type=int, default=1,
+                   help="worker threads of the generator reading the members' sockets")
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--drain-seconds", type=float, default=10.0)
     p.add_argument("--deadline", type=float, default=180.0)
@@ -89,8 +94,9 @@ def main(argv=None) -> None:
     for name in args.servers.split(","):
         d = tmp / name
         d.mkdir()
-        if name == "node":
-            results[name] = run(NodeServers(d), args)
+        if name in ("node", "node-one"):  # node-one: message:new only, as the issue measured Node
+            results[name] = run(NodeServers(d, extra_env={"BENCH_GROUP_ONE_EVENT": str(int(name == "node-one"))}),
+                                args)
         else:
             with throwaway_pg() as url:
                 results[name] = run(HubServers(d, database_url=url), args)

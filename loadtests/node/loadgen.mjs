@@ -9,12 +9,14 @@
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
 const job = JSON.parse(process.argv[2]);
 const started = performance.now();
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-setTimeout(() => { out({ phase: "done", reason: "deadline" }); process.exit(3); }, job.deadline_s * 1000).unref();
+if (isMainThread)
+  setTimeout(() => { out({ phase: "done", reason: "deadline" }); process.exit(3); }, job.deadline_s * 1000).unref();
 
 function pct(sorted, p) {
   if (!sorted.length) return null;
@@ -246,26 +248,36 @@ async function fanout() {
 // Persisted group fan-out (loadtests/group_fanout.py): job.members' sockets (official
 // client) in one group thread, one more member sending `message:send` {thread_id,
 // message: its sequence number} at each step's rate; every receiver's `message:new`
-// is a delivery, timed from its send.
+// is a delivery, timed from its send. The receivers live in job.receiver_threads
+// worker threads (default 1), so that reading them can take more than one core; the
+// send times, each receiver's count and the measured window are shared memory.
+const MAX_SENDS = 1 << 20;
+const epochMs = () => performance.timeOrigin + performance.now();  // one clock for every thread
+
 async function group() {
   const specs = [];
   for (const token of job.member_tokens)
     for (let k = 0; k < job.sockets_per_member; k++) specs.push({ url: job.urls[specs.length % job.urls.length], token });
-  const extra = { threads: [job.thread_id] };  // Node's peer joins these rooms; the hub ignores it
-  const { sockets, failed } = await connectMany(specs, 100, (url, token) => connect(url, token, extra));
-  out({ phase: "connected", clients: sockets.length, failed });
-  const sender = await connect(job.urls[0], job.sender_token, extra);
-  const sendTimes = [];
-  const counts = new Int32Array(sockets.length);
-  const lat = [];
-  let stepFirst = 0, stepLast = -1, errors = 0, total = 0;
-  sockets.forEach((s, i) => s.on("message:new", (ev) => {
-    counts[i]++;
-    const seq = Number(ev.content);
-    if (seq >= stepFirst && seq <= stepLast) lat.push(performance.now() - sendTimes[seq]);
-  }));
+  const shared = { times: new SharedArrayBuffer(8 * MAX_SENDS), counts: new SharedArrayBuffer(4 * specs.length),
+                   window: new SharedArrayBuffer(16) };
+  const sendTimes = new Float64Array(shared.times);
+  const counts = new Int32Array(shared.counts);
+  const win = new Float64Array(shared.window);  // [first, last] sequence number measured
+  win[0] = 0; win[1] = -1;
+  const threads = Math.max(1, job.receiver_threads || 1);
+  const per = Math.ceil(specs.length / threads);
+  const workers = [];
+  for (let t = 0; t < threads; t++)
+    workers.push(new Worker(new URL(import.meta.url), { argv: [process.argv[2]],
+      workerData: { ...shared, specs: specs.slice(t * per, (t + 1) * per), offset: t * per } }));
+  const ask = (w, msg) => new Promise((resolve) => { w.once("message", resolve); if (msg) w.postMessage(msg); });
+  const ready = await Promise.all(workers.map((w) => ask(w)));
+  out({ phase: "connected", clients: ready.reduce((n, r) => n + r.connected, 0),
+        failed: ready.reduce((n, r) => n + r.failed, 0) });
+  const sender = await connect(job.urls[0], job.sender_token, { threads: [job.thread_id] });
+  let errors = 0, total = 0;
   const send = () => {
-    sendTimes.push(performance.now());
+    sendTimes[total] = epochMs();
     sender.emit("message:send", { thread_id: job.thread_id, message: String(total++) },
                 (r) => { if (!r || !r.ok) errors++; });
   };
@@ -279,21 +291,20 @@ async function group() {
     await drainUntil(counts, total, 10000);
   }
   for (const rate of job.rates) {
-    lat.length = 0;
-    stepFirst = total;
-    stepLast = 1e12;
+    win[0] = total;
+    win[1] = 1e12;
     const t0 = performance.now();
     let sent = 0;
     while (performance.now() - t0 < job.step_s * 1000) {
       const due = Math.floor(((performance.now() - t0) / 1000) * rate) + 1;
-      while (sent < due) { send(); sent++; }
+      while (sent < due && total < MAX_SENDS) { send(); sent++; }
       await sleep(2);
     }
-    stepLast = total - 1;
+    win[1] = total - 1;
     const sendSeconds = (performance.now() - t0) / 1000;
     const drained = await drainUntil(counts, total, job.drain_s * 1000);
-    lat.sort((a, b) => a - b);
-    const expected = sent * sockets.length;
+    const lat = (await Promise.all(workers.map((w) => ask(w, "report")))).flat().sort((a, b) => a - b);
+    const expected = sent * specs.length;
     const step = { phase: "step", target: rate, sent, sent_rate: sent / sendSeconds, deliveries: lat.length, expected,
                    drained, deliveries_per_s: lat.length / sendSeconds, p50: pct(lat, 50), p99: pct(lat, 99),
                    max: lat.length ? lat[lat.length - 1] : null, errors };
@@ -303,7 +314,33 @@ async function group() {
     if (!step.delivered || step.p99 > 10 * job.p99_ms) break;
   }
   sender.close();
-  sockets.forEach((s) => s.close());
+  await Promise.all(workers.map((w) => new Promise((resolve) => { w.once("exit", resolve); w.postMessage("close"); })));
+}
+
+// One worker thread of `group`: its share of the receivers.
+async function groupReceivers() {
+  const { specs, offset } = workerData;
+  const sendTimes = new Float64Array(workerData.times);
+  const counts = new Int32Array(workerData.counts);
+  const win = new Float64Array(workerData.window);
+  const extra = { threads: [job.thread_id] };  // Node's peer joins these rooms; the hub ignores it
+  const { sockets, failed } = await connectMany(specs, 100, (url, token) => connect(url, token, extra));
+  let lat = [];
+  sockets.forEach((s, i) => s.on("message:new", (ev) => {
+    counts[offset + i]++;  // this thread's own slots: one writer each
+    const seq = Number(ev.content);
+    if (seq >= win[0] && seq <= win[1]) lat.push(epochMs() - sendTimes[seq]);
+  }));
+  parentPort.postMessage({ connected: sockets.length, failed });
+  parentPort.on("message", (msg) => {
+    if (msg === "report") {
+      parentPort.postMessage(lat);
+      lat = [];
+    } else if (msg === "close") {
+      sockets.forEach((s) => s.close());
+      parentPort.close();
+    }
+  });
 }
 
 async function chat() {
@@ -361,7 +398,9 @@ async function chat() {
   senders.concat(recipients).forEach((s) => s.close());
 }
 
-try {
+if (!isMainThread) {
+  await groupReceivers();  // lives until the main thread says close
+} else try {
   if (job.mode === "fanout") await fanout(); else if (job.mode === "group") await group(); else await chat();
   out({ phase: "done", reason: "ok" });
   process.exit(0);
