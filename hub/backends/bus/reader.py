@@ -99,12 +99,12 @@ class BusReader:
         rooms it has no socket in, so its last offset in a log can be long past,
         and a room joined since must not get what came before the join. The
         receiver drops what it already had, by event id."""
-        seconds, micros = await self.redis.time()
-        since_ms = int((self._lost_at + (seconds + micros / 1e6 - time.time()) - 5) * 1000)
         logs = self._log_key("")
         found: list[tuple[str, dict]] = []
         # On a cluster: the logs are all on the channel's node, which alone is scanned.
         where = {"target_nodes": self.redis.get_node_from_key(self.channel)} if self.sharded else {}
+        seconds, micros = await self.redis.time(**where)
+        since_ms = int((self._lost_at + (seconds + micros / 1e6 - time.time()) - 5) * 1000)
         async for key in self.redis.scan_iter(match=logs + "*", count=100, **where):
             last = self._last_offsets.get(key.decode()[len(logs):])
             bound = "(" + last if last and offset_key(last)[0] >= since_ms else f"{since_ms}-0"
