@@ -1,19 +1,27 @@
 """What each instance reads from the Redis bus when the traffic is for rooms whose
-members all sit on one of them (issue 24, part 1): 4 hub instances on one Redis and
-one PostgreSQL, each with its own idle users connected to /notifications (raw
-websockets, loadtests/node/crowd.mjs); a service publishes to users of the first
-instance only (`POST /api/publish`, durable, to `user:<id>`). For each instance: the
-bytes it read from Redis (`hub_bus_received_bytes_total`) and its CPU seconds over
-the traffic, with the bus on one channel every instance reads whole
-(HUB_BUS_PER_ROOM=false, as before) and on a channel per room (the default).
+members all sit on one of them (issue 24, part 1): 4 server instances on one Redis,
+each with its own idle users connected to /notifications (raw websockets,
+loadtests/node/crowd.mjs); events are published to users of the first instance
+only, each to one `user:<id>` room. For each instance: the bytes its process read
+(/proc/<pid>/io rchar: Redis, plus the clients' heartbeats and, on instance 1, the
+publishing requests) and its CPU seconds over the traffic. Modes:
 
-    .venv/bin/python -m loadtests.bus_rooms --instances 4 --clients 500 --rate 200 --seconds 10
+* hub-one: the hub with HUB_BUS_PER_ROOM=false, one channel every instance reads
+  whole (as before); hub-rooms: a channel per room (the default). The hub stores
+  each event (`POST /api/publish`, PostgreSQL, outbox, log); its own count of the
+  bytes it read from the bus (`hub_bus_received_bytes_total`) is shown too.
+* node-classic: Node's socket.io 4.8 with @socket.io/redis-adapter (one channel per
+  namespace); node-sharded: its sharded adapter, "dynamic" subscriptions (a channel
+  per room, Redis 7 sharded pub/sub). Events are volatile (`POST /publish-room`).
+
+    .venv/bin/python -m loadtests.bus_rooms --instances 4 --clients 500 --rate 400 --seconds 10
 
 Bounded: every phase has a deadline.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -29,10 +37,19 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtests.bench import NODE_DIR, HubServers, cpu_seconds, platform_line, throwaway_pg
+from loadtests.bench import NODE_DIR, HubServers, NodeServers, cpu_seconds, platform_line, throwaway_pg
 from loadtests.crowd import NS, EVENT, close, pct, raise_fd_limit, tokens_for
 
-MODES = {"one": "false", "rooms": "true"}
+# mode -> (hub?, environment of its processes)
+MODES = {"hub-one": (True, {"HUB_BUS_PER_ROOM": "false"}), "hub-rooms": (True, {"HUB_BUS_PER_ROOM": "true"}),
+         "node-classic": (False, {}), "node-sharded": (False, {"BENCH_ADAPTER": "sharded"})}
+
+
+def read_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
 
 
 def bus_bytes(url: str) -> int:
@@ -42,7 +59,7 @@ def bus_bytes(url: str) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-def connect_clients(servers: HubServers, per: int, run: int, deadline: float):
+def connect_clients(servers, per: int, run: int, deadline: float):
     """`per` users on each instance, users i*per+1 .. (i+1)*per on instance i."""
     tokens = tokens_for(servers.secret, per * len(servers.urls))
     procs = []
@@ -61,12 +78,18 @@ def connect_clients(servers: HubServers, per: int, run: int, deadline: float):
     return procs
 
 
-def traffic(servers: HubServers, users: list[int], rate: int, seconds: float) -> int:
+def traffic(servers, users: list[int], rate: int, seconds: float) -> int:
     """`rate` events a second for `seconds` to random users of `users`, each one
     user's room, from a few keep-alive connections; returns how many were sent."""
-    from hub.auth import Tokens
+    if isinstance(servers, HubServers):
+        from hub.auth import Tokens
 
-    token = Tokens(servers.secret, access_ttl=600, refresh_ttl=60, service_ttl=600).service("bench").token
+        token = Tokens(servers.secret, access_ttl=600, refresh_ttl=60, service_ttl=600).service("bench").token
+        path = "/api/publish"
+        body = lambda room, data: {"namespace": NS, "event": EVENT, "to": {"room": room}, "data": data}  # noqa: E731
+    else:
+        token, path = servers.secret, "/publish-room"
+        body = lambda room, data: {"room": room, "event": EVENT, "data": data}  # noqa: E731
     where = urlsplit(servers.urls[0])
     local = threading.local()
     total = int(rate * seconds)
@@ -80,9 +103,8 @@ def traffic(servers: HubServers, users: list[int], rate: int, seconds: float) ->
         if conn is None:
             conn = local.conn = HTTPConnection(where.hostname, where.port, timeout=30,
                                                source_address=("127.0.0.2", 0))
-        body = {"namespace": NS, "event": EVENT, "to": {"room": f"user:{random.choice(users)}"},
-                "data": {"alert_id": index, "severity": "info", "message": f"{time.time() * 1000:.3f}"}}
-        conn.request("POST", "/api/publish", json.dumps(body),
+        data = {"alert_id": index, "severity": "info", "message": f"{time.time() * 1000:.3f}"}
+        conn.request("POST", path, json.dumps(body(f"user:{random.choice(users)}", data)),
                      {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         resp = conn.getresponse()
         resp.read()
@@ -94,28 +116,34 @@ def traffic(servers: HubServers, users: list[int], rate: int, seconds: float) ->
 
 
 def measure(mode: str, args, tmp: Path, run: int) -> list[dict]:
+    hub, env = MODES[mode]
     (tmp / mode).mkdir()
-    with throwaway_pg() as url:
-        servers = HubServers(tmp / mode, instances=args.instances, database_url=url, redis=True,
-                             extra_env={"HUB_BUS_PER_ROOM": MODES[mode]})
+    with contextlib.ExitStack() as stack:
+        if hub:
+            servers = HubServers(tmp / mode, instances=args.instances, redis=True, extra_env=env,
+                                 database_url=stack.enter_context(throwaway_pg()))
+        else:
+            servers = NodeServers(tmp / mode, instances=args.instances, redis=True, extra_env=env)
         servers.start()
         procs = []
         try:
             procs = connect_clients(servers, args.clients, run, args.deadline)
             time.sleep(2)
             pids = [p.pid for p in servers.procs]
-            bytes0 = [bus_bytes(u) for u in servers.urls]
-            cpu0 = [cpu_seconds(p) for p in pids]
+            bus0 = [bus_bytes(u) for u in servers.urls] if hub else None
+            read0, cpu0 = [read_bytes(p) for p in pids], [cpu_seconds(p) for p in pids]
             sent = traffic(servers, list(range(1, args.clients + 1)), args.rate, args.seconds)
             time.sleep(2)  # the last deliveries
             cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
-            read = [bus_bytes(u) - b for u, b in zip(servers.urls, bytes0)]
+            read = [read_bytes(p) - r for p, r in zip(pids, read0)]
+            bus = [bus_bytes(u) - b for u, b in zip(servers.urls, bus0)] if hub else [None] * len(pids)
             procs[0].stdin.write("report\n")
             procs[0].stdin.flush()
             latencies = sorted(x for row in json.loads(procs[0].stdout.readline())["latencies"] if row
                                for x in row)
             return [{"mode": mode, "instance": i + 1, "members": i == 0, "sent": sent, "received": len(latencies),
-                     "p99": pct(latencies, 99), "bytes": read[i], "cpu": cpu[i]} for i in range(len(pids))]
+                     "p99": pct(latencies, 99), "read": read[i], "bus": bus[i], "cpu": cpu[i]}
+                    for i in range(len(pids))]
         finally:
             close(procs)
             servers.stop()
@@ -128,7 +156,7 @@ def main(argv=None) -> None:
     p.add_argument("--clients", type=int, default=500, help="connected users per instance")
     p.add_argument("--rate", type=int, default=200, help="events a second, to users of the first instance")
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--modes", default="one,rooms")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--deadline", type=float, default=300.0)
     args = p.parse_args(argv)
     if not (NODE_DIR / "node_modules" / "ws").exists():
@@ -137,18 +165,18 @@ def main(argv=None) -> None:
     print(platform_line())
     print(f"{args.instances} instances x {args.clients} users on {NS}; {args.rate} events/s for {args.seconds:g} s, "
           f"each to one user of instance 1\n")
-    print("| bus | instance | its users get the events | delivered (p99 ms) | read from Redis | "
-          "per event | CPU s | CPU ms per event |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| server, bus | instance | its users get the events | delivered (p99 ms) | read by the process | "
+          "per event | of it from the bus (hub's count) | CPU s | CPU ms per event |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     tmp = Path(tempfile.mkdtemp(prefix="hub-bus-rooms-"))
     run = secrets.randbelow(200) + 1
     for n, mode in enumerate(args.modes.split(",")):
         for row in measure(mode, args, tmp, (run + n) % 250 + 1):
             delivered = f"{row['received']}/{row['sent']} ({row['p99']})" if row["members"] else "-"
-            print(f"| {'one channel' if mode == 'one' else 'per room'} | {row['instance']} | "
-                  f"{'yes' if row['members'] else 'no'} | {delivered} | {row['bytes'] / 1024:,.0f} KiB | "
-                  f"{row['bytes'] / row['sent']:,.0f} B | {row['cpu']:.2f} | {row['cpu'] * 1000 / row['sent']:.3f} |",
-                  flush=True)
+            bus = "-" if row["bus"] is None else f"{row['bus'] / 1024:,.0f} KiB"
+            print(f"| {mode} | {row['instance']} | {'yes' if row['members'] else 'no'} | {delivered} | "
+                  f"{row['read'] / 1024:,.0f} KiB | {row['read'] / row['sent']:,.0f} B | {bus} | {row['cpu']:.2f} | "
+                  f"{row['cpu'] * 1000 / row['sent']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 // room as `typing:indicator`). For loadtests/crowd.py: /notifications (JWT in the
 // handshake auth, the user's room) and `POST /publish-everyone` (the bearer is the
 // secret), which emits its JSON body as `alert:triggered` to every /notifications
-// socket. Defaults as shipped (permessage-deflate off).
+// socket. For loadtests/bus_rooms.py: `POST /publish-room` {room, event, data} emits to a
+// /notifications room. With REDIS_URL the classic Redis adapter, or with
+// BENCH_ADAPTER=sharded the sharded one (Redis 7 sharded pub/sub, a channel per room:
+// "dynamic" subscriptions). Defaults as shipped (permessage-deflate off).
 //   node server.mjs PORT SECRET [REDIS_URL]
 import { createServer } from "node:http";
 import { Server } from "socket.io";
@@ -12,27 +15,35 @@ import jwt from "jsonwebtoken";
 
 const [port, secret, redisUrl] = process.argv.slice(2);
 // Requests that are not Socket.IO's (socket.io passes them on to this handler).
+const PUBLISH = {
+  "/publish-everyone": (body) => io.of("/notifications").emit("alert:triggered", body),
+  "/publish-room": (body) => io.of("/notifications").to(String(body.room)).emit(String(body.event), body.data),
+};
 const httpServer = createServer((req, res) => {
-  if (req.method !== "POST" || req.url !== "/publish-everyone" || req.headers.authorization !== `Bearer ${secret}`) {
+  const publish = PUBLISH[req.url];
+  if (req.method !== "POST" || !publish || req.headers.authorization !== `Bearer ${secret}`) {
     res.writeHead(404).end();
     return;
   }
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
-    io.of("/notifications").emit("alert:triggered", JSON.parse(Buffer.concat(chunks).toString()));
+    publish(JSON.parse(Buffer.concat(chunks).toString()));
     res.writeHead(200, { "Content-Type": "application/json" }).end("{}");
   });
 });
 const io = new Server(httpServer, { serveClient: false });
 
 if (redisUrl) {
-  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const { createAdapter, createShardedAdapter } = await import("@socket.io/redis-adapter");
   const { createClient } = await import("redis");
   const pub = createClient({ url: redisUrl });
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
-  io.adapter(createAdapter(pub, sub, { key: `bench-${process.env.BENCH_RUN || "x"}` }));
+  const key = `bench-${process.env.BENCH_RUN || "x"}`;
+  io.adapter(process.env.BENCH_ADAPTER === "sharded"
+    ? createShardedAdapter(pub, sub, { channelPrefix: key, subscriptionMode: "dynamic" })
+    : createAdapter(pub, sub, { key }));
 }
 
 function authenticate(socket, next) {
