@@ -201,3 +201,16 @@ async def test_interest_subscribes_on_the_first_holder_and_lets_go_after_the_lin
         await interest.stop()
     finally:
         await broker.stop()
+
+
+async def test_what_is_published_right_after_a_join_arrives(pair):
+    """`subscribed` returns once Redis confirmed the room's channel, so a message
+    published by another instance the moment the join returns is never lost to the
+    subscription still on its way (a join of a socket waits the same way)."""
+    a, b = pair
+    await _inbox(a)
+    inbox = await _inbox(b)
+    for n in range(30):
+        await _join(b, f"room:new-{n}")
+        await a.publish({"t": "emit", "n": n}, ("/chat", [f"room:new-{n}"]))
+    assert [(await _next(inbox))["n"] for _ in range(30)] == list(range(30))
