@@ -45,6 +45,14 @@ class Interest:
             if self._sweeper is None or self._sweeper.done():
                 self._sweeper = asyncio.create_task(self._sweep(), name="bus-interest-sweeper")
 
+    def held(self, namespace: str, room: str) -> int:
+        """How many holders have the room (0: none; it may still linger)."""
+        return self._holders.get((namespace, room), 0)
+
+    def lingering(self, namespace: str, room: str) -> bool:
+        """Nobody has the room, and its channel is still read until the linger ends."""
+        return (namespace, room) in self._vacated
+
     async def ready(self, namespace: str, room: str) -> None:
         await self.broker.subscribed(namespace, room)
 

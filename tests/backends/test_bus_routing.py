@@ -214,3 +214,35 @@ async def test_what_is_published_right_after_a_join_arrives(pair):
         await _join(b, f"room:new-{n}")
         await a.publish({"t": "emit", "n": n}, ("/chat", [f"room:new-{n}"]))
     assert [(await _next(inbox))["n"] for _ in range(30)] == list(range(30))
+
+
+async def test_a_hub_reads_the_rooms_of_its_sockets_of_every_transport(start_server, tmp_path, redis_url,
+                                                                       redis_prefix, http, connect):
+    """A Socket.IO client and a plain WebSocket of one user on a hub: the user's room
+    and `everyone` are read while either is there, and let go (after the linger) only
+    when both have left."""
+    from tests.support.gateways import Plain
+
+    server = await start_server(make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix))
+    broker, interest = server.hub.broker, server.hub.fanout.interest
+    ann = await Api(server.url, http).user()
+    rooms = [("/notifications", f"user:{ann['user']['id']}"), ("/notifications", "everyone")]
+    channels = [broker.channels.of_room(*key) for key in rooms]
+    socket = await connect(server.url, "/notifications", ann["access_token"])
+    plain = await Plain.open(http, f"{server.url}/ws?ns=/notifications&token={ann['access_token']}")
+    await plain.frame()  # welcome: attached, its rooms joined
+    assert all(broker.channels.wanted[c].done() for c in channels)
+    assert [interest.held(*key) for key in rooms] == [2, 2]  # the Socket.IO manager and the plain members
+    await socket.sio.disconnect()
+    for _ in range(100):
+        if interest.held(*rooms[0]) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert [interest.held(*key) for key in rooms] == [1, 1]
+    await plain.close()
+    for _ in range(100):
+        if not interest.held(*rooms[0]):
+            break
+        await asyncio.sleep(0.02)
+    assert all(not interest.held(*key) and interest.lingering(*key) for key in rooms)
+    assert all(c in broker.channels.wanted for c in channels)  # still read, for the linger
