@@ -1,6 +1,7 @@
 // Two users connect to /chat with the official client, exchange messages live.
 // Usage: node chat_exchange.mjs URL TOKEN_A TOKEN_B USER_B_ID [transport]
 import { io } from "socket.io-client";
+import { report } from "./report.mjs";
 
 const [url, tokenA, tokenB, userB, transport] = process.argv.slice(2);
 const opts = (token) => ({ auth: { token }, transports: transport ? [transport] : undefined, reconnection: false });
@@ -27,6 +28,5 @@ const refused = await new Promise((resolve) => {
   s.on("connect", () => resolve({ connected: true }));
   s.on("connect_error", (err) => resolve({ message: err.message, data: err.data }));
 });
-console.log(JSON.stringify({ ack, event, ack2, back, refused, transport: a.io.engine.transport.name }));
+report({ ack, event, ack2, back, refused, transport: a.io.engine.transport.name });
 a.close(); b.close(); clearTimeout(timeout);
-process.exit(0);

@@ -1,6 +1,7 @@
 // A customer and a backend service on /orders and /notifications with the official client.
 // Usage: node orders_notifications.mjs URL CUSTOMER_TOKEN SERVICE_TOKEN CUSTOMER_ID [transport]
 import { io } from "socket.io-client";
+import { report } from "./report.mjs";
 
 const [url, customerToken, serviceToken, customerId, transport] = process.argv.slice(2);
 const timeout = setTimeout(() => { console.error("timed out"); process.exit(2); }, 20000);
@@ -41,6 +42,6 @@ const list = await notes.emitWithAck("notifications:list", {});
 
 for (const s of [orders, notes, backend, backendNotes]) s.disconnect();
 clearTimeout(timeout);
-console.log(JSON.stringify({ order, staffSaw, processing, customerSaw, shippedEvent, illegal, notified, push, list,
-                             transport: orders.io.engine.transport.name }));
-process.exit(0);  // a pending long-poll request would keep node alive until the next ping
+// Exits once written: a pending long-poll request would keep node alive until the next ping.
+report({ order, staffSaw, processing, customerSaw, shippedEvent, illegal, notified, push, list,
+         transport: orders.io.engine.transport.name });

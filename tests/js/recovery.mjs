@@ -11,6 +11,7 @@
 // Prints one JSON line: what the receiver saw.
 import { io } from "socket.io-client";
 import { balancer } from "./balancer.mjs";
+import { report } from "./report.mjs";
 
 const [mode, target1, target2, senderUrl, senderToken, receiverToken, receiverId, hub1Pid] = process.argv.slice(2);
 const portOf = (url) => Number(new URL(url).port);
@@ -97,7 +98,5 @@ if (mode === "revoke") {
   await until(() => seen.length >= 20 - (mode === "window" ? 10 : 0), 10000);
   await sleep(300); // anything extra (a duplicate) would arrive now
 }
-console.log(JSON.stringify({ seen, offsets, firstOffsets, reasons, connects, connectError, synced,
-                             recovered: receiver.recovered }));
+report({ seen, offsets, firstOffsets, reasons, connects, connectError, synced, recovered: receiver.recovered });
 sender.close(); receiver.close(); lb.close();
-process.exit(0);

@@ -6,6 +6,7 @@
 // in arrival order) and how each reconnect went.
 import { io } from "socket.io-client";
 import { balancer } from "./balancer.mjs";
+import { report } from "./report.mjs";
 
 const [receiverHub, senderUrl, senderToken, receiverToken, receiverId, drops] = process.argv.slice(2);
 const fail = (why) => { console.error(why); process.exit(2); };
@@ -56,6 +57,5 @@ await Promise.all(streams);
 const last = await send("last");
 acked.push(last);
 if (!(await until(() => got.some(([id]) => id === last)))) fail("the last message never came");
-console.log(JSON.stringify({ acked, got, connects }));
+report({ acked, got, connects });
 sender.close(); receiver.close(); lb.close();
-process.exit(0);
