@@ -20,6 +20,7 @@ const state = {
   ops: null, dlg: null, timers: [],
   versions: new Map(), // dialog_id -> highest version seen (stale events are dropped)
   seen: new Set(), // message and note ids rendered in the open dialog
+  heldDeltas: null, // while a dialog opens: its deltas, shown after the text so far (openDialog)
   streams: new Map(), // stream id -> the growing bot reply shown in the open dialog
   queue: [], chats: [], operators: [], canned: [], offers: new Map(),
   mode: "reply",
@@ -161,7 +162,10 @@ function start() {
   });
 
   dlg.on("message:added", (ev) => { if (ev.dialog_id === state.current) addMessage(ev.message); });
-  dlg.on("message:delta", (ev) => { if (ev.dialog_id === state.current) growStream(ev); });
+  dlg.on("message:delta", (ev) => {
+    if (state.heldDeltas) state.heldDeltas.push(ev); // a dialog is opening: after its text so far
+    else if (ev.dialog_id === state.current) growStream(ev);
+  });
   dlg.on("handoff:status", (ev) => {
     if (!fresh(ev.dialog_id, ev.version)) return;
     if (ev.dialog_id === state.current) showStatus(ev.status, ev.operator_id);
@@ -366,7 +370,20 @@ function alertOffer(offer) {
 
 // --- the open dialog ----------------------------------------------------------------------------
 
+// Deltas that come while a dialog opens wait until its streams' text so far is shown:
+// shown first, one would start a reply's line in the middle.
 async function openDialog(dialogId, rejoin = false) {
+  state.heldDeltas = [];
+  try {
+    await loadDialog(dialogId, rejoin);
+  } finally {
+    const held = state.heldDeltas;
+    state.heldDeltas = null;
+    for (const ev of held) if (ev.dialog_id === state.current) growStream(ev);
+  }
+}
+
+async function loadDialog(dialogId, rejoin) {
   if (state.current && state.current !== dialogId) {
     try { await call(state.dlg, "dialog:leave", { dialog_id: state.current }); } catch (_) { /* gone */ }
   }

@@ -18,6 +18,7 @@
   const BOT_SILENCE_MS = 8000; // no reply from the bot within this: tell the visitor and offer a human
   const state = {
     session: null, socket: null, version: 0, seen: new Set(), streams: new Map(), started: false, position: null,
+    heldDeltas: null, // while (re)connecting: live deltas, shown after the text so far
     handoff: "none", closed: false, unread: 0, botTimer: null, settings: {},
   };
 
@@ -295,6 +296,18 @@
       $("input").disabled = $("send").disabled = false;
       if (!$("panel").hidden) $("input").focus();
       socket.on("connect", async () => {
+        // Deltas that come meanwhile wait until the streams' text so far is shown:
+        // shown first, one would start a reply's line in the middle.
+        state.heldDeltas = [];
+        try {
+          await resume();
+        } finally {
+          const held = state.heldDeltas;
+          state.heldDeltas = null;
+          held.forEach(growStream);
+        }
+      });
+      async function resume() {
         $("error").textContent = "";
         const dialogId = state.session.dialog_id;
         const current = await call("dialog:status", { dialog_id: dialogId });
@@ -313,7 +326,7 @@
           state.toldNoBot = true; // no bot is connected for this assistant: say so at once
           say("Our assistant is offline right now. You can talk to a human instead.");
         }
-      });
+      }
       socket.on("disconnect", () => { if (!state.closed) status("Reconnecting…"); });
       socket.on("connect_error", async (err) => {
         status("Reconnecting…");
@@ -322,7 +335,7 @@
         }
       });
       socket.on("message:added", (ev) => addMessage(ev.message));
-      socket.on("message:delta", growStream);
+      socket.on("message:delta", (ev) => (state.heldDeltas ? state.heldDeltas.push(ev) : growStream(ev)));
       socket.on("handoff:status", (ev) => {
         if (ev.version < state.version) return; // a stale event
         state.version = ev.version;
