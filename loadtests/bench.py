@@ -79,11 +79,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def proc_value(pid: int, file: str, field: str) -> int:
+    """A number of /proc/<pid>/<file>'s line `field` (e.g. "VmRSS:" of status)."""
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+        if line.startswith(field):
             return int(line.split()[1])
     return 0
+
+
+def rss_kib(pid: int) -> int:
+    return proc_value(pid, "status", "VmRSS:")
 
 
 def cpu_seconds(pid: int) -> float:

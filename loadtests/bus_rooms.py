@@ -37,7 +37,8 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtests.bench import NODE_DIR, HubServers, NodeServers, cpu_seconds, platform_line, throwaway_pg
+from loadtests.bench import (NODE_DIR, HubServers, NodeServers, cpu_seconds, platform_line, proc_value,
+                             throwaway_pg)
 from loadtests.crowd import NS, EVENT, close, pct, raise_fd_limit, tokens_for
 
 # mode -> (hub?, environment of its processes)
@@ -46,10 +47,7 @@ MODES = {"hub-one": (True, {"HUB_BUS_PER_ROOM": "false"}), "hub-rooms": (True, {
 
 
 def read_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    return 0
+    return proc_value(pid, "io", "rchar:")
 
 
 def bus_bytes(url: str) -> int:
