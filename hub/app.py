@@ -156,7 +156,6 @@ def build_hub(settings: Settings) -> Hub:
     connections = Connections()
     fanout = Fanout(sio, broker, db=db, instance_id=settings.instance_id, connections=connections,
                     metrics=metrics, published_retention=timedelta(seconds=settings.published_retention))
-    sio.manager.room_watcher = fanout.interest
     streams = StreamService(backends.streams, fanout)
     return Hub(settings=settings, db=db, limits=backends.limits, broker=broker, tokens=tokens,
                auth=Authenticator(tokens, backends.revoked), sio=sio, fanout=fanout, metrics=metrics,
@@ -175,9 +174,8 @@ MSGPACK_PATH = "socket.io-msgpack"
 
 def msgpack_server(hub: Hub) -> HubServer:
     """The msgpack endpoint's server: hub.sio's class and options, msgpack parser."""
-    manager = HubManager(websocket_compression=hub.settings.ws_compression)
-    manager.room_watcher = hub.fanout.interest
-    return hub.sio.sibling(serializer=MSGPACK_PACKET, client_manager=manager)
+    return hub.sio.sibling(serializer=MSGPACK_PACKET, client_manager=HubManager(
+        websocket_compression=hub.settings.ws_compression))
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -193,7 +191,7 @@ def create_app(settings: Settings) -> web.Application:
     hub.sio.attach(app)
     msgpack_sio = msgpack_server(hub)
     msgpack_sio.attach(app, socketio_path=MSGPACK_PATH)
-    hub.fanout.servers.append(msgpack_sio)
+    hub.fanout.add_server(msgpack_sio)
     for server in hub.fanout.servers:
         for spec in REGISTRY.namespaces.values():
             server.register_namespace(

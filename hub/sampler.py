@@ -73,10 +73,9 @@ def at_scrape(hub) -> Iterable:
     for (namespace, transport), count in sorted(totals.items()):
         connections.add_metric([namespace, transport], count)
     yield connections
-    received = getattr(hub.broker, "received_bytes", None)
-    if received is not None:  # on Redis
+    if hub.broker.received_bytes is not None:  # on Redis
         yield CounterMetricFamily("hub_bus_received_bytes", "Bytes this instance read from the Redis bus",
-                                  value=received)
+                                  value=hub.broker.received_bytes)
         yield GaugeMetricFamily("hub_bus_channels", "Room channels of the Redis bus this instance reads",
                                 value=len(hub.broker.channels.wanted))
     pool = hub.db.engine.sync_engine.pool

@@ -44,8 +44,8 @@ class Fanout:
                  published_retention: timedelta = timedelta(days=7)) -> None:
         self.sio = sio
         # Every Socket.IO server of this instance (the JSON one first; the msgpack
-        # endpoint's is appended by the app): events reach clients of each parser.
-        self.servers = [sio]
+        # endpoint's is added by the app): events reach clients of each parser.
+        self.servers = []
         # Plain WebSocket and SSE connections (hub/gateways): rooms of their own, fed
         # by the same deliveries.
         self.members = Members()
@@ -54,6 +54,7 @@ class Fanout:
         # app hands it to each Socket.IO server's manager and to `members`.
         self.interest = Interest(broker) if broker.routed else None
         self.members.watcher = self.interest
+        self.add_server(sio)
         self.db = db
         self.instance_id = instance_id
         self.connections = connections
@@ -81,6 +82,11 @@ class Fanout:
         # What this instance does with another's token revocation (`announce_revoked`):
         # set by the revocation service (hub/delivery/revocation.py).
         self.on_revoked: Callable[[str, int], Awaitable[None]] | None = None
+
+    def add_server(self, server) -> None:
+        """Deliver to this Socket.IO server's sockets too; its rooms count in `interest`."""
+        server.manager.room_watcher = self.interest
+        self.servers.append(server)
 
     def listen(self, namespace: str, event: str, callback: Callable[[dict], Awaitable[None]]) -> None:
         """Call `callback(data)` on this instance for every such durable event, once each."""

@@ -89,6 +89,8 @@ class Broker(ABC):
 
     # Whether messages go only where `subscribe` asked for them (else: everywhere).
     routed = False
+    # Bytes read from a shared bus so far (None: there is none, in one process).
+    received_bytes: int | None = None
 
     def __init__(self, retention: float) -> None:
         self.retention = retention

@@ -198,8 +198,9 @@ class BusReader:
                     reply, end = parsed
                     if isinstance(reply, ResponseError):
                         raise reply
-                    if not (isinstance(reply, list) and reply and reply[0] == self._subscribe_cmd.lower().encode()):
-                        raise RedisConnectionError(f"unexpected answer to {self._subscribe_cmd}: {reply!r}")
+                    sent = commands[0][0]  # the common channel's (S)SUBSCRIBE
+                    if not (isinstance(reply, list) and reply and reply[0] == sent.lower().encode()):
+                        raise RedisConnectionError(f"unexpected answer to {sent}: {reply!r}")
                     return reader, bytes(buf[end:])
 
     async def _read(self, conn, reader: asyncio.StreamReader, early: bytes, handler: Handler) -> None:

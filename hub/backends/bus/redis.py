@@ -61,7 +61,6 @@ class RedisBroker(BusReader, OnRedis, Broker):
         """`redis`: the instance's shared client, which the caller closes.
         `per_room`: route messages to the channels of their rooms."""
         super().__init__(retention)
-        self.routed = per_room
         self.redis = redis
         self._append_down_until = 0.0
         self.prefix = prefix
@@ -75,8 +74,7 @@ class RedisBroker(BusReader, OnRedis, Broker):
         self._changing: asyncio.Task | None = None
         self.received_bytes = 0  # read from Redis on the bus connection
         self._slots_stale = False  # a bus connection failed: reread who owns the slot
-        self._subscribe_cmd, self._message_kind = (("SSUBSCRIBE", b"smessage") if self.sharded
-                                                   else ("SUBSCRIBE", b"message"))
+        self._message_kind = b"smessage" if self.sharded else b"message"
         self._publish_cmd = "SPUBLISH" if self.sharded else "PUBLISH"
         self.healthy = False
         self._append = self.redis.register_script(append_script(self._publish_cmd))
@@ -99,6 +97,10 @@ class RedisBroker(BusReader, OnRedis, Broker):
         self._publisher: asyncio.Task | None = None
         self._publish_conn = None
         self._barriers: dict[str, asyncio.Future] = {}  # token -> resolved when it comes back
+
+    @property
+    def routed(self) -> bool:
+        return self.channels.routed
 
     def _log_key(self, namespace: str) -> str:
         return f"{self.channel}:log:{namespace}"
